@@ -1,0 +1,24 @@
+//! Courier's domain: validated names and ids, the message and delivery state machines, and the
+//! retry backoff. Pure functions and types only; no I/O, no proto, no SQL.
+
+mod backoff;
+mod delivery;
+mod ids;
+mod message;
+mod names;
+mod subscription;
+mod time;
+
+pub use backoff::{JITTER, backoff, random_jitter};
+pub use delivery::{
+    AckVerdict, DeliveryState, DeliveryStatus, LeaseCheck, Receipt, RedeliveryPlan, classify_ack,
+    check_lease, plan_redelivery,
+};
+pub use ids::{MessageId, ParseIdError};
+pub use message::{
+    Decision, Headers, MessageOutcome, MessageRecord, MessageRef, MessageState, Transition,
+    decide, outcome,
+};
+pub use names::{FieldViolation, MessageKey, Name};
+pub use subscription::{RetryPolicy, Subscription};
+pub use time::Timestamp;

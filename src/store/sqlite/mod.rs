@@ -1,0 +1,268 @@
+//! The embedded SQLite backend: WAL, `synchronous=FULL`, one writer task with group commit,
+//! and a small pool of read-only connections.
+
+mod ops;
+mod reads;
+mod rows;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqlitePool};
+
+pub use writer::WriterStats;
+use writer::Writer;
+
+use super::{
+    AckStatus, CheckerRegistration, DeliveryQuery, InsertOutcome, LeasedDelivery, MessageQuery,
+    NewMessage, Page, Stats, Store, StoreError, Wakeups,
+};
+use crate::config::SqliteConfig;
+use crate::domain::{
+    Decision, DeliveryStatus, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt,
+    Subscription, Timestamp,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits on a lock held by another process before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: SqlitePool,
+    wakeups: Wakeups,
+    stats: Arc<WriterStats>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url`, runs migrations and starts the writer.
+    pub async fn open(url: &str, config: &SqliteConfig, wakeups: Wakeups) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unsupported(format!("database_url is not a SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let mut connection = options.connect().await?;
+        MIGRATOR
+            .run(&mut connection)
+            .await
+            .map_err(StoreError::internal)?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.read_connections)
+            .connect_with(options.read_only(true))
+            .await?;
+        let stats = Arc::new(WriterStats::default());
+        Ok(Self {
+            writer: Writer::start(connection, config.max_batch, stats.clone()),
+            readers,
+            wakeups,
+            stats,
+        })
+    }
+
+    /// Commits and operations of the writer so far.
+    pub fn writer_stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
+    fn wake(&self, subscriptions: &[String]) {
+        for subscription in subscriptions {
+            self.wakeups.notify_subscription(subscription);
+        }
+        if !subscriptions.is_empty() {
+            self.wakeups.notify_scheduler();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        if !self.writer.is_running() {
+            return Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed));
+        }
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn create_subscription(
+        &self,
+        subscription: Subscription,
+    ) -> Result<(Subscription, bool), StoreError> {
+        self.writer
+            .write(move |conn| Box::pin(ops::create_subscription(conn, subscription)))
+            .await
+    }
+
+    async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
+        reads::subscription(&self.readers, name).await
+    }
+
+    async fn list_subscriptions(&self, topic: Option<&Name>) -> Result<Vec<Subscription>, StoreError> {
+        reads::subscriptions(&self.readers, topic).await
+    }
+
+    async fn update_subscription(&self, subscription: Subscription) -> Result<Subscription, StoreError> {
+        let (updated, wake) = self
+            .writer
+            .write(move |conn| Box::pin(ops::update_subscription(conn, subscription)))
+            .await?;
+        self.wake(&wake);
+        Ok(updated)
+    }
+
+    async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
+        let name = name.clone();
+        self.writer
+            .write(move |conn| Box::pin(async move { ops::delete_subscription(conn, &name).await }))
+            .await
+    }
+
+    async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
+        let (outcome, wake) = self
+            .writer
+            .write(move |conn| Box::pin(ops::insert_message(conn, message)))
+            .await?;
+        self.wake(&wake);
+        Ok(outcome)
+    }
+
+    async fn decide(
+        &self,
+        message: &MessageRef,
+        decision: Decision,
+        now: Timestamp,
+    ) -> Result<MessageState, StoreError> {
+        let message = message.clone();
+        let (state, wake) = self
+            .writer
+            .write(move |conn| Box::pin(async move { ops::decide(conn, &message, decision, now).await }))
+            .await?;
+        self.wake(&wake);
+        Ok(state)
+    }
+
+    async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
+        reads::message(&self.readers, message).await
+    }
+
+    async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
+        reads::messages(&self.readers, query).await
+    }
+
+    async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        self.writer
+            .write(move |conn| Box::pin(ops::register_checker(conn, checker, now)))
+            .await
+    }
+
+    async fn get_checker(&self, producer: &Name) -> Result<Option<CheckerRegistration>, StoreError> {
+        reads::checker(&self.readers, producer).await
+    }
+
+    async fn lease(
+        &self,
+        subscription: &Subscription,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        let subscription = subscription.clone();
+        let leased = self
+            .writer
+            .write(move |conn| Box::pin(async move { ops::lease(conn, &subscription, max, now).await }))
+            .await?;
+        if !leased.is_empty() {
+            // The lease-expiry loop may be sleeping past these new deadlines.
+            self.wakeups.notify_scheduler();
+        }
+        Ok(leased)
+    }
+
+    async fn ack(&self, receipts: &[Receipt], now: Timestamp) -> Result<Vec<AckStatus>, StoreError> {
+        let receipts = receipts.to_vec();
+        self.writer
+            .write(move |conn| Box::pin(async move { ops::ack(conn, &receipts, now).await }))
+            .await
+    }
+
+    async fn nack(&self, receipt: &Receipt, delay: Option<Duration>, now: Timestamp) -> Result<(), StoreError> {
+        let receipt = receipt.clone();
+        let wake = self
+            .writer
+            .write(move |conn| Box::pin(async move { ops::nack(conn, &receipt, delay, now).await }))
+            .await?;
+        self.wake(&wake);
+        Ok(())
+    }
+
+    async fn extend_lease(
+        &self,
+        receipt: &Receipt,
+        extension: Duration,
+        now: Timestamp,
+    ) -> Result<Timestamp, StoreError> {
+        let receipt = receipt.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move { ops::extend_lease(conn, &receipt, extension, now).await })
+            })
+            .await
+    }
+
+    async fn reject(&self, receipt: &Receipt, reason: &str, now: Timestamp) -> Result<(), StoreError> {
+        let (receipt, reason) = (receipt.clone(), reason.to_owned());
+        self.writer
+            .write(move |conn| Box::pin(async move { ops::reject(conn, &receipt, &reason, now).await }))
+            .await
+    }
+
+    async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
+        reads::next_due(&self.readers, subscription).await
+    }
+
+    async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let (ended, wake) = self
+            .writer
+            .write(move |conn| Box::pin(ops::expire_leases(conn, now)))
+            .await?;
+        self.wake(&wake);
+        Ok(ended)
+    }
+
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+        reads::next_lease_expiry(&self.readers).await
+    }
+
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Page<DeliveryStatus>, StoreError> {
+        reads::deliveries(&self.readers, query).await
+    }
+
+    async fn redrive(
+        &self,
+        subscription: &Name,
+        message_ids: &[MessageId],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (name, ids) = (subscription.clone(), message_ids.to_vec());
+        let redriven = self
+            .writer
+            .write(move |conn| Box::pin(async move { ops::redrive(conn, &name, &ids, now).await }))
+            .await?;
+        if redriven > 0 {
+            self.wake(&[subscription.to_string()]);
+        }
+        Ok(redriven)
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
+        reads::stats(&self.readers, now).await
+    }
+}

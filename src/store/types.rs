@@ -1,0 +1,130 @@
+//! Values that cross the Store boundary.
+
+use std::time::Duration;
+
+use crate::domain::{
+    DeliveryState, Headers, MessageId, MessageKey, MessageOutcome, MessageRecord, MessageState,
+    Name, Timestamp,
+};
+
+/// A message to store, already validated.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub producer: Name,
+    pub topic: Name,
+    pub key: MessageKey,
+    pub payload: Vec<u8>,
+    pub headers: Headers,
+    /// When the scheduler first asks the producer's checker (ignored for publish).
+    pub check_after: Duration,
+    /// Delay of the first delivery after confirm.
+    pub deliver_after: Duration,
+    /// Publish: store CONFIRMED with deliveries at once.
+    pub publish: bool,
+    pub now: Timestamp,
+}
+
+/// Result of [`super::Store::insert_message`].
+#[derive(Debug, Clone)]
+pub struct InsertOutcome {
+    pub message_id: MessageId,
+    pub state: MessageState,
+    /// False when an identical message with the same producer key already existed.
+    pub created: bool,
+}
+
+/// A checker endpoint registered by a producer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckerRegistration {
+    pub producer: Name,
+    pub endpoint: String,
+    pub timeout: Duration,
+}
+
+/// A delivery handed out by a lease, with everything a consumer needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedDelivery {
+    pub receipt: crate::domain::Receipt,
+    pub topic: Name,
+    pub producer: Name,
+    pub key: MessageKey,
+    pub payload: Vec<u8>,
+    pub headers: Headers,
+    pub attempt: u32,
+    pub published_at: Timestamp,
+    pub lease_expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    Ok,
+    LeaseLost,
+    NotFound,
+}
+
+/// Filters and paging for ListMessages: newest first.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub topic: Option<Name>,
+    pub producer: Option<Name>,
+    pub state: Option<MessageState>,
+    pub outcome: Option<MessageOutcome>,
+    pub page_size: u32,
+    /// Only messages with an id below this one (the last id of the previous page).
+    pub before: Option<MessageId>,
+}
+
+/// Filters and paging for ListDeliveries: oldest message first.
+#[derive(Debug, Clone)]
+pub struct DeliveryQuery {
+    pub subscription: Name,
+    pub state: Option<DeliveryState>,
+    pub page_size: u32,
+    /// Only deliveries of messages with an id above this one.
+    pub after: Option<MessageId>,
+}
+
+/// One page of a listing; `next` is the cursor of the following page, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<MessageId>,
+}
+
+impl Page<MessageRecord> {
+    pub fn empty() -> Self {
+        Self {
+            items: Vec::new(),
+            next: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicStats {
+    pub topic: String,
+    pub prepared: u64,
+    pub confirmed: u64,
+    pub cancelled: u64,
+    pub unresolved: u64,
+    pub unrouted: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscriptionStats {
+    pub subscription: String,
+    pub topic: String,
+    pub pending: u64,
+    pub leased: u64,
+    pub acked: u64,
+    pub dead: u64,
+    pub oldest_pending_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub topics: Vec<TopicStats>,
+    pub subscriptions: Vec<SubscriptionStats>,
+    pub unrouted_confirms: u64,
+}
