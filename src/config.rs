@@ -25,10 +25,12 @@ pub struct Config {
     #[serde(with = "duration_text")]
     pub shutdown_grace: Duration,
     pub checks: ChecksConfig,
+    pub push: PushConfig,
     pub subscriptions: SubscriptionDefaults,
     pub limits: Limits,
     pub retention: RetentionConfig,
     pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,32 @@ pub struct ChecksConfig {
     /// Deadline of one Check call, unless the checker registered its own.
     #[serde(with = "duration_text")]
     pub timeout: Duration,
+    /// Check calls in flight at once, over every producer.
+    pub concurrency: usize,
+}
+
+impl ChecksConfig {
+    /// The check schedule as a retry policy: `initial_backoff` doubling up to `max_backoff`,
+    /// with the same jitter as deliveries, for `max_attempts` checks.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            multiplier: 2.0,
+        }
+    }
+}
+
+/// Push delivery to the Receivers of subscriptions that have a `push_endpoint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Deliver calls in flight at once, over every push subscription.
+    pub concurrency: usize,
+    /// Deliver calls in flight at once to one subscription, so one slow receiver cannot take
+    /// every slot.
+    pub per_subscription: usize,
 }
 
 /// Values that subscriptions take for fields their creator left unset.
@@ -107,6 +135,25 @@ pub struct SqliteConfig {
     pub max_batch: usize,
 }
 
+/// The PostgreSQL connection pool. Every replica opens up to `max_connections` (plus one for
+/// LISTEN), so size PostgreSQL's `max_connections` for all replicas together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Most connections this replica holds in its pool.
+    pub max_connections: u32,
+    /// How long opening one connection may take at start (and for the LISTEN connection).
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// How long a call waits for a pooled connection (including reconnecting) before it fails
+    /// with UNAVAILABLE.
+    #[serde(with = "duration_text")]
+    pub acquire_timeout: Duration,
+    /// Longest one SQL statement may run; PostgreSQL cancels it after that.
+    #[serde(with = "duration_text")]
+    pub statement_timeout: Duration,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -115,10 +162,12 @@ impl Default for Config {
             log_format: LogFormat::Plain,
             shutdown_grace: Duration::from_secs(10),
             checks: ChecksConfig::default(),
+            push: PushConfig::default(),
             subscriptions: SubscriptionDefaults::default(),
             limits: Limits::default(),
             retention: RetentionConfig::default(),
             sqlite: SqliteConfig::default(),
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -131,6 +180,16 @@ impl Default for ChecksConfig {
             max_backoff: Duration::from_secs(600),
             max_attempts: 15,
             timeout: Duration::from_secs(5),
+            concurrency: 32,
+        }
+    }
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            per_subscription: 8,
         }
     }
 }
@@ -170,6 +229,17 @@ impl Default for SqliteConfig {
         Self {
             read_connections: 4,
             max_batch: 512,
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -251,6 +321,19 @@ impl Config {
         if checks.timeout.is_zero() {
             return invalid("checks.timeout", "must be more than 0");
         }
+        if !(1..=10_000).contains(&checks.concurrency) {
+            return invalid("checks.concurrency", "must be between 1 and 10000");
+        }
+        let push = &self.push;
+        if !(1..=10_000).contains(&push.concurrency) {
+            return invalid("push.concurrency", "must be between 1 and 10000");
+        }
+        if push.per_subscription == 0 || push.per_subscription > push.concurrency {
+            return invalid(
+                "push.per_subscription",
+                "must be at least 1 and at most push.concurrency",
+            );
+        }
         let subs = &self.subscriptions;
         if !(Duration::from_secs(1)..=Duration::from_secs(12 * 3600)).contains(&subs.ack_deadline) {
             return invalid("subscriptions.ack_deadline", "must be between 1s and 12h");
@@ -281,6 +364,20 @@ impl Config {
         }
         if self.sqlite.max_batch == 0 {
             return invalid("sqlite.max_batch", "must be at least 1");
+        }
+        let postgres = &self.postgres;
+        if !(1..=1000).contains(&postgres.max_connections) {
+            return invalid("postgres.max_connections", "must be between 1 and 1000");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&postgres.connect_timeout) {
+            return invalid("postgres.connect_timeout", "must be between 100ms and 5m");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&postgres.acquire_timeout) {
+            return invalid("postgres.acquire_timeout", "must be between 100ms and 5m");
+        }
+        // PostgreSQL keeps statement_timeout in whole milliseconds.
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&postgres.statement_timeout) {
+            return invalid("postgres.statement_timeout", "must be between 100ms and 1h");
         }
         Ok(())
     }
@@ -318,6 +415,24 @@ mod tests {
         assert_eq!(config.checks.max_attempts, 15);
         assert_eq!(config.subscriptions.ack_deadline, Duration::from_secs(30));
         assert_eq!(config.retention.final_messages, Duration::from_secs(604_800));
+        assert_eq!(config.checks.concurrency, 32);
+        assert_eq!(config.push.concurrency, 64);
+        assert_eq!(config.push.per_subscription, 8);
+    }
+
+    #[test]
+    fn push_slots_per_subscription_fit_the_total() {
+        let mut config = Config::default();
+        config.push.per_subscription = config.push.concurrency + 1;
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.to_string().contains("push.per_subscription"),
+            "{error}"
+        );
+        config.push.per_subscription = 1;
+        config.checks.concurrency = 0;
+        let error = config.validate().unwrap_err();
+        assert!(error.to_string().contains("checks.concurrency"), "{error}");
     }
 
     #[test]
@@ -350,6 +465,10 @@ mod tests {
         std::fs::write(&file, "[checks]\nmax_attempts = 0\n").unwrap();
         let error = Config::load(Some(&file), FlagOverrides::default()).unwrap_err();
         assert!(error.to_string().contains("checks.max_attempts"), "{error}");
+
+        std::fs::write(&file, "[postgres]\nstatement_timeout = \"10ms\"\n").unwrap();
+        let error = Config::load(Some(&file), FlagOverrides::default()).unwrap_err();
+        assert!(error.to_string().contains("postgres.statement_timeout"), "{error}");
 
         std::fs::write(&file, "[checks]\nmax_atempts = 3\n").unwrap();
         let error = Config::load(Some(&file), FlagOverrides::default()).unwrap_err();

@@ -19,6 +19,11 @@ impl MessageId {
         Uuid::try_parse(value).map(Self).map_err(|_| ParseIdError)
     }
 
+    /// For ids read back from a store that keeps them as UUIDs.
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
     pub fn as_uuid(&self) -> Uuid {
         self.0
     }

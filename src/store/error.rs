@@ -49,14 +49,17 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// SQLSTATE classes of PostgreSQL (08 connection, 57P0x shutdown, 53 resources) and SQLite's
-/// busy/locked codes: transient, so clients should retry.
+/// SQLSTATE classes of PostgreSQL (08 connection, 57P0x shutdown, 53 resources, 57014 a
+/// statement cancelled by statement_timeout, 55P03 lock timeout, 40001/40P01 a transaction
+/// aborted by a serialization conflict or deadlock) and SQLite's busy/locked codes:
+/// transient, so clients should retry.
 fn is_unavailable_code(code: Option<&str>) -> bool {
     match code {
         Some(code) => {
             code.starts_with("08")
                 || code.starts_with("57P0")
                 || code.starts_with("53")
+                || matches!(code, "57014" | "55P03" | "40001" | "40P01")
                 || code == "5"
                 || code == "6"
                 || code == "261"

@@ -2,9 +2,16 @@
 //! Every state change is a compare-and-set on the stored state (and lease generation), so
 //! concurrent callers, scheduler loops and replicas can never both win a transition.
 
+#[cfg(test)]
+mod conformance;
 mod error;
+pub mod postgres;
+mod rows;
+mod rules;
 mod sql;
 pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 mod types;
 mod wakeups;
 
@@ -19,8 +26,8 @@ pub use wakeups::Wakeups;
 
 use crate::config::Config;
 use crate::domain::{
-    Decision, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt, Subscription,
-    Timestamp,
+    Decision, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt, RedeliveryPlan,
+    Subscription, Timestamp,
 };
 
 /// Everything Courier persists. Implementations answer a write only after it is durable.
@@ -105,6 +112,124 @@ pub trait Store: Send + Sync + 'static {
     /// Earliest lease end among LEASED deliveries, if any.
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError>;
 
+    // --- scheduler: check-back ---
+
+    /// Claims up to `limit` PREPARED messages whose `next_check_at` is at or before `now`,
+    /// earliest first, with the checker each producer registered (if any).
+    ///
+    /// The claim is atomic across schedulers and replicas: the same statement that selects the
+    /// messages moves their `next_check_at` to `now + hold`, so no other scheduler claims them
+    /// while this check is in flight (PostgreSQL: `UPDATE … WHERE id IN (SELECT … FOR UPDATE
+    /// SKIP LOCKED LIMIT n) RETURNING …`). The claim changes nothing else: the state and
+    /// `check_attempts` stay as they are, so a check lost to a crash is simply claimed again
+    /// after `hold` and counts no attempt. Each returned [`DueCheck::attempt`] is the
+    /// message's `check_attempts + 1`.
+    async fn claim_due_checks(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        hold: Duration,
+    ) -> Result<Vec<DueCheck>, StoreError> {
+        let _ = (now, limit, hold);
+        Err(StoreError::Unsupported(
+            "claim_due_checks is not implemented by this backend".into(),
+        ))
+    }
+
+    /// Records the verdict of check number `attempt` of a message, as a compare-and-set on
+    /// `state = PREPARED AND check_attempts = attempt - 1`; when that does not hold (the
+    /// producer's Confirm or Cancel, or an operator's Resolve, landed while the check was in
+    /// flight; or another replica recorded this attempt already) nothing changes and the answer
+    /// is [`CheckRecorded::Stale`] with the current state. So a late answer never undoes a
+    /// decision, and an attempt is counted once.
+    ///
+    /// When it holds, in one transaction: `check_attempts = attempt`, and
+    /// - `Decided(Commit)`: CONFIRMED exactly as a producer's Confirm (one PENDING delivery per
+    ///   current subscription of the topic, due after the message's `deliver_after`; waiting
+    ///   long polls and the scheduler are woken), `last_check_error` cleared;
+    /// - `Decided(Rollback)`: CANCELLED exactly as a Cancel, `last_check_error` cleared;
+    /// - `RetryAt { at, error }`: stays PREPARED, `next_check_at = at`, `last_check_error = error`;
+    /// - `GiveUp { error }`: UNRESOLVED, `next_check_at` cleared, `last_check_error = error`.
+    ///
+    /// A `RetryAt` that applied signals [`Wakeups::checks`] with its time (the check loop may
+    /// be sleeping until the claim's hold). Unknown message: NotFound.
+    async fn record_check(
+        &self,
+        message_id: MessageId,
+        attempt: u32,
+        verdict: CheckVerdict,
+        now: Timestamp,
+    ) -> Result<CheckRecorded, StoreError> {
+        let _ = (message_id, attempt, verdict, now);
+        Err(StoreError::Unsupported(
+            "record_check is not implemented by this backend".into(),
+        ))
+    }
+
+    /// Earliest `next_check_at` among PREPARED messages (a claimed check counts at its hold's
+    /// end), if any. (A created PREPARED message signals [`Wakeups::checks`] with its first
+    /// check time from `insert_message`, so the loop need not poll for new ones.)
+    async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        Err(StoreError::Unsupported(
+            "next_check_due is not implemented by this backend".into(),
+        ))
+    }
+
+    // --- scheduler: push delivery ---
+
+    /// Records a failed push (an error status, a timeout, an unreachable receiver) of the lease
+    /// named by `receipt`: like a Nack without delay, but with `error` as the delivery's
+    /// `last_error`. A compare-and-set on `state = LEASED AND generation = receipt.generation`:
+    /// PENDING due after the subscription's backoff for the attempt, or DEAD when the attempt
+    /// was the subscription's `max_attempts` (the policy is read from `subscription`). Returns
+    /// the plan applied, or `None` when the receipt no longer holds the lease (it expired and
+    /// was ended by the lease-expiry sweep, which counted the attempt already): nothing changes.
+    /// Wakes the subscription's waiters and the scheduler when it applied.
+    async fn fail_delivery(
+        &self,
+        subscription: &Subscription,
+        receipt: &Receipt,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Option<RedeliveryPlan>, StoreError> {
+        let _ = (subscription, receipt, error, now);
+        Err(StoreError::Unsupported(
+            "fail_delivery is not implemented by this backend".into(),
+        ))
+    }
+
+    // --- scheduler: retention ---
+
+    /// Deletes up to `limit` messages that became final at or before `cutoff`, with their
+    /// deliveries, oldest first; returns how many messages. Deleting a message frees its
+    /// producer key.
+    ///
+    /// A message becomes final when it is CANCELLED (at the cancel), or CONFIRMED with at least
+    /// one routed delivery and every remaining delivery ACKED (at the last ack, or when the last
+    /// non-ACKED delivery is deleted with its subscription or as a dead letter). The backend
+    /// records that moment (`final_at`) whatever the write that causes it. Never final: PREPARED
+    /// and UNRESOLVED messages; CONFIRMED messages with a PENDING, LEASED or DEAD delivery (dead
+    /// letters are kept until redriven and acked, or deleted); unrouted confirms (no delivery was
+    /// ever created: kept for the operator, shown in GetStats).
+    async fn delete_final_messages(
+        &self,
+        cutoff: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let _ = (cutoff, limit);
+        Err(StoreError::Unsupported(
+            "delete_final_messages is not implemented by this backend".into(),
+        ))
+    }
+
+    /// The earliest `final_at` among retained final messages (see
+    /// [`Store::delete_final_messages`]), if any.
+    async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        Err(StoreError::Unsupported(
+            "oldest_final_at is not implemented by this backend".into(),
+        ))
+    }
+
     // --- admin ---
 
     async fn list_deliveries(
@@ -124,17 +249,37 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the backend named by `config.database_url` and runs its migrations.
 pub async fn open(config: &Config, wakeups: Wakeups) -> Result<Arc<dyn Store>, StoreError> {
-    if config.database_url.starts_with("sqlite:") {
-        let store = sqlite::SqliteStore::open(&config.database_url, &config.sqlite, wakeups).await?;
+    let url = config.database_url.as_str();
+    if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::open(url, &config.sqlite, wakeups).await?;
+        Ok(Arc::new(store))
+    } else if is_postgres_url(url) {
+        let store = postgres::PostgresStore::open(url, &config.postgres, wakeups).await?;
         Ok(Arc::new(store))
     } else {
-        Err(StoreError::Unsupported(
-            "the PostgreSQL backend is not built yet; use a sqlite: database_url".into(),
-        ))
+        Err(unknown_backend())
     }
 }
 
 /// Runs the migrations of the backend named by `config.database_url`, then returns.
 pub async fn migrate(config: &Config) -> Result<(), StoreError> {
-    open(config, Wakeups::default()).await.map(|_| ())
+    let url = config.database_url.as_str();
+    if url.starts_with("sqlite:") {
+        open(config, Wakeups::default()).await.map(|_| ())
+    } else if is_postgres_url(url) {
+        postgres::PostgresStore::migrate(url, &config.postgres).await
+    } else {
+        Err(unknown_backend())
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn unknown_backend() -> StoreError {
+    StoreError::Unsupported(
+        "database_url must start with sqlite: or postgres:// (the value is not shown; it may hold a password)"
+            .into(),
+    )
 }

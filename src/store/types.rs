@@ -128,3 +128,41 @@ pub struct Stats {
     pub subscriptions: Vec<SubscriptionStats>,
     pub unrouted_confirms: u64,
 }
+
+/// A PREPARED message whose check-back is due, claimed by [`super::Store::claim_due_checks`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueCheck {
+    pub message_id: MessageId,
+    pub producer: Name,
+    pub topic: Name,
+    pub key: MessageKey,
+    pub headers: Headers,
+    /// When the message was prepared.
+    pub prepared_at: Timestamp,
+    /// 1-based number of this check: the message's recorded check attempts plus one. The
+    /// verdict is recorded against it ([`super::Store::record_check`]).
+    pub attempt: u32,
+    /// The checker the producer registered, if any, as of the claim.
+    pub checker: Option<CheckerRegistration>,
+}
+
+/// What one check of a prepared message concluded, decided by the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckVerdict {
+    /// The checker answered COMMIT or ROLLBACK.
+    Decided(crate::domain::Decision),
+    /// No decision (UNKNOWN, an error, a timeout, no checker): ask again at `at`.
+    RetryAt { at: Timestamp, error: String },
+    /// No decision, and that was the last attempt: the message becomes UNRESOLVED.
+    GiveUp { error: String },
+}
+
+/// What [`super::Store::record_check`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRecorded {
+    /// The verdict was applied; the message is now in this state.
+    Applied(MessageState),
+    /// Nothing changed: the message left PREPARED (a Confirm, Cancel or Resolve won the race)
+    /// or another scheduler already recorded this attempt. Holds the current state.
+    Stale(MessageState),
+}

@@ -2,9 +2,13 @@
 //! own, and whoever makes work due (a confirm, a redrive, an expired lease) signals them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+use crate::domain::Timestamp;
 
 #[derive(Clone, Default)]
 pub struct Wakeups {
@@ -15,6 +19,7 @@ pub struct Wakeups {
 struct Inner {
     subscriptions: Mutex<HashMap<String, Arc<Notify>>>,
     scheduler: Notify,
+    checks: DueSignal,
 }
 
 impl Wakeups {
@@ -44,12 +49,125 @@ impl Wakeups {
         }
     }
 
-    /// The scheduler's signal: new work may be due earlier than it planned.
+    /// Wakes every waiter on every subscription and every scheduler loop: for when wake-ups may
+    /// have been missed (the PostgreSQL listener was disconnected), so everyone looks again.
+    pub fn notify_all(&self) {
+        let all: Vec<Arc<Notify>> = {
+            let map = self
+                .inner
+                .subscriptions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.values().cloned().collect()
+        };
+        for notify in all {
+            notify.notify_waiters();
+        }
+        self.notify_scheduler();
+        self.inner.checks.wake();
+    }
+
+    /// The scheduler loops' signal: new work may be due earlier than they planned. Like a
+    /// subscription's, enable the `Notified` before looking for work.
     pub fn scheduler(&self) -> &Notify {
         &self.inner.scheduler
     }
 
+    /// Wakes every scheduler loop that is waiting.
     pub fn notify_scheduler(&self) {
-        self.inner.scheduler.notify_one();
+        self.inner.scheduler.notify_waiters();
+    }
+
+    /// The check-back loop's signal: a Prepare calls [`DueSignal::due_at`] with the new
+    /// message's first check time.
+    pub fn checks(&self) -> &DueSignal {
+        &self.inner.checks
+    }
+}
+
+/// Wakes one loop only when new work is due before the loop planned to look again, so a
+/// stream of writes whose work is due later (Prepares, checked seconds later) costs the loop
+/// nothing.
+#[derive(Debug)]
+pub struct DueSignal {
+    notify: Notify,
+    /// Milliseconds of the loop's planned wake-up; `i64::MAX` while it is looking for work (or
+    /// has nothing planned), so that any work wakes it.
+    planned: AtomicI64,
+}
+
+impl Default for DueSignal {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            planned: AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
+impl DueSignal {
+    /// The loop's wake-up. Enable it, then call [`DueSignal::looking`], then look for work.
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// The loop's side, once its `Notified` is enabled and before it looks for work: any work
+    /// made due from now until [`DueSignal::plan`] wakes it.
+    pub fn looking(&self) {
+        self.planned.store(i64::MAX, Ordering::SeqCst);
+    }
+
+    /// The loop's side, after looking: it will look again at `at` (`None`: only when woken or
+    /// at its idle ceiling).
+    pub fn plan(&self, at: Option<Timestamp>) {
+        let at = at.map_or(i64::MAX, Timestamp::as_millis);
+        self.planned.store(at, Ordering::SeqCst);
+    }
+
+    /// Wakes the loop whatever it planned (wake-ups may have been missed).
+    pub fn wake(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// The writer's side, after its commit: work is due at `at`.
+    pub fn due_at(&self, at: Timestamp) {
+        if at.as_millis() < self.planned.load(Ordering::SeqCst) {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Whether the enabled `woken` has fired.
+    async fn fired(woken: std::pin::Pin<&mut Notified<'_>>) -> bool {
+        tokio::time::timeout(Duration::from_millis(10), woken).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn due_signals_wake_only_work_due_before_the_plan() {
+        let signal = DueSignal::default();
+        let at = Timestamp::from_millis(10_000);
+
+        let mut woken = pin!(signal.notified());
+        woken.as_mut().enable();
+        signal.looking();
+        signal.plan(Some(at));
+        signal.due_at(Timestamp::from_millis(20_000));
+        assert!(!fired(woken.as_mut()).await, "later work does not wake the loop");
+        signal.due_at(Timestamp::from_millis(5_000));
+        assert!(fired(woken).await, "earlier work does");
+
+        // While the loop is looking, any work wakes it: the look may have missed it.
+        let mut woken = pin!(signal.notified());
+        woken.as_mut().enable();
+        signal.looking();
+        signal.due_at(Timestamp::from_millis(1_000_000_000_000_000));
+        assert!(fired(woken).await);
     }
 }

@@ -4,6 +4,7 @@
 mod ops;
 mod reads;
 mod rows;
+mod scheduling;
 mod writer;
 
 use std::str::FromStr;
@@ -18,13 +19,14 @@ pub use writer::WriterStats;
 use writer::Writer;
 
 use super::{
-    AckStatus, CheckerRegistration, DeliveryQuery, InsertOutcome, LeasedDelivery, MessageQuery,
-    NewMessage, Page, Stats, Store, StoreError, Wakeups,
+    AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
+    InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
+    Wakeups,
 };
 use crate::config::SqliteConfig;
 use crate::domain::{
     Decision, DeliveryStatus, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt,
-    Subscription, Timestamp,
+    RedeliveryPlan, Subscription, Timestamp,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -126,11 +128,15 @@ impl Store for SqliteStore {
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
+        let check_at = (!message.publish).then(|| message.now.plus(message.check_after));
         let (outcome, wake) = self
             .writer
             .write(move |conn| Box::pin(ops::insert_message(conn, message)))
             .await?;
         self.wake(&wake);
+        if let (true, Some(check_at)) = (outcome.created, check_at) {
+            self.wakeups.checks().due_at(check_at);
+        }
         Ok(outcome)
     }
 
@@ -239,6 +245,82 @@ impl Store for SqliteStore {
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
         reads::next_lease_expiry(&self.readers).await
+    }
+
+    async fn claim_due_checks(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        hold: Duration,
+    ) -> Result<Vec<DueCheck>, StoreError> {
+        self.writer
+            .write(move |conn| Box::pin(scheduling::claim_due_checks(conn, now, limit, hold)))
+            .await
+    }
+
+    async fn record_check(
+        &self,
+        message_id: MessageId,
+        attempt: u32,
+        verdict: CheckVerdict,
+        now: Timestamp,
+    ) -> Result<CheckRecorded, StoreError> {
+        let retry_at = match &verdict {
+            CheckVerdict::RetryAt { at, .. } => Some(*at),
+            _ => None,
+        };
+        let (recorded, wake) = self
+            .writer
+            .write(move |conn| {
+                Box::pin(scheduling::record_check(
+                    conn, message_id, attempt, verdict, now,
+                ))
+            })
+            .await?;
+        self.wake(&wake);
+        if let (CheckRecorded::Applied(_), Some(at)) = (recorded, retry_at) {
+            self.wakeups.checks().due_at(at);
+        }
+        Ok(recorded)
+    }
+
+    async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        scheduling::next_check_due(&self.readers).await
+    }
+
+    async fn fail_delivery(
+        &self,
+        subscription: &Subscription,
+        receipt: &Receipt,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Option<RedeliveryPlan>, StoreError> {
+        let (subscription, receipt, error) =
+            (subscription.clone(), receipt.clone(), error.to_owned());
+        let (plan, wake) = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    scheduling::fail_delivery(conn, &subscription, &receipt, &error, now).await
+                })
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(plan)
+    }
+
+    async fn delete_final_messages(
+        &self,
+        cutoff: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |conn| Box::pin(scheduling::delete_final_messages(conn, cutoff, limit)))
+            .await
+    }
+
+    async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        scheduling::oldest_final_at(&self.readers).await
     }
 
     async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Page<DeliveryStatus>, StoreError> {

@@ -9,11 +9,11 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use super::rows::{self, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
     AckVerdict, Decision, DeliveryState, LeaseCheck, MessageId, MessageRef, MessageState, Name,
-    Receipt, RedeliveryPlan, Subscription, Timestamp, Transition, check_lease, classify_ack,
+    Receipt, RedeliveryPlan, Subscription, Timestamp, Transition, classify_ack,
     decide as decide_transition, plan_redelivery, random_jitter,
 };
 use crate::store::{
-    AckStatus, CheckerRegistration, InsertOutcome, LeasedDelivery, NewMessage, StoreError,
+    AckStatus, CheckerRegistration, InsertOutcome, LeasedDelivery, NewMessage, StoreError, rules,
 };
 
 /// Subscriptions whose waiters should wake once the write commits.
@@ -27,10 +27,7 @@ pub async fn create_subscription(
         return if existing.same_config(&subscription) {
             Ok((existing, false))
         } else {
-            Err(StoreError::AlreadyExists(format!(
-                "subscription {} already exists with another configuration",
-                subscription.name
-            )))
+            Err(rules::subscription_conflict(&subscription.name))
         };
     }
     let policy = &subscription.retry_policy;
@@ -59,12 +56,9 @@ pub async fn update_subscription(
 ) -> Result<(Subscription, Wake), StoreError> {
     let existing = find_subscription(conn, &subscription.name)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("subscription {}", subscription.name)))?;
+        .ok_or_else(|| rules::subscription_not_found(&subscription.name))?;
     if existing.topic != subscription.topic {
-        return Err(StoreError::FailedPrecondition(format!(
-            "the topic of subscription {} is {} and cannot change",
-            existing.name, existing.topic
-        )));
+        return Err(rules::topic_is_immutable(&existing.name, &existing.topic));
     }
     let policy = &subscription.retry_policy;
     sqlx::query(
@@ -98,7 +92,7 @@ pub async fn delete_subscription(conn: &mut SqliteConnection, name: &Name) -> Re
         .execute(&mut *conn)
         .await?;
     if deleted.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("subscription {name}")));
+        return Err(rules::subscription_not_found(name));
     }
     Ok(())
 }
@@ -144,11 +138,11 @@ pub async fn insert_message(
             && row.try_get::<Vec<u8>, _>("payload")? == message.payload
             && row.try_get::<String, _>("headers")? == headers;
         if !same {
-            return Err(StoreError::AlreadyExists(format!(
-                "producer {} already used key {:?} for message {id} with other content",
-                message.producer,
-                message.key.as_str()
-            )));
+            return Err(rules::key_conflict(
+                &message.producer,
+                &message.key,
+                rows::message_id(&id)?,
+            ));
         }
         let state: String = row.try_get("state")?;
         let outcome = InsertOutcome {
@@ -161,10 +155,7 @@ pub async fn insert_message(
 
     let subscriptions = subscriptions_of_topic(conn, message.topic.as_str()).await?;
     if subscriptions.is_empty() {
-        return Err(StoreError::FailedPrecondition(format!(
-            "topic {} has no subscription; create one first so the message has somewhere to go",
-            message.topic
-        )));
+        return Err(rules::no_subscription(&message.topic));
     }
     let now = message.now.as_millis();
     let (state, next_check_at, decided_at) = if message.publish {
@@ -392,15 +383,7 @@ async fn delivery_lease(
     .bind(receipt.message_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let state: String = row.try_get("state")?;
-    let generation: i64 = row.try_get("generation")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    Ok(Some((
-        rows::delivery_state(&state)?,
-        u32::try_from(generation).map_err(StoreError::internal)?,
-        u32::try_from(attempts).map_err(StoreError::internal)?,
-    )))
+    row.as_ref().map(rows::lease_state).transpose()
 }
 
 pub async fn ack(
@@ -441,13 +424,7 @@ async fn held_lease(
     conn: &mut SqliteConnection,
     receipt: &Receipt,
 ) -> Result<(LeaseCheck, u32), StoreError> {
-    let current = delivery_lease(conn, receipt).await?;
-    let attempts = current.map(|(_, _, a)| a).unwrap_or(0);
-    match check_lease(current.map(|(s, g, _)| (s, g)), receipt.generation) {
-        LeaseCheck::NotFound => Err(StoreError::NotFound(format!("receipt {receipt}"))),
-        LeaseCheck::Lost(current) => Err(StoreError::LeaseLost { current }),
-        check => Ok((check, attempts)),
-    }
+    rules::held_lease(delivery_lease(conn, receipt).await?, receipt)
 }
 
 /// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
@@ -491,9 +468,9 @@ pub async fn nack(
     }
     let subscription = find_subscription(conn, &receipt.subscription)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("subscription {}", receipt.subscription)))?;
+        .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
     let plan = plan_redelivery(&subscription.retry_policy, attempts, now, delay, random_jitter());
-    release(conn, receipt, plan, "nacked by the consumer", now).await?;
+    release(conn, receipt, plan, rules::NACKED, now).await?;
     Ok(vec![receipt.subscription.to_string()])
 }
 
@@ -529,11 +506,7 @@ pub async fn reject(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let (check, _) = held_lease(conn, receipt).await?;
-    let error = if reason.is_empty() {
-        "rejected by the consumer".to_owned()
-    } else {
-        format!("rejected by the consumer: {reason}")
-    };
+    let error = rules::rejected(reason);
     match check {
         LeaseCheck::Released(DeliveryState::Dead) => Ok(()),
         // Unleased again after an expiry or Nack, not leased by anyone since: still rejectable.
@@ -557,9 +530,6 @@ pub async fn reject(
     }
 }
 
-/// Most expired leases ended in one write, so one sweep never holds the writer for long.
-const EXPIRY_BATCH: i64 = 1000;
-
 pub async fn expire_leases(
     conn: &mut SqliteConnection,
     now: Timestamp,
@@ -571,7 +541,7 @@ pub async fn expire_leases(
          WHERE d.state = 'LEASED' AND d.lease_expires_at <= ? ORDER BY d.lease_expires_at LIMIT ?",
     )
     .bind(now.as_millis())
-    .bind(EXPIRY_BATCH)
+    .bind(rules::EXPIRY_BATCH)
     .fetch_all(&mut *conn)
     .await?;
     let mut ended = 0;
@@ -581,13 +551,7 @@ pub async fn expire_leases(
         let message_id: String = row.try_get("message_id")?;
         let attempts: i64 = row.try_get("attempts")?;
         let generation: i64 = row.try_get("generation")?;
-        let max_attempts: i64 = row.try_get("max_attempts")?;
-        let policy = crate::domain::RetryPolicy {
-            max_attempts: u32::try_from(max_attempts).map_err(StoreError::internal)?,
-            initial_backoff: Duration::from_millis(row.try_get::<i64, _>("initial_backoff_ms")? as u64),
-            max_backoff: Duration::from_millis(row.try_get::<i64, _>("max_backoff_ms")? as u64),
-            multiplier: row.try_get("multiplier")?,
-        };
+        let policy = rows::retry_policy(&row)?;
         let receipt = Receipt {
             message_id: rows::message_id(&message_id)?,
             generation: u32::try_from(generation).map_err(StoreError::internal)?,
@@ -595,7 +559,7 @@ pub async fn expire_leases(
         };
         let attempts = u32::try_from(attempts).map_err(StoreError::internal)?;
         let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
-        if release(conn, &receipt, plan, "lease expired before an ack", now).await? {
+        if release(conn, &receipt, plan, rules::LEASE_EXPIRED, now).await? {
             ended += 1;
             if !wake.contains(&subscription) {
                 wake.push(subscription);
@@ -612,7 +576,7 @@ pub async fn redrive(
     now: Timestamp,
 ) -> Result<u64, StoreError> {
     if find_subscription(conn, subscription).await?.is_none() {
-        return Err(StoreError::NotFound(format!("subscription {subscription}")));
+        return Err(rules::subscription_not_found(subscription));
     }
     let sql = "UPDATE deliveries SET state = 'PENDING', attempts = 0, next_attempt_at = ?, \
                lease_expires_at = NULL, updated_at = ? WHERE subscription = ? AND state = 'DEAD'";

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::rows::{self, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS};
+use super::rows::{self, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor};
 use crate::domain::{DeliveryStatus, MessageRecord, MessageRef, Name, Subscription, Timestamp};
 use crate::store::sql::outcome_condition;
 use crate::store::{
@@ -111,20 +111,6 @@ pub async fn messages(pool: &SqlitePool, filter: MessageQuery) -> Result<Page<Me
     let next = next_cursor(&mut records, filter.page_size, |r| r.id);
     attach_deliveries(pool, &mut records).await?;
     Ok(Page { items: records, next })
-}
-
-/// Trims the one extra row fetched to learn whether another page exists.
-fn next_cursor<T>(
-    items: &mut Vec<T>,
-    page_size: u32,
-    id: impl Fn(&T) -> crate::domain::MessageId,
-) -> Option<crate::domain::MessageId> {
-    if items.len() > page_size as usize {
-        items.truncate(page_size as usize);
-        items.last().map(id)
-    } else {
-        None
-    }
 }
 
 pub async fn deliveries(

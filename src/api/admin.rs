@@ -1,0 +1,160 @@
+//! Admin: subscriptions, inspection, dead letters (Redrive) and stuck messages (Resolve).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use super::ApiContext;
+use super::convert;
+use crate::domain::Timestamp;
+use crate::proto::{self, admin_server::Admin};
+
+pub struct AdminService {
+    context: Arc<ApiContext>,
+}
+
+impl AdminService {
+    pub(super) fn new(context: Arc<ApiContext>) -> Self {
+        Self { context }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_subscription(
+        &self,
+        request: Request<proto::CreateSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let subscription = convert::create_subscription(
+            request.into_inner().subscription,
+            &self.context.config.subscriptions,
+        )?;
+        let (subscription, created) = self.context.store.create_subscription(subscription).await?;
+        if created {
+            info!(subscription = %subscription.name, topic = %subscription.topic, "subscription created");
+        }
+        Ok(Response::new(convert::subscription(subscription)))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<proto::GetSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let name = convert::name("name", &request.into_inner().name)?;
+        let subscription = self.context.store.get_subscription(&name).await?;
+        Ok(Response::new(convert::subscription(subscription)))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<proto::ListSubscriptionsRequest>,
+    ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
+        let topic = convert::topic_filter(&request.into_inner().topic)?;
+        let subscriptions = self
+            .context
+            .store
+            .list_subscriptions(topic.as_ref())
+            .await?;
+        Ok(Response::new(proto::ListSubscriptionsResponse {
+            subscriptions: subscriptions
+                .into_iter()
+                .map(convert::subscription)
+                .collect(),
+        }))
+    }
+
+    async fn update_subscription(
+        &self,
+        request: Request<proto::UpdateSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let (spec, topic) = convert::update_subscription(
+            request.into_inner().subscription,
+            &self.context.config.subscriptions,
+        )?;
+        // An update may leave the topic out (a different one is refused by the store); the
+        // creation time is never the client's to set.
+        let current = self.context.store.get_subscription(&spec.name).await?;
+        let subscription = spec.with_topic(topic.unwrap_or(current.topic), current.created_at);
+        let subscription = self.context.store.update_subscription(subscription).await?;
+        info!(subscription = %subscription.name, "subscription updated");
+        Ok(Response::new(convert::subscription(subscription)))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<proto::DeleteSubscriptionRequest>,
+    ) -> Result<Response<proto::DeleteSubscriptionResponse>, Status> {
+        let name = convert::name("name", &request.into_inner().name)?;
+        self.context.store.delete_subscription(&name).await?;
+        info!(subscription = %name, "subscription deleted");
+        Ok(Response::new(proto::DeleteSubscriptionResponse {}))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<proto::ListMessagesRequest>,
+    ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        let query = convert::list_messages(request.into_inner())?;
+        let page = self.context.store.list_messages(query).await?;
+        Ok(Response::new(convert::list_messages_response(page)))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<proto::ListDeliveriesRequest>,
+    ) -> Result<Response<proto::ListDeliveriesResponse>, Status> {
+        let query = convert::list_deliveries(request.into_inner())?;
+        // An unknown subscription is NOT_FOUND, not an empty page.
+        self.context
+            .store
+            .get_subscription(&query.subscription)
+            .await?;
+        let page = self.context.store.list_deliveries(query).await?;
+        Ok(Response::new(convert::list_deliveries_response(page)))
+    }
+
+    async fn redrive(
+        &self,
+        request: Request<proto::RedriveRequest>,
+    ) -> Result<Response<proto::RedriveResponse>, Status> {
+        let params = convert::redrive(request.into_inner())?;
+        // An unknown subscription is NOT_FOUND, not "redrove 0".
+        self.context
+            .store
+            .get_subscription(&params.subscription)
+            .await?;
+        let redriven = self
+            .context
+            .store
+            .redrive(&params.subscription, &params.message_ids, Timestamp::now())
+            .await?;
+        info!(subscription = %params.subscription, redriven, "dead deliveries redriven");
+        Ok(Response::new(proto::RedriveResponse { redriven }))
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<proto::ResolveRequest>,
+    ) -> Result<Response<proto::ResolveResponse>, Status> {
+        let (message, decision) = convert::resolve(request.into_inner())?;
+        let state = self
+            .context
+            .store
+            .decide(&message, decision, Timestamp::now())
+            .await?;
+        info!(%message, ?decision, %state, "message resolved by an operator");
+        Ok(Response::new(proto::ResolveResponse {
+            state: convert::message_state(state).into(),
+        }))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<proto::GetStatsRequest>,
+    ) -> Result<Response<proto::GetStatsResponse>, Status> {
+        let stats = self.context.store.stats(Timestamp::now()).await?;
+        debug!(topics = stats.topics.len(), "stats served");
+        Ok(Response::new(convert::stats(stats)))
+    }
+}

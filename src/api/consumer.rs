@@ -1,0 +1,233 @@
+//! Consumer: pull delivery with a long-polling Receive, and the lease calls (Ack, Nack,
+//! ExtendLease, Reject).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+use tracing::{debug, error};
+
+use super::ApiContext;
+use super::convert;
+use crate::domain::{Receipt, Subscription, Timestamp};
+use crate::proto::{self, consumer_server::Consumer};
+use crate::store::{LeasedDelivery, StoreError};
+
+/// Floor on a long poll's sleep when the store reports work due that a lease did not find
+/// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.
+const MIN_POLL_SLEEP: Duration = Duration::from_millis(5);
+/// Time kept back from the client's own deadline to send an empty answer before it expires.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+pub struct ConsumerService {
+    context: Arc<ApiContext>,
+}
+
+impl ConsumerService {
+    pub(super) fn new(context: Arc<ApiContext>) -> Self {
+        Self { context }
+    }
+
+    /// Leases due deliveries, waiting up to `wait` for some. Sleeps until the next delivery is
+    /// due or a wake-up arrives (a confirm, a nack, an expired lease), never on a fixed tick.
+    async fn long_poll(
+        &self,
+        subscription: &Subscription,
+        max_messages: u32,
+        wait: Duration,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        let store = &self.context.store;
+        let deadline = Instant::now() + wait;
+        let signal = self
+            .context
+            .wakeups
+            .subscription(subscription.name.as_str());
+        loop {
+            // Register interest before looking, so a wake-up sent between the lease and the
+            // wait below is not lost.
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let leased = store
+                .lease(subscription, max_messages, Timestamp::now())
+                .await?;
+            let now = Instant::now();
+            if !leased.is_empty() || now >= deadline || self.context.shutdown.is_cancelled() {
+                return Ok(leased);
+            }
+            let wake_at = match store.next_due(&subscription.name).await? {
+                Some(due) => {
+                    let until_due = due.since(Timestamp::now()).max(MIN_POLL_SLEEP);
+                    deadline.min(now + until_due)
+                }
+                None => deadline,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = &mut notified => {}
+                () = self.context.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// The receipt of a single-lease call, once its subscription is known to exist (NOT_FOUND
+    /// otherwise, as for every consumer call) and owns the receipt.
+    async fn lease_receipt<'a>(
+        &self,
+        target: &'a convert::LeaseTarget,
+    ) -> Result<&'a Receipt, Status> {
+        self.context
+            .store
+            .get_subscription(&target.subscription)
+            .await?;
+        target.check_owner()?;
+        Ok(&target.receipt)
+    }
+}
+
+/// The client's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`), if any.
+/// A long poll ends a little before it, so the client gets an empty answer rather than
+/// DEADLINE_EXCEEDED (and a lease handed out into a cancelled call).
+fn client_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(split);
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    Some(timeout)
+}
+
+fn push_subscription(subscription: &Subscription, endpoint: &str) -> Status {
+    Status::failed_precondition(format!(
+        "subscription {} is push; deliveries go to {endpoint}",
+        subscription.name
+    ))
+}
+
+#[tonic::async_trait]
+impl Consumer for ConsumerService {
+    async fn receive(
+        &self,
+        request: Request<proto::ReceiveRequest>,
+    ) -> Result<Response<proto::ReceiveResponse>, Status> {
+        let client_timeout = client_timeout(request.metadata());
+        let mut params = convert::receive(request.into_inner())?;
+        if let Some(timeout) = client_timeout {
+            params.wait = params.wait.min(timeout.saturating_sub(DEADLINE_MARGIN));
+        }
+        let subscription = self
+            .context
+            .store
+            .get_subscription(&params.subscription)
+            .await?;
+        if let Some(endpoint) = &subscription.push_endpoint {
+            return Err(push_subscription(&subscription, endpoint));
+        }
+        let leased = self
+            .long_poll(&subscription, params.max_messages, params.wait)
+            .await?;
+        debug!(subscription = %subscription.name, count = leased.len(), "received");
+        Ok(Response::new(proto::ReceiveResponse {
+            deliveries: leased.into_iter().map(convert::delivery).collect(),
+        }))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<proto::AckRequest>,
+    ) -> Result<Response<proto::AckResponse>, Status> {
+        let params = convert::ack(request.into_inner())?;
+        self.context
+            .store
+            .get_subscription(&params.subscription)
+            .await?;
+        params.check_owner()?;
+        let store = &self.context.store;
+        let statuses = store.ack(&params.receipts, Timestamp::now()).await?;
+        if statuses.len() != params.receipts.len() {
+            error!(
+                subscription = %params.subscription,
+                receipts = params.receipts.len(),
+                statuses = statuses.len(),
+                "store answered a different number of ack statuses than receipts"
+            );
+            return Err(Status::internal("internal error"));
+        }
+        Ok(Response::new(convert::ack_response(
+            &params.receipts,
+            statuses,
+        )))
+    }
+
+    async fn nack(
+        &self,
+        request: Request<proto::NackRequest>,
+    ) -> Result<Response<proto::NackResponse>, Status> {
+        let params = convert::nack(request.into_inner())?;
+        let receipt = self.lease_receipt(&params.target).await?;
+        let store = &self.context.store;
+        store.nack(receipt, params.delay, Timestamp::now()).await?;
+        Ok(Response::new(proto::NackResponse {}))
+    }
+
+    async fn extend_lease(
+        &self,
+        request: Request<proto::ExtendLeaseRequest>,
+    ) -> Result<Response<proto::ExtendLeaseResponse>, Status> {
+        let params = convert::extend_lease(request.into_inner())?;
+        let receipt = self.lease_receipt(&params.target).await?;
+        let store = &self.context.store;
+        let lease_expires_at = store
+            .extend_lease(receipt, params.extension, Timestamp::now())
+            .await?;
+        Ok(Response::new(convert::extend_lease_response(
+            lease_expires_at,
+        )))
+    }
+
+    async fn reject(
+        &self,
+        request: Request<proto::RejectRequest>,
+    ) -> Result<Response<proto::RejectResponse>, Status> {
+        let params = convert::reject(request.into_inner())?;
+        let receipt = self.lease_receipt(&params.target).await?;
+        let store = &self.context.store;
+        store
+            .reject(receipt, &params.reason, Timestamp::now())
+            .await?;
+        debug!(%receipt, "rejected");
+        Ok(Response::new(proto::RejectResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().unwrap());
+        client_timeout(&metadata)
+    }
+
+    #[test]
+    fn reads_grpc_timeouts() {
+        assert_eq!(timeout_of("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout_of("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(timeout_of("x"), None);
+        assert_eq!(timeout_of("10q"), None);
+        assert_eq!(client_timeout(&MetadataMap::new()), None);
+    }
+}

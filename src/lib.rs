@@ -1,0 +1,228 @@
+//! Courier: a reliable-message coordinator. Producers Prepare, then Confirm or Cancel; Courier
+//! checks back on silent producers and delivers confirmed messages at least once to every
+//! subscription.
+
+pub mod api;
+pub mod callbacks;
+pub mod config;
+pub mod domain;
+pub mod proto;
+pub mod scheduler;
+pub mod store;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::api::{ApiContext, Services};
+use crate::config::Config;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::consumer_server::ConsumerServer;
+use crate::proto::producer_server::ProducerServer;
+use crate::store::{Store, StoreError, Wakeups};
+
+pub use crate::config::LogFormat;
+pub use crate::telemetry::init_tracing;
+
+/// How often the health task pings the store, and how long one ping may take.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Every service name the health service reports on; "" is the server as a whole.
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    <ProducerServer<api::ProducerService> as NamedService>::NAME,
+    <ConsumerServer<api::ConsumerService> as NamedService>::NAME,
+    <AdminServer<api::AdminService> as NamedService>::NAME,
+];
+
+/// Services that reflection lists. The descriptor set also holds Checker and Receiver, which
+/// users implement and Courier does not serve; their types stay resolvable for grpcurl.
+const REFLECTED_SERVICES: [&str; 6] = [
+    <ProducerServer<api::ProducerService> as NamedService>::NAME,
+    <ConsumerServer<api::ConsumerService> as NamedService>::NAME,
+    <AdminServer<api::AdminService> as NamedService>::NAME,
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    #[error("cannot read the listener's address")]
+    Listener(#[source] std::io::Error),
+    #[error("cannot build the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server failed")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs Courier on `listener` until `shutdown` is cancelled: opens the store (running its
+/// migrations), starts the scheduler, and serves Producer, Consumer, Admin, health and
+/// reflection. On shutdown it stops accepting, lets in-flight calls finish within
+/// `config.shutdown_grace` (long polls return at once), then stops the background tasks.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let listen = listener.local_addr().map_err(RunError::Listener)?;
+    let wakeups = Wakeups::default();
+    let store = store::open(&config, wakeups.clone()).await?;
+
+    // Background work outlives the drain of in-flight calls, so it has its own token; the
+    // guard stops it too if this future is dropped or fails.
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    let tracker = TaskTracker::new();
+    scheduler::spawn(
+        store.clone(),
+        wakeups.clone(),
+        &config,
+        background.clone(),
+        &tracker,
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    tracker.spawn(watch_store_health(
+        store.clone(),
+        health,
+        shutdown.clone(),
+        background.clone(),
+    ));
+
+    let services = Services::new(ApiContext {
+        store,
+        wakeups,
+        config: config.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let router = router(services, health_service)?;
+
+    info!(%listen, backend = backend_kind(&config.database_url), "courier serving");
+    // Same as TcpListenerStream, plus TCP_NODELAY: small unary calls must not wait on Nagle.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let served = drain_within(server, &shutdown, config.shutdown_grace).await;
+
+    background.cancel();
+    tracker.close();
+    tracker.wait().await;
+    info!("courier stopped");
+    served
+}
+
+/// Runs the server until it ends; once `shutdown` fires, gives it `grace` to drain.
+async fn drain_within(
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Result<(), RunError> {
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result?),
+        () = shutdown.cancelled() => {}
+    }
+    info!(grace = ?grace, "shutting down: no new connections, draining in-flight calls");
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            warn!(grace = ?grace, "in-flight calls outlived the shutdown grace; dropping them");
+            Ok(())
+        }
+    }
+}
+
+/// Courier's services beside the standard health and reflection services.
+fn router(services: Services, health: HealthServer<impl Health>) -> Result<Router, RunError> {
+    Ok(Server::builder()
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(services.producer)
+        .add_service(services.consumer)
+        .add_service(services.admin))
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    REFLECTED_SERVICES.into_iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc error details, so grpcurl can show field violations.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
+        |builder, service| builder.with_service_name(service),
+    )
+}
+
+/// Reports NOT_SERVING while the store does not answer, SERVING again once it does, and
+/// NOT_SERVING from the start of a shutdown so load balancers move away while calls drain.
+async fn watch_store_health(
+    store: Arc<dyn Store>,
+    health: HealthReporter,
+    shutdown: CancellationToken,
+    background: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            () = shutdown.cancelled() => {
+                set_health(&health, ServingStatus::NotServing).await;
+                return;
+            }
+            () = background.cancelled() => return,
+        }
+        let healthy = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                warn!(error = %api::status::ErrorChain(&error), "store ping failed");
+                false
+            }
+            Err(_) => {
+                warn!(timeout = ?PING_TIMEOUT, "store ping timed out");
+                false
+            }
+        };
+        if healthy != serving {
+            serving = healthy;
+            if healthy {
+                info!("store reachable again: serving");
+                set_health(&health, ServingStatus::Serving).await;
+            } else {
+                warn!("store unreachable: not serving");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// The backend's kind for the logs; the URL itself may carry a password.
+fn backend_kind(database_url: &str) -> &'static str {
+    if database_url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    }
+}

@@ -1,0 +1,54 @@
+//! Ends expired leases: the delivery is due again after its backoff, or DEAD when out of
+//! attempts. The store's UPDATE re-checks state and generation, so a lease that was acked or
+//! renewed a moment ago is left alone.
+
+use std::pin::pin;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::sleep::{failure_backoff, until_due};
+use crate::domain::Timestamp;
+use crate::store::{Store, StoreError, Wakeups};
+
+/// Ends every lease expired by `now`; returns how many.
+pub async fn pass(store: &dyn Store, now: Timestamp) -> Result<u64, StoreError> {
+    let mut ended = 0;
+    loop {
+        // The store ends at most a bounded batch per call; repeat until none is left.
+        let batch = store.expire_leases(now).await?;
+        ended += batch;
+        if batch == 0 {
+            return Ok(ended);
+        }
+    }
+}
+
+pub async fn run(store: Arc<dyn Store>, wakeups: Wakeups, shutdown: CancellationToken) {
+    let mut failures = 0;
+    loop {
+        let mut woken = pin!(wakeups.scheduler().notified());
+        woken.as_mut().enable();
+        let next = match pass(store.as_ref(), Timestamp::now()).await {
+            Ok(ended) => {
+                if ended > 0 {
+                    tracing::debug!(ended, "expired leases ended");
+                }
+                failures = 0;
+                store.next_lease_expiry().await
+            }
+            Err(error) => Err(error),
+        };
+        let due = match next {
+            Ok(due) => due,
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(error = %error, failures, "lease expiry pass failed");
+                Some(Timestamp::now().plus(failure_backoff(failures)))
+            }
+        };
+        if !until_due(due, woken, &shutdown).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Turns other replicas' notifications into local wake-ups. One task per store LISTENs on
+//! [`CHANNEL`](super::CHANNEL): each payload names a subscription whose deliveries became due,
+//! so its long polls and this replica's scheduler wake. Notifications are not stored: any sent
+//! while the connection is down are lost, so after every (re)connect everyone is woken once to
+//! look for themselves. A lost notification costs latency, never a delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::CHANNEL;
+use crate::domain::Name;
+use crate::store::Wakeups;
+
+/// How long the connection may stay quiet before the listener checks it still works. A
+/// connection whose network path died may not error until TCP gives up, minutes later.
+const QUIET_CHECK: Duration = Duration::from_secs(10);
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How the listener talks with its store.
+pub struct Signals {
+    /// Set while the listener is subscribed.
+    pub listening: watch::Sender<bool>,
+    /// Poked when a store call found the database away: check the connection now.
+    pub check_now: Arc<Notify>,
+}
+
+pub async fn run(
+    options: PgConnectOptions,
+    connect_timeout: Duration,
+    wakeups: Wakeups,
+    signals: Signals,
+    shutdown: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            connected = connect(&options, connect_timeout) => connected,
+        };
+        let error = match connected {
+            Ok(mut listener) => {
+                if failures > 0 {
+                    tracing::info!("listening for other replicas' wake-ups again");
+                }
+                failures = 0;
+                signals.listening.send_replace(true);
+                wakeups.notify_all();
+                let lost = listen(&mut listener, &wakeups, connect_timeout, &signals, &shutdown).await;
+                signals.listening.send_replace(false);
+                match lost {
+                    None => return,
+                    Some(error) => error,
+                }
+            }
+            Err(error) => error,
+        };
+        failures += 1;
+        let pause = backoff(failures);
+        tracing::warn!(
+            error = %error,
+            failures,
+            retry_in = ?pause,
+            "lost the LISTEN connection; wake-ups from other replicas are delayed until it is back"
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// A listener on a fresh pool of one. The pool only lets sqlx reconnect by itself after a
+/// dropped connection; it is new each time because a listener dropped on a dead network path
+/// may hold its old connection (and so the old pool's only slot) until TCP gives up.
+async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<PgListener, String> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(timeout)
+        .connect_lazy_with(options.clone());
+    let connecting = async {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(listener)) => Ok(listener),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no connection within {timeout:?}")),
+    }
+}
+
+/// Dispatches notifications until shutdown (None) or until the connection fails (the error).
+async fn listen(
+    listener: &mut PgListener,
+    wakeups: &Wakeups,
+    check_timeout: Duration,
+    signals: &Signals,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = signals.check_now.notified() => None,
+            received = tokio::time::timeout(QUIET_CHECK, listener.try_recv()) => Some(received),
+        };
+        match received {
+            Some(Ok(Ok(Some(notification)))) => dispatch(notification.payload(), wakeups),
+            // sqlx noticed the connection drop and connected again; whatever was sent in
+            // between is lost.
+            Some(Ok(Ok(None))) => wakeups.notify_all(),
+            Some(Ok(Err(error))) => return Some(error.to_string()),
+            // Quiet for a while, or a store call found the database away.
+            None | Some(Err(_)) => {
+                let check = sqlx::query("SELECT 1").execute(&mut *listener);
+                match tokio::time::timeout(check_timeout, check).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return Some(error.to_string()),
+                    Err(_) => return Some(format!("no answer to a check within {check_timeout:?}")),
+                }
+            }
+        }
+    }
+}
+
+fn dispatch(payload: &str, wakeups: &Wakeups) {
+    // Only subscription names are sent; anything else is not ours to act on.
+    if Name::parse("notification", payload).is_ok() {
+        wakeups.notify_subscription(payload);
+        wakeups.notify_scheduler();
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let millis = 100u64.saturating_mul(1 << failures.min(8));
+    Duration::from_millis(millis).min(MAX_BACKOFF)
+}

@@ -1,0 +1,518 @@
+//! The PostgreSQL backend, for several Courier replicas on one database. Every write is one
+//! transaction; claims lock the rows they take (`FOR UPDATE SKIP LOCKED`, or `FOR UPDATE` on
+//! the one delivery a receipt names) and their UPDATEs still name the state and generation
+//! they expect, so two replicas never lease the same delivery or both end the same lease.
+//! Writes that make deliveries due `pg_notify` the subscription's name inside their
+//! transaction, and a listener on every replica turns those into local wake-ups.
+
+mod listener;
+mod ops;
+mod reads;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{
+    AckStatus, CheckerRegistration, DeliveryQuery, InsertOutcome, LeasedDelivery, MessageQuery,
+    NewMessage, Page, Stats, Store, StoreError, Wakeups,
+};
+use crate::config::PostgresConfig;
+use crate::domain::{
+    Decision, DeliveryStatus, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt,
+    Subscription, Timestamp,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The LISTEN/NOTIFY channel; each notification's payload is a subscription name.
+pub const CHANNEL: &str = "courier_wakeups";
+
+/// Attempts of a transaction that PostgreSQL aborted for a deadlock or a serialization
+/// conflict: both are safe to run again from the start.
+const TRANSACTION_ATTEMPTS: u32 = 3;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    wakeups: Wakeups,
+    /// Longest a store call may take before it answers Unavailable, so a database that stops
+    /// answering (a cut network) cannot hang callers.
+    call_timeout: Duration,
+    /// Tells the listener to check its connection now: a call just found the database away.
+    check_listener: Arc<Notify>,
+    /// Whether the listener is subscribed to other replicas' notifications right now.
+    listening: watch::Receiver<bool>,
+    /// Stops the listener task when the store is dropped.
+    _listener: DropGuard,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url`, runs the migrations, and starts the pool and the
+    /// listener that turns other replicas' notifications into local wake-ups.
+    pub async fn open(
+        url: &str,
+        config: &PostgresConfig,
+        wakeups: Wakeups,
+    ) -> Result<Self, StoreError> {
+        let options = connect_options(url, config)?;
+        Self::migrate_with(&options, config).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        let shutdown = CancellationToken::new();
+        let (listening_tx, listening) = watch::channel(false);
+        let check_listener = Arc::new(Notify::new());
+        tokio::spawn(listener::run(
+            options,
+            config.connect_timeout,
+            wakeups.clone(),
+            listener::Signals {
+                listening: listening_tx,
+                check_now: check_listener.clone(),
+            },
+            shutdown.clone(),
+        ));
+        Ok(Self {
+            pool,
+            wakeups,
+            call_timeout: config.acquire_timeout + config.statement_timeout,
+            check_listener,
+            listening,
+            _listener: shutdown.drop_guard(),
+        })
+    }
+
+    /// Whether this replica hears other replicas' wake-ups right now. While it does not,
+    /// waiters fall back to their own due times.
+    pub fn is_listening(&self) -> bool {
+        *self.listening.borrow()
+    }
+
+    /// Waits until the listener is subscribed (tests use it before counting on a wake-up
+    /// from another replica).
+    pub async fn listening(&self) {
+        let mut listening = self.listening.clone();
+        let _ = listening.wait_for(|listening| *listening).await;
+    }
+
+    /// Runs the migrations of the database at `url`, then returns. Safe while other replicas
+    /// do the same: sqlx's PostgreSQL migrator holds an advisory lock (`pg_advisory_lock`)
+    /// while it checks and applies migrations, so one replica applies them and the others
+    /// wait, then find nothing left to do.
+    pub async fn migrate(url: &str, config: &PostgresConfig) -> Result<(), StoreError> {
+        Self::migrate_with(&connect_options(url, config)?, config).await
+    }
+
+    async fn migrate_with(
+        options: &PgConnectOptions,
+        config: &PostgresConfig,
+    ) -> Result<(), StoreError> {
+        // Without statement_timeout: waiting for another replica's migration (the advisory
+        // lock) or a long migration must not be cancelled. Its own connection, closed after,
+        // so the session-level lock can never linger in a pooled connection.
+        let options = options.clone().options([("statement_timeout", "0")]);
+        let mut connection = connect_with_retry(&options, config.connect_timeout).await?;
+        // `run_direct` is what `run` does after acquiring; called on the connection itself it
+        // keeps this future `Send` (sqlx's `Acquire` bound otherwise trips the compiler's
+        // higher-ranked lifetime check when the future is spawned).
+        let migrated = MIGRATOR.run_direct(None, &mut connection, false).await;
+        let _ = connection.close().await;
+        migrated.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
+            other => StoreError::internal(other),
+        })
+    }
+
+    /// Runs one call on a pooled connection, within the call timeout; runs it again (up to
+    /// [`TRANSACTION_ATTEMPTS`]) when PostgreSQL aborted its transaction for a deadlock or
+    /// serialization conflict.
+    async fn call<T>(
+        &self,
+        mut attempt: impl AsyncFnMut(&mut PgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let run = async {
+                let mut connection = CallConnection(self.pool.acquire().await?, false);
+                let result = attempt(&mut connection.0).await;
+                connection.1 = true;
+                result
+            };
+            match tokio::time::timeout(self.call_timeout, run).await {
+                Err(_) => break Err(timed_out(self.call_timeout)),
+                Ok(Err(error)) if attempts < TRANSACTION_ATTEMPTS && is_retryable(&error) => {
+                    tracing::debug!(error = %error, attempts, "transaction aborted; running it again");
+                }
+                Ok(result) => break result,
+            }
+        };
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            // The listener's connection may be just as dead, without knowing it yet.
+            self.check_listener.notify_one();
+        }
+        result
+    }
+
+    /// Wakes this replica's waiters; other replicas hear the transaction's notifications.
+    fn wake(&self, subscriptions: &[String]) {
+        for subscription in subscriptions {
+            self.wakeups.notify_subscription(subscription);
+        }
+        if !subscriptions.is_empty() {
+            self.wakeups.notify_scheduler();
+        }
+    }
+}
+
+/// A pooled connection that goes back to the pool only when its call ran to the end (the
+/// flag). A call cancelled mid-flight by its timeout may leave the connection inside a
+/// message, and sqlx tests a returned connection with a ping that has no timeout: on a dead
+/// network path that ping, and the pool slot, would hang until TCP gives up. Such a
+/// connection is closed instead, which sqlx bounds.
+struct CallConnection(PoolConnection<Postgres>, bool);
+
+impl Drop for CallConnection {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.close_on_drop();
+        }
+    }
+}
+
+/// Commits `tx` after queueing one notification per subscription in `wake`; PostgreSQL sends
+/// them to every listener when (and only if) the transaction commits.
+async fn commit(mut tx: Transaction<'_, Postgres>, wake: &[String]) -> Result<(), StoreError> {
+    if !wake.is_empty() {
+        sqlx::query("SELECT pg_notify($1, name) FROM unnest($2::text[]) AS name")
+            .bind(CHANNEL)
+            .bind(wake)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Connection settings from the URL plus Courier's: application name and the server-side
+/// timeouts. The URL (and its password) stays inside sqlx; errors never quote it.
+fn connect_options(url: &str, config: &PostgresConfig) -> Result<PgConnectOptions, StoreError> {
+    let timeout_ms = config.statement_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|_| {
+            StoreError::Unsupported(
+                "database_url is not a valid PostgreSQL URL (the value is not shown; it may hold a password)"
+                    .into(),
+            )
+        })?
+        .application_name("courier")
+        // A transaction never waits on its client for long; if a replica stalls mid
+        // transaction (a cut network), PostgreSQL ends it and frees its row locks.
+        .options([
+            ("statement_timeout", timeout_ms.as_str()),
+            ("idle_in_transaction_session_timeout", timeout_ms.as_str()),
+        ]);
+    Ok(options)
+}
+
+/// Opens one connection, retrying refused or failed attempts with a short backoff until
+/// `timeout` has passed, so replicas that start just before PostgreSQL does still come up.
+async fn connect_with_retry(
+    options: &PgConnectOptions,
+    timeout: Duration,
+) -> Result<PgConnection, StoreError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let error = match tokio::time::timeout(remaining, options.connect()).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) => StoreError::from(error),
+            Err(_) => timed_out(timeout),
+        };
+        // Only a database that is not there (yet) is worth waiting for; a wrong password or
+        // database name is not going to fix itself.
+        if !matches!(error, StoreError::Unavailable(_))
+            || tokio::time::Instant::now() + pause >= deadline
+        {
+            return Err(error);
+        }
+        tracing::debug!(error = %error, "database not reachable yet; retrying");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn timed_out(after: Duration) -> StoreError {
+    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the database did not answer within {after:?}"),
+    )))
+}
+
+/// Deadlock and serialization failures: PostgreSQL rolled the transaction back and running it
+/// again is safe.
+fn is_retryable(error: &StoreError) -> bool {
+    match error {
+        StoreError::Unavailable(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(async |conn| {
+            sqlx::query("SELECT 1").execute(conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_subscription(
+        &self,
+        subscription: Subscription,
+    ) -> Result<(Subscription, bool), StoreError> {
+        let subscription = &subscription;
+        self.call(async |conn| {
+            let mut tx = conn.begin().await?;
+            let created = ops::create_subscription(&mut tx, subscription).await?;
+            commit(tx, &[]).await?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
+        self.call(async |conn| reads::subscription(conn, name).await).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        topic: Option<&Name>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.call(async |conn| reads::subscriptions(conn, topic).await).await
+    }
+
+    async fn update_subscription(
+        &self,
+        subscription: Subscription,
+    ) -> Result<Subscription, StoreError> {
+        let subscription = &subscription;
+        let (updated, wake) = self
+            .call(async |conn| {
+                let mut tx = conn.begin().await?;
+                let (updated, wake) = ops::update_subscription(&mut tx, subscription).await?;
+                commit(tx, &wake).await?;
+                Ok((updated, wake))
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(updated)
+    }
+
+    async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
+        self.call(async |conn| {
+            let mut tx = conn.begin().await?;
+            ops::delete_subscription(&mut tx, name).await?;
+            commit(tx, &[]).await
+        })
+        .await
+    }
+
+    async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
+        let message = &message;
+        let (outcome, wake) = self
+            .call(async |conn| {
+                let mut tx = conn.begin().await?;
+                let (outcome, wake) = ops::insert_message(&mut tx, message).await?;
+                commit(tx, &wake).await?;
+                Ok((outcome, wake))
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(outcome)
+    }
+
+    async fn decide(
+        &self,
+        message: &MessageRef,
+        decision: Decision,
+        now: Timestamp,
+    ) -> Result<MessageState, StoreError> {
+        let (state, wake) = self
+            .call(async |conn| {
+                let mut tx = conn.begin().await?;
+                let (state, wake) = ops::decide(&mut tx, message, decision, now).await?;
+                commit(tx, &wake).await?;
+                Ok((state, wake))
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(state)
+    }
+
+    async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
+        self.call(async |conn| reads::message(conn, message).await).await
+    }
+
+    async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
+        let query = &query;
+        self.call(async |conn| reads::messages(conn, query).await).await
+    }
+
+    async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
+        let (checker, now) = (&checker, Timestamp::now());
+        self.call(async |conn| {
+            let mut tx = conn.begin().await?;
+            ops::register_checker(&mut tx, checker, now).await?;
+            commit(tx, &[]).await
+        })
+        .await
+    }
+
+    async fn get_checker(&self, producer: &Name) -> Result<Option<CheckerRegistration>, StoreError> {
+        self.call(async |conn| reads::checker(conn, producer).await).await
+    }
+
+    async fn lease(
+        &self,
+        subscription: &Subscription,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        let leased = self
+            .call(async |conn| {
+                let mut tx = conn.begin().await?;
+                let leased = ops::lease(&mut tx, subscription, max, now).await?;
+                commit(tx, &[]).await?;
+                Ok(leased)
+            })
+            .await?;
+        if !leased.is_empty() {
+            // This replica's lease-expiry loop may be sleeping past these new deadlines.
+            // Other replicas' loops learn of them at their next pass (their idle ceiling).
+            self.wakeups.notify_scheduler();
+        }
+        Ok(leased)
+    }
+
+    async fn ack(&self, receipts: &[Receipt], now: Timestamp) -> Result<Vec<AckStatus>, StoreError> {
+        self.call(async |conn| {
+            let mut tx = conn.begin().await?;
+            let statuses = ops::ack(&mut tx, receipts, now).await?;
+            commit(tx, &[]).await?;
+            Ok(statuses)
+        })
+        .await
+    }
+
+    async fn nack(
+        &self,
+        receipt: &Receipt,
+        delay: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let wake = self
+            .call(async |conn| {
+                let mut tx = conn.begin().await?;
+                let wake = ops::nack(&mut tx, receipt, delay, now).await?;
+                commit(tx, &wake).await?;
+                Ok(wake)
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(())
+    }
+
+    async fn extend_lease(
+        &self,
+        receipt: &Receipt,
+        extension: Duration,
+        now: Timestamp,
+    ) -> Result<Timestamp, StoreError> {
+        self.call(async |conn| {
+            let mut tx = conn.begin().await?;
+            let lease_expires_at = ops::extend_lease(&mut tx, receipt, extension, now).await?;
+            commit(tx, &[]).await?;
+            Ok(lease_expires_at)
+        })
+        .await
+    }
+
+    async fn reject(&self, receipt: &Receipt, reason: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.call(async |conn| {
+            let mut tx = conn.begin().await?;
+            ops::reject(&mut tx, receipt, reason, now).await?;
+            commit(tx, &[]).await
+        })
+        .await
+    }
+
+    async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
+        self.call(async |conn| reads::next_due(conn, subscription).await).await
+    }
+
+    async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let (ended, wake) = self
+            .call(async |conn| {
+                let mut tx = conn.begin().await?;
+                let (ended, wake) = ops::expire_leases(&mut tx, now).await?;
+                commit(tx, &wake).await?;
+                Ok((ended, wake))
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(ended)
+    }
+
+    async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.call(async |conn| reads::next_lease_expiry(conn).await).await
+    }
+
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Page<DeliveryStatus>, StoreError> {
+        let query = &query;
+        self.call(async |conn| reads::deliveries(conn, query).await).await
+    }
+
+    async fn redrive(
+        &self,
+        subscription: &Name,
+        message_ids: &[MessageId],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (redriven, wake) = self
+            .call(async |conn| {
+                let mut tx = conn.begin().await?;
+                let redriven = ops::redrive(&mut tx, subscription, message_ids, now).await?;
+                let wake = if redriven > 0 {
+                    vec![subscription.to_string()]
+                } else {
+                    Vec::new()
+                };
+                commit(tx, &wake).await?;
+                Ok((redriven, wake))
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(redriven)
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
+        self.call(async |conn| reads::stats(conn, now).await).await
+    }
+}

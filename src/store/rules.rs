@@ -1,0 +1,66 @@
+//! The store-side rules both backends apply identically, on top of the domain's pure state
+//! machines: how a receipt's lease check becomes an error, and the texts clients and
+//! operators see. Keeping them here makes the two backends answer the same way.
+
+use crate::domain::{DeliveryState, LeaseCheck, MessageId, MessageKey, Name, Receipt, check_lease};
+use crate::store::StoreError;
+
+/// Most expired leases one `expire_leases` call ends, so a sweep never holds locks for long.
+pub const EXPIRY_BATCH: i64 = 1000;
+
+/// `last_error` of a delivery after a Nack.
+pub const NACKED: &str = "nacked by the consumer";
+/// `last_error` of a delivery whose lease ran out.
+pub const LEASE_EXPIRED: &str = "lease expired before an ack";
+
+/// `last_error` of a rejected delivery.
+pub fn rejected(reason: &str) -> String {
+    if reason.is_empty() {
+        "rejected by the consumer".to_owned()
+    } else {
+        format!("rejected by the consumer: {reason}")
+    }
+}
+
+/// Whether `receipt` may still act on its delivery, given the delivery's current `(state,
+/// generation, attempts)`: the lease check and the attempts, or the error its holder sees.
+pub fn held_lease(
+    current: Option<(DeliveryState, u32, u32)>,
+    receipt: &Receipt,
+) -> Result<(LeaseCheck, u32), StoreError> {
+    let attempts = current.map(|(_, _, a)| a).unwrap_or(0);
+    match check_lease(current.map(|(s, g, _)| (s, g)), receipt.generation) {
+        LeaseCheck::NotFound => Err(StoreError::NotFound(format!("receipt {receipt}"))),
+        LeaseCheck::Lost(current) => Err(StoreError::LeaseLost { current }),
+        check => Ok((check, attempts)),
+    }
+}
+
+pub fn subscription_not_found(name: &Name) -> StoreError {
+    StoreError::NotFound(format!("subscription {name}"))
+}
+
+pub fn subscription_conflict(name: &Name) -> StoreError {
+    StoreError::AlreadyExists(format!(
+        "subscription {name} already exists with another configuration"
+    ))
+}
+
+pub fn topic_is_immutable(name: &Name, topic: &Name) -> StoreError {
+    StoreError::FailedPrecondition(format!(
+        "the topic of subscription {name} is {topic} and cannot change"
+    ))
+}
+
+pub fn no_subscription(topic: &Name) -> StoreError {
+    StoreError::FailedPrecondition(format!(
+        "topic {topic} has no subscription; create one first so the message has somewhere to go"
+    ))
+}
+
+pub fn key_conflict(producer: &Name, key: &MessageKey, existing: MessageId) -> StoreError {
+    StoreError::AlreadyExists(format!(
+        "producer {producer} already used key {:?} for message {existing} with other content",
+        key.as_str()
+    ))
+}

@@ -1,0 +1,574 @@
+//! A real Courier server for one test: `courier::run` on `127.0.0.1:0` with its own temporary
+//! database, real tonic clients over loopback, and small builders and assertions shared by
+//! every module. The server is cancelled when the `TestServer` is dropped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use courier::config::Config;
+use courier::proto::admin_client::AdminClient;
+use courier::proto::consumer_client::ConsumerClient;
+use courier::proto::message_ref::Ref;
+use courier::proto::producer_client::ProducerClient;
+use courier::proto::{
+    AckRequest, AckStatus, CancelRequest, CheckStatusRequest, ConfirmRequest, Delivery,
+    DeliveryStatus, ListDeliveriesRequest, ListSubscriptionsRequest, Message, MessageRef,
+    MessageState, PrepareRequest, ProducerKey, PublishRequest, ReceiveRequest, RetryPolicy,
+    Subscription,
+};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+pub type Producer = ProducerClient<Channel>;
+pub type Consumer = ConsumerClient<Channel>;
+pub type Admin = AdminClient<Channel>;
+
+/// Names most tests use; every test has its own server and database, so they never collide.
+pub const PRODUCER: &str = "shop";
+pub const TOPIC: &str = "orders";
+pub const SUB: &str = "billing";
+
+/// How long a test waits for the server to come up before it gives up.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The database a test server runs on: SQLite in a temporary directory, or, with
+/// `COURIER_TEST_BACKEND=postgres`, a fresh database per test on the PostgreSQL server named by
+/// `COURIER_TEST_POSTGRES_URL` (its user must be allowed to create databases). The same tests
+/// then run against the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+impl Backend {
+    pub fn from_env() -> Self {
+        match std::env::var("COURIER_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("sqlite") => Self::Sqlite,
+            Ok("postgres") => Self::Postgres {
+                admin_url: std::env::var("COURIER_TEST_POSTGRES_URL")
+                    .expect("COURIER_TEST_BACKEND=postgres needs COURIER_TEST_POSTGRES_URL"),
+            },
+            Ok(other) => panic!("COURIER_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+        }
+    }
+
+    /// A `database_url` for a database no other test uses.
+    pub async fn fresh_database_url(&self, dir: &TempDir) -> String {
+        match self {
+            Self::Sqlite => format!("sqlite://{}/courier.db", dir.path().display()),
+            Self::Postgres { admin_url } => {
+                use sqlx::Connection;
+                let name = format!("courier_test_{}", uuid::Uuid::now_v7().simple());
+                let mut connection = sqlx::PgConnection::connect(admin_url)
+                    .await
+                    .expect("connect to COURIER_TEST_POSTGRES_URL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut connection)
+                    .await
+                    .expect("create a test database");
+                let mut url =
+                    url::Url::parse(admin_url).expect("COURIER_TEST_POSTGRES_URL is a URL");
+                url.set_path(&name);
+                url.to_string()
+            }
+        }
+    }
+}
+
+/// The configuration every test server starts from: the defaults, with subscription backoffs
+/// short enough that redeliveries happen within a test.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.subscriptions.initial_backoff = Duration::from_millis(1);
+    config.subscriptions.max_backoff = Duration::from_millis(10);
+    config.shutdown_grace = Duration::from_secs(1);
+    config
+}
+
+/// Clients of one running server, and shortcuts for the calls most tests make. Both a
+/// `TestServer` and the binary started by the durability test dereference to one.
+#[derive(Clone)]
+pub struct Api {
+    channel: Channel,
+}
+
+/// A server running `courier::run` on a thread of its own with its own multi-threaded
+/// runtime, as `courier serve` runs it: the test's runtime (often single-threaded) never
+/// starves it, and `run`'s future need not be `Send`.
+pub struct TestServer {
+    pub config: Config,
+    api: Api,
+    shutdown: CancellationToken,
+    exit: Option<oneshot::Receiver<Result<(), String>>>,
+    _dir: TempDir,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with `test_config()` changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let mut config = test_config();
+        config.listen = addr.to_string();
+        config.database_url = Backend::from_env().fresh_database_url(&dir).await;
+        tweak(&mut config);
+
+        let shutdown = CancellationToken::new();
+        let (exit_sender, mut exit) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("courier-{addr}"))
+            .spawn({
+                let config = config.clone();
+                let shutdown = shutdown.clone();
+                move || {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .expect("the server's runtime");
+                    let result = runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener).expect("a tokio listener");
+                        courier::run(config, listener, shutdown).await
+                    });
+                    let _ = exit_sender.send(result.map_err(|e| format!("{e:?}")));
+                }
+            })
+            .expect("the server's thread");
+
+        let api = Api::connect_lazy(addr);
+        tokio::select! {
+            result = &mut exit => panic!("the server stopped while starting: {result:?}"),
+            () = wait_until_serving(api.channel(), STARTUP_DEADLINE) => {}
+        }
+        Self {
+            config,
+            api,
+            shutdown,
+            exit: Some(exit),
+            _dir: dir,
+        }
+    }
+
+    /// Cancels the server and returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), String> {
+        self.shutdown.cancel();
+        let exit = self.exit.take().expect("the server's exit");
+        tokio::time::timeout(Duration::from_secs(10), exit)
+            .await
+            .expect("the server stops within 10 s of cancellation")
+            .expect("the server thread does not panic")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Api {
+    /// Clients for a server at `addr`; they connect on the first call.
+    pub fn connect_lazy(addr: SocketAddr) -> Self {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy();
+        Self { channel }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn producer(&self) -> Producer {
+        ProducerClient::new(self.channel())
+    }
+
+    pub fn consumer(&self) -> Consumer {
+        ConsumerClient::new(self.channel())
+    }
+
+    pub fn admin(&self) -> Admin {
+        AdminClient::new(self.channel())
+    }
+
+    // --- shortcuts for the happy path; each unwraps, so a failure names the call ---
+
+    pub async fn create_subscription(&self, subscription: Subscription) -> Subscription {
+        self.admin()
+            .create_subscription(courier::proto::CreateSubscriptionRequest {
+                subscription: Some(subscription),
+            })
+            .await
+            .expect("CreateSubscription")
+            .into_inner()
+    }
+
+    /// Prepares a message built by `prepare_request` and returns its id.
+    pub async fn prepare(&self, topic: &str, key: &str) -> String {
+        let response = self
+            .producer()
+            .prepare(prepare_request(PRODUCER, topic, key))
+            .await
+            .expect("Prepare")
+            .into_inner();
+        assert!(response.created, "Prepare of a new key creates a message");
+        assert_eq!(response.state(), MessageState::Prepared);
+        response.message_id
+    }
+
+    /// Publishes a message built by `publish_request` and returns its id.
+    pub async fn publish(&self, topic: &str, key: &str) -> String {
+        let response = self
+            .producer()
+            .publish(publish_request(PRODUCER, topic, key))
+            .await
+            .expect("Publish")
+            .into_inner();
+        assert!(response.created, "Publish of a new key creates a message");
+        assert_eq!(response.state(), MessageState::Confirmed);
+        response.message_id
+    }
+
+    pub async fn confirm(&self, message_id: &str) -> Result<MessageState, Status> {
+        self.producer()
+            .confirm(ConfirmRequest {
+                message: by_id(message_id),
+            })
+            .await
+            .map(|r| r.into_inner().state())
+    }
+
+    pub async fn cancel(&self, message_id: &str) -> Result<MessageState, Status> {
+        self.producer()
+            .cancel(CancelRequest {
+                message: by_id(message_id),
+            })
+            .await
+            .map(|r| r.into_inner().state())
+    }
+
+    /// CheckStatus by id.
+    pub async fn status(&self, message_id: &str) -> Message {
+        self.producer()
+            .check_status(CheckStatusRequest {
+                message: by_id(message_id),
+            })
+            .await
+            .expect("CheckStatus")
+            .into_inner()
+            .message
+            .expect("CheckStatus returns the message")
+    }
+
+    pub async fn receive(
+        &self,
+        subscription: &str,
+        max_messages: u32,
+        wait: Duration,
+    ) -> Vec<Delivery> {
+        self.consumer()
+            .receive(ReceiveRequest {
+                subscription: subscription.into(),
+                max_messages,
+                wait: Some(duration(wait)),
+            })
+            .await
+            .expect("Receive")
+            .into_inner()
+            .deliveries
+    }
+
+    /// Receives and expects exactly one delivery within `wait`.
+    pub async fn receive_one(&self, subscription: &str, wait: Duration) -> Delivery {
+        let mut deliveries = self.receive(subscription, 1, wait).await;
+        assert_eq!(
+            deliveries.len(),
+            1,
+            "expected one delivery on {subscription} within {wait:?}"
+        );
+        deliveries.remove(0)
+    }
+
+    /// Acks the receipts and returns one status per receipt.
+    pub async fn ack(&self, subscription: &str, receipts: &[&str]) -> Vec<AckStatus> {
+        let results = self
+            .consumer()
+            .ack(AckRequest {
+                subscription: subscription.into(),
+                receipts: receipts.iter().map(|r| r.to_string()).collect(),
+            })
+            .await
+            .expect("Ack")
+            .into_inner()
+            .results;
+        assert_eq!(results.len(), receipts.len(), "one ack result per receipt");
+        for (result, receipt) in results.iter().zip(receipts) {
+            assert_eq!(
+                result.receipt, *receipt,
+                "ack results come in request order"
+            );
+        }
+        results.iter().map(|r| r.status()).collect()
+    }
+
+    /// Every delivery of a subscription, over all pages.
+    pub async fn deliveries(&self, subscription: &str) -> Vec<DeliveryStatus> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .admin()
+                .list_deliveries(ListDeliveriesRequest {
+                    subscription: subscription.into(),
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListDeliveries")
+                .into_inner();
+            all.extend(page.deliveries);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// The one delivery of `message_id` to `subscription`, from CheckStatus.
+    pub async fn delivery_status(&self, message_id: &str, subscription: &str) -> DeliveryStatus {
+        self.status(message_id)
+            .await
+            .deliveries
+            .into_iter()
+            .find(|d| d.subscription == subscription)
+            .unwrap_or_else(|| panic!("message {message_id} has a delivery to {subscription}"))
+    }
+
+    /// Proves the server still answers after an error: a plain read succeeds.
+    pub async fn assert_still_serving(&self) {
+        self.admin()
+            .list_subscriptions(ListSubscriptionsRequest::default())
+            .await
+            .expect("the server keeps serving");
+    }
+}
+
+/// One readiness probe: Ok when grpc.health.v1 answers SERVING (or is not offered at all: then
+/// the server is up, and the standard-services tests report the missing health service).
+pub async fn probe_serving(channel: Channel) -> Result<(), String> {
+    let mut health = HealthClient::new(channel);
+    let check = health.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => Ok(()),
+        Ok(Err(status)) if status.code() == Code::Unimplemented => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// Probes until the server is serving; panics after `deadline`.
+pub async fn wait_until_serving(channel: Channel, deadline: Duration) {
+    let started = Instant::now();
+    while let Err(last) = probe_serving(channel.clone()).await {
+        assert!(
+            started.elapsed() < deadline,
+            "the server is not serving after {deadline:?}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// --- request builders ---
+
+pub fn duration(value: Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(value).expect("a representable duration")
+}
+
+pub fn ms(millis: u64) -> Option<prost_types::Duration> {
+    Some(duration(Duration::from_millis(millis)))
+}
+
+pub fn secs(seconds: u64) -> Option<prost_types::Duration> {
+    Some(duration(Duration::from_secs(seconds)))
+}
+
+pub fn to_system_time(timestamp: &Option<prost_types::Timestamp>) -> std::time::SystemTime {
+    let timestamp = timestamp.clone().expect("a timestamp");
+    std::time::SystemTime::try_from(timestamp).expect("a valid timestamp")
+}
+
+pub fn by_id(message_id: &str) -> Option<MessageRef> {
+    Some(MessageRef {
+        r#ref: Some(Ref::MessageId(message_id.into())),
+    })
+}
+
+pub fn by_key(producer: &str, key: &str) -> Option<MessageRef> {
+    Some(MessageRef {
+        r#ref: Some(Ref::ProducerKey(ProducerKey {
+            producer: producer.into(),
+            key: key.into(),
+        })),
+    })
+}
+
+pub fn payload_of(key: &str) -> Vec<u8> {
+    format!("payload of {key}").into_bytes()
+}
+
+pub fn headers_of(key: &str) -> HashMap<String, String> {
+    HashMap::from([("trace-id".to_string(), format!("trace-{key}"))])
+}
+
+/// A Prepare with a payload and one header derived from the key.
+pub fn prepare_request(producer: &str, topic: &str, key: &str) -> PrepareRequest {
+    PrepareRequest {
+        producer: producer.into(),
+        topic: topic.into(),
+        key: key.into(),
+        payload: payload_of(key),
+        headers: headers_of(key),
+        check_after: None,
+        deliver_after: None,
+    }
+}
+
+/// A Publish with the same content `prepare_request` would give.
+pub fn publish_request(producer: &str, topic: &str, key: &str) -> PublishRequest {
+    PublishRequest {
+        producer: producer.into(),
+        topic: topic.into(),
+        key: key.into(),
+        payload: payload_of(key),
+        headers: headers_of(key),
+        deliver_after: None,
+    }
+}
+
+/// A pull subscription with every field left to the server defaults.
+pub fn subscription(name: &str, topic: &str) -> Subscription {
+    Subscription {
+        name: name.into(),
+        topic: topic.into(),
+        ..Default::default()
+    }
+}
+
+/// A pull subscription that retries fast: `max_attempts` attempts, 1 ms backoff growing to at
+/// most 10 ms, and the shortest ack deadline allowed (1 s).
+pub fn fast_subscription(name: &str, topic: &str, max_attempts: u32) -> Subscription {
+    Subscription {
+        ack_deadline: secs(1),
+        retry_policy: Some(RetryPolicy {
+            max_attempts,
+            initial_backoff: ms(1),
+            max_backoff: ms(10),
+            multiplier: 2.0,
+        }),
+        ..subscription(name, topic)
+    }
+}
+
+// --- assertions on errors ---
+
+/// Asserts the call failed with `code` and returns the status.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// Asserts INVALID_ARGUMENT whose details carry a field violation naming `field` (the path may
+/// be qualified, e.g. `subscription.ack_deadline` for `ack_deadline`).
+#[track_caller]
+pub fn assert_invalid_field<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) -> Status {
+    let status = assert_code(result, Code::InvalidArgument);
+    let details = status.get_error_details();
+    let violations = details
+        .bad_request()
+        .map(|bad_request| bad_request.field_violations.clone())
+        .unwrap_or_default();
+    assert!(
+        violations.iter().any(|v| names_field(&v.field, field)),
+        "expected a field violation for {field:?}, got {violations:?} ({status:?})"
+    );
+    status
+}
+
+fn names_field(path: &str, field: &str) -> bool {
+    path == field
+        || path.ends_with(&format!(".{field}"))
+        || path.starts_with(&format!("{field}["))
+        || path.starts_with(&format!("{field}."))
+        || path.contains(&format!(".{field}["))
+}
+
+/// Asserts FAILED_PRECONDITION whose message names `state` (in any letter case).
+#[track_caller]
+pub fn assert_precondition_names<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    state: &str,
+) -> Status {
+    let status = assert_code(result, Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .to_lowercase()
+            .contains(&state.to_lowercase()),
+        "the error should name the current state {state}: {:?}",
+        status.message()
+    );
+    status
+}

@@ -1,0 +1,17 @@
+//! Courier's integration tests: each test starts a real server (`courier::run` on
+//! `127.0.0.1:0`, or the `courier` binary for durability) with its own temporary database and
+//! talks to it through real tonic clients. See `harness.rs`.
+//!
+//! `cargo test --test it` runs them on SQLite. `COURIER_TEST_BACKEND=postgres` with
+//! `COURIER_TEST_POSTGRES_URL=postgres://user@host/db` runs the same tests on PostgreSQL, one
+//! fresh database per test (named `courier_test_*`; drop them when done).
+
+mod admin;
+mod concurrency;
+mod consumer;
+mod durability;
+mod harness;
+mod producer;
+mod scheduler;
+mod standard_services;
+mod validation;
