@@ -316,7 +316,10 @@ impl Config {
             return invalid("checks.initial_backoff", "must be more than 0");
         }
         if checks.max_backoff < checks.initial_backoff {
-            return invalid("checks.max_backoff", "must be at least checks.initial_backoff");
+            return invalid(
+                "checks.max_backoff",
+                "must be at least checks.initial_backoff",
+            );
         }
         if checks.timeout.is_zero() {
             return invalid("checks.timeout", "must be more than 0");
@@ -369,14 +372,20 @@ impl Config {
         if !(1..=1000).contains(&postgres.max_connections) {
             return invalid("postgres.max_connections", "must be between 1 and 1000");
         }
-        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&postgres.connect_timeout) {
+        if !(Duration::from_millis(100)..=Duration::from_secs(300))
+            .contains(&postgres.connect_timeout)
+        {
             return invalid("postgres.connect_timeout", "must be between 100ms and 5m");
         }
-        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&postgres.acquire_timeout) {
+        if !(Duration::from_millis(100)..=Duration::from_secs(300))
+            .contains(&postgres.acquire_timeout)
+        {
             return invalid("postgres.acquire_timeout", "must be between 100ms and 5m");
         }
         // PostgreSQL keeps statement_timeout in whole milliseconds.
-        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&postgres.statement_timeout) {
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+            .contains(&postgres.statement_timeout)
+        {
             return invalid("postgres.statement_timeout", "must be between 100ms and 1h");
         }
         Ok(())
@@ -414,7 +423,10 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:50051");
         assert_eq!(config.checks.max_attempts, 15);
         assert_eq!(config.subscriptions.ack_deadline, Duration::from_secs(30));
-        assert_eq!(config.retention.final_messages, Duration::from_secs(604_800));
+        assert_eq!(
+            config.retention.final_messages,
+            Duration::from_secs(604_800)
+        );
         assert_eq!(config.checks.concurrency, 32);
         assert_eq!(config.push.concurrency, 64);
         assert_eq!(config.push.per_subscription, 8);
@@ -451,7 +463,10 @@ mod tests {
         let config = Config::load(Some(&file), flags).unwrap();
         assert_eq!(config.listen, "127.0.0.1:7001");
         assert_eq!(config.checks.initial_backoff, Duration::from_millis(250));
-        assert_eq!(config.retention.final_messages, Duration::from_secs(172_800));
+        assert_eq!(
+            config.retention.final_messages,
+            Duration::from_secs(172_800)
+        );
     }
 
     #[test]
@@ -468,7 +483,10 @@ mod tests {
 
         std::fs::write(&file, "[postgres]\nstatement_timeout = \"10ms\"\n").unwrap();
         let error = Config::load(Some(&file), FlagOverrides::default()).unwrap_err();
-        assert!(error.to_string().contains("postgres.statement_timeout"), "{error}");
+        assert!(
+            error.to_string().contains("postgres.statement_timeout"),
+            "{error}"
+        );
 
         std::fs::write(&file, "[checks]\nmax_atempts = 3\n").unwrap();
         let error = Config::load(Some(&file), FlagOverrides::default()).unwrap_err();

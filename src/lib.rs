@@ -79,6 +79,34 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    run_with(config, listener, shutdown, RunOptions::default()).await
+}
+
+/// Variations of [`run`] for tests and tools.
+pub struct RunOptions {
+    /// Run the scheduler's loops in the background (the default). Tests that drive the
+    /// scheduler themselves turn this off and take the [`scheduler::Scheduler`] instead.
+    pub scheduler_loops: bool,
+    /// Receives the scheduler over the server's store once the store is open.
+    pub scheduler: Option<tokio::sync::oneshot::Sender<scheduler::Scheduler>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            scheduler_loops: true,
+            scheduler: None,
+        }
+    }
+}
+
+/// [`run`] with [`RunOptions`].
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let listen = listener.local_addr().map_err(RunError::Listener)?;
     let wakeups = Wakeups::default();
@@ -89,13 +117,13 @@ pub async fn run(
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
     let tracker = TaskTracker::new();
-    scheduler::spawn(
-        store.clone(),
-        wakeups.clone(),
-        &config,
-        background.clone(),
-        &tracker,
-    );
+    let scheduler = scheduler::Scheduler::new(store.clone(), wakeups.clone(), &config);
+    if let Some(sender) = options.scheduler {
+        let _ = sender.send(scheduler.clone());
+    }
+    if options.scheduler_loops {
+        scheduler.spawn(background.clone(), &tracker);
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;

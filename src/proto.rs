@@ -12,4 +12,5 @@ pub mod courier {
 pub use courier::v1::*;
 
 /// Encoded `FileDescriptorSet` of every Courier proto and its imports.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/courier_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/courier_descriptor.bin"));

@@ -72,7 +72,11 @@ impl Receipt {
 
 impl fmt::Display for Receipt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.message_id, self.generation, self.subscription)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.message_id, self.generation, self.subscription
+        )
     }
 }
 
@@ -189,7 +193,10 @@ mod tests {
     #[test]
     fn lease_checks() {
         assert_eq!(check_lease(Some((Leased, 2)), 2), LeaseCheck::Held);
-        assert_eq!(check_lease(Some((Pending, 2)), 2), LeaseCheck::Released(Pending));
+        assert_eq!(
+            check_lease(Some((Pending, 2)), 2),
+            LeaseCheck::Released(Pending)
+        );
         assert_eq!(check_lease(Some((Leased, 3)), 2), LeaseCheck::Lost(Leased));
         assert_eq!(check_lease(Some((Acked, 2)), 2), LeaseCheck::Lost(Acked));
         assert_eq!(check_lease(None, 2), LeaseCheck::NotFound);
@@ -212,6 +219,9 @@ mod tests {
             plan_redelivery(&policy, 2, now, Some(Duration::from_millis(5)), 0.0),
             RedeliveryPlan::RetryAt(now.plus(Duration::from_millis(5)))
         );
-        assert_eq!(plan_redelivery(&policy, 3, now, None, 0.0), RedeliveryPlan::Dead);
+        assert_eq!(
+            plan_redelivery(&policy, 3, now, None, 0.0),
+            RedeliveryPlan::Dead
+        );
     }
 }

@@ -98,7 +98,10 @@ pub enum MessageOutcome {
 
 /// Derives the outcome from the message state and its deliveries' states. A confirmed message
 /// without deliveries (unrouted) stays DELIVERING: it reached nobody.
-pub fn outcome(state: MessageState, deliveries: impl IntoIterator<Item = DeliveryState>) -> MessageOutcome {
+pub fn outcome(
+    state: MessageState,
+    deliveries: impl IntoIterator<Item = DeliveryState>,
+) -> MessageOutcome {
     match state {
         MessageState::Prepared => MessageOutcome::Prepared,
         MessageState::Cancelled => MessageOutcome::Cancelled,
@@ -136,7 +139,11 @@ impl fmt::Display for MessageRef {
         match self {
             Self::Id(id) => write!(f, "message {id}"),
             Self::ProducerKey { producer, key } => {
-                write!(f, "message with producer {producer:?} and key {:?}", key.as_str())
+                write!(
+                    f,
+                    "message with producer {producer:?} and key {:?}",
+                    key.as_str()
+                )
             }
         }
     }
@@ -205,10 +212,25 @@ mod tests {
         use DeliveryState::*;
         let confirmed = MessageState::Confirmed;
         assert_eq!(outcome(confirmed, []), MessageOutcome::Delivering);
-        assert_eq!(outcome(confirmed, [Acked, Pending]), MessageOutcome::Delivering);
-        assert_eq!(outcome(confirmed, [Acked, Acked]), MessageOutcome::Delivered);
-        assert_eq!(outcome(confirmed, [Acked, Dead]), MessageOutcome::DeadLettered);
-        assert_eq!(outcome(confirmed, [Leased, Dead]), MessageOutcome::Delivering);
-        assert_eq!(outcome(MessageState::Unresolved, []), MessageOutcome::Unresolved);
+        assert_eq!(
+            outcome(confirmed, [Acked, Pending]),
+            MessageOutcome::Delivering
+        );
+        assert_eq!(
+            outcome(confirmed, [Acked, Acked]),
+            MessageOutcome::Delivered
+        );
+        assert_eq!(
+            outcome(confirmed, [Acked, Dead]),
+            MessageOutcome::DeadLettered
+        );
+        assert_eq!(
+            outcome(confirmed, [Leased, Dead]),
+            MessageOutcome::Delivering
+        );
+        assert_eq!(
+            outcome(MessageState::Unresolved, []),
+            MessageOutcome::Unresolved
+        );
     }
 }

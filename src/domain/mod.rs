@@ -11,13 +11,13 @@ mod time;
 
 pub use backoff::{JITTER, backoff, random_jitter};
 pub use delivery::{
-    AckVerdict, DeliveryState, DeliveryStatus, LeaseCheck, Receipt, RedeliveryPlan, classify_ack,
-    check_lease, plan_redelivery,
+    AckVerdict, DeliveryState, DeliveryStatus, LeaseCheck, Receipt, RedeliveryPlan, check_lease,
+    classify_ack, plan_redelivery,
 };
 pub use ids::{MessageId, ParseIdError};
 pub use message::{
-    Decision, Headers, MessageOutcome, MessageRecord, MessageRef, MessageState, Transition,
-    decide, outcome,
+    Decision, Headers, MessageOutcome, MessageRecord, MessageRef, MessageState, Transition, decide,
+    outcome,
 };
 pub use names::{FieldViolation, MessageKey, Name};
 pub use subscription::{RetryPolicy, Subscription};

@@ -37,7 +37,10 @@ impl Name {
         if value.len() > MAX_NAME_LEN {
             return Err(FieldViolation::new(
                 field,
-                format!("is {} characters; at most {MAX_NAME_LEN} are allowed", value.len()),
+                format!(
+                    "is {} characters; at most {MAX_NAME_LEN} are allowed",
+                    value.len()
+                ),
             ));
         }
         if let Some(bad) = value
@@ -80,7 +83,10 @@ impl MessageKey {
         if value.len() > MAX_KEY_BYTES {
             return Err(FieldViolation::new(
                 field,
-                format!("is {} bytes; at most {MAX_KEY_BYTES} are allowed", value.len()),
+                format!(
+                    "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+                    value.len()
+                ),
             ));
         }
         Ok(Self(value.to_owned()))
@@ -113,7 +119,10 @@ mod tests {
 
     #[test]
     fn names_reject_empty_long_and_odd_characters() {
-        assert_eq!(Name::parse("topic", "").unwrap_err().description, "is required");
+        assert_eq!(
+            Name::parse("topic", "").unwrap_err().description,
+            "is required"
+        );
         assert!(Name::parse("topic", &"a".repeat(129)).is_err());
         let violation = Name::parse("topic", "a/b").unwrap_err();
         assert_eq!(violation.field, "topic");

@@ -12,13 +12,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{
-    AckStatus, DeliveryQuery, MessageQuery, NewMessage, Store, StoreError, Wakeups,
-};
+use super::{AckStatus, DeliveryQuery, MessageQuery, NewMessage, Store, StoreError, Wakeups};
 use crate::config::{PostgresConfig, SqliteConfig};
 use crate::domain::{
-    Decision, DeliveryState, MessageId, MessageKey, MessageOutcome, MessageRef, MessageState,
-    Name, Receipt, RetryPolicy, Subscription, Timestamp,
+    Decision, DeliveryState, MessageId, MessageKey, MessageOutcome, MessageRef, MessageState, Name,
+    Receipt, RetryPolicy, Subscription, Timestamp,
 };
 
 type Opening = Pin<Box<dyn Future<Output = Arc<dyn Store>>>>;
@@ -340,7 +338,9 @@ pub async fn insert_requires_a_subscription(t: &TestStore) {
     let now = Timestamp::now();
     for publish in [false, true] {
         assert!(matches!(
-            store.insert_message(message(TOPIC, "k1", publish, now)).await,
+            store
+                .insert_message(message(TOPIC, "k1", publish, now))
+                .await,
             Err(StoreError::FailedPrecondition(_))
         ));
     }
@@ -447,11 +447,21 @@ pub async fn publish_routes_to_every_subscription(t: &TestStore) {
         .unwrap();
     assert!(published.created);
     assert_eq!(published.state, MessageState::Confirmed);
-    let record = store.get_message(&by_id(published.message_id)).await.unwrap();
+    let record = store
+        .get_message(&by_id(published.message_id))
+        .await
+        .unwrap();
     let deliveries: Vec<(String, DeliveryState, u32, Option<Timestamp>)> = record
         .deliveries
         .iter()
-        .map(|d| (d.subscription.to_string(), d.state, d.attempts, d.next_attempt_at))
+        .map(|d| {
+            (
+                d.subscription.to_string(),
+                d.state,
+                d.attempts,
+                d.next_attempt_at,
+            )
+        })
         .collect();
     assert_eq!(
         deliveries,
@@ -480,7 +490,9 @@ pub async fn concurrent_inserts_of_one_key_create_one_message(t: &TestStore) {
             id: MessageId::new(),
             ..template.clone()
         };
-        tasks.push(tokio::spawn(async move { store.insert_message(attempt).await }));
+        tasks.push(tokio::spawn(
+            async move { store.insert_message(attempt).await },
+        ));
     }
     let mut ids = HashSet::new();
     let mut created = 0;
@@ -542,7 +554,9 @@ pub async fn decide_rejects_contradictions_and_unknown_messages(t: &TestStore) {
     subscribe(store, 5, now).await;
     let confirmed = publish(store, "confirmed", now).await;
     assert!(matches!(
-        store.decide(&by_id(confirmed), Decision::Rollback, now).await,
+        store
+            .decide(&by_id(confirmed), Decision::Rollback, now)
+            .await,
         Err(StoreError::MessageConflict {
             current: MessageState::Confirmed
         })
@@ -632,7 +646,13 @@ pub async fn deliver_after_delays_the_first_delivery(t: &TestStore) {
         .unwrap();
     let due = confirmed_at.plus(Duration::from_secs(60));
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), Some(due));
-    assert!(store.lease(&sub, 10, later(confirmed_at, 59_999)).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease(&sub, 10, later(confirmed_at, 59_999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.lease(&sub, 10, due).await.unwrap().len(), 1);
 }
 
@@ -665,10 +685,19 @@ pub async fn lease_then_ack(t: &TestStore) {
     assert_eq!(status.attempts, 1);
     assert_eq!(status.lease_expires_at, Some(leased_at.plus(ACK_DEADLINE)));
     assert_eq!(status.next_attempt_at, None);
-    assert_eq!(store.next_lease_expiry().await.unwrap(), Some(leased_at.plus(ACK_DEADLINE)));
+    assert_eq!(
+        store.next_lease_expiry().await.unwrap(),
+        Some(leased_at.plus(ACK_DEADLINE))
+    );
 
     // Leased: not handed out again.
-    assert!(store.lease(&sub, 10, later(now, 20)).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), None);
 
     let statuses = store
@@ -691,7 +720,10 @@ pub async fn ack_statuses_for_stale_unknown_and_repeated_receipts(t: &TestStore)
     let id = publish(store, "k", now).await;
     let first = lease_one(store, &sub, now).await;
     // The lease runs out; the delivery is leased again under a new generation.
-    assert_eq!(store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(), 1);
+    assert_eq!(
+        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
+        1
+    );
     let retry_at = delivery(store, id).await.next_attempt_at.unwrap();
     let second = lease_one(store, &sub, retry_at).await;
     assert_eq!(second.generation, first.generation + 1);
@@ -737,7 +769,10 @@ pub async fn ack_statuses_for_stale_unknown_and_repeated_receipts(t: &TestStore)
         ]
     );
     assert_eq!(delivery(store, id).await.state, DeliveryState::Acked);
-    assert_eq!(store.ack(&[second], retry_at).await.unwrap(), [AckStatus::Ok]);
+    assert_eq!(
+        store.ack(&[second], retry_at).await.unwrap(),
+        [AckStatus::Ok]
+    );
     assert_eq!(store.ack(&[], retry_at).await.unwrap(), []);
 }
 
@@ -747,13 +782,22 @@ pub async fn ack_with_the_latest_receipt_after_expiry(t: &TestStore) {
     let sub = subscribe(store, 5, now).await;
     let id = publish(store, "k", now).await;
     let receipt = lease_one(store, &sub, now).await;
-    assert_eq!(store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(), 1);
+    assert_eq!(
+        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
+        1
+    );
     assert_eq!(delivery(store, id).await.state, DeliveryState::Pending);
     // Nobody leased it since: the late ack still counts.
     let statuses = store.ack(&[receipt], now.plus(ACK_DEADLINE)).await.unwrap();
     assert_eq!(statuses, [AckStatus::Ok]);
     assert_eq!(delivery(store, id).await.state, DeliveryState::Acked);
-    assert!(store.lease(&sub, 10, later(now, 3_600_000)).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 3_600_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
@@ -770,11 +814,23 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
     assert_eq!(status.state, DeliveryState::Pending);
     assert_eq!(status.next_attempt_at, Some(now.plus(delay)));
     assert_eq!(status.last_error.as_deref(), Some("nacked by the consumer"));
-    assert_eq!(store.next_due(&name(SUB)).await.unwrap(), Some(now.plus(delay)));
-    assert!(store.lease(&sub, 10, later(now, 4_999)).await.unwrap().is_empty());
+    assert_eq!(
+        store.next_due(&name(SUB)).await.unwrap(),
+        Some(now.plus(delay))
+    );
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 4_999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let second = lease_one(store, &sub, now.plus(delay)).await;
-    assert_eq!(store.lease(&sub, 1, now.plus(delay)).await.unwrap().len(), 0);
+    assert_eq!(
+        store.lease(&sub, 1, now.plus(delay)).await.unwrap().len(),
+        0
+    );
     // The old receipt lost its lease.
     assert!(matches!(
         store.nack(&receipt, None, now.plus(delay)).await,
@@ -783,7 +839,10 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
         })
     ));
     // Second and last attempt: a Nack makes it DEAD, whatever the delay.
-    store.nack(&second, Some(delay), now.plus(delay)).await.unwrap();
+    store
+        .nack(&second, Some(delay), now.plus(delay))
+        .await
+        .unwrap();
     let status = delivery(store, id).await;
     assert_eq!(status.state, DeliveryState::Dead);
     assert_eq!(status.attempts, 2);
@@ -818,12 +877,17 @@ pub async fn extend_lease_keeps_the_lease(t: &TestStore) {
         .unwrap();
     assert_eq!(until, extended_at.plus(Duration::from_secs(60)));
     assert_eq!(delivery(store, id).await.lease_expires_at, Some(until));
-    assert_eq!(store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(), 0);
+    assert_eq!(
+        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
+        0
+    );
     assert_eq!(delivery(store, id).await.state, DeliveryState::Leased);
     assert_eq!(store.expire_leases(until).await.unwrap(), 1);
     // Expired: the receipt can no longer extend.
     assert!(matches!(
-        store.extend_lease(&receipt, Duration::from_secs(60), until).await,
+        store
+            .extend_lease(&receipt, Duration::from_secs(60), until)
+            .await,
         Err(StoreError::LeaseLost {
             current: DeliveryState::Pending
         })
@@ -833,7 +897,9 @@ pub async fn extend_lease_keeps_the_lease(t: &TestStore) {
         ..receipt.clone()
     };
     assert!(matches!(
-        store.extend_lease(&stale, Duration::from_secs(60), until).await,
+        store
+            .extend_lease(&stale, Duration::from_secs(60), until)
+            .await,
         Err(StoreError::LeaseLost { .. })
     ));
     let unknown = Receipt {
@@ -841,7 +907,9 @@ pub async fn extend_lease_keeps_the_lease(t: &TestStore) {
         ..receipt
     };
     assert!(matches!(
-        store.extend_lease(&unknown, Duration::from_secs(60), until).await,
+        store
+            .extend_lease(&unknown, Duration::from_secs(60), until)
+            .await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -852,8 +920,14 @@ pub async fn reject_parks_the_delivery(t: &TestStore) {
     let sub = subscribe(store, 5, now).await;
     let id = publish(store, "k", now).await;
     let receipt = lease_one(store, &sub, now).await;
-    store.reject(&receipt, "malformed order", now).await.unwrap();
-    store.reject(&receipt, "malformed order", now).await.unwrap();
+    store
+        .reject(&receipt, "malformed order", now)
+        .await
+        .unwrap();
+    store
+        .reject(&receipt, "malformed order", now)
+        .await
+        .unwrap();
     let status = delivery(store, id).await;
     assert_eq!(status.state, DeliveryState::Dead);
     assert_eq!(status.attempts, 1);
@@ -861,7 +935,13 @@ pub async fn reject_parks_the_delivery(t: &TestStore) {
         status.last_error.as_deref(),
         Some("rejected by the consumer: malformed order")
     );
-    assert!(store.lease(&sub, 10, later(now, 3_600_000)).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 3_600_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let other = publish(store, "k2", now).await;
     let receipt = lease_one(store, &sub, now).await;
@@ -894,12 +974,19 @@ pub async fn expire_leases_checks_state_and_generation(t: &TestStore) {
     store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
 
     let deadline = later(now, 1).plus(ACK_DEADLINE);
-    assert_eq!(store.expire_leases(later(now, 30_000)).await.unwrap(), 0, "not yet");
+    assert_eq!(
+        store.expire_leases(later(now, 30_000)).await.unwrap(),
+        0,
+        "not yet"
+    );
     assert_eq!(store.expire_leases(deadline).await.unwrap(), 1);
     assert_eq!(delivery(store, acked).await.state, DeliveryState::Acked);
     let status = delivery(store, expired).await;
     assert_eq!(status.state, DeliveryState::Pending);
-    assert_eq!(status.last_error.as_deref(), Some("lease expired before an ack"));
+    assert_eq!(
+        status.last_error.as_deref(),
+        Some("lease expired before an ack")
+    );
     assert_eq!(status.lease_expires_at, None);
     // Backoff after attempt 1: 1 s, ±20 % jitter.
     let retry_at = status.next_attempt_at.unwrap();
@@ -907,7 +994,11 @@ pub async fn expire_leases_checks_state_and_generation(t: &TestStore) {
         (later(deadline, 800)..=later(deadline, 1_200)).contains(&retry_at),
         "{retry_at:?} vs {deadline:?}"
     );
-    assert_eq!(store.expire_leases(deadline).await.unwrap(), 0, "already ended");
+    assert_eq!(
+        store.expire_leases(deadline).await.unwrap(),
+        0,
+        "already ended"
+    );
 
     // Leased again: the old deadline no longer applies.
     let again = lease_one(store, &sub, retry_at).await;
@@ -926,7 +1017,10 @@ pub async fn expire_leases_on_the_last_attempt_is_dead(t: &TestStore) {
     let sub = subscribe(store, 1, now).await;
     let id = publish(store, "k", now).await;
     lease_one(store, &sub, now).await;
-    assert_eq!(store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(), 1);
+    assert_eq!(
+        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
+        1
+    );
     let status = delivery(store, id).await;
     assert_eq!(status.state, DeliveryState::Dead);
     assert_eq!(status.next_attempt_at, None);
@@ -965,15 +1059,25 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
     assert_eq!(status.next_attempt_at, Some(redriven_at));
     assert_eq!(delivery(store, ids[1]).await.state, DeliveryState::Dead);
 
-    assert_eq!(store.redrive(&name(SUB), &[], redriven_at).await.unwrap(), 2);
-    assert_eq!(store.redrive(&name(SUB), &[], redriven_at).await.unwrap(), 0);
+    assert_eq!(
+        store.redrive(&name(SUB), &[], redriven_at).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.redrive(&name(SUB), &[], redriven_at).await.unwrap(),
+        0
+    );
     assert!(matches!(
         store.redrive(&name("nobody"), &[], redriven_at).await,
         Err(StoreError::NotFound(_))
     ));
     let again = store.lease(&sub, 10, redriven_at).await.unwrap();
     assert_eq!(again.len(), 3);
-    assert!(again.iter().all(|d| d.attempt == 1 && d.receipt.generation == 2));
+    assert!(
+        again
+            .iter()
+            .all(|d| d.attempt == 1 && d.receipt.generation == 2)
+    );
 }
 
 pub async fn list_messages_pages_and_filters(t: &TestStore) {
@@ -1064,7 +1168,10 @@ pub async fn list_messages_pages_and_filters(t: &TestStore) {
     };
     assert_eq!(list(outcome(MessageOutcome::Delivered)).await, [ids[0]]);
     assert_eq!(list(outcome(MessageOutcome::DeadLettered)).await, [ids[2]]);
-    assert_eq!(list(outcome(MessageOutcome::Delivering)).await, [ids[3], ids[1]]);
+    assert_eq!(
+        list(outcome(MessageOutcome::Delivering)).await,
+        [ids[3], ids[1]]
+    );
     assert_eq!(list(outcome(MessageOutcome::Prepared)).await, [ids[4]]);
     let page = store
         .list_messages(MessageQuery {
@@ -1074,7 +1181,11 @@ pub async fn list_messages_pages_and_filters(t: &TestStore) {
         })
         .await
         .unwrap();
-    assert_eq!(page.items[0].deliveries.len(), 1, "listed messages carry their deliveries");
+    assert_eq!(
+        page.items[0].deliveries.len(),
+        1,
+        "listed messages carry their deliveries"
+    );
 }
 
 pub async fn list_deliveries_pages_and_filters(t: &TestStore) {
@@ -1170,7 +1281,12 @@ pub async fn stats_count_by_state(t: &TestStore) {
     let orders = &stats.topics[0];
     assert_eq!(orders.topic, TOPIC);
     assert_eq!(
-        (orders.prepared, orders.confirmed, orders.cancelled, orders.unresolved),
+        (
+            orders.prepared,
+            orders.confirmed,
+            orders.cancelled,
+            orders.unresolved
+        ),
         (1, 4, 1, 0)
     );
     let subs: Vec<_> = stats
@@ -1207,7 +1323,10 @@ pub async fn unrouted_confirm_is_counted(t: &TestStore) {
         .unwrap()
         .message_id;
     store.delete_subscription(&name(SUB)).await.unwrap();
-    let state = store.decide(&by_id(id), Decision::Commit, now).await.unwrap();
+    let state = store
+        .decide(&by_id(id), Decision::Commit, now)
+        .await
+        .unwrap();
     assert_eq!(state, MessageState::Confirmed);
     let record = store.get_message(&by_id(id)).await.unwrap();
     assert!(record.deliveries.is_empty());
@@ -1228,7 +1347,11 @@ pub async fn delete_subscription_removes_its_deliveries(t: &TestStore) {
     let id = publish(store, "k", now).await;
     store.delete_subscription(&name(SUB)).await.unwrap();
     let record = store.get_message(&by_id(id)).await.unwrap();
-    let left: Vec<&str> = record.deliveries.iter().map(|d| d.subscription.as_str()).collect();
+    let left: Vec<&str> = record
+        .deliveries
+        .iter()
+        .map(|d| d.subscription.as_str())
+        .collect();
     assert_eq!(left, ["audit"]);
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), None);
     // Created again under the same name, it starts empty.
@@ -1255,7 +1378,10 @@ pub async fn checkers_register_and_replace(t: &TestStore) {
         ..checker
     };
     store.register_checker(replaced.clone()).await.unwrap();
-    assert_eq!(store.get_checker(&name(PRODUCER)).await.unwrap(), Some(replaced));
+    assert_eq!(
+        store.get_checker(&name(PRODUCER)).await.unwrap(),
+        Some(replaced)
+    );
 }
 
 // --- wake-ups and concurrency ---
@@ -1273,7 +1399,10 @@ pub async fn confirm_wakes_the_subscription(t: &TestStore) {
     let woken = signal.notified();
     tokio::pin!(woken);
     woken.as_mut().enable();
-    store.decide(&by_id(id), Decision::Commit, now).await.unwrap();
+    store
+        .decide(&by_id(id), Decision::Commit, now)
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(5), woken)
         .await
         .expect("confirm wakes the subscription's waiters");

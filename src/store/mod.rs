@@ -45,8 +45,10 @@ pub trait Store: Send + Sync + 'static {
         subscription: Subscription,
     ) -> Result<(Subscription, bool), StoreError>;
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError>;
-    async fn list_subscriptions(&self, topic: Option<&Name>)
-    -> Result<Vec<Subscription>, StoreError>;
+    async fn list_subscriptions(
+        &self,
+        topic: Option<&Name>,
+    ) -> Result<Vec<Subscription>, StoreError>;
     /// Replaces ack deadline, retry policy and push endpoint; the topic must not change.
     async fn update_subscription(
         &self,
@@ -71,7 +73,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError>;
     async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError>;
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError>;
-    async fn get_checker(&self, producer: &Name) -> Result<Option<CheckerRegistration>, StoreError>;
+    async fn get_checker(&self, producer: &Name)
+    -> Result<Option<CheckerRegistration>, StoreError>;
 
     // --- consumer ---
 
@@ -83,7 +86,8 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError>;
     /// Acks each receipt; one status per receipt, in order.
-    async fn ack(&self, receipts: &[Receipt], now: Timestamp) -> Result<Vec<AckStatus>, StoreError>;
+    async fn ack(&self, receipts: &[Receipt], now: Timestamp)
+    -> Result<Vec<AckStatus>, StoreError>;
     /// Ends a lease early: PENDING after `delay` (or the backoff), or DEAD on the last attempt.
     async fn nack(
         &self,
@@ -99,8 +103,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Timestamp, StoreError>;
     /// Parks the delivery as DEAD with the reason as its last error.
-    async fn reject(&self, receipt: &Receipt, reason: &str, now: Timestamp)
-    -> Result<(), StoreError>;
+    async fn reject(
+        &self,
+        receipt: &Receipt,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Earliest time a PENDING delivery of the subscription becomes due, if any.
     async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError>;
 

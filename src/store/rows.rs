@@ -61,7 +61,9 @@ pub fn millis(duration: Duration) -> i64 {
 }
 
 fn duration(row: &impl Columns, column: &str) -> Result<Duration, StoreError> {
-    Ok(Duration::from_millis(u64::try_from(row.int(column)?).unwrap_or(0)))
+    Ok(Duration::from_millis(
+        u64::try_from(row.int(column)?).unwrap_or(0),
+    ))
 }
 
 fn timestamp(row: &impl Columns, column: &str) -> Result<Option<Timestamp>, StoreError> {
@@ -73,7 +75,8 @@ fn count(value: i64) -> Result<u32, StoreError> {
 }
 
 pub fn message_id(value: &str) -> Result<MessageId, StoreError> {
-    MessageId::parse(value).map_err(|_| StoreError::internal(format!("corrupt message id {value:?}")))
+    MessageId::parse(value)
+        .map_err(|_| StoreError::internal(format!("corrupt message id {value:?}")))
 }
 
 pub fn headers_to_json(headers: &Headers) -> String {

@@ -146,7 +146,9 @@ mod tests {
 
     /// Whether the enabled `woken` has fired.
     async fn fired(woken: std::pin::Pin<&mut Notified<'_>>) -> bool {
-        tokio::time::timeout(Duration::from_millis(10), woken).await.is_ok()
+        tokio::time::timeout(Duration::from_millis(10), woken)
+            .await
+            .is_ok()
     }
 
     #[tokio::test]
@@ -159,7 +161,10 @@ mod tests {
         signal.looking();
         signal.plan(Some(at));
         signal.due_at(Timestamp::from_millis(20_000));
-        assert!(!fired(woken.as_mut()).await, "later work does not wake the loop");
+        assert!(
+            !fired(woken.as_mut()).await,
+            "later work does not wake the loop"
+        );
         signal.due_at(Timestamp::from_millis(5_000));
         assert!(fired(woken).await, "earlier work does");
 

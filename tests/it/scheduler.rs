@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use courier::api::{ApiContext, Services};
+use courier::RunOptions;
 use courier::config::Config;
 use courier::domain::Timestamp;
 use courier::proto::checker_server::{Checker, CheckerServer};
@@ -24,7 +24,6 @@ use courier::proto::{
     Subscription,
 };
 use courier::scheduler::{CheckCounts, PassReport, PushCounts, Scheduler};
-use courier::store::Wakeups;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,30 +60,16 @@ impl Driven {
         // consumer leases them in real time.
         config.checks.first_after = Duration::ZERO;
         tweak(&mut config);
-        let wakeups = Wakeups::default();
-        let store = courier::store::open(&config, wakeups.clone())
-            .await
-            .expect("open the store");
-        let scheduler = Scheduler::new(store.clone(), wakeups.clone(), &config);
-        let shutdown = CancellationToken::new();
-        let services = Services::new(ApiContext {
-            store,
-            wakeups,
-            config: Arc::new(config),
-            shutdown: shutdown.clone(),
-        });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
-        tokio::spawn(
-            Server::builder()
-                .add_service(services.producer)
-                .add_service(services.consumer)
-                .add_service(services.admin)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener),
-                    shutdown.clone().cancelled_owned(),
-                ),
-        );
+        let shutdown = CancellationToken::new();
+        let (scheduler_sender, scheduler) = tokio::sync::oneshot::channel();
+        let options = RunOptions {
+            scheduler_loops: false,
+            scheduler: Some(scheduler_sender),
+        };
+        tokio::spawn(courier::run_with(config, listener, shutdown.clone(), options));
+        let scheduler = scheduler.await.expect("the server opened its store");
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
             .connect_lazy();

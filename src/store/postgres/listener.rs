@@ -51,7 +51,14 @@ pub async fn run(
                 failures = 0;
                 signals.listening.send_replace(true);
                 wakeups.notify_all();
-                let lost = listen(&mut listener, &wakeups, connect_timeout, &signals, &shutdown).await;
+                let lost = listen(
+                    &mut listener,
+                    &wakeups,
+                    connect_timeout,
+                    &signals,
+                    &shutdown,
+                )
+                .await;
                 signals.listening.send_replace(false);
                 match lost {
                     None => return,
@@ -121,7 +128,9 @@ async fn listen(
                 match tokio::time::timeout(check_timeout, check).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(error)) => return Some(error.to_string()),
-                    Err(_) => return Some(format!("no answer to a check within {check_timeout:?}")),
+                    Err(_) => {
+                        return Some(format!("no answer to a check within {check_timeout:?}"));
+                    }
                 }
             }
         }

@@ -12,14 +12,16 @@ mod rows;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -135,23 +137,21 @@ impl PostgresStore {
         })
     }
 
-    /// Runs one call on a pooled connection, within the call timeout; runs it again (up to
-    /// [`TRANSACTION_ATTEMPTS`]) when PostgreSQL aborted its transaction for a deadlock or
-    /// serialization conflict.
-    async fn call<T>(
-        &self,
-        mut attempt: impl AsyncFnMut(&mut PgConnection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    /// Runs one call within the call timeout; runs it again (up to [`TRANSACTION_ATTEMPTS`])
+    /// when PostgreSQL aborted its transaction for a deadlock or serialization conflict. The
+    /// attempt takes its connection from the [`CallSlot`] it is given.
+    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut(CallSlot) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
-            let run = async {
-                let mut connection = CallConnection(self.pool.acquire().await?, false);
-                let result = attempt(&mut connection.0).await;
-                connection.1 = true;
-                result
-            };
-            match tokio::time::timeout(self.call_timeout, run).await {
+            let slot = CallSlot::new(self.pool.clone());
+            let outcome = tokio::time::timeout(self.call_timeout, attempt(slot.clone())).await;
+            slot.settle(outcome.is_ok());
+            match outcome {
                 Err(_) => break Err(timed_out(self.call_timeout)),
                 Ok(Err(error)) if attempts < TRANSACTION_ATTEMPTS && is_retryable(&error) => {
                     tracing::debug!(error = %error, attempts, "transaction aborted; running it again");
@@ -177,18 +177,75 @@ impl PostgresStore {
     }
 }
 
-/// A pooled connection that goes back to the pool only when its call ran to the end (the
-/// flag). A call cancelled mid-flight by its timeout may leave the connection inside a
-/// message, and sqlx tests a returned connection with a ping that has no timeout: on a dead
-/// network path that ping, and the pool slot, would hang until TCP gives up. Such a
-/// connection is closed instead, which sqlx bounds.
-struct CallConnection(PoolConnection<Postgres>, bool);
+/// Where one call attempt gets its connection, and where the connection waits while the
+/// call decides its fate. An attempt that ran to the end hands its connection back to the
+/// pool. One cancelled mid-flight by the call timeout may have left it inside a message, and
+/// sqlx tests a returned connection with a ping that has no timeout: on a dead network path
+/// that ping, and the pool slot with it, would hang until TCP gives up. Such a connection is
+/// closed instead, which sqlx bounds.
+#[derive(Clone)]
+struct CallSlot {
+    pool: PgPool,
+    parked: Arc<Mutex<Option<PoolConnection<Postgres>>>>,
+}
+
+impl CallSlot {
+    fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            parked: Arc::default(),
+        }
+    }
+
+    /// A connection for this attempt; parked in the slot when the attempt drops it.
+    async fn connect(&self) -> Result<CallConnection, StoreError> {
+        Ok(CallConnection {
+            connection: Some(self.pool.acquire().await?),
+            slot: self.clone(),
+        })
+    }
+
+    /// Releases the parked connection: to the pool if the attempt finished, else closed.
+    fn settle(&self, finished: bool) {
+        let parked = self
+            .parked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(mut connection) = parked
+            && !finished
+        {
+            connection.close_on_drop();
+        }
+    }
+}
+
+struct CallConnection {
+    connection: Option<PoolConnection<Postgres>>,
+    slot: CallSlot,
+}
+
+impl Deref for CallConnection {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.connection.as_ref().expect("present until dropped")
+    }
+}
+
+impl DerefMut for CallConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.connection.as_mut().expect("present until dropped")
+    }
+}
 
 impl Drop for CallConnection {
     fn drop(&mut self) {
-        if !self.1 {
-            self.0.close_on_drop();
-        }
+        *self
+            .slot
+            .parked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.connection.take();
     }
 }
 
@@ -276,8 +333,10 @@ fn is_retryable(error: &StoreError) -> bool {
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call(async |conn| {
-            sqlx::query("SELECT 1").execute(conn).await?;
+        self.call(move |slot| async move {
+            sqlx::query("SELECT 1")
+                .execute(&mut *slot.connect().await?)
+                .await?;
             Ok(())
         })
         .await
@@ -288,8 +347,9 @@ impl Store for PostgresStore {
         subscription: Subscription,
     ) -> Result<(Subscription, bool), StoreError> {
         let subscription = &subscription;
-        self.call(async |conn| {
-            let mut tx = conn.begin().await?;
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
             let created = ops::create_subscription(&mut tx, subscription).await?;
             commit(tx, &[]).await?;
             Ok(created)
@@ -298,14 +358,20 @@ impl Store for PostgresStore {
     }
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
-        self.call(async |conn| reads::subscription(conn, name).await).await
+        self.call(move |slot| async move {
+            reads::subscription(&mut *slot.connect().await?, name).await
+        })
+        .await
     }
 
     async fn list_subscriptions(
         &self,
         topic: Option<&Name>,
     ) -> Result<Vec<Subscription>, StoreError> {
-        self.call(async |conn| reads::subscriptions(conn, topic).await).await
+        self.call(move |slot| async move {
+            reads::subscriptions(&mut *slot.connect().await?, topic).await
+        })
+        .await
     }
 
     async fn update_subscription(
@@ -314,8 +380,9 @@ impl Store for PostgresStore {
     ) -> Result<Subscription, StoreError> {
         let subscription = &subscription;
         let (updated, wake) = self
-            .call(async |conn| {
-                let mut tx = conn.begin().await?;
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
                 let (updated, wake) = ops::update_subscription(&mut tx, subscription).await?;
                 commit(tx, &wake).await?;
                 Ok((updated, wake))
@@ -326,8 +393,9 @@ impl Store for PostgresStore {
     }
 
     async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
-        self.call(async |conn| {
-            let mut tx = conn.begin().await?;
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
             ops::delete_subscription(&mut tx, name).await?;
             commit(tx, &[]).await
         })
@@ -337,8 +405,9 @@ impl Store for PostgresStore {
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
         let message = &message;
         let (outcome, wake) = self
-            .call(async |conn| {
-                let mut tx = conn.begin().await?;
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
                 let (outcome, wake) = ops::insert_message(&mut tx, message).await?;
                 commit(tx, &wake).await?;
                 Ok((outcome, wake))
@@ -355,8 +424,9 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<MessageState, StoreError> {
         let (state, wake) = self
-            .call(async |conn| {
-                let mut tx = conn.begin().await?;
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
                 let (state, wake) = ops::decide(&mut tx, message, decision, now).await?;
                 commit(tx, &wake).await?;
                 Ok((state, wake))
@@ -367,26 +437,39 @@ impl Store for PostgresStore {
     }
 
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
-        self.call(async |conn| reads::message(conn, message).await).await
+        self.call(
+            move |slot| async move { reads::message(&mut *slot.connect().await?, message).await },
+        )
+        .await
     }
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
         let query = &query;
-        self.call(async |conn| reads::messages(conn, query).await).await
+        self.call(
+            move |slot| async move { reads::messages(&mut *slot.connect().await?, query).await },
+        )
+        .await
     }
 
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
         let (checker, now) = (&checker, Timestamp::now());
-        self.call(async |conn| {
-            let mut tx = conn.begin().await?;
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
             ops::register_checker(&mut tx, checker, now).await?;
             commit(tx, &[]).await
         })
         .await
     }
 
-    async fn get_checker(&self, producer: &Name) -> Result<Option<CheckerRegistration>, StoreError> {
-        self.call(async |conn| reads::checker(conn, producer).await).await
+    async fn get_checker(
+        &self,
+        producer: &Name,
+    ) -> Result<Option<CheckerRegistration>, StoreError> {
+        self.call(
+            move |slot| async move { reads::checker(&mut *slot.connect().await?, producer).await },
+        )
+        .await
     }
 
     async fn lease(
@@ -396,8 +479,9 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
         let leased = self
-            .call(async |conn| {
-                let mut tx = conn.begin().await?;
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
                 let leased = ops::lease(&mut tx, subscription, max, now).await?;
                 commit(tx, &[]).await?;
                 Ok(leased)
@@ -411,9 +495,14 @@ impl Store for PostgresStore {
         Ok(leased)
     }
 
-    async fn ack(&self, receipts: &[Receipt], now: Timestamp) -> Result<Vec<AckStatus>, StoreError> {
-        self.call(async |conn| {
-            let mut tx = conn.begin().await?;
+    async fn ack(
+        &self,
+        receipts: &[Receipt],
+        now: Timestamp,
+    ) -> Result<Vec<AckStatus>, StoreError> {
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
             let statuses = ops::ack(&mut tx, receipts, now).await?;
             commit(tx, &[]).await?;
             Ok(statuses)
@@ -428,8 +517,9 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let wake = self
-            .call(async |conn| {
-                let mut tx = conn.begin().await?;
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
                 let wake = ops::nack(&mut tx, receipt, delay, now).await?;
                 commit(tx, &wake).await?;
                 Ok(wake)
@@ -445,8 +535,9 @@ impl Store for PostgresStore {
         extension: Duration,
         now: Timestamp,
     ) -> Result<Timestamp, StoreError> {
-        self.call(async |conn| {
-            let mut tx = conn.begin().await?;
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
             let lease_expires_at = ops::extend_lease(&mut tx, receipt, extension, now).await?;
             commit(tx, &[]).await?;
             Ok(lease_expires_at)
@@ -454,9 +545,15 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn reject(&self, receipt: &Receipt, reason: &str, now: Timestamp) -> Result<(), StoreError> {
-        self.call(async |conn| {
-            let mut tx = conn.begin().await?;
+    async fn reject(
+        &self,
+        receipt: &Receipt,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
             ops::reject(&mut tx, receipt, reason, now).await?;
             commit(tx, &[]).await
         })
@@ -464,13 +561,17 @@ impl Store for PostgresStore {
     }
 
     async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
-        self.call(async |conn| reads::next_due(conn, subscription).await).await
+        self.call(move |slot| async move {
+            reads::next_due(&mut *slot.connect().await?, subscription).await
+        })
+        .await
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
         let (ended, wake) = self
-            .call(async |conn| {
-                let mut tx = conn.begin().await?;
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
                 let (ended, wake) = ops::expire_leases(&mut tx, now).await?;
                 commit(tx, &wake).await?;
                 Ok((ended, wake))
@@ -481,12 +582,21 @@ impl Store for PostgresStore {
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.call(async |conn| reads::next_lease_expiry(conn).await).await
+        self.call(
+            move |slot| async move { reads::next_lease_expiry(&mut *slot.connect().await?).await },
+        )
+        .await
     }
 
-    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Page<DeliveryStatus>, StoreError> {
+    async fn list_deliveries(
+        &self,
+        query: DeliveryQuery,
+    ) -> Result<Page<DeliveryStatus>, StoreError> {
         let query = &query;
-        self.call(async |conn| reads::deliveries(conn, query).await).await
+        self.call(
+            move |slot| async move { reads::deliveries(&mut *slot.connect().await?, query).await },
+        )
+        .await
     }
 
     async fn redrive(
@@ -496,8 +606,9 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         let (redriven, wake) = self
-            .call(async |conn| {
-                let mut tx = conn.begin().await?;
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
                 let redriven = ops::redrive(&mut tx, subscription, message_ids, now).await?;
                 let wake = if redriven > 0 {
                     vec![subscription.to_string()]
@@ -513,6 +624,7 @@ impl Store for PostgresStore {
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
-        self.call(async |conn| reads::stats(conn, now).await).await
+        self.call(move |slot| async move { reads::stats(&mut *slot.connect().await?, now).await })
+            .await
     }
 }

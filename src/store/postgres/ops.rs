@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::rows::{self, Columns, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
     AckVerdict, Decision, DeliveryState, LeaseCheck, MessageId, MessageKey, MessageRef,
-    MessageState, Name, Receipt, RedeliveryPlan, Subscription, Timestamp, Transition,
-    classify_ack, decide as decide_transition, plan_redelivery, random_jitter,
+    MessageState, Name, Receipt, RedeliveryPlan, Subscription, Timestamp, Transition, classify_ack,
+    decide as decide_transition, plan_redelivery, random_jitter,
 };
 use crate::store::{
     AckStatus, CheckerRegistration, InsertOutcome, LeasedDelivery, NewMessage, StoreError, rules,
@@ -59,7 +59,9 @@ pub async fn create_subscription(
             None => continue, // deleted between the two statements: try again
         }
     }
-    Err(StoreError::internal("subscription kept vanishing while being created"))
+    Err(StoreError::internal(
+        "subscription kept vanishing while being created",
+    ))
 }
 
 pub async fn update_subscription(
@@ -439,7 +441,10 @@ pub async fn ack(
     let mut current: HashMap<DeliveryKey, (DeliveryState, u32)> = HashMap::new();
     for row in &locked {
         let (state, generation, _) = rows::lease_state(row)?;
-        current.insert((row.text("subscription")?, row.id("message_id")?), (state, generation));
+        current.insert(
+            (row.text("subscription")?, row.id("message_id")?),
+            (state, generation),
+        );
     }
     let mut statuses = Vec::with_capacity(receipts.len());
     let (mut acked_subscriptions, mut acked_ids, mut acked_generations) =
@@ -524,7 +529,13 @@ pub async fn nack(
     let subscription = find_subscription(conn, &receipt.subscription, false)
         .await?
         .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
-    let plan = plan_redelivery(&subscription.retry_policy, attempts, now, delay, random_jitter());
+    let plan = plan_redelivery(
+        &subscription.retry_policy,
+        attempts,
+        now,
+        delay,
+        random_jitter(),
+    );
     release(conn, receipt, plan, rules::NACKED, now).await?;
     Ok(vec![receipt.subscription.to_string()])
 }
@@ -662,7 +673,10 @@ pub async fn redrive(
     message_ids: &[MessageId],
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    if find_subscription(conn, subscription, false).await?.is_none() {
+    if find_subscription(conn, subscription, false)
+        .await?
+        .is_none()
+    {
         return Err(rules::subscription_not_found(subscription));
     }
     let sql = "UPDATE deliveries SET state = 'PENDING', attempts = 0, next_attempt_at = $1, \

@@ -18,7 +18,10 @@ use crate::store::{
     TopicStats, rules,
 };
 
-pub async fn subscription(conn: &mut PgConnection, name: &Name) -> Result<Subscription, StoreError> {
+pub async fn subscription(
+    conn: &mut PgConnection,
+    name: &Name,
+) -> Result<Subscription, StoreError> {
     let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE name = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(name.as_str())
@@ -42,7 +45,10 @@ pub async fn subscriptions(
     found.iter().map(rows::subscription).collect()
 }
 
-pub async fn message(conn: &mut PgConnection, message: &MessageRef) -> Result<MessageRecord, StoreError> {
+pub async fn message(
+    conn: &mut PgConnection,
+    message: &MessageRef,
+) -> Result<MessageRecord, StoreError> {
     let mut query =
         QueryBuilder::<Postgres>::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages m"));
     match message {
@@ -68,7 +74,10 @@ pub async fn message(conn: &mut PgConnection, message: &MessageRef) -> Result<Me
 }
 
 /// Fills in the deliveries of each message with one query.
-async fn attach_deliveries(conn: &mut PgConnection, records: &mut [MessageRecord]) -> Result<(), StoreError> {
+async fn attach_deliveries(
+    conn: &mut PgConnection,
+    records: &mut [MessageRecord],
+) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }
@@ -77,11 +86,17 @@ async fn attach_deliveries(conn: &mut PgConnection, records: &mut [MessageRecord
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.message_id = ANY($1) \
          ORDER BY d.subscription"
     );
-    let found = sqlx::query(AssertSqlSafe(sql)).bind(ids).fetch_all(&mut *conn).await?;
+    let found = sqlx::query(AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut by_message: HashMap<_, Vec<DeliveryStatus>> = HashMap::new();
     for row in &found {
         let delivery = rows::delivery(row)?;
-        by_message.entry(delivery.message_id).or_default().push(delivery);
+        by_message
+            .entry(delivery.message_id)
+            .or_default()
+            .push(delivery);
     }
     for record in records {
         record.deliveries = by_message.remove(&record.id).unwrap_or_default();
@@ -89,7 +104,10 @@ async fn attach_deliveries(conn: &mut PgConnection, records: &mut [MessageRecord
     Ok(())
 }
 
-pub async fn messages(conn: &mut PgConnection, filter: &MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
+pub async fn messages(
+    conn: &mut PgConnection,
+    filter: &MessageQuery,
+) -> Result<Page<MessageRecord>, StoreError> {
     let mut query = QueryBuilder::<Postgres>::new(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1"
     ));
@@ -97,7 +115,9 @@ pub async fn messages(conn: &mut PgConnection, filter: &MessageQuery) -> Result<
         query.push(" AND m.topic = ").push_bind(topic.as_str());
     }
     if let Some(producer) = &filter.producer {
-        query.push(" AND m.producer = ").push_bind(producer.as_str());
+        query
+            .push(" AND m.producer = ")
+            .push_bind(producer.as_str());
     }
     if let Some(state) = filter.state {
         query.push(" AND m.state = ").push_bind(state.as_str());
@@ -112,10 +132,16 @@ pub async fn messages(conn: &mut PgConnection, filter: &MessageQuery) -> Result<
         .push(" ORDER BY m.id DESC LIMIT ")
         .push_bind(i64::from(filter.page_size) + 1);
     let found = query.build().fetch_all(&mut *conn).await?;
-    let mut records = found.iter().map(rows::message).collect::<Result<Vec<_>, _>>()?;
+    let mut records = found
+        .iter()
+        .map(rows::message)
+        .collect::<Result<Vec<_>, _>>()?;
     let next = next_cursor(&mut records, filter.page_size, |r| r.id);
     attach_deliveries(conn, &mut records).await?;
-    Ok(Page { items: records, next })
+    Ok(Page {
+        items: records,
+        next,
+    })
 }
 
 pub async fn deliveries(
@@ -131,13 +157,18 @@ pub async fn deliveries(
         query.push(" AND d.state = ").push_bind(state.as_str());
     }
     if let Some(after) = filter.after {
-        query.push(" AND d.message_id > ").push_bind(after.as_uuid());
+        query
+            .push(" AND d.message_id > ")
+            .push_bind(after.as_uuid());
     }
     query
         .push(" ORDER BY d.message_id LIMIT ")
         .push_bind(i64::from(filter.page_size) + 1);
     let found = query.build().fetch_all(&mut *conn).await?;
-    let mut items = found.iter().map(rows::delivery).collect::<Result<Vec<_>, _>>()?;
+    let mut items = found
+        .iter()
+        .map(rows::delivery)
+        .collect::<Result<Vec<_>, _>>()?;
     let next = next_cursor(&mut items, filter.page_size, |d| d.message_id);
     Ok(Page { items, next })
 }
@@ -146,14 +177,18 @@ pub async fn checker(
     conn: &mut PgConnection,
     producer: &Name,
 ) -> Result<Option<CheckerRegistration>, StoreError> {
-    let row = sqlx::query("SELECT producer, endpoint, timeout_ms FROM checkers WHERE producer = $1")
-        .bind(producer.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT producer, endpoint, timeout_ms FROM checkers WHERE producer = $1")
+            .bind(producer.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
     row.as_ref().map(rows::checker).transpose()
 }
 
-pub async fn next_due(conn: &mut PgConnection, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
+pub async fn next_due(
+    conn: &mut PgConnection,
+    subscription: &Name,
+) -> Result<Option<Timestamp>, StoreError> {
     let due: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscription = $1 AND state = 'PENDING'",
     )

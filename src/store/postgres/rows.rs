@@ -5,9 +5,9 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-pub use crate::store::rows::*;
 use crate::domain::MessageId;
 use crate::store::StoreError;
+pub use crate::store::rows::*;
 
 impl Columns for PgRow {
     typed_columns!();

@@ -265,7 +265,11 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
     };
     let (store, _) = open(database.url(), &fast_config()).await;
     let now = Timestamp::now();
-    let sub = store.create_subscription(subscription(now)).await.unwrap().0;
+    let sub = store
+        .create_subscription(subscription(now))
+        .await
+        .unwrap()
+        .0;
     store.insert_message(message("k", true)).await.unwrap();
     let receipt = store.lease(&sub, 1, Timestamp::now()).await.unwrap()[0]
         .receipt
@@ -304,7 +308,12 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
         .await
         .unwrap();
     tokio::time::sleep(fast_config().statement_timeout + Duration::from_millis(500)).await;
-    assert!(sqlx::query("SELECT 1").execute(&mut *stalled).await.is_err());
+    assert!(
+        sqlx::query("SELECT 1")
+            .execute(&mut *stalled)
+            .await
+            .is_err()
+    );
     drop(stalled);
     assert_eq!(
         store.ack(&[receipt], Timestamp::now()).await.unwrap(),
@@ -443,8 +452,14 @@ fn through(database: &TestDatabase, proxy: &Proxy) -> String {
 fn upstream(database: &TestDatabase) -> SocketAddr {
     let url = url::Url::parse(database.url()).unwrap();
     let host = url.host_str().unwrap_or("127.0.0.1");
-    let host = if host == "localhost" { "127.0.0.1" } else { host };
-    format!("{host}:{}", url.port().unwrap_or(5432)).parse().unwrap()
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    format!("{host}:{}", url.port().unwrap_or(5432))
+        .parse()
+        .unwrap()
 }
 
 /// Pings until the store answers again; returns how long that took.
@@ -468,7 +483,11 @@ async fn outage(link: Link) {
     let (store, wakeups) = open(&through(&database, &proxy), &config).await;
     let (direct, _) = open(database.url(), &PostgresConfig::default()).await;
     let now = Timestamp::now();
-    let sub = store.create_subscription(subscription(now)).await.unwrap().0;
+    let sub = store
+        .create_subscription(subscription(now))
+        .await
+        .unwrap()
+        .0;
     let before = store.insert_message(message("before", true)).await.unwrap();
 
     // Calls in flight when the link goes: their connections die mid-message.
@@ -480,7 +499,9 @@ async fn outage(link: Link) {
             tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.is_cancelled() {
-                    let _ = store.insert_message(message(&format!("load-{i}-{n}"), true)).await;
+                    let _ = store
+                        .insert_message(message(&format!("load-{i}-{n}"), true))
+                        .await;
                     let _ = store.stats(Timestamp::now()).await;
                     n += 1;
                 }
@@ -505,7 +526,10 @@ async fn outage(link: Link) {
         assert!(elapsed < bound, "{link:?}: {elapsed:?}");
         slowest = slowest.max(elapsed);
         let started = Instant::now();
-        assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
         slowest = slowest.max(started.elapsed());
     }
 
@@ -513,10 +537,16 @@ async fn outage(link: Link) {
     for task in load {
         task.await.unwrap();
     }
-    println!("DEBUG pool size {} idle {}", store.pool.size(), store.pool.num_idle());
+    println!(
+        "DEBUG pool size {} idle {}",
+        store.pool.size(),
+        store.pool.num_idle()
+    );
     proxy.set(Link::Up);
     let back_after = recovery(&store, Duration::from_secs(15)).await;
-    println!("{link:?}: calls failed within {slowest:?}; serving again {back_after:?} after the link came back");
+    println!(
+        "{link:?}: calls failed within {slowest:?}; serving again {back_after:?} after the link came back"
+    );
 
     // Nothing lost: the message from before is delivered, new writes work.
     store.insert_message(message("after", true)).await.unwrap();

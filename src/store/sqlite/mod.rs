@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
-pub use writer::WriterStats;
 use writer::Writer;
+pub use writer::WriterStats;
 
 use super::{
     AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
@@ -43,7 +43,11 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url`, runs migrations and starts the writer.
-    pub async fn open(url: &str, config: &SqliteConfig, wakeups: Wakeups) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        config: &SqliteConfig,
+        wakeups: Wakeups,
+    ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unsupported(format!("database_url is not a SQLite URL: {e}")))?
             .create_if_missing(true)
@@ -52,8 +56,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let mut connection = options.connect().await?;
+        // run_direct rather than run: run's `Acquire` bound makes this future not provably
+        // Send (a known sqlx/rustc limitation), and callers spawn it.
         MIGRATOR
-            .run(&mut connection)
+            .run_direct(None, &mut connection, false)
             .await
             .map_err(StoreError::internal)?;
         let readers = SqlitePoolOptions::new()
@@ -107,11 +113,17 @@ impl Store for SqliteStore {
         reads::subscription(&self.readers, name).await
     }
 
-    async fn list_subscriptions(&self, topic: Option<&Name>) -> Result<Vec<Subscription>, StoreError> {
+    async fn list_subscriptions(
+        &self,
+        topic: Option<&Name>,
+    ) -> Result<Vec<Subscription>, StoreError> {
         reads::subscriptions(&self.readers, topic).await
     }
 
-    async fn update_subscription(&self, subscription: Subscription) -> Result<Subscription, StoreError> {
+    async fn update_subscription(
+        &self,
+        subscription: Subscription,
+    ) -> Result<Subscription, StoreError> {
         let (updated, wake) = self
             .writer
             .write(move |conn| Box::pin(ops::update_subscription(conn, subscription)))
@@ -149,7 +161,9 @@ impl Store for SqliteStore {
         let message = message.clone();
         let (state, wake) = self
             .writer
-            .write(move |conn| Box::pin(async move { ops::decide(conn, &message, decision, now).await }))
+            .write(move |conn| {
+                Box::pin(async move { ops::decide(conn, &message, decision, now).await })
+            })
             .await?;
         self.wake(&wake);
         Ok(state)
@@ -170,7 +184,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn get_checker(&self, producer: &Name) -> Result<Option<CheckerRegistration>, StoreError> {
+    async fn get_checker(
+        &self,
+        producer: &Name,
+    ) -> Result<Option<CheckerRegistration>, StoreError> {
         reads::checker(&self.readers, producer).await
     }
 
@@ -183,7 +200,9 @@ impl Store for SqliteStore {
         let subscription = subscription.clone();
         let leased = self
             .writer
-            .write(move |conn| Box::pin(async move { ops::lease(conn, &subscription, max, now).await }))
+            .write(move |conn| {
+                Box::pin(async move { ops::lease(conn, &subscription, max, now).await })
+            })
             .await?;
         if !leased.is_empty() {
             // The lease-expiry loop may be sleeping past these new deadlines.
@@ -192,14 +211,23 @@ impl Store for SqliteStore {
         Ok(leased)
     }
 
-    async fn ack(&self, receipts: &[Receipt], now: Timestamp) -> Result<Vec<AckStatus>, StoreError> {
+    async fn ack(
+        &self,
+        receipts: &[Receipt],
+        now: Timestamp,
+    ) -> Result<Vec<AckStatus>, StoreError> {
         let receipts = receipts.to_vec();
         self.writer
             .write(move |conn| Box::pin(async move { ops::ack(conn, &receipts, now).await }))
             .await
     }
 
-    async fn nack(&self, receipt: &Receipt, delay: Option<Duration>, now: Timestamp) -> Result<(), StoreError> {
+    async fn nack(
+        &self,
+        receipt: &Receipt,
+        delay: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let receipt = receipt.clone();
         let wake = self
             .writer
@@ -223,10 +251,17 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn reject(&self, receipt: &Receipt, reason: &str, now: Timestamp) -> Result<(), StoreError> {
+    async fn reject(
+        &self,
+        receipt: &Receipt,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let (receipt, reason) = (receipt.clone(), reason.to_owned());
         self.writer
-            .write(move |conn| Box::pin(async move { ops::reject(conn, &receipt, &reason, now).await }))
+            .write(move |conn| {
+                Box::pin(async move { ops::reject(conn, &receipt, &reason, now).await })
+            })
             .await
     }
 
@@ -323,7 +358,10 @@ impl Store for SqliteStore {
         scheduling::oldest_final_at(&self.readers).await
     }
 
-    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Page<DeliveryStatus>, StoreError> {
+    async fn list_deliveries(
+        &self,
+        query: DeliveryQuery,
+    ) -> Result<Page<DeliveryStatus>, StoreError> {
         reads::deliveries(&self.readers, query).await
     }
 

@@ -82,7 +82,10 @@ pub async fn update_subscription(
     Ok((updated, wake))
 }
 
-pub async fn delete_subscription(conn: &mut SqliteConnection, name: &Name) -> Result<(), StoreError> {
+pub async fn delete_subscription(
+    conn: &mut SqliteConnection,
+    name: &Name,
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM deliveries WHERE subscription = ?")
         .bind(name.as_str())
         .execute(&mut *conn)
@@ -184,8 +187,14 @@ pub async fn insert_message(
     .execute(&mut *conn)
     .await?;
     let wake = if message.publish {
-        route(conn, message.id, message.topic.as_str(), message.now.plus(message.deliver_after), message.now)
-            .await?
+        route(
+            conn,
+            message.id,
+            message.topic.as_str(),
+            message.now.plus(message.deliver_after),
+            message.now,
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -284,7 +293,9 @@ pub async fn decide(
     .execute(&mut *conn)
     .await?;
     if changed.rows_affected() == 0 {
-        return Err(StoreError::internal("message changed under the single writer"));
+        return Err(StoreError::internal(
+            "message changed under the single writer",
+        ));
     }
     let wake = if target == MessageState::Confirmed {
         route(conn, id, &topic, now.plus(deliver_after), now).await?
@@ -469,7 +480,13 @@ pub async fn nack(
     let subscription = find_subscription(conn, &receipt.subscription)
         .await?
         .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
-    let plan = plan_redelivery(&subscription.retry_policy, attempts, now, delay, random_jitter());
+    let plan = plan_redelivery(
+        &subscription.retry_policy,
+        attempts,
+        now,
+        delay,
+        random_jitter(),
+    );
     release(conn, receipt, plan, rules::NACKED, now).await?;
     Ok(vec![receipt.subscription.to_string()])
 }
@@ -526,7 +543,9 @@ pub async fn reject(
             .await?;
             Ok(())
         }
-        LeaseCheck::Lost(_) | LeaseCheck::NotFound => unreachable!("held_lease returns these as errors"),
+        LeaseCheck::Lost(_) | LeaseCheck::NotFound => {
+            unreachable!("held_lease returns these as errors")
+        }
     }
 }
 

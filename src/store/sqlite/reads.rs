@@ -26,9 +26,8 @@ pub async fn subscriptions(
     pool: &SqlitePool,
     topic: Option<&Name>,
 ) -> Result<Vec<Subscription>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions"
-    ));
+    let mut query =
+        QueryBuilder::<Sqlite>::new(format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions"));
     if let Some(topic) = topic {
         query.push(" WHERE topic = ").push_bind(topic.as_str());
     }
@@ -38,7 +37,8 @@ pub async fn subscriptions(
 }
 
 pub async fn message(pool: &SqlitePool, message: &MessageRef) -> Result<MessageRecord, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages m"));
+    let mut query =
+        QueryBuilder::<Sqlite>::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages m"));
     match message {
         MessageRef::Id(id) => {
             query.push(" WHERE m.id = ").push_bind(id.to_string());
@@ -62,7 +62,10 @@ pub async fn message(pool: &SqlitePool, message: &MessageRef) -> Result<MessageR
 }
 
 /// Fills in the deliveries of each message with one query.
-async fn attach_deliveries(pool: &SqlitePool, records: &mut [MessageRecord]) -> Result<(), StoreError> {
+async fn attach_deliveries(
+    pool: &SqlitePool,
+    records: &mut [MessageRecord],
+) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }
@@ -72,11 +75,17 @@ async fn attach_deliveries(pool: &SqlitePool, records: &mut [MessageRecord]) -> 
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d \
          WHERE d.message_id IN (SELECT value FROM json_each(?)) ORDER BY d.subscription"
     );
-    let found = sqlx::query(AssertSqlSafe(sql)).bind(ids).fetch_all(pool).await?;
+    let found = sqlx::query(AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
     let mut by_message: HashMap<_, Vec<DeliveryStatus>> = HashMap::new();
     for row in &found {
         let delivery = rows::delivery(row)?;
-        by_message.entry(delivery.message_id).or_default().push(delivery);
+        by_message
+            .entry(delivery.message_id)
+            .or_default()
+            .push(delivery);
     }
     for record in records {
         record.deliveries = by_message.remove(&record.id).unwrap_or_default();
@@ -84,7 +93,10 @@ async fn attach_deliveries(pool: &SqlitePool, records: &mut [MessageRecord]) -> 
     Ok(())
 }
 
-pub async fn messages(pool: &SqlitePool, filter: MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
+pub async fn messages(
+    pool: &SqlitePool,
+    filter: MessageQuery,
+) -> Result<Page<MessageRecord>, StoreError> {
     let mut query = QueryBuilder::<Sqlite>::new(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1"
     ));
@@ -92,7 +104,9 @@ pub async fn messages(pool: &SqlitePool, filter: MessageQuery) -> Result<Page<Me
         query.push(" AND m.topic = ").push_bind(topic.as_str());
     }
     if let Some(producer) = &filter.producer {
-        query.push(" AND m.producer = ").push_bind(producer.as_str());
+        query
+            .push(" AND m.producer = ")
+            .push_bind(producer.as_str());
     }
     if let Some(state) = filter.state {
         query.push(" AND m.state = ").push_bind(state.as_str());
@@ -107,10 +121,16 @@ pub async fn messages(pool: &SqlitePool, filter: MessageQuery) -> Result<Page<Me
         .push(" ORDER BY m.id DESC LIMIT ")
         .push_bind(i64::from(filter.page_size) + 1);
     let found = query.build().fetch_all(pool).await?;
-    let mut records = found.iter().map(rows::message).collect::<Result<Vec<_>, _>>()?;
+    let mut records = found
+        .iter()
+        .map(rows::message)
+        .collect::<Result<Vec<_>, _>>()?;
     let next = next_cursor(&mut records, filter.page_size, |r| r.id);
     attach_deliveries(pool, &mut records).await?;
-    Ok(Page { items: records, next })
+    Ok(Page {
+        items: records,
+        next,
+    })
 }
 
 pub async fn deliveries(
@@ -126,13 +146,18 @@ pub async fn deliveries(
         query.push(" AND d.state = ").push_bind(state.as_str());
     }
     if let Some(after) = filter.after {
-        query.push(" AND d.message_id > ").push_bind(after.to_string());
+        query
+            .push(" AND d.message_id > ")
+            .push_bind(after.to_string());
     }
     query
         .push(" ORDER BY d.message_id LIMIT ")
         .push_bind(i64::from(filter.page_size) + 1);
     let found = query.build().fetch_all(pool).await?;
-    let mut items = found.iter().map(rows::delivery).collect::<Result<Vec<_>, _>>()?;
+    let mut items = found
+        .iter()
+        .map(rows::delivery)
+        .collect::<Result<Vec<_>, _>>()?;
     let next = next_cursor(&mut items, filter.page_size, |d| d.message_id);
     Ok(Page { items, next })
 }
@@ -148,7 +173,10 @@ pub async fn checker(
     row.as_ref().map(rows::checker).transpose()
 }
 
-pub async fn next_due(pool: &SqlitePool, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
+pub async fn next_due(
+    pool: &SqlitePool,
+    subscription: &Name,
+) -> Result<Option<Timestamp>, StoreError> {
     let due: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(next_attempt_at) FROM deliveries WHERE subscription = ? AND state = 'PENDING'",
     )

@@ -3,9 +3,9 @@
 
 use sqlx::sqlite::SqliteRow;
 
-pub use crate::store::rows::*;
 use crate::domain::MessageId;
 use crate::store::StoreError;
+pub use crate::store::rows::*;
 
 impl Columns for SqliteRow {
     typed_columns!();
