@@ -17,6 +17,8 @@ use crate::domain::RetryPolicy;
 pub struct Config {
     /// gRPC listen address.
     pub listen: String,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); empty disables it.
+    pub metrics_listen: String,
     /// `sqlite://path` (created if missing) or `postgres://…`.
     pub database_url: String,
     /// `plain` or `json`.
@@ -158,6 +160,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".into(),
+            metrics_listen: "127.0.0.1:9464".into(),
             database_url: "sqlite://courier.db".into(),
             log_format: LogFormat::Plain,
             shutdown_grace: Duration::from_secs(10),
@@ -275,7 +278,13 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("COURIER_").split("__"))
+            // COURIER_TEST_* belong to the test suites (COURIER_TEST_POSTGRES_URL), not to
+            // the server: a shell that exports them must still start Courier.
+            .merge(
+                Env::prefixed("COURIER_")
+                    .filter(|key| !key.starts_with("test_"))
+                    .split("__"),
+            )
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(Box::new)?;
@@ -290,6 +299,18 @@ impl Config {
         })
     }
 
+    /// The metrics endpoint's address, or `None` when `metrics_listen` is empty (disabled).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.metrics_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|e| ConfigError::Invalid {
+            key: "metrics_listen",
+            problem: format!("{text:?} is not a socket address (or empty to disable): {e}"),
+        })
+    }
+
     /// Checks ranges and relations between keys; the error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
@@ -299,6 +320,7 @@ impl Config {
             })
         }
         self.listen_addr()?;
+        self.metrics_addr()?;
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://"))
@@ -430,6 +452,22 @@ mod tests {
         assert_eq!(config.checks.concurrency, 32);
         assert_eq!(config.push.concurrency, 64);
         assert_eq!(config.push.per_subscription, 8);
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_empty() {
+        let mut config = Config::default();
+        assert_eq!(config.metrics_listen, "127.0.0.1:9464");
+        assert_eq!(
+            config.metrics_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        config.metrics_listen = String::new();
+        assert_eq!(config.metrics_addr().unwrap(), None);
+        config.validate().unwrap();
+        config.metrics_listen = "localhost".into();
+        let error = config.validate().unwrap_err();
+        assert!(error.to_string().contains("metrics_listen"), "{error}");
     }
 
     #[test]

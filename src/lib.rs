@@ -3,9 +3,12 @@
 //! subscription.
 
 pub mod api;
+pub mod bench;
 pub mod callbacks;
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod proto;
 pub mod scheduler;
 pub mod store;
@@ -23,6 +26,7 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
+use tower_layer::{Identity, Stack};
 use tracing::{info, warn};
 
 use crate::api::{ApiContext, Services};
@@ -64,6 +68,14 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("cannot read the listener's address")]
     Listener(#[source] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen for metrics on {addr} (metrics_listen; empty disables it)")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed")]
@@ -109,6 +121,7 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
     let listen = listener.local_addr().map_err(RunError::Listener)?;
+    let metrics_listener = bind_metrics(&config).await?;
     let wakeups = Wakeups::default();
     let store = store::open(&config, wakeups.clone()).await?;
 
@@ -134,6 +147,7 @@ pub async fn run_with(
         background.clone(),
     ));
 
+    let services_store = store.clone();
     let services = Services::new(ApiContext {
         store,
         wakeups,
@@ -142,6 +156,10 @@ pub async fn run_with(
     });
     let router = router(services, health_service)?;
 
+    if let Some(metrics_listener) = metrics_listener {
+        let store = services_store.clone();
+        tracker.spawn(metrics::serve(metrics_listener, store, background.clone()));
+    }
     info!(%listen, backend = backend_kind(&config.database_url), "courier serving");
     // Same as TcpListenerStream, plus TCP_NODELAY: small unary calls must not wait on Nagle.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -177,8 +195,12 @@ async fn drain_within(
 }
 
 /// Courier's services beside the standard health and reflection services.
-fn router(services: Services, health: HealthServer<impl Health>) -> Result<Router, RunError> {
+fn router(
+    services: Services,
+    health: HealthServer<impl Health>,
+) -> Result<Router<Stack<metrics::RpcMetricsLayer, Identity>>, RunError> {
     Ok(Server::builder()
+        .layer(metrics::RpcMetricsLayer)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -244,6 +266,20 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     for service in HEALTH_SERVICES {
         health.set_service_status(service, status).await;
     }
+}
+
+/// Binds the metrics listener unless `metrics_listen` is empty. Binding before the store opens
+/// makes a taken port fail the start at once, naming the key.
+async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, RunError> {
+    let Some(addr) = config.metrics_addr()? else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::MetricsListen { addr, source })?;
+    let bound = listener.local_addr().map_err(RunError::Listener)?;
+    info!(metrics_listen = %bound, "metrics served at /metrics");
+    Ok(Some(listener))
 }
 
 /// The backend's kind for the logs; the URL itself may carry a password.

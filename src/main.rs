@@ -34,6 +34,79 @@ enum Command {
     Serve(ConfigArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(ConfigArgs),
+    /// Operator commands against a running server (--addr).
+    #[command(flatten)]
+    Operator(courier::cli::Command),
+    /// Measure throughput and latency: producers Prepare+Confirm, consumers Receive+Ack.
+    Bench(BenchArgs),
+    /// The server `courier bench` starts as a child process (internal).
+    #[command(hide = true)]
+    BenchServer(BenchServerArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Messages to send and consume.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Producer tasks (each Prepare then Confirm, one message at a time).
+    #[arg(long, default_value_t = 64)]
+    producers: usize,
+    /// Consumer tasks (each Receive a batch, then Ack it in one call).
+    #[arg(long, default_value_t = 4)]
+    consumers: usize,
+    #[arg(long, default_value_t = 1024)]
+    payload_bytes: usize,
+    /// Receive's max_messages (1..1000).
+    #[arg(long, default_value_t = 256)]
+    batch: u32,
+    #[arg(long, value_enum, default_value_t = BenchMode::PrepareConfirm)]
+    mode: BenchMode,
+    /// Pace the producers at this many messages per second in total.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    rate: Option<f64>,
+    /// HTTP/2 connections the clients share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// `sqlite://…` or `postgres://…` (a fresh database is created on that server and dropped
+    /// after); default: a fresh SQLite file in a temporary directory.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Use the --database-url database itself rather than a fresh one.
+    #[arg(long)]
+    reuse_database: bool,
+    /// Bench a running server at this address instead of starting one.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    /// With --addr: the server's process id, to read its peak RSS.
+    #[arg(long, value_name = "PID", requires = "addr")]
+    server_pid: Option<u32>,
+    /// Run the same writes straight through the store, without gRPC.
+    #[arg(long, conflicts_with_all = ["addr", "backlog"])]
+    store_only: bool,
+    /// Load this many pending messages first, then measure consuming them.
+    #[arg(long, value_name = "N")]
+    backlog: Option<u64>,
+    /// Run the server inside the bench process instead of as a child process.
+    #[arg(long)]
+    in_process: bool,
+    /// Configuration file for the server the bench starts (COURIER_* variables apply too).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchMode {
+    PrepareConfirm,
+    Publish,
+}
+
+#[derive(Args)]
+struct BenchServerArgs {
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long, value_name = "URL")]
+    database_url: String,
 }
 
 #[derive(Args)]
@@ -64,6 +137,11 @@ fn main() -> ExitCode {
     let (args, serve) = match cli.command {
         Command::Serve(args) => (args, true),
         Command::Migrate(args) => (args, false),
+        Command::Operator(command) => return courier::cli::run(command),
+        Command::Bench(args) => return bench(args),
+        Command::BenchServer(args) => {
+            return block_on(courier::bench::serve_child(args.config, args.database_url));
+        }
     };
     let config = match args.load() {
         Ok(config) => config,
@@ -89,6 +167,68 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!(error = format!("{error:#}"), "courier failed");
+            eprintln!("courier: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    courier::bench::init_tracing();
+    let launch = if args.in_process {
+        courier::bench::Launch::InProcess
+    } else {
+        match std::env::current_exe() {
+            Ok(exe) => courier::bench::Launch::Child { exe },
+            Err(error) => {
+                eprintln!("courier: cannot find the courier binary to start the server: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let options = courier::bench::BenchOptions {
+        messages: args.messages,
+        producers: args.producers,
+        consumers: args.consumers,
+        payload_bytes: args.payload_bytes,
+        batch: args.batch,
+        mode: match args.mode {
+            BenchMode::PrepareConfirm => courier::bench::Mode::PrepareConfirm,
+            BenchMode::Publish => courier::bench::Mode::Publish,
+        },
+        rate: args.rate,
+        connections: args.connections,
+        database_url: args.database_url,
+        reuse_database: args.reuse_database,
+        addr: args.addr,
+        server_pid: args.server_pid,
+        store_only: args.store_only,
+        backlog: args.backlog,
+        config_file: args.config,
+        launch,
+    };
+    let mut report = None;
+    let code = block_on(async {
+        report = Some(courier::bench::run(options).await?);
+        Ok::<(), courier::bench::BenchError>(())
+    });
+    if let Some(report) = report {
+        print!("{}", report.render());
+    }
+    code
+}
+
+/// Runs `work` on a new runtime; an error is printed with its causes.
+fn block_on<E>(work: impl Future<Output = Result<(), E>>) -> ExitCode
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(work).map_err(anyhow::Error::from));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
             eprintln!("courier: {error:#}");
             ExitCode::FAILURE
         }

@@ -3,12 +3,15 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::field::Empty;
+use tracing::{debug, info, instrument};
 
 use super::ApiContext;
 use super::convert;
 use crate::domain::Timestamp;
+use crate::metrics;
 use crate::proto::{self, admin_server::Admin};
+use crate::telemetry::{record, record_message};
 
 pub struct AdminService {
     context: Arc<ApiContext>,
@@ -22,6 +25,7 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    #[instrument(skip_all, fields(subscription = Empty, topic = Empty))]
     async fn create_subscription(
         &self,
         request: Request<proto::CreateSubscriptionRequest>,
@@ -30,6 +34,8 @@ impl Admin for AdminService {
             request.into_inner().subscription,
             &self.context.config.subscriptions,
         )?;
+        record("subscription", &subscription.name);
+        record("topic", &subscription.topic);
         let (subscription, created) = self.context.store.create_subscription(subscription).await?;
         if created {
             info!(subscription = %subscription.name, topic = %subscription.topic, "subscription created");
@@ -37,15 +43,18 @@ impl Admin for AdminService {
         Ok(Response::new(convert::subscription(subscription)))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty))]
     async fn get_subscription(
         &self,
         request: Request<proto::GetSubscriptionRequest>,
     ) -> Result<Response<proto::Subscription>, Status> {
         let name = convert::name("name", &request.into_inner().name)?;
+        record("subscription", &name);
         let subscription = self.context.store.get_subscription(&name).await?;
         Ok(Response::new(convert::subscription(subscription)))
     }
 
+    #[instrument(skip_all)]
     async fn list_subscriptions(
         &self,
         request: Request<proto::ListSubscriptionsRequest>,
@@ -64,6 +73,7 @@ impl Admin for AdminService {
         }))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty))]
     async fn update_subscription(
         &self,
         request: Request<proto::UpdateSubscriptionRequest>,
@@ -72,6 +82,7 @@ impl Admin for AdminService {
             request.into_inner().subscription,
             &self.context.config.subscriptions,
         )?;
+        record("subscription", &spec.name);
         // An update may leave the topic out (a different one is refused by the store); the
         // creation time is never the client's to set.
         let current = self.context.store.get_subscription(&spec.name).await?;
@@ -81,16 +92,19 @@ impl Admin for AdminService {
         Ok(Response::new(convert::subscription(subscription)))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty))]
     async fn delete_subscription(
         &self,
         request: Request<proto::DeleteSubscriptionRequest>,
     ) -> Result<Response<proto::DeleteSubscriptionResponse>, Status> {
         let name = convert::name("name", &request.into_inner().name)?;
+        record("subscription", &name);
         self.context.store.delete_subscription(&name).await?;
         info!(subscription = %name, "subscription deleted");
         Ok(Response::new(proto::DeleteSubscriptionResponse {}))
     }
 
+    #[instrument(skip_all)]
     async fn list_messages(
         &self,
         request: Request<proto::ListMessagesRequest>,
@@ -100,11 +114,13 @@ impl Admin for AdminService {
         Ok(Response::new(convert::list_messages_response(page)))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty))]
     async fn list_deliveries(
         &self,
         request: Request<proto::ListDeliveriesRequest>,
     ) -> Result<Response<proto::ListDeliveriesResponse>, Status> {
         let query = convert::list_deliveries(request.into_inner())?;
+        record("subscription", &query.subscription);
         // An unknown subscription is NOT_FOUND, not an empty page.
         self.context
             .store
@@ -114,11 +130,13 @@ impl Admin for AdminService {
         Ok(Response::new(convert::list_deliveries_response(page)))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty))]
     async fn redrive(
         &self,
         request: Request<proto::RedriveRequest>,
     ) -> Result<Response<proto::RedriveResponse>, Status> {
         let params = convert::redrive(request.into_inner())?;
+        record("subscription", &params.subscription);
         // An unknown subscription is NOT_FOUND, not "redrove 0".
         self.context
             .store
@@ -129,26 +147,31 @@ impl Admin for AdminService {
             .store
             .redrive(&params.subscription, &params.message_ids, Timestamp::now())
             .await?;
+        metrics::deliveries_redriven(params.subscription.as_str(), redriven);
         info!(subscription = %params.subscription, redriven, "dead deliveries redriven");
         Ok(Response::new(proto::RedriveResponse { redriven }))
     }
 
+    #[instrument(skip_all, fields(message_id = Empty, producer = Empty, key = Empty))]
     async fn resolve(
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
         let (message, decision) = convert::resolve(request.into_inner())?;
+        record_message(&message);
         let state = self
             .context
             .store
             .decide(&message, decision, Timestamp::now())
             .await?;
+        metrics::message_decided(state, metrics::Source::Operator);
         info!(%message, ?decision, %state, "message resolved by an operator");
         Ok(Response::new(proto::ResolveResponse {
             state: convert::message_state(state).into(),
         }))
     }
 
+    #[instrument(skip_all)]
     async fn get_stats(
         &self,
         _request: Request<proto::GetStatsRequest>,

@@ -7,13 +7,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
-use tracing::{debug, error};
+use tracing::field::Empty;
+use tracing::{debug, error, instrument};
 
 use super::ApiContext;
 use super::convert;
 use crate::domain::{Receipt, Subscription, Timestamp};
+use crate::metrics;
 use crate::proto::{self, consumer_server::Consumer};
-use crate::store::{LeasedDelivery, StoreError};
+use crate::store::{AckStatus, LeasedDelivery, StoreError};
 
 /// Floor on a long poll's sleep when the store reports work due that a lease did not find
 /// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.
@@ -79,6 +81,8 @@ impl ConsumerService {
         &self,
         target: &'a convert::LeaseTarget,
     ) -> Result<&'a Receipt, Status> {
+        crate::telemetry::record("subscription", &target.subscription);
+        crate::telemetry::record("message_id", target.receipt.message_id);
         self.context
             .store
             .get_subscription(&target.subscription)
@@ -117,12 +121,14 @@ fn push_subscription(subscription: &Subscription, endpoint: &str) -> Status {
 
 #[tonic::async_trait]
 impl Consumer for ConsumerService {
+    #[instrument(skip_all, fields(subscription = Empty))]
     async fn receive(
         &self,
         request: Request<proto::ReceiveRequest>,
     ) -> Result<Response<proto::ReceiveResponse>, Status> {
         let client_timeout = client_timeout(request.metadata());
         let mut params = convert::receive(request.into_inner())?;
+        crate::telemetry::record("subscription", &params.subscription);
         if let Some(timeout) = client_timeout {
             params.wait = params.wait.min(timeout.saturating_sub(DEADLINE_MARGIN));
         }
@@ -137,17 +143,20 @@ impl Consumer for ConsumerService {
         let leased = self
             .long_poll(&subscription, params.max_messages, params.wait)
             .await?;
+        metrics::deliveries_leased(subscription.name.as_str(), &leased);
         debug!(subscription = %subscription.name, count = leased.len(), "received");
         Ok(Response::new(proto::ReceiveResponse {
             deliveries: leased.into_iter().map(convert::delivery).collect(),
         }))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty))]
     async fn ack(
         &self,
         request: Request<proto::AckRequest>,
     ) -> Result<Response<proto::AckResponse>, Status> {
         let params = convert::ack(request.into_inner())?;
+        crate::telemetry::record("subscription", &params.subscription);
         self.context
             .store
             .get_subscription(&params.subscription)
@@ -164,12 +173,15 @@ impl Consumer for ConsumerService {
             );
             return Err(Status::internal("internal error"));
         }
+        let acked = statuses.iter().filter(|s| **s == AckStatus::Ok).count();
+        metrics::deliveries_acked(params.subscription.as_str(), acked as u64);
         Ok(Response::new(convert::ack_response(
             &params.receipts,
             statuses,
         )))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty, message_id = Empty))]
     async fn nack(
         &self,
         request: Request<proto::NackRequest>,
@@ -178,9 +190,11 @@ impl Consumer for ConsumerService {
         let receipt = self.lease_receipt(&params.target).await?;
         let store = &self.context.store;
         store.nack(receipt, params.delay, Timestamp::now()).await?;
+        metrics::delivery_nacked(receipt.subscription.as_str());
         Ok(Response::new(proto::NackResponse {}))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty, message_id = Empty))]
     async fn extend_lease(
         &self,
         request: Request<proto::ExtendLeaseRequest>,
@@ -196,6 +210,7 @@ impl Consumer for ConsumerService {
         )))
     }
 
+    #[instrument(skip_all, fields(subscription = Empty, message_id = Empty))]
     async fn reject(
         &self,
         request: Request<proto::RejectRequest>,
@@ -206,6 +221,7 @@ impl Consumer for ConsumerService {
         store
             .reject(receipt, &params.reason, Timestamp::now())
             .await?;
+        metrics::delivery_dead(receipt.subscription.as_str(), metrics::DeadReason::Rejected);
         debug!(%receipt, "rejected");
         Ok(Response::new(proto::RejectResponse {}))
     }

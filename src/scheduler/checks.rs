@@ -12,7 +12,7 @@ use futures::future::join_all;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::sleep::{failure_backoff, until_due};
 use super::{clip_error, take_permits};
@@ -21,6 +21,7 @@ use crate::config::ChecksConfig;
 use crate::domain::{
     Decision, MessageState, RedeliveryPlan, RetryPolicy, Timestamp, plan_redelivery, random_jitter,
 };
+use crate::metrics;
 use crate::store::{CheckRecorded, CheckVerdict, DueCheck, Store, StoreError, Wakeups};
 
 /// The longest timeout a producer may register for its checker (RegisterChecker's limit).
@@ -206,9 +207,11 @@ impl CheckBack {
     /// Asks the checker about one claimed message and records the verdict as of `fixed_now`
     /// (or the time the answer came). Failures to record are logged: the claim runs out and
     /// the check is simply done again.
+    #[instrument(skip_all, fields(message_id = %due.message_id, producer = %due.producer, attempt = due.attempt))]
     async fn check(&self, due: DueCheck, fixed_now: Option<Timestamp>) -> Option<CheckOutcome> {
         let answer = match &due.checker {
             None => {
+                metrics::check_answered(metrics::CheckOutcome::NoChecker);
                 warn!(
                     message_id = %due.message_id,
                     producer = %due.producer,
@@ -226,7 +229,9 @@ impl CheckBack {
                 } else {
                     checker.timeout
                 };
-                match self.callbacks.check(&checker.endpoint, &due, timeout).await {
+                match metrics::check_called(
+                    self.callbacks.check(&checker.endpoint, &due, timeout).await,
+                ) {
                     Ok(CheckAnswer::Decided(decision)) => Ok(decision),
                     Ok(CheckAnswer::Unknown) => Err("the checker answered UNKNOWN".to_owned()),
                     Ok(CheckAnswer::Unspecified) => {
@@ -262,6 +267,7 @@ impl CheckBack {
             .await;
         match recorded {
             Ok(CheckRecorded::Applied(state)) => {
+                metrics::message_decided(state, metrics::Source::Check);
                 log_applied(&due, &verdict, now);
                 Some(CheckOutcome::Applied(state))
             }

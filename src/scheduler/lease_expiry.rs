@@ -12,12 +12,14 @@ use crate::domain::Timestamp;
 use crate::store::{Store, StoreError, Wakeups};
 
 /// Ends every lease expired by `now`; returns how many.
+#[tracing::instrument(name = "lease_expiry", skip_all)]
 pub async fn pass(store: &dyn Store, now: Timestamp) -> Result<u64, StoreError> {
     let mut ended = 0;
     loop {
         // The store ends at most a bounded batch per call; repeat until none is left.
         let batch = store.expire_leases(now).await?;
         ended += batch;
+        crate::metrics::leases_expired(batch);
         if batch == 0 {
             return Ok(ended);
         }
@@ -27,8 +29,14 @@ pub async fn pass(store: &dyn Store, now: Timestamp) -> Result<u64, StoreError> 
 pub async fn run(store: Arc<dyn Store>, wakeups: Wakeups, shutdown: CancellationToken) {
     let mut failures = 0;
     loop {
+        // Woken by a lease that ends before the planned look (a store that signals leases),
+        // or by anything on the scheduler's general signal.
+        let leases = wakeups.leases();
+        let mut lease_made = pin!(leases.notified());
+        lease_made.as_mut().enable();
         let mut woken = pin!(wakeups.scheduler().notified());
         woken.as_mut().enable();
+        leases.looking();
         let next = match pass(store.as_ref(), Timestamp::now()).await {
             Ok(ended) => {
                 if ended > 0 {
@@ -45,6 +53,13 @@ pub async fn run(store: Arc<dyn Store>, wakeups: Wakeups, shutdown: Cancellation
                 failures += 1;
                 tracing::warn!(error = %error, failures, "lease expiry pass failed");
                 Some(Timestamp::now().plus(failure_backoff(failures)))
+            }
+        };
+        leases.plan(due);
+        let woken = async {
+            tokio::select! {
+                () = woken => {}
+                () = lease_made => {}
             }
         };
         if !until_due(due, woken, &shutdown).await {

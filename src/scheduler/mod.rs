@@ -70,6 +70,11 @@ impl Scheduler {
         }
     }
 
+    /// The store the scheduler works on (the server's own), for tools that inspect it.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Runs one pass of every loop as of `now`, waiting for every check and push it starts,
     /// and reports what it did. Order matters: leases expire first, checks run before pushes
     /// (so a COMMIT's deliveries go out in the same pass), retention last. Passing a `now`

@@ -14,13 +14,14 @@ use futures::future::join_all;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, instrument, warn};
 
 use super::sleep::{failure_backoff, until_due};
 use super::{clip_error, take_permits};
 use crate::callbacks::Callbacks;
 use crate::config::PushConfig;
 use crate::domain::{RedeliveryPlan, Subscription, Timestamp};
+use crate::metrics;
 use crate::store::{AckStatus, LeasedDelivery, Store, StoreError, Wakeups};
 
 /// A pushed delivery's lease outlasts the call's deadline (the ack deadline) by this much, so
@@ -163,6 +164,7 @@ impl Dispatcher {
                 ..subscription.clone()
             };
             let deliveries = self.store.lease(&lease, max, now).await?;
+            metrics::deliveries_leased(subscription.name.as_str(), &deliveries);
             let subscription = Arc::new(subscription);
             let slots = lane_slots.into_iter().zip(overall_slots);
             for (delivery, (lane_slot, overall_slot)) in deliveries.into_iter().zip(slots) {
@@ -251,6 +253,7 @@ impl Dispatcher {
     }
 
     /// Sends one delivery and records the answer as of `fixed_now` (or when it came).
+    #[instrument(skip_all, fields(subscription = %subscription.name, message_id = %delivery.receipt.message_id, attempt = delivery.attempt))]
     async fn push(
         &self,
         subscription: &Subscription,
@@ -270,7 +273,10 @@ impl Dispatcher {
         let recorded = match answer {
             Ok(()) => match self.store.ack(std::slice::from_ref(&receipt), now).await {
                 Ok(statuses) => match statuses.first() {
-                    Some(AckStatus::Ok) => Ok(PushOutcome::Acked),
+                    Some(AckStatus::Ok) => {
+                        metrics::deliveries_acked(name.as_str(), 1);
+                        Ok(PushOutcome::Acked)
+                    }
                     _ => {
                         warn!(
                             subscription = %name, %message_id, attempt,
@@ -282,6 +288,7 @@ impl Dispatcher {
                 Err(error) => Err(error),
             },
             Err(error) => {
+                metrics::delivery_push_failed(name.as_str());
                 let error = clip_error(format!("receiver {endpoint}: {error}"));
                 match self
                     .store
@@ -294,6 +301,7 @@ impl Dispatcher {
                         Ok(PushOutcome::Retried)
                     }
                     Ok(Some(RedeliveryPlan::Dead)) => {
+                        metrics::delivery_dead(name.as_str(), metrics::DeadReason::PushFailed);
                         warn!(
                             subscription = %name, %message_id, attempts = attempt, %error,
                             "push failed on the last attempt: delivery is DEAD until redriven"

@@ -27,6 +27,7 @@ impl Retention {
 
     /// Deletes every message final for `keep_final` by `now`; returns how many, and when the
     /// next one will be due.
+    #[tracing::instrument(name = "retention", skip_all)]
     async fn sweep(&self, now: Timestamp) -> Result<(u64, Option<Timestamp>), StoreError> {
         let cutoff = Timestamp::from_millis(
             now.as_millis()
@@ -44,6 +45,7 @@ impl Retention {
                 .delete_final_messages(cutoff, DELETE_BATCH)
                 .await?;
             deleted += batch;
+            crate::metrics::messages_deleted(batch);
             if batch == 0 {
                 // Deleted by another replica meanwhile: look again after the usual pause.
                 return Ok((deleted, None));

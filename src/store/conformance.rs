@@ -12,11 +12,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AckStatus, DeliveryQuery, MessageQuery, NewMessage, Store, StoreError, Wakeups};
+use super::{
+    AckStatus, CheckRecorded, CheckVerdict, DeliveryQuery, MessageQuery, NewMessage, Store,
+    StoreError, Wakeups,
+};
 use crate::config::{PostgresConfig, SqliteConfig};
 use crate::domain::{
     Decision, DeliveryState, MessageId, MessageKey, MessageOutcome, MessageRef, MessageState, Name,
-    Receipt, RetryPolicy, Subscription, Timestamp,
+    Receipt, RedeliveryPlan, RetryPolicy, Subscription, Timestamp,
 };
 
 type Opening = Pin<Box<dyn Future<Output = Arc<dyn Store>>>>;
@@ -115,6 +118,12 @@ macro_rules! store_test_suite {
             checkers_register_and_replace,
             confirm_wakes_the_subscription,
             concurrent_leasers_never_share_a_delivery,
+            check_claims_take_due_messages_and_hold_them,
+            record_check_applies_once_and_never_undoes_a_decision,
+            concurrent_check_claims_never_share_a_message,
+            fail_delivery_retries_then_parks_and_ignores_stale_receipts,
+            final_messages_are_kept_then_deleted,
+            concurrent_acks_on_two_subscriptions_finish_the_message,
         );
     };
     (@tests $open:path; $($test:ident),* $(,)?) => {
@@ -701,7 +710,7 @@ pub async fn lease_then_ack(t: &TestStore) {
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), None);
 
     let statuses = store
-        .ack(&[delivery_out.receipt.clone()], later(now, 30))
+        .ack(std::slice::from_ref(&delivery_out.receipt), later(now, 30))
         .await
         .unwrap();
     assert_eq!(statuses, [AckStatus::Ok]);
@@ -1446,4 +1455,452 @@ pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {
     assert_eq!(total, MESSAGES);
     let stats = t.store.stats(now).await.unwrap();
     assert_eq!(stats.subscriptions[0].leased, MESSAGES as u64);
+}
+
+// --- scheduler: check-back, push failures, retention ---
+
+const CHECK_AFTER: Duration = Duration::from_secs(10);
+const HOLD: Duration = Duration::from_secs(60);
+
+/// Prepares a message with key `message_key` (first check `CHECK_AFTER` after `now`).
+async fn prepare(store: &dyn Store, message_key: &str, now: Timestamp) -> MessageId {
+    store
+        .insert_message(message(TOPIC, message_key, false, now))
+        .await
+        .unwrap()
+        .message_id
+}
+
+pub async fn check_claims_take_due_messages_and_hold_them(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    subscribe(store, 5, now).await;
+    let checker = super::CheckerRegistration {
+        producer: name(PRODUCER),
+        endpoint: "http://10.0.0.7:7001".into(),
+        timeout: Duration::from_secs(3),
+    };
+    store.register_checker(checker.clone()).await.unwrap();
+    let ids = [
+        prepare(store, "c0", now).await,
+        prepare(store, "c1", later(now, 1)).await,
+        prepare(store, "c2", later(now, 2)).await,
+    ];
+    let other = NewMessage {
+        producer: name("warehouse"),
+        ..message(TOPIC, "no-checker", false, later(now, 3))
+    };
+    let without_checker = store.insert_message(other).await.unwrap().message_id;
+    publish(store, "published", now).await; // never checked
+    assert_eq!(
+        store.next_check_due().await.unwrap(),
+        Some(now.plus(CHECK_AFTER))
+    );
+
+    assert!(
+        store
+            .claim_due_checks(later(now, 9_999), 10, HOLD)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = now.plus(CHECK_AFTER);
+    let claimed = store
+        .claim_due_checks(later(due, 1), 2, HOLD)
+        .await
+        .unwrap();
+    let claimed_ids: Vec<MessageId> = claimed.iter().map(|c| c.message_id).collect();
+    assert_eq!(claimed_ids, [ids[0], ids[1]], "earliest first");
+    let first = &claimed[0];
+    assert_eq!(first.attempt, 1);
+    assert_eq!(first.producer.as_str(), PRODUCER);
+    assert_eq!(first.topic.as_str(), TOPIC);
+    assert_eq!(first.key.as_str(), "c0");
+    assert_eq!(first.prepared_at, now);
+    assert_eq!(first.headers, message(TOPIC, "c0", false, now).headers);
+    assert_eq!(first.checker, Some(checker));
+    // Held: not claimed again until the hold ends, whoever asks.
+    let rest = store
+        .claim_due_checks(later(due, 100), 10, HOLD)
+        .await
+        .unwrap();
+    let rest_ids: Vec<MessageId> = rest.iter().map(|c| c.message_id).collect();
+    assert_eq!(rest_ids, [ids[2], without_checker]);
+    assert_eq!(rest[1].checker, None);
+    let record = store.get_message(&by_id(ids[0])).await.unwrap();
+    assert_eq!(record.next_check_at, Some(later(due, 1).plus(HOLD)));
+    assert_eq!(record.state, MessageState::Prepared);
+    assert_eq!(record.check_attempts, 0, "a claim counts no attempt");
+    assert_eq!(
+        store.next_check_due().await.unwrap(),
+        Some(later(due, 1).plus(HOLD))
+    );
+    // A check lost with its scheduler is claimed again after the hold, as the same attempt.
+    let again = store
+        .claim_due_checks(later(due, 1).plus(HOLD), 10, HOLD)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|c| c.attempt == 1));
+}
+
+pub async fn record_check_applies_once_and_never_undoes_a_decision(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    subscribe(store, 5, now).await;
+    let id = prepare(store, "checked", now).await;
+    let retry_at = later(now, 60_000);
+    let unknown = CheckVerdict::RetryAt {
+        at: retry_at,
+        error: "checker answered UNKNOWN".into(),
+    };
+    assert_eq!(
+        store
+            .record_check(id, 1, unknown.clone(), now)
+            .await
+            .unwrap(),
+        CheckRecorded::Applied(MessageState::Prepared)
+    );
+    // The same attempt again (another replica, a retried call): counted once.
+    assert_eq!(
+        store.record_check(id, 1, unknown, now).await.unwrap(),
+        CheckRecorded::Stale(MessageState::Prepared)
+    );
+    let record = store.get_message(&by_id(id)).await.unwrap();
+    assert_eq!(record.check_attempts, 1);
+    assert_eq!(record.next_check_at, Some(retry_at));
+    assert_eq!(
+        record.last_check_error.as_deref(),
+        Some("checker answered UNKNOWN")
+    );
+    let commit = CheckVerdict::Decided(Decision::Commit);
+    assert_eq!(
+        store
+            .record_check(id, 2, commit.clone(), now)
+            .await
+            .unwrap(),
+        CheckRecorded::Applied(MessageState::Confirmed)
+    );
+    let record = store.get_message(&by_id(id)).await.unwrap();
+    assert_eq!(record.state, MessageState::Confirmed);
+    assert_eq!(record.check_attempts, 2);
+    assert_eq!(record.last_check_error, None);
+    assert_eq!(record.next_check_at, None);
+    assert_eq!(record.deliveries.len(), 1, "routed as a Confirm is");
+
+    // The producer decided while the check was in flight: the late answer changes nothing.
+    let cancelled = prepare(store, "cancelled-meanwhile", now).await;
+    store
+        .decide(&by_id(cancelled), Decision::Rollback, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.record_check(cancelled, 1, commit, now).await.unwrap(),
+        CheckRecorded::Stale(MessageState::Cancelled)
+    );
+    assert_eq!(
+        store.get_message(&by_id(cancelled)).await.unwrap().state,
+        MessageState::Cancelled
+    );
+
+    let rolled_back = prepare(store, "rolled-back", now).await;
+    assert_eq!(
+        store
+            .record_check(
+                rolled_back,
+                1,
+                CheckVerdict::Decided(Decision::Rollback),
+                now
+            )
+            .await
+            .unwrap(),
+        CheckRecorded::Applied(MessageState::Cancelled)
+    );
+
+    let given_up = prepare(store, "given-up", now).await;
+    let give_up = CheckVerdict::GiveUp {
+        error: "no checker registered".into(),
+    };
+    assert_eq!(
+        store.record_check(given_up, 1, give_up, now).await.unwrap(),
+        CheckRecorded::Applied(MessageState::Unresolved)
+    );
+    let record = store.get_message(&by_id(given_up)).await.unwrap();
+    assert_eq!(record.state, MessageState::Unresolved);
+    assert_eq!(record.next_check_at, None);
+    assert_eq!(record.outcome(), MessageOutcome::Unresolved);
+    // Held for a person, or the producer's own late Confirm.
+    assert_eq!(
+        store
+            .decide(&by_id(given_up), Decision::Commit, now)
+            .await
+            .unwrap(),
+        MessageState::Confirmed
+    );
+    assert!(
+        store
+            .claim_due_checks(later(now, 3_600_000), 10, HOLD)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store
+            .record_check(
+                MessageId::new(),
+                1,
+                CheckVerdict::Decided(Decision::Commit),
+                now
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn concurrent_check_claims_never_share_a_message(t: &TestStore) {
+    const MESSAGES: usize = 200;
+    let now = Timestamp::now();
+    subscribe(t.store.as_ref(), 5, now).await;
+    for i in 0..MESSAGES {
+        prepare(t.store.as_ref(), &format!("p{i}"), now).await;
+    }
+    let (replica, _) = t.replica().await;
+    let due = now.plus(CHECK_AFTER);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let store = if worker % 2 == 0 {
+            t.store.clone()
+        } else {
+            replica.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store.claim_due_checks(due, 7, HOLD).await.unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(claimed.into_iter().map(|c| c.message_id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for task in tasks {
+        for id in task.await.unwrap() {
+            assert!(seen.insert(id), "message {id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), MESSAGES);
+}
+
+pub async fn fail_delivery_retries_then_parks_and_ignores_stale_receipts(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 2, now).await;
+    let id = publish(store, "pushed", now).await;
+    let receipt = lease_one(store, &sub, now).await;
+    let plan = store
+        .fail_delivery(&sub, &receipt, "receiver answered UNAVAILABLE", now)
+        .await
+        .unwrap();
+    let Some(RedeliveryPlan::RetryAt(retry_at)) = plan else {
+        panic!("expected a retry, got {plan:?}");
+    };
+    assert!((later(now, 800)..=later(now, 1_200)).contains(&retry_at));
+    let status = delivery(store, id).await;
+    assert_eq!(status.state, DeliveryState::Pending);
+    assert_eq!(status.next_attempt_at, Some(retry_at));
+    assert_eq!(
+        status.last_error.as_deref(),
+        Some("receiver answered UNAVAILABLE")
+    );
+    // The same failure reported twice, or for a lease that no longer holds: nothing changes.
+    assert_eq!(
+        store
+            .fail_delivery(&sub, &receipt, "again", now)
+            .await
+            .unwrap(),
+        None
+    );
+    let second = lease_one(store, &sub, retry_at).await;
+    assert_eq!(
+        store
+            .fail_delivery(&sub, &receipt, "stale", retry_at)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .fail_delivery(&sub, &second, "timed out", retry_at)
+            .await
+            .unwrap(),
+        Some(RedeliveryPlan::Dead)
+    );
+    let status = delivery(store, id).await;
+    assert_eq!(status.state, DeliveryState::Dead);
+    assert_eq!(status.last_error.as_deref(), Some("timed out"));
+    let gone = Receipt {
+        message_id: MessageId::new(),
+        ..second
+    };
+    assert_eq!(
+        store.fail_delivery(&sub, &gone, "x", now).await.unwrap(),
+        None
+    );
+}
+
+pub async fn final_messages_are_kept_then_deleted(t: &TestStore) {
+    let store = t.store.as_ref();
+    // In the past: a subscription deleted below finishes messages at the wall clock's time,
+    // which must come after every time given here.
+    let now = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
+    let sub = subscribe(store, 1, now).await;
+    let audit = store
+        .create_subscription(subscription("audit", TOPIC, 5, now))
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(store.oldest_final_at().await.unwrap(), None);
+
+    // Cancelled: final at the cancel.
+    let cancelled = prepare(store, "cancelled", now).await;
+    let cancelled_at = later(now, 1_000);
+    store
+        .decide(&by_id(cancelled), Decision::Rollback, cancelled_at)
+        .await
+        .unwrap();
+    assert_eq!(store.oldest_final_at().await.unwrap(), Some(cancelled_at));
+
+    // Confirmed to two subscriptions: final at the last ack.
+    let delivered = publish(store, "delivered", now).await;
+    let on_billing = lease_one(store, &sub, now).await;
+    let on_audit = lease_one(store, &audit, now).await;
+    store.ack(&[on_billing], later(now, 2_000)).await.unwrap();
+    assert_eq!(
+        store
+            .delete_final_messages(later(now, 10_000), 10)
+            .await
+            .unwrap(),
+        1,
+        "only the cancelled one is final"
+    );
+    assert!(matches!(
+        store.get_message(&by_id(cancelled)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.ack(&[on_audit], later(now, 3_000)).await.unwrap();
+    assert_eq!(
+        store.oldest_final_at().await.unwrap(),
+        Some(later(now, 3_000))
+    );
+
+    // A dead letter keeps its message; so does an unrouted confirm.
+    let dead = publish(store, "dead", now).await;
+    let receipt = lease_one(store, &sub, now).await;
+    store.reject(&receipt, "", now).await.unwrap();
+    let on_audit = lease_one(store, &audit, now).await;
+    store.ack(&[on_audit], now).await.unwrap();
+    assert_eq!(delivery(store, dead).await.state, DeliveryState::Dead);
+
+    // Its last unfinished delivery deleted with its subscription: final then.
+    let orphaned = publish(store, "orphaned", now).await;
+    let on_audit = lease_one(store, &audit, now).await;
+    store.ack(&[on_audit], now).await.unwrap();
+    store.delete_subscription(&name(SUB)).await.unwrap();
+    // The dead letter went with the subscription too, so that message is final now as well.
+
+    let far = Timestamp::now().plus(Duration::from_secs(3_600));
+    assert_eq!(store.delete_final_messages(far, 1).await.unwrap(), 1);
+    assert!(
+        matches!(
+            store.get_message(&by_id(delivered)).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "oldest first"
+    );
+    assert_eq!(store.delete_final_messages(far, 10).await.unwrap(), 2);
+    for id in [dead, orphaned] {
+        assert!(matches!(
+            store.get_message(&by_id(id)).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    assert_eq!(store.delete_final_messages(far, 10).await.unwrap(), 0);
+    assert_eq!(store.oldest_final_at().await.unwrap(), None);
+
+    // Deleting a message frees its producer key.
+    let reused = NewMessage {
+        payload: b"new content".to_vec(),
+        ..message(TOPIC, "delivered", true, now)
+    };
+    let reused = store.insert_message(reused).await.unwrap();
+    assert!(reused.created);
+
+    // Never final: prepared, unresolved, unrouted.
+    prepare(store, "open", now).await;
+    let unresolved = prepare(store, "unresolved", now).await;
+    store
+        .record_check(
+            unresolved,
+            1,
+            CheckVerdict::GiveUp { error: "x".into() },
+            now,
+        )
+        .await
+        .unwrap();
+    let unrouted = prepare(store, "unrouted", now).await;
+    store.delete_subscription(&name("audit")).await.unwrap();
+    store
+        .decide(&by_id(unrouted), Decision::Commit, now)
+        .await
+        .unwrap();
+    // Only the reused key's message, whose one delivery went with the audit subscription.
+    assert_eq!(store.delete_final_messages(far, 10).await.unwrap(), 1);
+    assert!(store.get_message(&by_id(reused.message_id)).await.is_err());
+    assert_eq!(store.oldest_final_at().await.unwrap(), None);
+    for id in [unresolved, unrouted] {
+        assert!(store.get_message(&by_id(id)).await.is_ok());
+    }
+}
+
+pub async fn concurrent_acks_on_two_subscriptions_finish_the_message(t: &TestStore) {
+    const MESSAGES: usize = 100;
+    let now = Timestamp::now();
+    let billing = subscribe(t.store.as_ref(), 5, now).await;
+    let audit = t
+        .store
+        .create_subscription(subscription("audit", TOPIC, 5, now))
+        .await
+        .unwrap()
+        .0;
+    for i in 0..MESSAGES {
+        publish(t.store.as_ref(), &format!("f{i}"), now).await;
+    }
+    let (replica, _) = t.replica().await;
+    // Both deliveries of each message are acked at the same moment, one per replica.
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let mut tasks = Vec::new();
+    for (store, sub) in [(t.store.clone(), billing), (replica.clone(), audit)] {
+        let mut leased = store.lease(&sub, MESSAGES as u32, now).await.unwrap();
+        assert_eq!(leased.len(), MESSAGES);
+        leased.sort_by_key(|d| d.receipt.message_id);
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            for delivery in leased {
+                barrier.wait().await;
+                let statuses = store.ack(&[delivery.receipt], now).await.unwrap();
+                assert_eq!(statuses, [AckStatus::Ok]);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Each message's last ack, on whichever replica, saw the other: all of them are final.
+    let far = now.plus(Duration::from_secs(3_600));
+    assert_eq!(
+        t.store.delete_final_messages(far, 1_000).await.unwrap(),
+        MESSAGES as u64
+    );
 }

@@ -36,6 +36,13 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip to the database, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Write transactions this store has committed since it opened, when the backend counts
+    /// them itself (SQLite's group-commit writer does; PostgreSQL's are counted by the server,
+    /// in `pg_stat_database`). `courier bench` reports it per message.
+    fn commit_count(&self) -> Option<u64> {
+        None
+    }
+
     // --- subscriptions ---
 
     /// Creates a subscription. An identical one under the same name is returned as it is

@@ -20,6 +20,7 @@ struct Inner {
     subscriptions: Mutex<HashMap<String, Arc<Notify>>>,
     scheduler: Notify,
     checks: DueSignal,
+    leases: DueSignal,
 }
 
 impl Wakeups {
@@ -65,6 +66,7 @@ impl Wakeups {
         }
         self.notify_scheduler();
         self.inner.checks.wake();
+        self.inner.leases.wake();
     }
 
     /// The scheduler loops' signal: new work may be due earlier than they planned. Like a
@@ -76,6 +78,13 @@ impl Wakeups {
     /// Wakes every scheduler loop that is waiting.
     pub fn notify_scheduler(&self) {
         self.inner.scheduler.notify_waiters();
+    }
+
+    /// The lease-expiry loop's signal: a lease calls [`DueSignal::due_at`] with its end, which
+    /// wakes the loop only when that is before the loop's planned look (a stream of leases that
+    /// end after the earliest one costs the loop nothing).
+    pub fn leases(&self) -> &DueSignal {
+        &self.inner.leases
     }
 
     /// The check-back loop's signal: a Prepare calls [`DueSignal::due_at`] with the new

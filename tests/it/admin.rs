@@ -90,7 +90,7 @@ async fn create_subscription_fills_unset_fields_with_the_defaults() {
         (SUB, TOPIC)
     );
     assert_eq!(created.ack_deadline, Some(duration(defaults.ack_deadline)));
-    let policy = created.retry_policy.clone().expect("a retry policy");
+    let policy = created.retry_policy.expect("a retry policy");
     assert_eq!(policy.max_attempts, defaults.max_attempts);
     assert_eq!(
         policy.initial_backoff,
@@ -404,7 +404,7 @@ async fn list_messages_filters_by_topic_producer_state_and_outcome() {
             ..Default::default()
         })
         .await,
-        [payment.clone()]
+        sorted(vec![&payment])
     );
     assert_eq!(
         list(ListMessagesRequest {
@@ -420,7 +420,7 @@ async fn list_messages_filters_by_topic_producer_state_and_outcome() {
             ..Default::default()
         })
         .await,
-        [cancelled.clone()]
+        sorted(vec![&cancelled])
     );
     assert_eq!(
         list(ListMessagesRequest {
@@ -429,7 +429,7 @@ async fn list_messages_filters_by_topic_producer_state_and_outcome() {
             ..Default::default()
         })
         .await,
-        [prepared.clone()]
+        sorted(vec![&prepared])
     );
 }
 
@@ -467,6 +467,11 @@ async fn list_deliveries_pages_oldest_first_and_filters_by_state() {
     }
     assert_eq!(page_sizes, [2, 2, 1]);
     assert_eq!(seen, published, "every delivery once, oldest message first");
+    assert_eq!(
+        server.deliveries(SUB).await.len(),
+        5,
+        "one default-sized page holds all"
+    );
 
     let delivery = server.receive_one(SUB, Duration::ZERO).await;
     assert_eq!(server.ack(SUB, &[&delivery.receipt]).await, [AckStatus::Ok]);

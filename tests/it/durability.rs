@@ -35,10 +35,20 @@ impl BinaryServer {
     async fn start(database_url: &str, dir: &Path, run: usize) -> Self {
         let addr = free_port();
         let log = dir.join(format!("courier-{run}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_courier"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+        // The binary reads every COURIER_* variable as configuration and refuses unknown keys,
+        // so the test's own settings (COURIER_TEST_*) must not reach it.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("COURIER_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .arg("serve")
             .env("COURIER_LISTEN", addr.to_string())
             .env("COURIER_DATABASE_URL", database_url)
+            // Several servers run at once: none takes the default metrics port.
+            .env("COURIER_METRICS_LISTEN", "")
             .stdin(Stdio::null())
             .stdout(File::create(&log).expect("log file"))
             .stderr(File::create(dir.join(format!("courier-{run}.err"))).expect("log file"))
@@ -105,7 +115,8 @@ fn free_port() -> SocketAddr {
 #[tokio::test]
 async fn every_answered_write_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = Backend::from_env().fresh_database_url(&dir).await;
+    let database = Backend::from_env().fresh_database(&dir).await;
+    let database_url = database.url.clone();
 
     let server = BinaryServer::start(&database_url, dir.path(), 1).await;
     // Non-default settings, and a lease long enough that nothing is redelivered in this test.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use courier::config::Config;
+use courier::store::testing::TestDatabase as PostgresDatabase;
 use courier::proto::admin_client::AdminClient;
 use courier::proto::consumer_client::ConsumerClient;
 use courier::proto::message_ref::Ref;
@@ -63,27 +64,29 @@ impl Backend {
         }
     }
 
-    /// A `database_url` for a database no other test uses.
-    pub async fn fresh_database_url(&self, dir: &TempDir) -> String {
+    /// A database no other test uses; a PostgreSQL one is dropped with the returned guard.
+    pub async fn fresh_database(&self, dir: &TempDir) -> TestDatabase {
         match self {
-            Self::Sqlite => format!("sqlite://{}/courier.db", dir.path().display()),
+            Self::Sqlite => TestDatabase {
+                url: format!("sqlite://{}/courier.db", dir.path().display()),
+                _postgres: None,
+            },
             Self::Postgres { admin_url } => {
-                use sqlx::Connection;
-                let name = format!("courier_test_{}", uuid::Uuid::now_v7().simple());
-                let mut connection = sqlx::PgConnection::connect(admin_url)
-                    .await
-                    .expect("connect to COURIER_TEST_POSTGRES_URL");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut connection)
-                    .await
-                    .expect("create a test database");
-                let mut url =
-                    url::Url::parse(admin_url).expect("COURIER_TEST_POSTGRES_URL is a URL");
-                url.set_path(&name);
-                url.to_string()
+                let database = PostgresDatabase::create_on(admin_url).await;
+                TestDatabase {
+                    url: database.url().to_owned(),
+                    _postgres: Some(database),
+                }
             }
         }
     }
+}
+
+/// A test's own database. Dropping it drops a PostgreSQL database (closing the connections a
+/// cancelled server may still hold); a SQLite one goes with its temporary directory.
+pub struct TestDatabase {
+    pub url: String,
+    _postgres: Option<PostgresDatabase>,
 }
 
 /// The configuration every test server starts from: the defaults, with subscription backoffs
@@ -93,6 +96,8 @@ pub fn test_config() -> Config {
     config.subscriptions.initial_backoff = Duration::from_millis(1);
     config.subscriptions.max_backoff = Duration::from_millis(10);
     config.shutdown_grace = Duration::from_secs(1);
+    // Tests run in parallel: none takes the default metrics port (tests/it/metrics.rs picks one).
+    config.metrics_listen = String::new();
     config
 }
 
@@ -111,6 +116,8 @@ pub struct TestServer {
     api: Api,
     shutdown: CancellationToken,
     exit: Option<oneshot::Receiver<Result<(), String>>>,
+    // Dropped after the server is cancelled, and before the directory it may live in.
+    _database: TestDatabase,
     _dir: TempDir,
 }
 
@@ -137,7 +144,8 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let mut config = test_config();
         config.listen = addr.to_string();
-        config.database_url = Backend::from_env().fresh_database_url(&dir).await;
+        let database = Backend::from_env().fresh_database(&dir).await;
+        config.database_url = database.url.clone();
         tweak(&mut config);
 
         let shutdown = CancellationToken::new();
@@ -172,6 +180,7 @@ impl TestServer {
             api,
             shutdown,
             exit: Some(exit),
+            _database: database,
             _dir: dir,
         }
     }
@@ -440,7 +449,7 @@ pub fn secs(seconds: u64) -> Option<prost_types::Duration> {
 }
 
 pub fn to_system_time(timestamp: &Option<prost_types::Timestamp>) -> std::time::SystemTime {
-    let timestamp = timestamp.clone().expect("a timestamp");
+    let timestamp = timestamp.expect("a timestamp");
     std::time::SystemTime::try_from(timestamp).expect("a valid timestamp")
 }
 

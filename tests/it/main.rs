@@ -7,10 +7,13 @@
 //! fresh database per test (named `courier_test_*`; drop them when done).
 
 mod admin;
+mod cli;
 mod concurrency;
 mod consumer;
 mod durability;
 mod harness;
+mod metrics;
+mod postgres;
 mod producer;
 mod scheduler;
 mod standard_services;

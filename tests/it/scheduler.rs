@@ -43,6 +43,7 @@ struct Driven {
     scheduler: Scheduler,
     channel: Channel,
     shutdown: CancellationToken,
+    _database: TestDatabase,
     _dir: TempDir,
 }
 
@@ -54,7 +55,8 @@ impl Driven {
     async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = test_config();
-        config.database_url = Backend::from_env().fresh_database_url(&dir).await;
+        let database = Backend::from_env().fresh_database(&dir).await;
+        config.database_url = database.url.clone();
         // A message is due for its first check as soon as it is prepared, so the first pass can
         // run at the real `now`: a check's COMMIT dates the deliveries it creates, and a pull
         // consumer leases them in real time.
@@ -68,7 +70,12 @@ impl Driven {
             scheduler_loops: false,
             scheduler: Some(scheduler_sender),
         };
-        tokio::spawn(courier::run_with(config, listener, shutdown.clone(), options));
+        tokio::spawn(courier::run_with(
+            config,
+            listener,
+            shutdown.clone(),
+            options,
+        ));
         let scheduler = scheduler.await.expect("the server opened its store");
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
@@ -77,6 +84,7 @@ impl Driven {
             scheduler,
             channel,
             shutdown,
+            _database: database,
             _dir: dir,
         }
     }

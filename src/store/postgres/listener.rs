@@ -1,6 +1,7 @@
 //! Turns other replicas' notifications into local wake-ups. One task per store LISTENs on
-//! [`CHANNEL`](super::CHANNEL): each payload names a subscription whose deliveries became due,
-//! so its long polls and this replica's scheduler wake. Notifications are not stored: any sent
+//! [`CHANNEL`](super::CHANNEL): a payload names a subscription whose deliveries became due,
+//! so its long polls and this replica's scheduler wake; an empty one says another replica made
+//! leases, so the lease-expiry loop looks at their deadlines. Notifications are not stored: any sent
 //! while the connection is down are lost, so after every (re)connect everyone is woken once to
 //! look for themselves. A lost notification costs latency, never a delivery.
 
@@ -138,11 +139,14 @@ async fn listen(
 }
 
 fn dispatch(payload: &str, wakeups: &Wakeups) {
-    // Only subscription names are sent; anything else is not ours to act on.
-    if Name::parse("notification", payload).is_ok() {
+    if payload == super::LEASES_CHANGED {
+        // Another replica made leases: the lease-expiry loop looks at their deadlines.
+        wakeups.notify_scheduler();
+    } else if Name::parse("notification", payload).is_ok() {
         wakeups.notify_subscription(payload);
         wakeups.notify_scheduler();
     }
+    // Anything else is not ours to act on.
 }
 
 fn backoff(failures: u32) -> Duration {

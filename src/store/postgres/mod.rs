@@ -3,43 +3,54 @@
 //! the one delivery a receipt names) and their UPDATEs still name the state and generation
 //! they expect, so two replicas never lease the same delivery or both end the same lease.
 //! Writes that make deliveries due `pg_notify` the subscription's name inside their
-//! transaction, and a listener on every replica turns those into local wake-ups.
+//! transaction, and a listener on every replica turns those into local wake-ups; new leases
+//! are announced the same way (debounced, `announce`), so every replica's lease-expiry loop
+//! knows when another's leases run out. Calls are bounded by a timeout, and a call abandoned
+//! mid-flight closes its connection rather than return it to the pool (`CallSlot`).
 
+mod announce;
 mod listener;
 mod ops;
 mod reads;
 mod rows;
+mod scheduling;
 #[cfg(test)]
 mod tests;
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
-use std::sync::{Arc, Mutex};
-
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use announce::LeaseAnnouncer;
+
 use super::{
-    AckStatus, CheckerRegistration, DeliveryQuery, InsertOutcome, LeasedDelivery, MessageQuery,
-    NewMessage, Page, Stats, Store, StoreError, Wakeups,
+    AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
+    InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
+    Wakeups,
 };
 use crate::config::PostgresConfig;
 use crate::domain::{
     Decision, DeliveryStatus, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt,
-    Subscription, Timestamp,
+    RedeliveryPlan, Subscription, Timestamp,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The LISTEN/NOTIFY channel; each notification's payload is a subscription name.
 pub const CHANNEL: &str = "courier_wakeups";
+
+/// The notification payload that means "leases changed": it wakes the other replicas'
+/// scheduler loops only (subscription names are never empty).
+const LEASES_CHANGED: &str = "";
 
 /// Attempts of a transaction that PostgreSQL aborted for a deadlock or a serialization
 /// conflict: both are safe to run again from the start.
@@ -51,12 +62,14 @@ pub struct PostgresStore {
     /// Longest a store call may take before it answers Unavailable, so a database that stops
     /// answering (a cut network) cannot hang callers.
     call_timeout: Duration,
+    /// Tells the other replicas that this one made leases.
+    announcer: Arc<LeaseAnnouncer>,
     /// Tells the listener to check its connection now: a call just found the database away.
     check_listener: Arc<Notify>,
     /// Whether the listener is subscribed to other replicas' notifications right now.
     listening: watch::Receiver<bool>,
-    /// Stops the listener task when the store is dropped.
-    _listener: DropGuard,
+    /// Stops the listener and announcer tasks when the store is dropped.
+    _background: DropGuard,
 }
 
 impl PostgresStore {
@@ -76,6 +89,11 @@ impl PostgresStore {
         let shutdown = CancellationToken::new();
         let (listening_tx, listening) = watch::channel(false);
         let check_listener = Arc::new(Notify::new());
+        let announcer = Arc::new(LeaseAnnouncer::default());
+        tokio::spawn({
+            let (announcer, pool, shutdown) = (announcer.clone(), pool.clone(), shutdown.clone());
+            async move { announcer.run(pool, shutdown).await }
+        });
         tokio::spawn(listener::run(
             options,
             config.connect_timeout,
@@ -90,9 +108,10 @@ impl PostgresStore {
             pool,
             wakeups,
             call_timeout: config.acquire_timeout + config.statement_timeout,
+            announcer,
             check_listener,
             listening,
-            _listener: shutdown.drop_guard(),
+            _background: shutdown.drop_guard(),
         })
     }
 
@@ -280,6 +299,8 @@ fn connect_options(url: &str, config: &PostgresConfig) -> Result<PgConnectOption
         .options([
             ("statement_timeout", timeout_ms.as_str()),
             ("idle_in_transaction_session_timeout", timeout_ms.as_str()),
+            // Not "relation _sqlx_migrations already exists, skipping" at every start.
+            ("client_min_messages", "warning"),
         ]);
     Ok(options)
 }
@@ -414,6 +435,13 @@ impl Store for PostgresStore {
             })
             .await?;
         self.wake(&wake);
+        if outcome.created && !message.publish {
+            // This replica's check loop may be sleeping past the first check. Other
+            // replicas' loops find it at their next pass; this one claims it meanwhile.
+            self.wakeups
+                .checks()
+                .due_at(message.now.plus(message.check_after));
+        }
         Ok(outcome)
     }
 
@@ -478,19 +506,25 @@ impl Store for PostgresStore {
         max: u32,
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
-        let leased = self
+        let (leased, announced) = self
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
                 let leased = ops::lease(&mut tx, subscription, max, now).await?;
-                commit(tx, &[]).await?;
-                Ok(leased)
+                // Other replicas' lease-expiry loops must hear of these deadlines: they end
+                // the leases if this replica dies.
+                let announced = !leased.is_empty() && self.announcer.claim();
+                let announcement = [LEASES_CHANGED.to_owned()];
+                commit(tx, if announced { &announcement } else { &[] }).await?;
+                Ok((leased, announced))
             })
             .await?;
         if !leased.is_empty() {
             // This replica's lease-expiry loop may be sleeping past these new deadlines.
-            // Other replicas' loops learn of them at their next pass (their idle ceiling).
             self.wakeups.notify_scheduler();
+            if !announced {
+                self.announcer.defer();
+            }
         }
         Ok(leased)
     }
@@ -585,6 +619,97 @@ impl Store for PostgresStore {
         self.call(
             move |slot| async move { reads::next_lease_expiry(&mut *slot.connect().await?).await },
         )
+        .await
+    }
+
+    async fn claim_due_checks(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        hold: Duration,
+    ) -> Result<Vec<DueCheck>, StoreError> {
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
+            let claimed = scheduling::claim_due_checks(&mut tx, now, limit, hold).await?;
+            commit(tx, &[]).await?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn record_check(
+        &self,
+        message_id: MessageId,
+        attempt: u32,
+        verdict: CheckVerdict,
+        now: Timestamp,
+    ) -> Result<CheckRecorded, StoreError> {
+        let verdict = &verdict;
+        let (recorded, wake) = self
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                let (recorded, wake) =
+                    scheduling::record_check(&mut tx, message_id, attempt, verdict, now).await?;
+                commit(tx, &wake).await?;
+                Ok((recorded, wake))
+            })
+            .await?;
+        self.wake(&wake);
+        if let (CheckRecorded::Applied(_), CheckVerdict::RetryAt { at, .. }) = (recorded, verdict) {
+            self.wakeups.checks().due_at(*at);
+        }
+        Ok(recorded)
+    }
+
+    async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.call(move |slot| async move {
+            scheduling::next_check_due(&mut *slot.connect().await?).await
+        })
+        .await
+    }
+
+    async fn fail_delivery(
+        &self,
+        subscription: &Subscription,
+        receipt: &Receipt,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Option<RedeliveryPlan>, StoreError> {
+        let (plan, wake) = self
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                let (plan, wake) =
+                    scheduling::fail_delivery(&mut tx, subscription, receipt, error, now).await?;
+                commit(tx, &wake).await?;
+                Ok((plan, wake))
+            })
+            .await?;
+        self.wake(&wake);
+        Ok(plan)
+    }
+
+    async fn delete_final_messages(
+        &self,
+        cutoff: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.call(move |slot| async move {
+            let mut connection = slot.connect().await?;
+            let mut tx = connection.begin().await?;
+            let deleted = scheduling::delete_final_messages(&mut tx, cutoff, limit).await?;
+            commit(tx, &[]).await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.call(move |slot| async move {
+            scheduling::oldest_final_at(&mut *slot.connect().await?).await
+        })
         .await
     }
 

@@ -98,6 +98,24 @@ pub async fn update_subscription(
 }
 
 pub async fn delete_subscription(conn: &mut PgConnection, name: &Name) -> Result<(), StoreError> {
+    // Lock what the delete will touch in the order acks lock it (deliveries, then their
+    // messages, each in key order), so a concurrent ack waits instead of deadlocking: the
+    // deleted deliveries may finish their messages (`courier_mark_final_if_done`).
+    sqlx::query(
+        "SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE subscription = $1 \
+         ORDER BY message_id FOR UPDATE) AS locked",
+    )
+    .bind(name.as_str())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "SELECT count(*) FROM (SELECT 1 FROM messages WHERE id IN \
+           (SELECT message_id FROM deliveries WHERE subscription = $1 AND state <> 'ACKED') \
+         ORDER BY id FOR NO KEY UPDATE) AS locked",
+    )
+    .bind(name.as_str())
+    .execute(&mut *conn)
+    .await?;
     // The subscription's row lock waits for any confirm routing to it right now; the
     // foreign key then deletes every delivery, including the ones that confirm made.
     let deleted = sqlx::query("DELETE FROM subscriptions WHERE name = $1")
@@ -264,12 +282,13 @@ async fn locate(
 ) -> Result<(MessageId, Name, MessageState, Duration), StoreError> {
     let query = match message {
         MessageRef::Id(id) => sqlx::query(
-            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE id = $1 FOR UPDATE",
+            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE id = $1 \
+             FOR NO KEY UPDATE",
         )
         .bind(id.as_uuid()),
         MessageRef::ProducerKey { producer, key } => sqlx::query(
             "SELECT id, topic, state, deliver_after_ms FROM messages \
-             WHERE producer = $1 AND key = $2 FOR UPDATE",
+             WHERE producer = $1 AND key = $2 FOR NO KEY UPDATE",
         )
         .bind(producer.as_str())
         .bind(key.as_str()),
@@ -466,6 +485,19 @@ pub async fn ack(
         statuses.push(status);
     }
     if !acked_ids.is_empty() {
+        // An ack may finish its message (`courier_mark_final_if_done` locks it): lock the
+        // messages now, in id order, so two batches acking the same messages on different
+        // subscriptions queue up instead of deadlocking.
+        let mut messages = acked_ids.clone();
+        messages.sort();
+        messages.dedup();
+        sqlx::query(
+            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE id = ANY($1) \
+             ORDER BY id FOR NO KEY UPDATE) AS locked",
+        )
+        .bind(&messages)
+        .execute(&mut *conn)
+        .await?;
         sqlx::query(
             "UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
              next_attempt_at = NULL, updated_at = $4 \

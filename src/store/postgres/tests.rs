@@ -3,20 +3,17 @@
 //! proxy that the test cuts and restores) and recovering by themselves, concurrent
 //! migrations, and the password staying out of errors.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 use super::PostgresStore;
 use crate::config::PostgresConfig;
 use crate::domain::{
     Decision, MessageId, MessageKey, MessageRef, Name, RetryPolicy, Subscription, Timestamp,
 };
-use crate::store::testing::TestDatabase;
+use crate::store::testing::{Link, TcpProxy, TestDatabase};
 use crate::store::{NewMessage, Store, StoreError, Wakeups};
 
 const TOPIC: &str = "orders";
@@ -137,6 +134,16 @@ async fn a_confirm_on_one_replica_wakes_waiters_on_another() {
     tokio::time::timeout(Duration::from_secs(1), scheduler)
         .await
         .expect("the other replica's scheduler wakes");
+
+    // Leases made on A reach B's lease-expiry loop (debounced), so B can end them if A dies.
+    let sub = a.get_subscription(&name(SUB)).await.unwrap();
+    let scheduler = b_wakeups.scheduler().notified();
+    tokio::pin!(scheduler);
+    scheduler.as_mut().enable();
+    assert!(!a.lease(&sub, 1, Timestamp::now()).await.unwrap().is_empty());
+    tokio::time::timeout(Duration::from_secs(3), scheduler)
+        .await
+        .expect("the other replica hears of new leases");
 
     latencies.sort();
     let median = latencies[latencies.len() / 2];
@@ -288,7 +295,9 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
         .await
         .unwrap();
     let started = Instant::now();
-    let acked = store.ack(&[receipt.clone()], Timestamp::now()).await;
+    let acked = store
+        .ack(std::slice::from_ref(&receipt), Timestamp::now())
+        .await;
     let elapsed = started.elapsed();
     assert!(
         matches!(acked, Err(StoreError::Unavailable(_))),
@@ -355,113 +364,6 @@ async fn errors_never_show_the_password() {
 
 // --- the database going away, through a proxy the test controls ---
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    /// Bytes flow.
-    Up,
-    /// Every connection is closed and new ones are closed at once (the server went away).
-    Cut,
-    /// Connections stay open but nothing flows, now or later (a dead network path).
-    Blackhole,
-}
-
-/// A TCP proxy in front of PostgreSQL whose link the test sets.
-struct Proxy {
-    addr: SocketAddr,
-    link: watch::Sender<Link>,
-    _stop: DropGuard,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (link, _) = watch::channel(Link::Up);
-        let stop = CancellationToken::new();
-        let (accepting_link, accepting_stop) = (link.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let client = tokio::select! {
-                    () = accepting_stop.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok((client, _)) => client,
-                        Err(_) => continue,
-                    },
-                };
-                tokio::spawn(relay(
-                    client,
-                    upstream,
-                    accepting_link.subscribe(),
-                    accepting_stop.clone(),
-                ));
-            }
-        });
-        Self {
-            addr,
-            link,
-            _stop: stop.drop_guard(),
-        }
-    }
-
-    fn set(&self, link: Link) {
-        self.link.send_replace(link);
-    }
-}
-
-async fn relay(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    mut link: watch::Receiver<Link>,
-    stop: CancellationToken,
-) {
-    let state = *link.borrow_and_update();
-    match state {
-        Link::Cut => return,
-        Link::Blackhole => return hold(client, None, stop).await,
-        Link::Up => {}
-    }
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let blackhole = tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
-        changed = link.wait_for(|link| *link != Link::Up) => {
-            changed.is_ok_and(|link| *link == Link::Blackhole)
-        }
-        () = stop.cancelled() => false,
-    };
-    if blackhole {
-        hold(client, Some(server), stop).await;
-    }
-}
-
-/// Keeps sockets open without moving a byte until the proxy stops.
-async fn hold(client: TcpStream, server: Option<TcpStream>, stop: CancellationToken) {
-    stop.cancelled().await;
-    drop((client, server));
-}
-
-/// The database's URL with the proxy as its host.
-fn through(database: &TestDatabase, proxy: &Proxy) -> String {
-    let mut url = url::Url::parse(database.url()).unwrap();
-    url.set_host(Some(&proxy.addr.ip().to_string())).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    url.to_string()
-}
-
-fn upstream(database: &TestDatabase) -> SocketAddr {
-    let url = url::Url::parse(database.url()).unwrap();
-    let host = url.host_str().unwrap_or("127.0.0.1");
-    let host = if host == "localhost" {
-        "127.0.0.1"
-    } else {
-        host
-    };
-    format!("{host}:{}", url.port().unwrap_or(5432))
-        .parse()
-        .unwrap()
-}
-
 /// Pings until the store answers again; returns how long that took.
 async fn recovery(store: &PostgresStore, within: Duration) -> Duration {
     let started = Instant::now();
@@ -478,9 +380,9 @@ async fn outage(link: Link) {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let proxy = Proxy::start(upstream(&database)).await;
+    let proxy = TcpProxy::start(database.server_addr()).await;
     let config = fast_config();
-    let (store, wakeups) = open(&through(&database, &proxy), &config).await;
+    let (store, wakeups) = open(&proxy.url_for(database.url()), &config).await;
     let (direct, _) = open(database.url(), &PostgresConfig::default()).await;
     let now = Timestamp::now();
     let sub = store
@@ -537,11 +439,6 @@ async fn outage(link: Link) {
     for task in load {
         task.await.unwrap();
     }
-    println!(
-        "DEBUG pool size {} idle {}",
-        store.pool.size(),
-        store.pool.num_idle()
-    );
     proxy.set(Link::Up);
     let back_after = recovery(&store, Duration::from_secs(15)).await;
     println!(

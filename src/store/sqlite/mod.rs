@@ -100,6 +100,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn commit_count(&self) -> Option<u64> {
+        Some(
+            self.stats
+                .commits
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     async fn create_subscription(
         &self,
         subscription: Subscription,
@@ -204,9 +212,9 @@ impl Store for SqliteStore {
                 Box::pin(async move { ops::lease(conn, &subscription, max, now).await })
             })
             .await?;
-        if !leased.is_empty() {
-            // The lease-expiry loop may be sleeping past these new deadlines.
-            self.wakeups.notify_scheduler();
+        if let Some(first) = leased.first() {
+            // The lease-expiry loop may be sleeping past these new deadlines (all the same).
+            self.wakeups.leases().due_at(first.lease_expires_at);
         }
         Ok(leased)
     }

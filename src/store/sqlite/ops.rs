@@ -1,10 +1,14 @@
 //! Write operations. Each runs on the writer's connection inside the group transaction, so it
 //! reads the current state and writes its change without any other writer in between; the
 //! UPDATEs still name the state (and generation) they expect, as every backend must.
+//!
+//! They run synchronously on the writer's own thread (rusqlite, cached prepared statements):
+//! a statement costs microseconds there, where a round trip to an async driver's connection
+//! thread cost more than the statement itself.
 
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 
 use super::rows::{self, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
@@ -19,11 +23,44 @@ use crate::store::{
 /// Subscriptions whose waiters should wake once the write commits.
 pub type Wake = Vec<String>;
 
-pub async fn create_subscription(
-    conn: &mut SqliteConnection,
+/// Runs a cached statement; returns how many rows it changed.
+pub(super) fn execute(conn: &Connection, sql: &str, params: impl Params) -> Result<u64, StoreError> {
+    Ok(conn.prepare_cached(sql)?.execute(params)? as u64)
+}
+
+/// The first row of a cached query, decoded by `decode`.
+pub(super) fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut found = statement.query(params)?;
+    found.next()?.map(decode).transpose()
+}
+
+/// Every row of a cached query, decoded by `decode`.
+pub(super) fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    mut decode: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut found = statement.query(params)?;
+    let mut decoded = Vec::new();
+    while let Some(row) = found.next()? {
+        decoded.push(decode(row)?);
+    }
+    Ok(decoded)
+}
+
+pub fn create_subscription(
+    conn: &Connection,
     subscription: Subscription,
 ) -> Result<(Subscription, bool), StoreError> {
-    if let Some(existing) = find_subscription(conn, &subscription.name).await? {
+    if let Some(existing) = find_subscription(conn, &subscription.name)? {
         return if existing.same_config(&subscription) {
             Ok((existing, false))
         } else {
@@ -31,49 +68,50 @@ pub async fn create_subscription(
         };
     }
     let policy = &subscription.retry_policy;
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO subscriptions (name, topic, ack_deadline_ms, max_attempts, \
          initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(subscription.name.as_str())
-    .bind(subscription.topic.as_str())
-    .bind(millis(subscription.ack_deadline))
-    .bind(i64::from(policy.max_attempts))
-    .bind(millis(policy.initial_backoff))
-    .bind(millis(policy.max_backoff))
-    .bind(policy.multiplier)
-    .bind(subscription.push_endpoint.as_deref())
-    .bind(subscription.created_at.as_millis())
-    .execute(&mut *conn)
-    .await?;
+        params![
+            subscription.name.as_str(),
+            subscription.topic.as_str(),
+            millis(subscription.ack_deadline),
+            i64::from(policy.max_attempts),
+            millis(policy.initial_backoff),
+            millis(policy.max_backoff),
+            policy.multiplier,
+            subscription.push_endpoint.as_deref(),
+            subscription.created_at.as_millis(),
+        ],
+    )?;
     Ok((subscription, true))
 }
 
-pub async fn update_subscription(
-    conn: &mut SqliteConnection,
+pub fn update_subscription(
+    conn: &Connection,
     subscription: Subscription,
 ) -> Result<(Subscription, Wake), StoreError> {
-    let existing = find_subscription(conn, &subscription.name)
-        .await?
+    let existing = find_subscription(conn, &subscription.name)?
         .ok_or_else(|| rules::subscription_not_found(&subscription.name))?;
     if existing.topic != subscription.topic {
         return Err(rules::topic_is_immutable(&existing.name, &existing.topic));
     }
     let policy = &subscription.retry_policy;
-    sqlx::query(
+    execute(
+        conn,
         "UPDATE subscriptions SET ack_deadline_ms = ?, max_attempts = ?, initial_backoff_ms = ?, \
          max_backoff_ms = ?, multiplier = ?, push_endpoint = ? WHERE name = ?",
-    )
-    .bind(millis(subscription.ack_deadline))
-    .bind(i64::from(policy.max_attempts))
-    .bind(millis(policy.initial_backoff))
-    .bind(millis(policy.max_backoff))
-    .bind(policy.multiplier)
-    .bind(subscription.push_endpoint.as_deref())
-    .bind(subscription.name.as_str())
-    .execute(&mut *conn)
-    .await?;
+        params![
+            millis(subscription.ack_deadline),
+            i64::from(policy.max_attempts),
+            millis(policy.initial_backoff),
+            millis(policy.max_backoff),
+            policy.multiplier,
+            subscription.push_endpoint.as_deref(),
+            subscription.name.as_str(),
+        ],
+    )?;
     let updated = Subscription {
         created_at: existing.created_at,
         ..subscription
@@ -82,64 +120,59 @@ pub async fn update_subscription(
     Ok((updated, wake))
 }
 
-pub async fn delete_subscription(
-    conn: &mut SqliteConnection,
-    name: &Name,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM deliveries WHERE subscription = ?")
-        .bind(name.as_str())
-        .execute(&mut *conn)
-        .await?;
-    let deleted = sqlx::query("DELETE FROM subscriptions WHERE name = ?")
-        .bind(name.as_str())
-        .execute(&mut *conn)
-        .await?;
-    if deleted.rows_affected() == 0 {
+pub fn delete_subscription(conn: &Connection, name: &Name) -> Result<(), StoreError> {
+    execute(
+        conn,
+        "DELETE FROM deliveries WHERE subscription = ?",
+        [name.as_str()],
+    )?;
+    let deleted = execute(
+        conn,
+        "DELETE FROM subscriptions WHERE name = ?",
+        [name.as_str()],
+    )?;
+    if deleted == 0 {
         return Err(rules::subscription_not_found(name));
     }
     Ok(())
 }
 
-async fn find_subscription(
-    conn: &mut SqliteConnection,
+pub(super) fn find_subscription(
+    conn: &Connection,
     name: &Name,
 ) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE name = ?");
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(name.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(rows::subscription).transpose()
+    query_one(conn, &sql, [name.as_str()], |row| rows::subscription(row))
 }
 
-async fn subscriptions_of_topic(
-    conn: &mut SqliteConnection,
-    topic: &str,
-) -> Result<Vec<String>, StoreError> {
-    let names = sqlx::query_scalar("SELECT name FROM subscriptions WHERE topic = ? ORDER BY name")
-        .bind(topic)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(names)
+fn subscriptions_of_topic(conn: &Connection, topic: &str) -> Result<Vec<String>, StoreError> {
+    query_all(
+        conn,
+        "SELECT name FROM subscriptions WHERE topic = ? ORDER BY name",
+        [topic],
+        |row| Ok(row.get(0)?),
+    )
 }
 
-pub async fn insert_message(
-    conn: &mut SqliteConnection,
+pub fn insert_message(
+    conn: &Connection,
     message: NewMessage,
 ) -> Result<(InsertOutcome, Wake), StoreError> {
-    let existing = sqlx::query(
-        "SELECT id, topic, payload, headers, state FROM messages WHERE producer = ? AND key = ?",
-    )
-    .bind(message.producer.as_str())
-    .bind(message.key.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
     let headers = headers_to_json(&message.headers);
-    if let Some(row) = existing {
-        let id: String = row.try_get("id")?;
-        let same = row.try_get::<String, _>("topic")? == message.topic.as_str()
-            && row.try_get::<Vec<u8>, _>("payload")? == message.payload
-            && row.try_get::<String, _>("headers")? == headers;
+    let existing = query_one(
+        conn,
+        "SELECT id, topic, payload, headers, state FROM messages WHERE producer = ? AND key = ?",
+        [message.producer.as_str(), message.key.as_str()],
+        |row| {
+            let id: String = row.get("id")?;
+            let same = row.get_ref("topic")?.as_str()? == message.topic.as_str()
+                && row.get_ref("payload")?.as_blob()? == message.payload.as_slice()
+                && row.get_ref("headers")?.as_str()? == headers;
+            let state: String = row.get("state")?;
+            Ok((id, same, state))
+        },
+    )?;
+    if let Some((id, same, state)) = existing {
         if !same {
             return Err(rules::key_conflict(
                 &message.producer,
@@ -147,7 +180,6 @@ pub async fn insert_message(
                 rows::message_id(&id)?,
             ));
         }
-        let state: String = row.try_get("state")?;
         let outcome = InsertOutcome {
             message_id: rows::message_id(&id)?,
             state: rows::message_state(&state)?,
@@ -156,7 +188,7 @@ pub async fn insert_message(
         return Ok((outcome, Vec::new()));
     }
 
-    let subscriptions = subscriptions_of_topic(conn, message.topic.as_str()).await?;
+    let subscriptions = subscriptions_of_topic(conn, message.topic.as_str())?;
     if subscriptions.is_empty() {
         return Err(rules::no_subscription(&message.topic));
     }
@@ -167,25 +199,26 @@ pub async fn insert_message(
         let check_at = message.now.plus(message.check_after).as_millis();
         (MessageState::Prepared, Some(check_at), None)
     };
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
          deliver_after_ms, created_at, updated_at, decided_at, next_check_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(message.id.to_string())
-    .bind(message.producer.as_str())
-    .bind(message.topic.as_str())
-    .bind(message.key.as_str())
-    .bind(&message.payload)
-    .bind(&headers)
-    .bind(state.as_str())
-    .bind(millis(message.deliver_after))
-    .bind(now)
-    .bind(now)
-    .bind(decided_at)
-    .bind(next_check_at)
-    .execute(&mut *conn)
-    .await?;
+        params![
+            message.id.to_string(),
+            message.producer.as_str(),
+            message.topic.as_str(),
+            message.key.as_str(),
+            message.payload,
+            headers,
+            state.as_str(),
+            millis(message.deliver_after),
+            now,
+            now,
+            decided_at,
+            next_check_at,
+        ],
+    )?;
     let wake = if message.publish {
         route(
             conn,
@@ -193,8 +226,7 @@ pub async fn insert_message(
             message.topic.as_str(),
             message.now.plus(message.deliver_after),
             message.now,
-        )
-        .await?
+        )?
     } else {
         Vec::new()
     };
@@ -208,30 +240,26 @@ pub async fn insert_message(
 
 /// Creates one PENDING delivery per current subscription of the topic, due at `due`, and
 /// records how many there were (0: unrouted).
-async fn route(
-    conn: &mut SqliteConnection,
+fn route(
+    conn: &Connection,
     id: MessageId,
     topic: &str,
     due: Timestamp,
     now: Timestamp,
 ) -> Result<Wake, StoreError> {
-    let subscriptions = subscriptions_of_topic(conn, topic).await?;
+    let subscriptions = subscriptions_of_topic(conn, topic)?;
     let id_text = id.to_string();
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
          SELECT name, ?, 'PENDING', ?, ? FROM subscriptions WHERE topic = ?",
-    )
-    .bind(&id_text)
-    .bind(due.as_millis())
-    .bind(now.as_millis())
-    .bind(topic)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE messages SET routed = ? WHERE id = ?")
-        .bind(subscriptions.len() as i64)
-        .bind(&id_text)
-        .execute(&mut *conn)
-        .await?;
+        params![id_text, due.as_millis(), now.as_millis(), topic],
+    )?;
+    execute(
+        conn,
+        "UPDATE messages SET routed = ? WHERE id = ?",
+        params![subscriptions.len() as i64, id_text],
+    )?;
     if subscriptions.is_empty() {
         tracing::warn!(message_id = %id, topic, "confirmed message has no subscription: unrouted");
     }
@@ -239,186 +267,195 @@ async fn route(
 }
 
 /// Finds a message's id, topic, state and delivery delay by id or producer key.
-async fn locate(
-    conn: &mut SqliteConnection,
+fn locate(
+    conn: &Connection,
     message: &MessageRef,
 ) -> Result<(MessageId, String, MessageState, Duration), StoreError> {
-    let query = match message {
-        MessageRef::Id(id) => {
-            sqlx::query("SELECT id, topic, state, deliver_after_ms FROM messages WHERE id = ?")
-                .bind(id.to_string())
-        }
-        MessageRef::ProducerKey { producer, key } => sqlx::query(
-            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE producer = ? AND key = ?",
-        )
-        .bind(producer.as_str())
-        .bind(key.as_str()),
+    let decode = |row: &Row<'_>| {
+        let id: String = row.get("id")?;
+        let state: String = row.get("state")?;
+        let deliver_after: i64 = row.get("deliver_after_ms")?;
+        Ok((
+            rows::message_id(&id)?,
+            row.get("topic")?,
+            rows::message_state(&state)?,
+            Duration::from_millis(u64::try_from(deliver_after).unwrap_or(0)),
+        ))
     };
-    let row = query
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(message.to_string()))?;
-    let id: String = row.try_get("id")?;
-    let state: String = row.try_get("state")?;
-    let deliver_after: i64 = row.try_get("deliver_after_ms")?;
-    Ok((
-        rows::message_id(&id)?,
-        row.try_get("topic")?,
-        rows::message_state(&state)?,
-        Duration::from_millis(u64::try_from(deliver_after).unwrap_or(0)),
-    ))
+    let found = match message {
+        MessageRef::Id(id) => query_one(
+            conn,
+            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE id = ?",
+            [id.to_string()],
+            decode,
+        )?,
+        MessageRef::ProducerKey { producer, key } => query_one(
+            conn,
+            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE producer = ? AND key = ?",
+            [producer.as_str(), key.as_str()],
+            decode,
+        )?,
+    };
+    found.ok_or_else(|| StoreError::NotFound(message.to_string()))
 }
 
-pub async fn decide(
-    conn: &mut SqliteConnection,
+pub fn decide(
+    conn: &Connection,
     message: &MessageRef,
     decision: Decision,
     now: Timestamp,
 ) -> Result<(MessageState, Wake), StoreError> {
-    let (id, topic, current, deliver_after) = locate(conn, message).await?;
+    let (id, topic, current, deliver_after) = locate(conn, message)?;
     let target = match decide_transition(current, decision) {
         Transition::To(target) => target,
         Transition::AlreadyThere(state) => return Ok((state, Vec::new())),
         Transition::Contradicts(current) => return Err(StoreError::MessageConflict { current }),
     };
-    let changed = sqlx::query(
+    let changed = execute(
+        conn,
         "UPDATE messages SET state = ?, updated_at = ?, decided_at = ?, next_check_at = NULL \
          WHERE id = ? AND state = ?",
-    )
-    .bind(target.as_str())
-    .bind(now.as_millis())
-    .bind(now.as_millis())
-    .bind(id.to_string())
-    .bind(current.as_str())
-    .execute(&mut *conn)
-    .await?;
-    if changed.rows_affected() == 0 {
+        params![
+            target.as_str(),
+            now.as_millis(),
+            now.as_millis(),
+            id.to_string(),
+            current.as_str(),
+        ],
+    )?;
+    if changed == 0 {
         return Err(StoreError::internal(
             "message changed under the single writer",
         ));
     }
     let wake = if target == MessageState::Confirmed {
-        route(conn, id, &topic, now.plus(deliver_after), now).await?
+        route(conn, id, &topic, now.plus(deliver_after), now)?
     } else {
         Vec::new()
     };
     Ok((target, wake))
 }
 
-pub async fn register_checker(
-    conn: &mut SqliteConnection,
+pub fn register_checker(
+    conn: &Connection,
     checker: CheckerRegistration,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    execute(
+        conn,
         "INSERT INTO checkers (producer, endpoint, timeout_ms, updated_at) VALUES (?, ?, ?, ?) \
          ON CONFLICT (producer) DO UPDATE SET endpoint = excluded.endpoint, \
          timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at",
-    )
-    .bind(checker.producer.as_str())
-    .bind(&checker.endpoint)
-    .bind(millis(checker.timeout))
-    .bind(now.as_millis())
-    .execute(&mut *conn)
-    .await?;
+        params![
+            checker.producer.as_str(),
+            checker.endpoint,
+            millis(checker.timeout),
+            now.as_millis(),
+        ],
+    )?;
     Ok(())
 }
 
-pub async fn lease(
-    conn: &mut SqliteConnection,
+pub fn lease(
+    conn: &Connection,
     subscription: &Subscription,
     max: u32,
     now: Timestamp,
 ) -> Result<Vec<LeasedDelivery>, StoreError> {
-    let due = sqlx::query(
+    let lease_expires_at = now.plus(subscription.ack_deadline);
+    let due = query_all(
+        conn,
         "SELECT d.message_id, d.attempts, d.generation, m.producer, m.topic, m.key, m.payload, \
          m.headers, m.decided_at FROM deliveries d JOIN messages m ON m.id = d.message_id \
          WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
          ORDER BY d.next_attempt_at LIMIT ?",
-    )
-    .bind(subscription.name.as_str())
-    .bind(now.as_millis())
-    .bind(i64::from(max))
-    .fetch_all(&mut *conn)
-    .await?;
-    let lease_expires_at = now.plus(subscription.ack_deadline);
+        params![subscription.name.as_str(), now.as_millis(), i64::from(max)],
+        |row| {
+            let message_id: String = row.get("message_id")?;
+            let attempts: i64 = row.get("attempts")?;
+            let generation: i64 = row.get("generation")?;
+            let headers: String = row.get("headers")?;
+            let published_at: Option<i64> = row.get("decided_at")?;
+            let delivery = LeasedDelivery {
+                receipt: Receipt {
+                    message_id: rows::message_id(&message_id)?,
+                    generation: u32::try_from(generation + 1).map_err(StoreError::internal)?,
+                    subscription: subscription.name.clone(),
+                },
+                topic: Name::from_trusted(row.get("topic")?),
+                producer: Name::from_trusted(row.get("producer")?),
+                key: crate::domain::MessageKey::from_trusted(row.get("key")?),
+                payload: row.get("payload")?,
+                headers: rows::headers_from_json(&headers)?,
+                attempt: u32::try_from(attempts + 1).map_err(StoreError::internal)?,
+                published_at: Timestamp::from_millis(published_at.unwrap_or_default()),
+                lease_expires_at,
+            };
+            Ok((message_id, attempts, generation, delivery))
+        },
+    )?;
     let mut leased = Vec::with_capacity(due.len());
-    for row in due {
-        let message_id: String = row.try_get("message_id")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        let generation: i64 = row.try_get("generation")?;
-        sqlx::query(
+    for (message_id, attempts, generation, delivery) in due {
+        execute(
+            conn,
             "UPDATE deliveries SET state = 'LEASED', attempts = ?, generation = ?, \
              lease_expires_at = ?, next_attempt_at = NULL, updated_at = ? \
              WHERE subscription = ? AND message_id = ? AND state = 'PENDING' AND generation = ?",
-        )
-        .bind(attempts + 1)
-        .bind(generation + 1)
-        .bind(lease_expires_at.as_millis())
-        .bind(now.as_millis())
-        .bind(subscription.name.as_str())
-        .bind(&message_id)
-        .bind(generation)
-        .execute(&mut *conn)
-        .await?;
-        let headers: String = row.try_get("headers")?;
-        let published_at: Option<i64> = row.try_get("decided_at")?;
-        leased.push(LeasedDelivery {
-            receipt: Receipt {
-                message_id: rows::message_id(&message_id)?,
-                generation: u32::try_from(generation + 1).map_err(StoreError::internal)?,
-                subscription: subscription.name.clone(),
-            },
-            topic: Name::from_trusted(row.try_get("topic")?),
-            producer: Name::from_trusted(row.try_get("producer")?),
-            key: crate::domain::MessageKey::from_trusted(row.try_get("key")?),
-            payload: row.try_get("payload")?,
-            headers: rows::headers_from_json(&headers)?,
-            attempt: u32::try_from(attempts + 1).map_err(StoreError::internal)?,
-            published_at: Timestamp::from_millis(published_at.unwrap_or_default()),
-            lease_expires_at,
-        });
+            params![
+                attempts + 1,
+                generation + 1,
+                lease_expires_at.as_millis(),
+                now.as_millis(),
+                subscription.name.as_str(),
+                message_id,
+                generation,
+            ],
+        )?;
+        leased.push(delivery);
     }
     Ok(leased)
 }
 
 /// The state, generation and attempts of a delivery, if it exists.
-async fn delivery_lease(
-    conn: &mut SqliteConnection,
+fn delivery_lease(
+    conn: &Connection,
     receipt: &Receipt,
 ) -> Result<Option<(DeliveryState, u32, u32)>, StoreError> {
-    let row = sqlx::query(
+    query_one(
+        conn,
         "SELECT state, generation, attempts FROM deliveries WHERE subscription = ? AND message_id = ?",
+        [
+            receipt.subscription.as_str(),
+            &receipt.message_id.to_string(),
+        ],
+        |row| rows::lease_state(row),
     )
-    .bind(receipt.subscription.as_str())
-    .bind(receipt.message_id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(rows::lease_state).transpose()
 }
 
-pub async fn ack(
-    conn: &mut SqliteConnection,
+pub fn ack(
+    conn: &Connection,
     receipts: &[Receipt],
     now: Timestamp,
 ) -> Result<Vec<AckStatus>, StoreError> {
     let mut statuses = Vec::with_capacity(receipts.len());
     for receipt in receipts {
-        let current = delivery_lease(conn, receipt).await?;
+        let current = delivery_lease(conn, receipt)?;
         let verdict = classify_ack(current.map(|(s, g, _)| (s, g)), receipt.generation);
         let status = match verdict {
             AckVerdict::Acknowledge => {
-                sqlx::query(
+                execute(
+                    conn,
                     "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
                      next_attempt_at = NULL, updated_at = ? \
-                     WHERE subscription = ? AND message_id = ? AND generation = ? AND state <> 'ACKED'",
-                )
-                .bind(now.as_millis())
-                .bind(receipt.subscription.as_str())
-                .bind(receipt.message_id.to_string())
-                .bind(i64::from(receipt.generation))
-                .execute(&mut *conn)
-                .await?;
+                     WHERE subscription = ? AND message_id = ? AND generation = ? \
+                     AND state <> 'ACKED'",
+                    params![
+                        now.as_millis(),
+                        receipt.subscription.as_str(),
+                        receipt.message_id.to_string(),
+                        i64::from(receipt.generation),
+                    ],
+                )?;
                 AckStatus::Ok
             }
             AckVerdict::AlreadyAcked => AckStatus::Ok,
@@ -431,16 +468,13 @@ pub async fn ack(
 }
 
 /// The current lease of `receipt`, or the error its holder should see.
-async fn held_lease(
-    conn: &mut SqliteConnection,
-    receipt: &Receipt,
-) -> Result<(LeaseCheck, u32), StoreError> {
-    rules::held_lease(delivery_lease(conn, receipt).await?, receipt)
+fn held_lease(conn: &Connection, receipt: &Receipt) -> Result<(LeaseCheck, u32), StoreError> {
+    rules::held_lease(delivery_lease(conn, receipt)?, receipt)
 }
 
 /// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
-async fn release(
-    conn: &mut SqliteConnection,
+pub(super) fn release(
+    conn: &Connection,
     receipt: &Receipt,
     plan: RedeliveryPlan,
     error: &str,
@@ -450,35 +484,35 @@ async fn release(
         RedeliveryPlan::RetryAt(at) => (DeliveryState::Pending, Some(at.as_millis())),
         RedeliveryPlan::Dead => (DeliveryState::Dead, None),
     };
-    let changed = sqlx::query(
+    let changed = execute(
+        conn,
         "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_expires_at = NULL, \
          last_error = ?, updated_at = ? \
          WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
-    )
-    .bind(state.as_str())
-    .bind(next_attempt_at)
-    .bind(error)
-    .bind(now.as_millis())
-    .bind(receipt.subscription.as_str())
-    .bind(receipt.message_id.to_string())
-    .bind(i64::from(receipt.generation))
-    .execute(&mut *conn)
-    .await?;
-    Ok(changed.rows_affected() == 1)
+        params![
+            state.as_str(),
+            next_attempt_at,
+            error,
+            now.as_millis(),
+            receipt.subscription.as_str(),
+            receipt.message_id.to_string(),
+            i64::from(receipt.generation),
+        ],
+    )?;
+    Ok(changed == 1)
 }
 
-pub async fn nack(
-    conn: &mut SqliteConnection,
+pub fn nack(
+    conn: &Connection,
     receipt: &Receipt,
     delay: Option<Duration>,
     now: Timestamp,
 ) -> Result<Wake, StoreError> {
-    let (check, attempts) = held_lease(conn, receipt).await?;
+    let (check, attempts) = held_lease(conn, receipt)?;
     if check != LeaseCheck::Held {
         return Ok(Vec::new()); // already released by this receipt: an idempotent repeat
     }
-    let subscription = find_subscription(conn, &receipt.subscription)
-        .await?
+    let subscription = find_subscription(conn, &receipt.subscription)?
         .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
     let plan = plan_redelivery(
         &subscription.retry_policy,
@@ -487,60 +521,62 @@ pub async fn nack(
         delay,
         random_jitter(),
     );
-    release(conn, receipt, plan, rules::NACKED, now).await?;
+    release(conn, receipt, plan, rules::NACKED, now)?;
     Ok(vec![receipt.subscription.to_string()])
 }
 
-pub async fn extend_lease(
-    conn: &mut SqliteConnection,
+pub fn extend_lease(
+    conn: &Connection,
     receipt: &Receipt,
     extension: Duration,
     now: Timestamp,
 ) -> Result<Timestamp, StoreError> {
-    let (check, _) = held_lease(conn, receipt).await?;
+    let (check, _) = held_lease(conn, receipt)?;
     if let LeaseCheck::Released(current) = check {
         return Err(StoreError::LeaseLost { current });
     }
     let lease_expires_at = now.plus(extension);
-    sqlx::query(
+    execute(
+        conn,
         "UPDATE deliveries SET lease_expires_at = ?, updated_at = ? \
          WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
-    )
-    .bind(lease_expires_at.as_millis())
-    .bind(now.as_millis())
-    .bind(receipt.subscription.as_str())
-    .bind(receipt.message_id.to_string())
-    .bind(i64::from(receipt.generation))
-    .execute(&mut *conn)
-    .await?;
+        params![
+            lease_expires_at.as_millis(),
+            now.as_millis(),
+            receipt.subscription.as_str(),
+            receipt.message_id.to_string(),
+            i64::from(receipt.generation),
+        ],
+    )?;
     Ok(lease_expires_at)
 }
 
-pub async fn reject(
-    conn: &mut SqliteConnection,
+pub fn reject(
+    conn: &Connection,
     receipt: &Receipt,
     reason: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let (check, _) = held_lease(conn, receipt).await?;
+    let (check, _) = held_lease(conn, receipt)?;
     let error = rules::rejected(reason);
     match check {
         LeaseCheck::Released(DeliveryState::Dead) => Ok(()),
         // Unleased again after an expiry or Nack, not leased by anyone since: still rejectable.
         LeaseCheck::Released(_) | LeaseCheck::Held => {
-            sqlx::query(
+            execute(
+                conn,
                 "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, \
                  lease_expires_at = NULL, last_error = ?, updated_at = ? \
                  WHERE subscription = ? AND message_id = ? AND generation = ? \
                  AND state IN ('LEASED', 'PENDING')",
-            )
-            .bind(error)
-            .bind(now.as_millis())
-            .bind(receipt.subscription.as_str())
-            .bind(receipt.message_id.to_string())
-            .bind(i64::from(receipt.generation))
-            .execute(&mut *conn)
-            .await?;
+                params![
+                    error,
+                    now.as_millis(),
+                    receipt.subscription.as_str(),
+                    receipt.message_id.to_string(),
+                    i64::from(receipt.generation),
+                ],
+            )?;
             Ok(())
         }
         LeaseCheck::Lost(_) | LeaseCheck::NotFound => {
@@ -549,28 +585,26 @@ pub async fn reject(
     }
 }
 
-pub async fn expire_leases(
-    conn: &mut SqliteConnection,
-    now: Timestamp,
-) -> Result<(u64, Wake), StoreError> {
-    let expired = sqlx::query(
+pub fn expire_leases(conn: &Connection, now: Timestamp) -> Result<(u64, Wake), StoreError> {
+    let expired = query_all(
+        conn,
         "SELECT d.subscription, d.message_id, d.attempts, d.generation, s.max_attempts, \
          s.initial_backoff_ms, s.max_backoff_ms, s.multiplier \
          FROM deliveries d JOIN subscriptions s ON s.name = d.subscription \
          WHERE d.state = 'LEASED' AND d.lease_expires_at <= ? ORDER BY d.lease_expires_at LIMIT ?",
-    )
-    .bind(now.as_millis())
-    .bind(rules::EXPIRY_BATCH)
-    .fetch_all(&mut *conn)
-    .await?;
+        params![now.as_millis(), rules::EXPIRY_BATCH],
+        |row| {
+            let subscription: String = row.get("subscription")?;
+            let message_id: String = row.get("message_id")?;
+            let attempts: i64 = row.get("attempts")?;
+            let generation: i64 = row.get("generation")?;
+            let policy = rows::retry_policy(row)?;
+            Ok((subscription, message_id, attempts, generation, policy))
+        },
+    )?;
     let mut ended = 0;
     let mut wake = Vec::new();
-    for row in expired {
-        let subscription: String = row.try_get("subscription")?;
-        let message_id: String = row.try_get("message_id")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        let generation: i64 = row.try_get("generation")?;
-        let policy = rows::retry_policy(&row)?;
+    for (subscription, message_id, attempts, generation, policy) in expired {
         let receipt = Receipt {
             message_id: rows::message_id(&message_id)?,
             generation: u32::try_from(generation).map_err(StoreError::internal)?,
@@ -578,7 +612,7 @@ pub async fn expire_leases(
         };
         let attempts = u32::try_from(attempts).map_err(StoreError::internal)?;
         let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
-        if release(conn, &receipt, plan, rules::LEASE_EXPIRED, now).await? {
+        if release(conn, &receipt, plan, rules::LEASE_EXPIRED, now)? {
             ended += 1;
             if !wake.contains(&subscription) {
                 wake.push(subscription);
@@ -588,36 +622,30 @@ pub async fn expire_leases(
     Ok((ended, wake))
 }
 
-pub async fn redrive(
-    conn: &mut SqliteConnection,
+pub fn redrive(
+    conn: &Connection,
     subscription: &Name,
     message_ids: &[MessageId],
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    if find_subscription(conn, subscription).await?.is_none() {
+    if find_subscription(conn, subscription)?.is_none() {
         return Err(rules::subscription_not_found(subscription));
     }
-    let sql = "UPDATE deliveries SET state = 'PENDING', attempts = 0, next_attempt_at = ?, \
-               lease_expires_at = NULL, updated_at = ? WHERE subscription = ? AND state = 'DEAD'";
-    let result = if message_ids.is_empty() {
-        sqlx::query(sql)
-            .bind(now.as_millis())
-            .bind(now.as_millis())
-            .bind(subscription.as_str())
-            .execute(&mut *conn)
-            .await?
-    } else {
-        let ids: Vec<String> = message_ids.iter().map(ToString::to_string).collect();
-        let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
-        sqlx::query(AssertSqlSafe(format!(
-            "{sql} AND message_id IN (SELECT value FROM json_each(?))"
-        )))
-        .bind(now.as_millis())
-        .bind(now.as_millis())
-        .bind(subscription.as_str())
-        .bind(ids)
-        .execute(&mut *conn)
-        .await?
-    };
-    Ok(result.rows_affected())
+    const REDRIVE: &str = "UPDATE deliveries SET state = 'PENDING', attempts = 0, \
+         next_attempt_at = ?, lease_expires_at = NULL, updated_at = ? \
+         WHERE subscription = ? AND state = 'DEAD'";
+    if message_ids.is_empty() {
+        return execute(
+            conn,
+            REDRIVE,
+            params![now.as_millis(), now.as_millis(), subscription.as_str()],
+        );
+    }
+    let ids: Vec<String> = message_ids.iter().map(ToString::to_string).collect();
+    let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
+    execute(
+        conn,
+        &format!("{REDRIVE} AND message_id IN (SELECT value FROM json_each(?))"),
+        params![now.as_millis(), now.as_millis(), subscription.as_str(), ids],
+    )
 }

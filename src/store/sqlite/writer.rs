@@ -15,10 +15,12 @@ use crate::store::StoreError;
 /// answer its caller once the batch's commit is known.
 type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Ran> + Send>;
 
+/// Answers a caller with its operation's result, or with the batch's commit failure.
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
 struct Ran {
     failed: bool,
-    /// Answers the caller with the operation's result, or with the batch's commit failure.
-    answer: Box<dyn FnOnce(Option<&str>) + Send>,
+    answer: Answer,
 }
 
 /// Handle to the writer task; cloning shares the queue.
@@ -107,42 +109,41 @@ async fn run(
     let _ = connection.close().await;
 }
 
-type Answers = Vec<Box<dyn FnOnce(Option<&str>) + Send>>;
+type Answers = Vec<Answer>;
 
 /// Runs a batch in one transaction. On failure the transaction is rolled back and the answers
 /// of the operations that ran are returned with the error; operations that never ran are
 /// dropped, which tells their callers the store is unavailable.
+///
+/// Every statement is a round trip to sqlx's connection thread, which costs far more than the
+/// statement itself, so the bookkeeping around operations is merged: one round trip opens the
+/// transaction with the first savepoint, one between operations releases (or rolls back) the
+/// last savepoint and opens the next, and one releases the last and commits.
 async fn commit_batch(
     connection: &mut SqliteConnection,
     batch: impl Iterator<Item = Job>,
 ) -> Result<Answers, (Answers, sqlx::Error)> {
     let mut answers: Answers = Vec::new();
-    if let Err(error) = connection.execute("BEGIN IMMEDIATE").await {
+    if let Err(error) = connection.execute("BEGIN IMMEDIATE; SAVEPOINT op").await {
+        // BEGIN may have succeeded before SAVEPOINT failed; with no transaction this fails.
+        let _ = connection.execute("ROLLBACK").await;
         return Err((answers, error));
     }
-    for job in batch {
-        let step = async {
-            connection.execute("SAVEPOINT op").await?;
-            let ran = job(&mut *connection).await;
-            let end = if ran.failed {
-                "ROLLBACK TO op; RELEASE op"
-            } else {
-                "RELEASE op"
-            };
-            let released = connection.execute(end).await;
-            answers.push(ran.answer);
-            released.map(|_| ())
+    let mut jobs = batch.peekable();
+    while let Some(job) = jobs.next() {
+        let ran = job(&mut *connection).await;
+        let last = jobs.peek().is_none();
+        let end = match (ran.failed, last) {
+            (false, false) => "RELEASE op; SAVEPOINT op",
+            (true, false) => "ROLLBACK TO op; RELEASE op; SAVEPOINT op",
+            (false, true) => "RELEASE op; COMMIT",
+            (true, true) => "ROLLBACK TO op; RELEASE op; COMMIT",
         };
-        if let Err(error) = step.await {
+        answers.push(ran.answer);
+        if let Err(error) = connection.execute(end).await {
             let _ = connection.execute("ROLLBACK").await;
             return Err((answers, error));
         }
     }
-    match connection.execute("COMMIT").await {
-        Ok(_) => Ok(answers),
-        Err(error) => {
-            let _ = connection.execute("ROLLBACK").await;
-            Err((answers, error))
-        }
-    }
+    Ok(answers)
 }

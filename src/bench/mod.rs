@@ -1,0 +1,347 @@
+//! `courier bench`: how fast Courier moves durable messages.
+//!
+//! Producers Prepare then Confirm (or Publish) N messages; consumers Receive them in batches and
+//! Ack them in batches. The workload runs over real gRPC on loopback against a server the bench
+//! starts itself (a child `courier` process on a fresh temporary database, by default), or a
+//! running one (`--addr`), or straight through the [`Store`](crate::store::Store) with no gRPC
+//! (`--store-only`). A backlog run (`--backlog N`) first loads N pending messages, then measures
+//! Receive and Ack while consuming them.
+//!
+//! The report gives throughput from the first Prepare to the last Ack, latency percentiles,
+//! write transactions committed per message (group commit at work) and the server's peak RSS;
+//! its last line is one JSON object.
+
+mod database;
+mod process;
+mod report;
+mod server;
+mod stats;
+mod target;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use report::Report;
+pub use server::serve_child;
+
+use crate::config::{Config, FlagOverrides};
+use crate::store::StoreError;
+use database::BenchDatabase;
+use server::Server;
+use target::{GrpcTarget, StoreTarget};
+
+/// What the producers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Prepare, then Confirm: the two-phase flow.
+    PrepareConfirm,
+    /// Publish: Prepare and Confirm in one call.
+    Publish,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PrepareConfirm => "prepare-confirm",
+            Self::Publish => "publish",
+        }
+    }
+}
+
+/// How the bench runs the server it starts.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// The real binary as a child process (`<exe> bench-server`), so its peak RSS is its own
+    /// (VmHWM from `/proc/<pid>/status`) and it competes with the bench for the CPU like a
+    /// separate server would.
+    Child { exe: PathBuf },
+    /// `run_with` inside the bench's own process: RSS figures are then the whole process's.
+    InProcess,
+}
+
+/// Everything `courier bench` can be told.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Messages to send (ignored by a backlog run, which consumes the backlog).
+    pub messages: u64,
+    pub producers: usize,
+    pub consumers: usize,
+    pub payload_bytes: usize,
+    /// Receive's `max_messages`; each Receive's deliveries are acked in one Ack.
+    pub batch: u32,
+    pub mode: Mode,
+    /// Messages per second over all producers; unpaced when `None`.
+    pub rate: Option<f64>,
+    /// gRPC connections (HTTP/2) the clients share, round robin.
+    pub connections: usize,
+    /// `sqlite://…` or `postgres://…`; a PostgreSQL URL names the server on which a fresh
+    /// database is created (and dropped after), unless `reuse_database`.
+    pub database_url: Option<String>,
+    /// Use `database_url`'s database as it is instead of a fresh one.
+    pub reuse_database: bool,
+    /// A running server: nothing is started.
+    pub addr: Option<String>,
+    /// With `addr`, the server's process id, to read its peak RSS.
+    pub server_pid: Option<u32>,
+    /// Straight through the store, without gRPC.
+    pub store_only: bool,
+    /// Load this many pending messages first, then measure consuming them.
+    pub backlog: Option<u64>,
+    /// Configuration file for the server the bench starts (and the store in store-only runs);
+    /// `COURIER_*` variables apply too.
+    pub config_file: Option<PathBuf>,
+    pub launch: Launch,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            messages: 100_000,
+            producers: 64,
+            consumers: 4,
+            payload_bytes: 1024,
+            batch: 256,
+            mode: Mode::PrepareConfirm,
+            rate: None,
+            connections: 4,
+            database_url: None,
+            reuse_database: false,
+            addr: None,
+            server_pid: None,
+            store_only: false,
+            backlog: None,
+            config_file: None,
+            launch: Launch::InProcess,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid bench options: {0}")]
+    Options(String),
+    #[error("configuration")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+    #[error("database administration failed")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot connect to the server")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("{call} failed: {status}")]
+    Rpc {
+        call: &'static str,
+        status: Box<tonic::Status>,
+    },
+    #[error("the bench server: {0}")]
+    Server(String),
+    #[error("i/o")]
+    Io(#[from] std::io::Error),
+    #[error("the server failed")]
+    Run(#[from] crate::RunError),
+}
+
+impl BenchError {
+    fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> Self {
+        move |status| Self::Rpc {
+            call,
+            status: Box::new(status),
+        }
+    }
+}
+
+/// Logs to stderr (stdout carries the report, and the child server's protocol), warnings and
+/// errors only unless `RUST_LOG` says otherwise.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _already_installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the benchmark `options` describe and returns its report. Progress goes to stderr.
+pub async fn run(options: BenchOptions) -> Result<Report, BenchError> {
+    validate(&options)?;
+    let database = BenchDatabase::prepare(&options).await?;
+    let result = run_on(&options, &database).await;
+    database.cleanup().await;
+    result
+}
+
+fn validate(options: &BenchOptions) -> Result<(), BenchError> {
+    let fail = |problem: &str| Err(BenchError::Options(problem.to_owned()));
+    if options.producers == 0 || options.consumers == 0 || options.connections == 0 {
+        return fail("--producers, --consumers and --connections must be at least 1");
+    }
+    if !(1..=1000).contains(&options.batch) {
+        return fail("--batch must be between 1 and 1000 (Receive's max_messages)");
+    }
+    if options.backlog.is_none() && options.messages == 0 {
+        return fail("--messages must be at least 1");
+    }
+    if options.backlog == Some(0) {
+        return fail("--backlog must be at least 1");
+    }
+    if options.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
+        return fail("--rate must be a positive number of messages per second");
+    }
+    if options.addr.is_some() && options.store_only {
+        return fail("--store-only opens the store itself; it does not take --addr");
+    }
+    if options.store_only && options.backlog.is_some() {
+        return fail("--backlog measures Receive over gRPC; it does not take --store-only");
+    }
+    if options.server_pid.is_some() && options.addr.is_none() {
+        return fail("--server-pid names the process of the server at --addr");
+    }
+    Ok(())
+}
+
+/// The server's configuration: the usual layers, on the bench's database and a free port.
+fn server_config(options: &BenchOptions, database_url: &str) -> Result<Config, BenchError> {
+    let flags = FlagOverrides {
+        listen: Some("127.0.0.1:0".into()),
+        database_url: Some(database_url.to_owned()),
+    };
+    Ok(Config::load(options.config_file.as_deref(), flags)?)
+}
+
+async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Report, BenchError> {
+    if options.store_only {
+        return run_store_only(options, database).await;
+    }
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let topic = format!("bench-{}", &run_id[run_id.len() - 12..]);
+    let mut report = Report::new(options, database.backend());
+
+    if let Some(backlog) = options.backlog {
+        // Loading goes through the store in the bench's own process, before the server starts,
+        // so the server's RSS covers consuming only. (A running server is loaded over gRPC.)
+        let loaded_in_store = options.addr.is_none();
+        if loaded_in_store {
+            let config = server_config(options, database.url())?;
+            let wakeups = crate::store::Wakeups::default();
+            let store = crate::store::open(&config, wakeups.clone()).await?;
+            let target = StoreTarget::new(store, wakeups, &config, &topic).await?;
+            let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
+            report.note(format!(
+                "backlog: {backlog} messages loaded through the store in {seconds:.1} s"
+            ));
+        }
+        let mut server = Server::start(options, database.url()).await?;
+        let target = GrpcTarget::connect(server.addr(), options.connections, &topic).await?;
+        if !loaded_in_store {
+            target.create_subscription().await?;
+            let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
+            report.note(format!(
+                "backlog: {backlog} messages loaded over gRPC Publish in {seconds:.1} s"
+            ));
+        }
+        let commits_before = commits(&mut server, database).await?;
+        let watch = server.watch();
+        let outcome = workload::consume_backlog(&target, options, backlog).await?;
+        report.set_outcome(outcome);
+        report.set_sampled(watch.stop().await);
+        finish(&mut report, server, database, commits_before, backlog).await?;
+        return Ok(report);
+    }
+
+    let mut server = Server::start(options, database.url()).await?;
+    let target = GrpcTarget::connect(server.addr(), options.connections, &topic).await?;
+    target.create_subscription().await?;
+    let commits_before = commits(&mut server, database).await?;
+    let watch = server.watch();
+    let outcome = workload::flow(&target, options, &run_id).await?;
+    report.set_outcome(outcome);
+    report.set_sampled(watch.stop().await);
+    finish(&mut report, server, database, commits_before, options.messages).await?;
+    Ok(report)
+}
+
+/// The write-transaction counter: the SQLite writer's own, or PostgreSQL's statistics.
+async fn commits(server: &mut Server, database: &BenchDatabase) -> Result<Option<u64>, BenchError> {
+    if let Some(count) = database.xact_commit().await? {
+        return Ok(Some(count));
+    }
+    server.commit_count().await
+}
+
+/// Reads the counters and the peak RSS, then stops the server.
+async fn finish(
+    report: &mut Report,
+    mut server: Server,
+    database: &BenchDatabase,
+    commits_before: Option<u64>,
+    messages: u64,
+) -> Result<(), BenchError> {
+    report.set_server(server.describe(), server.peak_rss());
+    let after = if database.is_postgres() {
+        // PostgreSQL publishes a backend's counters when it goes idle (at most once a second)
+        // and when it exits: stop the server and wait for its connections to end.
+        server.stop().await?;
+        database.settle_stats().await?;
+        database.xact_commit().await?
+    } else {
+        let after = server.commit_count().await?;
+        server.stop().await?;
+        after
+    };
+    if let (Some(before), Some(after)) = (commits_before, after) {
+        report.set_commits(after.saturating_sub(before), messages, database.commit_source());
+    }
+    Ok(())
+}
+
+async fn run_store_only(
+    options: &BenchOptions,
+    database: &BenchDatabase,
+) -> Result<Report, BenchError> {
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let topic = format!("bench-{}", &run_id[run_id.len() - 12..]);
+    let mut report = Report::new(options, database.backend());
+    let config = server_config(options, database.url())?;
+    let wakeups = crate::store::Wakeups::default();
+    let store = crate::store::open(&config, wakeups.clone()).await?;
+    let target = StoreTarget::new(store.clone(), wakeups, &config, &topic).await?;
+    let before = match database.xact_commit().await? {
+        Some(count) => Some(count),
+        None => store.commit_count(),
+    };
+    let started = Instant::now();
+    let cpu_before = process::cpu_seconds(process::SELF);
+    let outcome = workload::flow(&target, options, &run_id).await?;
+    report.set_outcome(outcome);
+    report.set_sampled(server::Sampled {
+        max_rss: None,
+        server_cpu: None,
+        bench_cpu: process::cpu_seconds(process::SELF)
+            .zip(cpu_before)
+            .map(|(after, before)| after - before),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    report.set_server(
+        "none: the store runs in the bench process (no gRPC, no scheduler loops)".into(),
+        process::peak_rss(process::SELF),
+    );
+    drop(target);
+    let after = if database.is_postgres() {
+        drop(store);
+        // Give the pool a moment to close its connections so their counters are published.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        database.settle_stats().await?;
+        database.xact_commit().await?
+    } else {
+        store.commit_count()
+    };
+    if let (Some(before), Some(after)) = (before, after) {
+        report.set_commits(
+            after.saturating_sub(before),
+            options.messages,
+            database.commit_source(),
+        );
+    }
+    Ok(report)
+}

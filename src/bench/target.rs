@@ -1,0 +1,375 @@
+//! What the workload talks to: a server over gRPC, or the store directly. Each producer and
+//! consumer task gets its own handle.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use super::BenchError;
+use crate::api::convert::{self, MessageFields};
+use crate::config::Config;
+use crate::domain::{Decision, MessageId, MessageRef, Receipt, Subscription, Timestamp};
+use crate::proto;
+use crate::proto::admin_client::AdminClient;
+use crate::proto::consumer_client::ConsumerClient;
+use crate::proto::producer_client::ProducerClient;
+use crate::store::{AckStatus, Store, Wakeups};
+
+/// The producer name every bench message carries.
+pub const PRODUCER: &str = "bench";
+
+/// One delivery as the workload sees it.
+pub struct Received {
+    pub receipt: String,
+    pub key: String,
+}
+
+#[async_trait]
+pub trait Producer: Send {
+    /// Returns the message id.
+    async fn prepare(&mut self, key: String, payload: Vec<u8>) -> Result<String, BenchError>;
+    async fn confirm(&mut self, message_id: String) -> Result<(), BenchError>;
+    async fn publish(&mut self, key: String, payload: Vec<u8>) -> Result<(), BenchError>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// Leases up to `max` deliveries, waiting up to `wait` for the first.
+    async fn receive(&mut self, max: u32, wait: Duration) -> Result<Vec<Received>, BenchError>;
+    /// Acks the receipts; returns how many did not answer OK.
+    async fn ack(&mut self, receipts: Vec<String>) -> Result<u64, BenchError>;
+}
+
+pub trait Target: Send + Sync {
+    fn producer(&self, index: usize) -> Box<dyn Producer>;
+    fn consumer(&self, index: usize) -> Box<dyn Consumer>;
+    /// How the report names the path: `grpc` or `store`.
+    fn path(&self) -> &'static str;
+}
+
+// --- gRPC ---
+
+pub struct GrpcTarget {
+    channels: Vec<Channel>,
+    topic: String,
+}
+
+impl GrpcTarget {
+    /// Opens `connections` HTTP/2 connections to `addr` (`http://host:port`).
+    pub async fn connect(
+        addr: String,
+        connections: usize,
+        topic: &str,
+    ) -> Result<Self, BenchError> {
+        let endpoint = Endpoint::from_shared(addr)?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10));
+        let mut channels = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            channels.push(endpoint.connect().await?);
+        }
+        Ok(Self {
+            channels,
+            topic: topic.to_owned(),
+        })
+    }
+
+    fn channel(&self, index: usize) -> Channel {
+        self.channels[index % self.channels.len()].clone()
+    }
+
+    /// The bench's subscription: named like its topic, server defaults otherwise.
+    pub async fn create_subscription(&self) -> Result<(), BenchError> {
+        AdminClient::new(self.channel(0))
+            .create_subscription(proto::CreateSubscriptionRequest {
+                subscription: Some(proto::Subscription {
+                    name: self.topic.clone(),
+                    topic: self.topic.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(BenchError::rpc("CreateSubscription"))?;
+        Ok(())
+    }
+}
+
+impl Target for GrpcTarget {
+    fn producer(&self, index: usize) -> Box<dyn Producer> {
+        Box::new(GrpcProducer {
+            client: ProducerClient::new(self.channel(index)),
+            topic: self.topic.clone(),
+        })
+    }
+
+    fn consumer(&self, index: usize) -> Box<dyn Consumer> {
+        // Consumers take the connections from the other end, so a few consumers and many
+        // producers spread over every connection.
+        let last = self.channels.len() - 1 - index % self.channels.len();
+        Box::new(GrpcConsumer {
+            client: ConsumerClient::new(self.channel(last)),
+            subscription: self.topic.clone(),
+        })
+    }
+
+    fn path(&self) -> &'static str {
+        "grpc"
+    }
+}
+
+struct GrpcProducer {
+    client: ProducerClient<Channel>,
+    topic: String,
+}
+
+#[async_trait]
+impl Producer for GrpcProducer {
+    async fn prepare(&mut self, key: String, payload: Vec<u8>) -> Result<String, BenchError> {
+        let response = self
+            .client
+            .prepare(proto::PrepareRequest {
+                producer: PRODUCER.into(),
+                topic: self.topic.clone(),
+                key,
+                payload,
+                ..Default::default()
+            })
+            .await
+            .map_err(BenchError::rpc("Prepare"))?;
+        Ok(response.into_inner().message_id)
+    }
+
+    async fn confirm(&mut self, message_id: String) -> Result<(), BenchError> {
+        self.client
+            .confirm(proto::ConfirmRequest {
+                message: Some(proto::MessageRef {
+                    r#ref: Some(proto::message_ref::Ref::MessageId(message_id)),
+                }),
+            })
+            .await
+            .map_err(BenchError::rpc("Confirm"))?;
+        Ok(())
+    }
+
+    async fn publish(&mut self, key: String, payload: Vec<u8>) -> Result<(), BenchError> {
+        self.client
+            .publish(proto::PublishRequest {
+                producer: PRODUCER.into(),
+                topic: self.topic.clone(),
+                key,
+                payload,
+                ..Default::default()
+            })
+            .await
+            .map_err(BenchError::rpc("Publish"))?;
+        Ok(())
+    }
+}
+
+struct GrpcConsumer {
+    client: ConsumerClient<Channel>,
+    subscription: String,
+}
+
+#[async_trait]
+impl Consumer for GrpcConsumer {
+    async fn receive(&mut self, max: u32, wait: Duration) -> Result<Vec<Received>, BenchError> {
+        let wait = prost_types::Duration::try_from(wait).unwrap_or_default();
+        let response = self
+            .client
+            .receive(proto::ReceiveRequest {
+                subscription: self.subscription.clone(),
+                max_messages: max,
+                wait: Some(wait),
+            })
+            .await
+            .map_err(BenchError::rpc("Receive"))?;
+        Ok(response
+            .into_inner()
+            .deliveries
+            .into_iter()
+            .map(|delivery| Received {
+                receipt: delivery.receipt,
+                key: delivery.key,
+            })
+            .collect())
+    }
+
+    async fn ack(&mut self, receipts: Vec<String>) -> Result<u64, BenchError> {
+        let response = self
+            .client
+            .ack(proto::AckRequest {
+                subscription: self.subscription.clone(),
+                receipts,
+            })
+            .await
+            .map_err(BenchError::rpc("Ack"))?;
+        let ok = proto::AckStatus::Ok as i32;
+        Ok(response
+            .into_inner()
+            .results
+            .iter()
+            .filter(|result| result.status != ok)
+            .count() as u64)
+    }
+}
+
+// --- the store, without gRPC ---
+
+pub struct StoreTarget {
+    store: Arc<dyn Store>,
+    wakeups: Wakeups,
+    config: Arc<Config>,
+    subscription: Subscription,
+}
+
+impl StoreTarget {
+    /// Creates the bench's subscription in `store` (opened with `wakeups`).
+    pub async fn new(
+        store: Arc<dyn Store>,
+        wakeups: Wakeups,
+        config: &Config,
+        topic: &str,
+    ) -> Result<Self, BenchError> {
+        let requested = proto::Subscription {
+            name: topic.to_owned(),
+            topic: topic.to_owned(),
+            ..Default::default()
+        };
+        let subscription = convert::create_subscription(Some(requested), &config.subscriptions)
+            .map_err(|error| BenchError::Server(format!("subscription: {error:?}")))?;
+        let (subscription, _) = store.create_subscription(subscription).await?;
+        Ok(Self {
+            store,
+            wakeups,
+            config: Arc::new(config.clone()),
+            subscription,
+        })
+    }
+}
+
+impl Target for StoreTarget {
+    fn producer(&self, _index: usize) -> Box<dyn Producer> {
+        Box::new(StoreProducer {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            topic: self.subscription.topic.to_string(),
+        })
+    }
+
+    fn consumer(&self, _index: usize) -> Box<dyn Consumer> {
+        Box::new(StoreConsumer {
+            store: self.store.clone(),
+            wakeups: self.wakeups.clone(),
+            subscription: self.subscription.clone(),
+        })
+    }
+
+    fn path(&self) -> &'static str {
+        "store"
+    }
+}
+
+struct StoreProducer {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    topic: String,
+}
+
+impl StoreProducer {
+    /// Validated exactly as the Producer service does it.
+    async fn insert(
+        &self,
+        key: String,
+        payload: Vec<u8>,
+        publish: bool,
+    ) -> Result<MessageId, BenchError> {
+        let fields = MessageFields {
+            producer: PRODUCER.into(),
+            topic: self.topic.clone(),
+            key,
+            payload,
+            headers: Default::default(),
+            check_after: None,
+            deliver_after: None,
+        };
+        let message = convert::new_message(fields, publish, &self.config)
+            .map_err(|error| BenchError::Server(format!("message: {error:?}")))?;
+        Ok(self.store.insert_message(message).await?.message_id)
+    }
+}
+
+#[async_trait]
+impl Producer for StoreProducer {
+    async fn prepare(&mut self, key: String, payload: Vec<u8>) -> Result<String, BenchError> {
+        Ok(self.insert(key, payload, false).await?.to_string())
+    }
+
+    async fn confirm(&mut self, message_id: String) -> Result<(), BenchError> {
+        let id = MessageId::parse(&message_id)
+            .map_err(|_| BenchError::Server(format!("bad message id {message_id}")))?;
+        self.store
+            .decide(&MessageRef::Id(id), Decision::Commit, Timestamp::now())
+            .await?;
+        Ok(())
+    }
+
+    async fn publish(&mut self, key: String, payload: Vec<u8>) -> Result<(), BenchError> {
+        self.insert(key, payload, true).await.map(|_| ())
+    }
+}
+
+struct StoreConsumer {
+    store: Arc<dyn Store>,
+    wakeups: Wakeups,
+    subscription: Subscription,
+}
+
+#[async_trait]
+impl Consumer for StoreConsumer {
+    /// The long poll of the Consumer service, without gRPC: lease, or wait for a wake-up.
+    async fn receive(&mut self, max: u32, wait: Duration) -> Result<Vec<Received>, BenchError> {
+        let deadline = Instant::now() + wait;
+        let signal = self.wakeups.subscription(self.subscription.name.as_str());
+        loop {
+            let mut notified = pin!(signal.notified());
+            notified.as_mut().enable();
+            let leased = self
+                .store
+                .lease(&self.subscription, max, Timestamp::now())
+                .await?;
+            if !leased.is_empty() || Instant::now() >= deadline {
+                return Ok(leased
+                    .into_iter()
+                    .map(|delivery| Received {
+                        receipt: delivery.receipt.to_string(),
+                        key: delivery.key.as_str().to_owned(),
+                    })
+                    .collect());
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = notified => {}
+            }
+        }
+    }
+
+    async fn ack(&mut self, receipts: Vec<String>) -> Result<u64, BenchError> {
+        let receipts = receipts
+            .iter()
+            .map(|receipt| {
+                Receipt::parse(receipt)
+                    .ok_or_else(|| BenchError::Server(format!("bad receipt {receipt}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let statuses = self.store.ack(&receipts, Timestamp::now()).await?;
+        Ok(statuses
+            .iter()
+            .filter(|status| **status != AckStatus::Ok)
+            .count() as u64)
+    }
+}

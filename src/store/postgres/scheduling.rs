@@ -1,0 +1,231 @@
+//! The scheduler's queries on PostgreSQL: claiming and recording check-backs, recording failed
+//! pushes, and deleting final messages. Several replicas run these loops at once: claims and
+//! sweeps skip rows another transaction holds (`FOR UPDATE SKIP LOCKED`), and single-row
+//! compare-and-sets lock their row, so no two replicas check, record or delete the same thing.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+
+use super::ops::{self, Wake};
+use super::rows::{self, Columns};
+use crate::domain::{
+    DeliveryState, MessageId, MessageKey, MessageRef, MessageState, Name, Receipt, RedeliveryPlan,
+    Subscription, Timestamp, plan_redelivery, random_jitter,
+};
+use crate::store::{CheckRecorded, CheckVerdict, CheckerRegistration, DueCheck, StoreError};
+
+/// Claims due checks: the same statement that picks them moves their `next_check_at` to
+/// `now + hold`, skipping messages another replica is claiming or deciding right now.
+pub async fn claim_due_checks(
+    conn: &mut PgConnection,
+    now: Timestamp,
+    limit: u32,
+    hold: Duration,
+) -> Result<Vec<DueCheck>, StoreError> {
+    let claimed = sqlx::query(
+        "WITH due AS MATERIALIZED ( \
+           SELECT id, next_check_at FROM messages \
+           WHERE state = 'PREPARED' AND next_check_at <= $1 \
+           ORDER BY next_check_at, id LIMIT $2 \
+           FOR NO KEY UPDATE SKIP LOCKED), \
+         claimed AS ( \
+           UPDATE messages m SET next_check_at = $3 FROM due \
+           WHERE m.id = due.id AND m.state = 'PREPARED' \
+           RETURNING m.id, m.producer, m.topic, m.key, m.headers, m.created_at, \
+             m.check_attempts, due.next_check_at AS due_at) \
+         SELECT claimed.*, c.endpoint, c.timeout_ms FROM claimed \
+         LEFT JOIN checkers c ON c.producer = claimed.producer \
+         ORDER BY claimed.due_at, claimed.id",
+    )
+    .bind(now.as_millis())
+    .bind(i64::from(limit))
+    .bind(now.plus(hold).as_millis())
+    .fetch_all(&mut *conn)
+    .await?;
+    claimed
+        .iter()
+        .map(|row| {
+            let producer = Name::from_trusted(row.text("producer")?);
+            let endpoint = row.opt_text("endpoint")?;
+            let timeout_ms = row.opt_int("timeout_ms")?;
+            let checker = endpoint.map(|endpoint| CheckerRegistration {
+                producer: producer.clone(),
+                endpoint,
+                timeout: Duration::from_millis(
+                    timeout_ms.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
+                ),
+            });
+            Ok(DueCheck {
+                message_id: row.id("id")?,
+                producer,
+                topic: Name::from_trusted(row.text("topic")?),
+                key: MessageKey::from_trusted(row.text("key")?),
+                headers: rows::headers_from_json(&row.text("headers")?)?,
+                prepared_at: Timestamp::from_millis(row.int("created_at")?),
+                attempt: u32::try_from(row.int("check_attempts")? + 1)
+                    .map_err(StoreError::internal)?,
+                checker,
+            })
+        })
+        .collect()
+}
+
+/// Records check number `attempt` as a compare-and-set on `state = PREPARED AND
+/// check_attempts = attempt - 1`, under the message's row lock: a racing Confirm, Cancel,
+/// Resolve or another replica's record of the same attempt either happened before (and this
+/// answers Stale) or waits for this one.
+pub async fn record_check(
+    conn: &mut PgConnection,
+    message_id: MessageId,
+    attempt: u32,
+    verdict: &CheckVerdict,
+    now: Timestamp,
+) -> Result<(CheckRecorded, Wake), StoreError> {
+    let row =
+        sqlx::query("SELECT state, check_attempts FROM messages WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(message_id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(MessageRef::Id(message_id).to_string()))?;
+    let state = rows::message_state(&row.text("state")?)?;
+    let previous = i64::from(attempt) - 1;
+    if state != MessageState::Prepared || row.int("check_attempts")? != previous {
+        return Ok((CheckRecorded::Stale(state), Vec::new()));
+    }
+    const GUARD: &str = "WHERE id = $1 AND state = 'PREPARED' AND check_attempts = $2";
+    match verdict {
+        CheckVerdict::Decided(decision) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE messages SET check_attempts = $3, last_check_error = NULL {GUARD}"
+            )))
+            .bind(message_id.as_uuid())
+            .bind(previous)
+            .bind(i64::from(attempt))
+            .execute(&mut *conn)
+            .await?;
+            // Exactly what the producer's Confirm or Cancel does, routing included.
+            let (state, wake) =
+                ops::decide(conn, &MessageRef::Id(message_id), *decision, now).await?;
+            Ok((CheckRecorded::Applied(state), wake))
+        }
+        CheckVerdict::RetryAt { at, error } => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE messages SET check_attempts = $3, next_check_at = $4, \
+                 last_check_error = $5, updated_at = $6 {GUARD}"
+            )))
+            .bind(message_id.as_uuid())
+            .bind(previous)
+            .bind(i64::from(attempt))
+            .bind(at.as_millis())
+            .bind(error)
+            .bind(now.as_millis())
+            .execute(&mut *conn)
+            .await?;
+            Ok((CheckRecorded::Applied(MessageState::Prepared), Vec::new()))
+        }
+        CheckVerdict::GiveUp { error } => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE messages SET state = 'UNRESOLVED', check_attempts = $3, \
+                 next_check_at = NULL, last_check_error = $4, updated_at = $5 {GUARD}"
+            )))
+            .bind(message_id.as_uuid())
+            .bind(previous)
+            .bind(i64::from(attempt))
+            .bind(error)
+            .bind(now.as_millis())
+            .execute(&mut *conn)
+            .await?;
+            Ok((CheckRecorded::Applied(MessageState::Unresolved), Vec::new()))
+        }
+    }
+}
+
+pub async fn next_check_due(conn: &mut PgConnection) -> Result<Option<Timestamp>, StoreError> {
+    let due: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(next_check_at) FROM messages WHERE state = 'PREPARED'")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(due.map(Timestamp::from_millis))
+}
+
+/// Ends a lease after a failed push, as a compare-and-set on the lease's state and generation
+/// under the delivery's row lock.
+pub async fn fail_delivery(
+    conn: &mut PgConnection,
+    subscription: &Subscription,
+    receipt: &Receipt,
+    error: &str,
+    now: Timestamp,
+) -> Result<(Option<RedeliveryPlan>, Wake), StoreError> {
+    let row = sqlx::query(
+        "SELECT state, generation, attempts FROM deliveries \
+         WHERE subscription = $1 AND message_id = $2 FOR UPDATE",
+    )
+    .bind(receipt.subscription.as_str())
+    .bind(receipt.message_id.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok((None, Vec::new())); // deleted with its subscription meanwhile
+    };
+    let (state, generation, attempts) = rows::lease_state(&row)?;
+    if state != DeliveryState::Leased || generation != receipt.generation {
+        return Ok((None, Vec::new()));
+    }
+    let plan = plan_redelivery(
+        &subscription.retry_policy,
+        attempts,
+        now,
+        None,
+        random_jitter(),
+    );
+    let (state, next_attempt_at) = match plan {
+        RedeliveryPlan::RetryAt(at) => (DeliveryState::Pending, Some(at.as_millis())),
+        RedeliveryPlan::Dead => (DeliveryState::Dead, None),
+    };
+    sqlx::query(
+        "UPDATE deliveries SET state = $1, next_attempt_at = $2, lease_expires_at = NULL, \
+         last_error = $3, updated_at = $4 \
+         WHERE subscription = $5 AND message_id = $6 AND generation = $7 AND state = 'LEASED'",
+    )
+    .bind(state.as_str())
+    .bind(next_attempt_at)
+    .bind(error)
+    .bind(now.as_millis())
+    .bind(receipt.subscription.as_str())
+    .bind(receipt.message_id.as_uuid())
+    .bind(i64::from(receipt.generation))
+    .execute(&mut *conn)
+    .await?;
+    Ok((Some(plan), vec![receipt.subscription.to_string()]))
+}
+
+/// Deletes up to `limit` messages final since `cutoff`, oldest first; their deliveries go
+/// with them (foreign key). Messages another replica is deleting right now are skipped.
+pub async fn delete_final_messages(
+    conn: &mut PgConnection,
+    cutoff: Timestamp,
+    limit: u32,
+) -> Result<u64, StoreError> {
+    let deleted = sqlx::query(
+        "WITH doomed AS MATERIALIZED ( \
+           SELECT id FROM messages WHERE final_at IS NOT NULL AND final_at <= $1 \
+           ORDER BY final_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         DELETE FROM messages m USING doomed \
+         WHERE m.id = doomed.id AND m.final_at IS NOT NULL AND m.final_at <= $1",
+    )
+    .bind(cutoff.as_millis())
+    .bind(i64::from(limit))
+    .execute(&mut *conn)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
+pub async fn oldest_final_at(conn: &mut PgConnection) -> Result<Option<Timestamp>, StoreError> {
+    let oldest: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(final_at) FROM messages WHERE final_at IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(oldest.map(Timestamp::from_millis))
+}
