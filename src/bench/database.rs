@@ -124,7 +124,9 @@ impl BenchDatabase {
                 .fetch_optional(&mut admin)
                 .await?;
         let _ = admin.close().await;
-        Ok(Some(count.map_or(0, |count| u64::try_from(count).unwrap_or(0))))
+        Ok(Some(
+            count.map_or(0, |count| u64::try_from(count).unwrap_or(0)),
+        ))
     }
 
     /// Waits until no other connection uses the bench database, so every backend that served

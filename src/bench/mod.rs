@@ -185,7 +185,10 @@ fn validate(options: &BenchOptions) -> Result<(), BenchError> {
     if options.backlog == Some(0) {
         return fail("--backlog must be at least 1");
     }
-    if options.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
+    if options
+        .rate
+        .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+    {
         return fail("--rate must be a positive number of messages per second");
     }
     if options.addr.is_some() && options.store_only {
@@ -202,11 +205,24 @@ fn validate(options: &BenchOptions) -> Result<(), BenchError> {
 
 /// The server's configuration: the usual layers, on the bench's database and a free port.
 fn server_config(options: &BenchOptions, database_url: &str) -> Result<Config, BenchError> {
+    bench_config(options.config_file.as_deref(), database_url)
+}
+
+/// The usual configuration layers, then the bench's own: its database, and free loopback ports
+/// for gRPC and (unless disabled) metrics, so a bench never collides with a running server.
+pub(crate) fn bench_config(
+    config_file: Option<&std::path::Path>,
+    database_url: &str,
+) -> Result<Config, BenchError> {
     let flags = FlagOverrides {
         listen: Some("127.0.0.1:0".into()),
         database_url: Some(database_url.to_owned()),
     };
-    Ok(Config::load(options.config_file.as_deref(), flags)?)
+    let mut config = Config::load(config_file, flags)?;
+    if !config.metrics_listen.trim().is_empty() {
+        config.metrics_listen = "127.0.0.1:0".into();
+    }
+    Ok(config)
 }
 
 async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Report, BenchError> {
@@ -257,7 +273,14 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
     let outcome = workload::flow(&target, options, &run_id).await?;
     report.set_outcome(outcome);
     report.set_sampled(watch.stop().await);
-    finish(&mut report, server, database, commits_before, options.messages).await?;
+    finish(
+        &mut report,
+        server,
+        database,
+        commits_before,
+        options.messages,
+    )
+    .await?;
     Ok(report)
 }
 
@@ -290,7 +313,11 @@ async fn finish(
         after
     };
     if let (Some(before), Some(after)) = (commits_before, after) {
-        report.set_commits(after.saturating_sub(before), messages, database.commit_source());
+        report.set_commits(
+            after.saturating_sub(before),
+            messages,
+            database.commit_source(),
+        );
     }
     Ok(())
 }
@@ -344,4 +371,84 @@ async fn run_store_only(
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(options: BenchOptions) -> BenchOptions {
+        BenchOptions {
+            messages: 60,
+            producers: 4,
+            consumers: 2,
+            payload_bytes: 64,
+            batch: 16,
+            connections: 2,
+            launch: Launch::InProcess,
+            ..options
+        }
+    }
+
+    /// What a user reads off the last line: every message delivered once, group commit counted.
+    fn assert_complete(report: &Report, messages: u64) {
+        let json = report.json();
+        assert_eq!(json["messages"], messages, "{json}");
+        assert_eq!(json["backend"], "sqlite");
+        assert_eq!(json["duplicates"], 0);
+        assert_eq!(json["ack_failures"], 0);
+        let commits = json["commits"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the writer counts commits: {json}"));
+        assert!(commits >= 1 && commits <= 2 * messages + 10, "{json}");
+        assert!(report.render().ends_with(&format!("{json}\n")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tiny_run_delivers_every_message_over_grpc() {
+        let report = run(tiny(BenchOptions::default()))
+            .await
+            .expect("bench runs");
+        assert_complete(&report, 60);
+        assert!(report.json()["latency_ms"]["confirm_to_delivery"]["count"] == 60);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publish_store_only_and_backlog_runs_complete() {
+        let publish = tiny(BenchOptions {
+            mode: Mode::Publish,
+            ..BenchOptions::default()
+        });
+        assert_complete(&run(publish).await.expect("publish"), 60);
+        let store_only = tiny(BenchOptions {
+            store_only: true,
+            ..BenchOptions::default()
+        });
+        assert_complete(&run(store_only).await.expect("store only"), 60);
+        let backlog = tiny(BenchOptions {
+            backlog: Some(100),
+            ..BenchOptions::default()
+        });
+        let report = run(backlog).await.expect("backlog");
+        assert_complete(&report, 100);
+        assert_eq!(report.json()["mode"], "backlog");
+    }
+
+    #[test]
+    fn contradictory_options_are_refused() {
+        let store_only_with_addr = BenchOptions {
+            store_only: true,
+            addr: Some("127.0.0.1:1".into()),
+            ..BenchOptions::default()
+        };
+        assert!(matches!(
+            validate(&store_only_with_addr),
+            Err(BenchError::Options(_))
+        ));
+        let no_rate = BenchOptions {
+            rate: Some(0.0),
+            ..BenchOptions::default()
+        };
+        assert!(matches!(validate(&no_rate), Err(BenchError::Options(_))));
+    }
 }

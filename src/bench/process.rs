@@ -55,8 +55,8 @@ mod tests {
         if !std::path::Path::new("/proc/self/status").exists() {
             return; // not Linux
         }
-        let peak = peak_rss(SELF).expect("VmHWM");
         let now = rss(SELF).expect("VmRSS");
+        let peak = peak_rss(SELF).expect("VmHWM");
         assert!(peak >= now && now > 0);
         assert!(cpu_seconds(SELF).expect("utime and stime") >= 0.0);
     }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process;
 use super::{BenchError, BenchOptions, Launch};
-use crate::config::{Config, FlagOverrides};
+use crate::config::Config;
 use crate::store::Store;
 use crate::{RunError, RunOptions};
 
@@ -30,6 +30,8 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// How often the RSS watcher samples the server.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
+// One value per run: the size of the child's variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Server {
     Child {
         child: Child,
@@ -264,12 +266,7 @@ async fn spawn_server(config: Config) -> Result<Spawned, BenchError> {
         scheduler_loops: true,
         scheduler: Some(scheduler_sender),
     };
-    let served = tokio::spawn(crate::run_with(
-        config,
-        listener,
-        shutdown.clone(),
-        options,
-    ));
+    let served = tokio::spawn(crate::run_with(config, listener, shutdown.clone(), options));
     match scheduler.await {
         Ok(scheduler) => Ok((addr, scheduler.store().clone(), shutdown, served)),
         // The sender was dropped: the server stopped before its store opened.
@@ -287,11 +284,7 @@ pub async fn serve_child(
     database_url: String,
 ) -> Result<(), BenchError> {
     super::init_tracing();
-    let flags = FlagOverrides {
-        listen: Some("127.0.0.1:0".into()),
-        database_url: Some(database_url),
-    };
-    let config = Config::load(config_file.as_deref(), flags)?;
+    let config = super::bench_config(config_file.as_deref(), &database_url)?;
     let (addr, store, shutdown, served) = spawn_server(config).await?;
     let mut stdout = tokio::io::stdout();
     stdout

@@ -283,7 +283,9 @@ async fn consume(
         }
         if timed_receive {
             times.receive.record(now - started);
-            progress.first_send.fetch_min(progress.nanos(started), Relaxed);
+            progress
+                .first_send
+                .fetch_min(progress.nanos(started), Relaxed);
         }
         let mut fresh = 0;
         let mut receipts = Vec::with_capacity(received.len());
@@ -297,7 +299,9 @@ async fn consume(
                     let sent = progress.sent_at[slot].load(Relaxed);
                     if !timed_receive && sent > 0 {
                         let sent = Duration::from_nanos(sent - 1);
-                        times.delivery.record(now.duration_since(progress.start) - sent);
+                        times
+                            .delivery
+                            .record(now.duration_since(progress.start) - sent);
                     }
                 }
             }
@@ -309,7 +313,9 @@ async fn consume(
         times.ack.record(acked_at - acking);
         let acked = progress.acked.fetch_add(fresh, Relaxed) + fresh;
         if acked >= progress.total {
-            progress.last_ack.fetch_max(progress.nanos(acked_at), Relaxed);
+            progress
+                .last_ack
+                .fetch_max(progress.nanos(acked_at), Relaxed);
             progress.done.cancel();
             return Ok(times);
         }

@@ -207,6 +207,8 @@ impl Dispatcher {
         loop {
             let mut woken = pin!(self.wakeups.scheduler().notified());
             woken.as_mut().enable();
+            let mut deliveries_due = pin!(self.wakeups.push().notified());
+            deliveries_due.as_mut().enable();
             let mut slot_freed = pin!(self.finished.notified());
             slot_freed.as_mut().enable();
 
@@ -243,6 +245,7 @@ impl Dispatcher {
             let woken = async {
                 tokio::select! {
                     () = woken => {}
+                    () = deliveries_due => {}
                     () = slot_freed => {}
                 }
             };

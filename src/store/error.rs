@@ -49,6 +49,25 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    /// The SQLite writer's errors: busy or locked (another process holds the database) means
+    /// retry later; the rest are bugs.
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Self::Unavailable(sqlx::Error::Io(std::io::Error::other(error)))
+            }
+            _ => Self::Internal(Box::new(error)),
+        }
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for StoreError {
+    fn from(error: rusqlite::types::FromSqlError) -> Self {
+        Self::Internal(Box::new(error))
+    }
+}
+
 /// SQLSTATE classes of PostgreSQL (08 connection, 57P0x shutdown, 53 resources, 57014 a
 /// statement cancelled by statement_timeout, 55P03 lock timeout, 40001/40P01 a transaction
 /// aborted by a serialization conflict or deadlock) and SQLite's busy/locked codes:

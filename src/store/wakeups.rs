@@ -21,6 +21,7 @@ struct Inner {
     scheduler: Notify,
     checks: DueSignal,
     leases: DueSignal,
+    push: Notify,
 }
 
 impl Wakeups {
@@ -65,6 +66,7 @@ impl Wakeups {
             notify.notify_waiters();
         }
         self.notify_scheduler();
+        self.notify_push();
         self.inner.checks.wake();
         self.inner.leases.wake();
     }
@@ -78,6 +80,18 @@ impl Wakeups {
     /// Wakes every scheduler loop that is waiting.
     pub fn notify_scheduler(&self) {
         self.inner.scheduler.notify_waiters();
+    }
+
+    /// The push loop's own signal: deliveries became due (a confirm, a nack, an expired lease,
+    /// a redrive). Unlike [`Wakeups::notify_scheduler`] it leaves the other loops asleep, so a
+    /// stream of confirms costs the lease-expiry loop nothing. Enable before looking for work.
+    pub fn push(&self) -> &Notify {
+        &self.inner.push
+    }
+
+    /// Wakes the push loop (see [`Wakeups::push`]).
+    pub fn notify_push(&self) {
+        self.inner.push.notify_waiters();
     }
 
     /// The lease-expiry loop's signal: a lease calls [`DueSignal::due_at`] with its end, which

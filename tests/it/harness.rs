@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use courier::config::Config;
-use courier::store::testing::TestDatabase as PostgresDatabase;
 use courier::proto::admin_client::AdminClient;
 use courier::proto::consumer_client::ConsumerClient;
 use courier::proto::message_ref::Ref;
@@ -19,6 +18,7 @@ use courier::proto::{
     MessageState, PrepareRequest, ProducerKey, PublishRequest, ReceiveRequest, RetryPolicy,
     Subscription,
 };
+use courier::store::testing::TestDatabase as PostgresDatabase;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

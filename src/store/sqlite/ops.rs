@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Params, Row, params};
+use rusqlite::{Connection, Params, Row, params};
 
 use super::rows::{self, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
@@ -24,7 +24,11 @@ use crate::store::{
 pub type Wake = Vec<String>;
 
 /// Runs a cached statement; returns how many rows it changed.
-pub(super) fn execute(conn: &Connection, sql: &str, params: impl Params) -> Result<u64, StoreError> {
+pub(super) fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<u64, StoreError> {
     Ok(conn.prepare_cached(sql)?.execute(params)? as u64)
 }
 
@@ -199,11 +203,14 @@ pub fn insert_message(
         let check_at = message.now.plus(message.check_after).as_millis();
         (MessageState::Prepared, Some(check_at), None)
     };
+    // A Publish is routed in the same transaction; `routed` is written with the row rather
+    // than by a second UPDATE (which would rewrite the payload again).
+    let routed = message.publish.then_some(subscriptions.len() as i64);
     execute(
         conn,
         "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
-         deliver_after_ms, created_at, updated_at, decided_at, next_check_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         deliver_after_ms, created_at, updated_at, decided_at, next_check_at, routed) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params![
             message.id.to_string(),
             message.producer.as_str(),
@@ -217,6 +224,7 @@ pub fn insert_message(
             now,
             decided_at,
             next_check_at,
+            routed,
         ],
     )?;
     let wake = if message.publish {
@@ -224,6 +232,7 @@ pub fn insert_message(
             conn,
             message.id,
             message.topic.as_str(),
+            subscriptions,
             message.now.plus(message.deliver_after),
             message.now,
         )?
@@ -238,27 +247,22 @@ pub fn insert_message(
     Ok((outcome, wake))
 }
 
-/// Creates one PENDING delivery per current subscription of the topic, due at `due`, and
-/// records how many there were (0: unrouted).
+/// Creates one PENDING delivery per current subscription of the topic (`subscriptions`, read
+/// in this transaction), due at `due`. The caller records their number as `routed` (0:
+/// unrouted) in its own write of the message.
 fn route(
     conn: &Connection,
     id: MessageId,
     topic: &str,
+    subscriptions: Vec<String>,
     due: Timestamp,
     now: Timestamp,
 ) -> Result<Wake, StoreError> {
-    let subscriptions = subscriptions_of_topic(conn, topic)?;
-    let id_text = id.to_string();
     execute(
         conn,
         "INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
          SELECT name, ?, 'PENDING', ?, ? FROM subscriptions WHERE topic = ?",
-        params![id_text, due.as_millis(), now.as_millis(), topic],
-    )?;
-    execute(
-        conn,
-        "UPDATE messages SET routed = ? WHERE id = ?",
-        params![subscriptions.len() as i64, id_text],
+        params![id.to_string(), due.as_millis(), now.as_millis(), topic],
     )?;
     if subscriptions.is_empty() {
         tracing::warn!(message_id = %id, topic, "confirmed message has no subscription: unrouted");
@@ -311,14 +315,21 @@ pub fn decide(
         Transition::AlreadyThere(state) => return Ok((state, Vec::new())),
         Transition::Contradicts(current) => return Err(StoreError::MessageConflict { current }),
     };
+    // A confirm routes: `routed` is written with the state rather than by a second UPDATE.
+    let subscriptions = if target == MessageState::Confirmed {
+        Some(subscriptions_of_topic(conn, &topic)?)
+    } else {
+        None
+    };
     let changed = execute(
         conn,
-        "UPDATE messages SET state = ?, updated_at = ?, decided_at = ?, next_check_at = NULL \
-         WHERE id = ? AND state = ?",
+        "UPDATE messages SET state = ?, updated_at = ?, decided_at = ?, next_check_at = NULL, \
+         routed = COALESCE(?, routed) WHERE id = ? AND state = ?",
         params![
             target.as_str(),
             now.as_millis(),
             now.as_millis(),
+            subscriptions.as_ref().map(|s| s.len() as i64),
             id.to_string(),
             current.as_str(),
         ],
@@ -328,10 +339,16 @@ pub fn decide(
             "message changed under the single writer",
         ));
     }
-    let wake = if target == MessageState::Confirmed {
-        route(conn, id, &topic, now.plus(deliver_after), now)?
-    } else {
-        Vec::new()
+    let wake = match subscriptions {
+        Some(subscriptions) => route(
+            conn,
+            id,
+            &topic,
+            subscriptions,
+            now.plus(deliver_after),
+            now,
+        )?,
+        None => Vec::new(),
     };
     Ok((target, wake))
 }

@@ -14,3 +14,25 @@ impl Columns for SqliteRow {
         message_id(&self.text(column)?)
     }
 }
+
+/// The writer's rows (rusqlite).
+impl Columns for rusqlite::Row<'_> {
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn real(&self, column: &str) -> Result<f64, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn id(&self, column: &str) -> Result<MessageId, StoreError> {
+        message_id(&self.text(column)?)
+    }
+}
