@@ -33,11 +33,14 @@ impl StoreError {
 }
 
 impl From<sqlx::Error> for StoreError {
-    /// Connection-level failures mean the database is away (retry); the rest are bugs.
+    /// Connection-level failures mean the database is away (retry); the rest are bugs. A
+    /// protocol error is a connection that broke mid-exchange (a cut link answering garbage to
+    /// the TLS request, say), not a bug in a query.
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => Self::Unavailable(error),

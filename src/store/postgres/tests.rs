@@ -428,10 +428,11 @@ async fn outage(link: Link) {
         assert!(elapsed < bound, "{link:?}: {elapsed:?}");
         slowest = slowest.max(elapsed);
         let started = Instant::now();
-        assert!(matches!(
-            store.ping().await,
-            Err(StoreError::Unavailable(_))
-        ));
+        let pinged = store.ping().await;
+        assert!(
+            matches!(pinged, Err(StoreError::Unavailable(_))),
+            "{pinged:?}"
+        );
         slowest = slowest.max(started.elapsed());
     }
 
