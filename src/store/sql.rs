@@ -1,6 +1,76 @@
-//! SQL text shared by both backends (no placeholders, so it fits either dialect).
+//! SQL shared by both backends: plain text with no placeholders, and query builders whose
+//! binds take each dialect's placeholders.
 
-use crate::domain::MessageOutcome;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::domain::{MessageId, MessageOutcome};
+use crate::store::{DeliveryQuery, MessageQuery};
+
+/// The query of one ListMessages page, newest first, one row longer than the page so the
+/// caller learns whether another follows. The backends differ only in their column list and
+/// in how an id binds (`bind_id`).
+pub fn message_page<DB, Id>(
+    columns: &str,
+    filter: &MessageQuery,
+    bind_id: impl Fn(MessageId) -> Id,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Id: Encode<'t, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!("SELECT {columns} FROM messages m WHERE 1 = 1"));
+    if let Some(topic) = &filter.topic {
+        query.push(" AND m.topic = ").push_bind(topic.as_str());
+    }
+    if let Some(producer) = &filter.producer {
+        query
+            .push(" AND m.producer = ")
+            .push_bind(producer.as_str());
+    }
+    if let Some(state) = filter.state {
+        query.push(" AND m.state = ").push_bind(state.as_str());
+    }
+    if let Some(outcome) = filter.outcome {
+        query.push(" AND ").push(outcome_condition(outcome));
+    }
+    if let Some(before) = filter.before {
+        query.push(" AND m.id < ").push_bind(bind_id(before));
+    }
+    query
+        .push(" ORDER BY m.id DESC LIMIT ")
+        .push_bind(i64::from(filter.page_size) + 1);
+    query
+}
+
+/// The query of one ListDeliveries page, oldest message first, one row longer than the page.
+pub fn delivery_page<DB, Id>(
+    columns: &str,
+    filter: &DeliveryQuery,
+    bind_id: impl Fn(MessageId) -> Id,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Id: Encode<'t, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {columns} FROM deliveries d WHERE d.subscription = "
+    ));
+    query.push_bind(filter.subscription.as_str());
+    if let Some(state) = filter.state {
+        query.push(" AND d.state = ").push_bind(state.as_str());
+    }
+    if let Some(after) = filter.after {
+        query.push(" AND d.message_id > ").push_bind(bind_id(after));
+    }
+    query
+        .push(" ORDER BY d.message_id LIMIT ")
+        .push_bind(i64::from(filter.page_size) + 1);
+    query
+}
 
 /// A WHERE condition on messages aliased `m` that holds when the message has `outcome`.
 pub fn outcome_condition(outcome: MessageOutcome) -> &'static str {

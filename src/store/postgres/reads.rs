@@ -12,7 +12,7 @@ use crate::domain::{
     DeliveryState, DeliveryStatus, MessageRecord, MessageRef, MessageState, Name, Subscription,
     Timestamp,
 };
-use crate::store::sql::outcome_condition;
+use crate::store::sql::{delivery_page, message_page};
 use crate::store::{
     CheckerRegistration, DeliveryQuery, MessageQuery, Page, Stats, StoreError, SubscriptionStats,
     TopicStats, rules,
@@ -108,29 +108,7 @@ pub async fn messages(
     conn: &mut PgConnection,
     filter: &MessageQuery,
 ) -> Result<Page<MessageRecord>, StoreError> {
-    let mut query = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1"
-    ));
-    if let Some(topic) = &filter.topic {
-        query.push(" AND m.topic = ").push_bind(topic.as_str());
-    }
-    if let Some(producer) = &filter.producer {
-        query
-            .push(" AND m.producer = ")
-            .push_bind(producer.as_str());
-    }
-    if let Some(state) = filter.state {
-        query.push(" AND m.state = ").push_bind(state.as_str());
-    }
-    if let Some(outcome) = filter.outcome {
-        query.push(" AND ").push(outcome_condition(outcome));
-    }
-    if let Some(before) = filter.before {
-        query.push(" AND m.id < ").push_bind(before.as_uuid());
-    }
-    query
-        .push(" ORDER BY m.id DESC LIMIT ")
-        .push_bind(i64::from(filter.page_size) + 1);
+    let mut query = message_page::<Postgres, _>(MESSAGE_COLUMNS, filter, |id| id.as_uuid());
     let found = query.build().fetch_all(&mut *conn).await?;
     let mut records = found
         .iter()
@@ -149,21 +127,7 @@ pub async fn deliveries(
     filter: &DeliveryQuery,
 ) -> Result<Page<DeliveryStatus>, StoreError> {
     subscription(conn, &filter.subscription).await?;
-    let mut query = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.subscription = "
-    ));
-    query.push_bind(filter.subscription.as_str());
-    if let Some(state) = filter.state {
-        query.push(" AND d.state = ").push_bind(state.as_str());
-    }
-    if let Some(after) = filter.after {
-        query
-            .push(" AND d.message_id > ")
-            .push_bind(after.as_uuid());
-    }
-    query
-        .push(" ORDER BY d.message_id LIMIT ")
-        .push_bind(i64::from(filter.page_size) + 1);
+    let mut query = delivery_page::<Postgres, _>(DELIVERY_COLUMNS, filter, |id| id.as_uuid());
     let found = query.build().fetch_all(&mut *conn).await?;
     let mut items = found
         .iter()

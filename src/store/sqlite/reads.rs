@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::rows::{self, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor};
 use crate::domain::{DeliveryStatus, MessageRecord, MessageRef, Name, Subscription, Timestamp};
-use crate::store::sql::outcome_condition;
+use crate::store::sql::{delivery_page, message_page};
 use crate::store::{
     CheckerRegistration, DeliveryQuery, MessageQuery, Page, Stats, StoreError, SubscriptionStats,
     TopicStats,
@@ -97,29 +97,7 @@ pub async fn messages(
     pool: &SqlitePool,
     filter: MessageQuery,
 ) -> Result<Page<MessageRecord>, StoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE 1 = 1"
-    ));
-    if let Some(topic) = &filter.topic {
-        query.push(" AND m.topic = ").push_bind(topic.as_str());
-    }
-    if let Some(producer) = &filter.producer {
-        query
-            .push(" AND m.producer = ")
-            .push_bind(producer.as_str());
-    }
-    if let Some(state) = filter.state {
-        query.push(" AND m.state = ").push_bind(state.as_str());
-    }
-    if let Some(outcome) = filter.outcome {
-        query.push(" AND ").push(outcome_condition(outcome));
-    }
-    if let Some(before) = filter.before {
-        query.push(" AND m.id < ").push_bind(before.to_string());
-    }
-    query
-        .push(" ORDER BY m.id DESC LIMIT ")
-        .push_bind(i64::from(filter.page_size) + 1);
+    let mut query = message_page::<Sqlite, _>(MESSAGE_COLUMNS, &filter, |id| id.to_string());
     let found = query.build().fetch_all(pool).await?;
     let mut records = found
         .iter()
@@ -138,21 +116,7 @@ pub async fn deliveries(
     filter: DeliveryQuery,
 ) -> Result<Page<DeliveryStatus>, StoreError> {
     subscription(pool, &filter.subscription).await?;
-    let mut query = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.subscription = "
-    ));
-    query.push_bind(filter.subscription.as_str());
-    if let Some(state) = filter.state {
-        query.push(" AND d.state = ").push_bind(state.as_str());
-    }
-    if let Some(after) = filter.after {
-        query
-            .push(" AND d.message_id > ")
-            .push_bind(after.to_string());
-    }
-    query
-        .push(" ORDER BY d.message_id LIMIT ")
-        .push_bind(i64::from(filter.page_size) + 1);
+    let mut query = delivery_page::<Sqlite, _>(DELIVERY_COLUMNS, &filter, |id| id.to_string());
     let found = query.build().fetch_all(pool).await?;
     let mut items = found
         .iter()
