@@ -100,6 +100,7 @@ macro_rules! store_test_suite {
             decide_moves_open_messages_and_repeats_idempotently,
             decide_rejects_contradictions_and_unknown_messages,
             concurrent_decisions_have_one_winner,
+            concurrent_calls_of_every_kind_each_get_their_own_answer,
             deliver_after_delays_the_first_delivery,
             lease_then_ack,
             ack_statuses_for_stale_unknown_and_repeated_receipts,
@@ -635,6 +636,66 @@ pub async fn concurrent_decisions_have_one_winner(t: &TestStore) {
             }
             other => panic!("message left {other}"),
         }
+    }
+}
+
+/// Many Prepares and Confirms at once, as a busy server sees them (the PostgreSQL store
+/// writes such calls in shared batches): new keys, repeated keys, a topic without
+/// subscription, repeated and unknown Confirms. Every caller gets its own answer.
+pub async fn concurrent_calls_of_every_kind_each_get_their_own_answer(t: &TestStore) {
+    let now = Timestamp::now();
+    subscribe(t.store.as_ref(), 5, now).await;
+    let prepares: Vec<_> = (0..48)
+        .map(|i| {
+            let store = t.store.clone();
+            // Keys 0..16 come three times each; the last eight calls repeat a key for a topic
+            // without subscription.
+            let topic = if i >= 40 { "nobody-listens" } else { TOPIC };
+            let message = message(topic, &format!("k{}", i % 16), false, now);
+            tokio::spawn(async move { (message.clone(), store.insert_message(message).await) })
+        })
+        .collect();
+    let mut ids_by_key = std::collections::HashMap::new();
+    for prepare in prepares {
+        let (sent, answer) = prepare.await.unwrap();
+        match answer {
+            Ok(outcome) => {
+                assert_eq!(outcome.state, MessageState::Prepared);
+                let id = *ids_by_key.entry(sent.key.clone()).or_insert(outcome.message_id);
+                assert_eq!(outcome.message_id, id, "one message per key");
+                assert_eq!(outcome.created, outcome.message_id == sent.id);
+            }
+            Err(StoreError::FailedPrecondition(_)) => assert_eq!(sent.topic.as_str(), "nobody-listens"),
+            // The same key with other content (the other topic) was stored first.
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(other) => panic!("{}: {other}", sent.key),
+        }
+    }
+    assert_eq!(ids_by_key.len(), 16);
+
+    let unknown = MessageId::new();
+    let ids: Vec<MessageId> = ids_by_key.values().copied().collect();
+    let confirms: Vec<_> = ids
+        .iter()
+        .chain(ids.iter())
+        .chain([&unknown])
+        .map(|&id| {
+            let store = t.store.clone();
+            tokio::spawn(async move { (id, store.decide(&by_id(id), Decision::Commit, now).await) })
+        })
+        .collect();
+    for confirm in confirms {
+        let (id, answer) = confirm.await.unwrap();
+        if id == unknown {
+            assert!(matches!(answer, Err(StoreError::NotFound(_))), "{answer:?}");
+        } else {
+            assert_eq!(answer.unwrap(), MessageState::Confirmed);
+        }
+    }
+    for id in ids {
+        let record = t.store.get_message(&by_id(id)).await.unwrap();
+        assert_eq!(record.state, MessageState::Confirmed);
+        assert_eq!(record.deliveries.len(), 1, "routed once");
     }
 }
 

@@ -25,6 +25,14 @@ pub struct NewMessage {
     pub now: Timestamp,
 }
 
+impl NewMessage {
+    /// Bytes of content the message carries: payload, header names and values, key.
+    pub fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.payload.len() + headers + self.key.as_str().len()
+    }
+}
+
 /// Result of [`super::Store::insert_message`].
 #[derive(Debug, Clone)]
 pub struct InsertOutcome {

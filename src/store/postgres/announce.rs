@@ -2,7 +2,7 @@
 //! new deadlines: if this replica dies, they end its leases about when they expire, not at
 //! their idle ceiling. Every Receive leases, and one notification per Receive would wake every
 //! replica's scheduler each time, so announcements are debounced to one per
-//! [`INTERVAL`]. The first lease transaction of a window carries the announcement itself
+//! [`INTERVAL`]. The first lease statement of a window carries the announcement itself
 //! (`pg_notify` commits with the leases, so even a replica killed right after has told the
 //! others); leases made later in the window are announced when it ends, best effort. That is
 //! enough: a woken loop reads the earliest deadline from the database, so it finds every lease
@@ -42,6 +42,17 @@ impl LeaseAnnouncer {
                 true
             }
         }
+    }
+
+    /// Whether a lease statement about to run should carry an announcement: none was sent in
+    /// this window yet. Two statements that both ask may both announce, which is harmless.
+    pub fn due(&self) -> bool {
+        self.window_left().is_zero()
+    }
+
+    /// A lease statement carried an announcement and made leases: the window starts now.
+    pub fn sent(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// Leases committed without an announcement: announce them when the window ends.

@@ -141,10 +141,10 @@ async fn listen(
 fn dispatch(payload: &str, wakeups: &Wakeups) {
     if payload == super::LEASES_CHANGED {
         // Another replica made leases: the lease-expiry loop looks at their deadlines.
-        wakeups.notify_scheduler();
+        wakeups.leases().wake();
     } else if Name::parse("notification", payload).is_ok() {
         wakeups.notify_subscription(payload);
-        wakeups.notify_scheduler();
+        wakeups.notify_push();
     }
     // Anything else is not ours to act on.
 }

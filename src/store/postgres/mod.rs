@@ -9,7 +9,10 @@
 //! mid-flight closes its connection rather than return it to the pool (`CallSlot`).
 
 mod announce;
+mod batcher;
+mod calls;
 mod listener;
+mod one_statement;
 mod ops;
 mod reads;
 mod rows;
@@ -17,20 +20,20 @@ mod scheduling;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
-use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use announce::LeaseAnnouncer;
+use batcher::{Batcher, Limits, Outcome};
+use calls::{Calls, timed_out};
 
 use super::{
     AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
@@ -52,20 +55,16 @@ pub const CHANNEL: &str = "courier_wakeups";
 /// scheduler loops only (subscription names are never empty).
 const LEASES_CHANGED: &str = "";
 
-/// Attempts of a transaction that PostgreSQL aborted for a deadlock or a serialization
-/// conflict: both are safe to run again from the start.
-const TRANSACTION_ATTEMPTS: u32 = 3;
-
 pub struct PostgresStore {
-    pool: PgPool,
+    /// Runs calls on the pool, each bounded by the call timeout.
+    calls: Calls,
+    /// Concurrent Prepares, written together.
+    prepares: Batcher<NewMessage, InsertOutcome>,
+    /// Concurrent Confirms by message id, written together.
+    confirms: Batcher<(MessageId, Timestamp), ops::Wake>,
     wakeups: Wakeups,
-    /// Longest a store call may take before it answers Unavailable, so a database that stops
-    /// answering (a cut network) cannot hang callers.
-    call_timeout: Duration,
     /// Tells the other replicas that this one made leases.
     announcer: Arc<LeaseAnnouncer>,
-    /// Tells the listener to check its connection now: a call just found the database away.
-    check_listener: Arc<Notify>,
     /// Whether the listener is subscribed to other replicas' notifications right now.
     listening: watch::Receiver<bool>,
     /// Stops the listener and announcer tasks when the store is dropped.
@@ -85,6 +84,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // A call that finds its connection broken answers Unavailable and the pool drops
+            // it; a ping before every call would cost a round trip on every call instead.
+            .test_before_acquire(false)
             .connect_lazy_with(options.clone());
         let shutdown = CancellationToken::new();
         let (listening_tx, listening) = watch::channel(false);
@@ -104,12 +106,21 @@ impl PostgresStore {
             },
             shutdown.clone(),
         ));
-        Ok(Self {
+        let calls = Calls::new(
             pool,
-            wakeups,
-            call_timeout: config.acquire_timeout + config.statement_timeout,
-            announcer,
+            config.acquire_timeout + config.statement_timeout,
             check_listener,
+        );
+        Ok(Self {
+            prepares: batched(&calls, NewMessage::size, |conn, items| {
+                Box::pin(one_statement::prepare_batch(conn, items))
+            }),
+            confirms: batched(&calls, |_| 24, |conn, items| {
+                Box::pin(one_statement::confirm_batch(conn, items))
+            }),
+            calls,
+            wakeups,
+            announcer,
             listening,
             _background: shutdown.drop_guard(),
         })
@@ -156,33 +167,28 @@ impl PostgresStore {
         })
     }
 
-    /// Runs one call within the call timeout; runs it again (up to [`TRANSACTION_ATTEMPTS`])
-    /// when PostgreSQL aborted its transaction for a deadlock or serialization conflict. The
-    /// attempt takes its connection from the [`CallSlot`] it is given.
-    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
-    where
-        F: FnMut(CallSlot) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let mut attempts = 0;
-        let result = loop {
-            attempts += 1;
-            let slot = CallSlot::new(self.pool.clone());
-            let outcome = tokio::time::timeout(self.call_timeout, attempt(slot.clone())).await;
-            slot.settle(outcome.is_ok());
-            match outcome {
-                Err(_) => break Err(timed_out(self.call_timeout)),
-                Ok(Err(error)) if attempts < TRANSACTION_ATTEMPTS && is_retryable(&error) => {
-                    tracing::debug!(error = %error, attempts, "transaction aborted; running it again");
-                }
-                Ok(result) => break result,
+    /// Writes one Prepare: batched with concurrent ones, or on its own when the batch leaves
+    /// it to the single-call path (see `one_statement`).
+    async fn insert_one(&self, message: &NewMessage) -> Result<(InsertOutcome, ops::Wake), StoreError> {
+        if !message.publish {
+            match self.prepares.submit(message.clone()).await {
+                Outcome::Done(outcome) => return Ok((outcome, Vec::new())),
+                Outcome::Failed(error) => return Err(error),
+                Outcome::FallBack => {}
             }
-        };
-        if matches!(result, Err(StoreError::Unavailable(_))) {
-            // The listener's connection may be just as dead, without knowing it yet.
-            self.check_listener.notify_one();
         }
-        result
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                if let Some(inserted) = one_statement::insert_message(&mut connection, message).await? {
+                    return Ok(inserted);
+                }
+                let mut tx = connection.begin().await?;
+                let (outcome, wake) = ops::insert_message(&mut tx, message).await?;
+                commit(tx, &wake).await?;
+                Ok((outcome, wake))
+            })
+            .await
     }
 
     /// Wakes this replica's waiters; other replicas hear the transaction's notifications.
@@ -191,81 +197,50 @@ impl PostgresStore {
             self.wakeups.notify_subscription(subscription);
         }
         if !subscriptions.is_empty() {
-            self.wakeups.notify_scheduler();
+            // Deliveries became due: of the scheduler's loops only push cares.
+            self.wakeups.notify_push();
         }
     }
 }
 
-/// Where one call attempt gets its connection, and where the connection waits while the
-/// call decides its fate. An attempt that ran to the end hands its connection back to the
-/// pool. One cancelled mid-flight by the call timeout may have left it inside a message, and
-/// sqlx tests a returned connection with a ping that has no timeout: on a dead network path
-/// that ping, and the pool slot with it, would hang until TCP gives up. Such a connection is
-/// closed instead, which sqlx bounds.
-#[derive(Clone)]
-struct CallSlot {
-    pool: PgPool,
-    parked: Arc<Mutex<Option<PoolConnection<Postgres>>>>,
-}
+/// Most batches of one kind in flight at once: enough to keep PostgreSQL's cores busy while
+/// one batch waits on its WAL flush.
+const BATCHES_IN_FLIGHT: usize = 2;
+/// Most calls one batch writes.
+const BATCH_ITEMS: usize = 256;
+/// Most payload and header bytes one batch sends. Over TLS, sqlx 0.9.0 writes a statement
+/// larger than rustls's 64 KiB buffer in two writes on a socket without TCP_NODELAY
+/// (transact-rs/sqlx#4335), and the second write then waits about 40 ms for a delayed ACK.
+const BATCH_BYTES: usize = 12 * 1024;
 
-impl CallSlot {
-    fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            parked: Arc::default(),
+type BatchFuture<'a, D> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Vec<Option<D>>, StoreError>> + Send + 'a>>;
+
+/// A batcher that writes each batch with `write`, as one call (timeout, retries) of `calls`.
+fn batched<I, D>(
+    calls: &Calls,
+    size: fn(&I) -> usize,
+    write: for<'a> fn(&'a mut PgConnection, &'a [I]) -> BatchFuture<'a, D>,
+) -> Batcher<I, D>
+where
+    I: Send + Sync + 'static,
+    D: Send + 'static,
+{
+    let calls = calls.clone();
+    let limits = Limits {
+        items: BATCH_ITEMS,
+        bytes: BATCH_BYTES,
+        size,
+    };
+    Batcher::new(BATCHES_IN_FLIGHT, limits, move |items: Vec<I>| {
+        let calls = calls.clone();
+        async move {
+            let items = &items;
+            calls
+                .call(move |slot| async move { write(&mut *slot.connect().await?, items).await })
+                .await
         }
-    }
-
-    /// A connection for this attempt; parked in the slot when the attempt drops it.
-    async fn connect(&self) -> Result<CallConnection, StoreError> {
-        Ok(CallConnection {
-            connection: Some(self.pool.acquire().await?),
-            slot: self.clone(),
-        })
-    }
-
-    /// Releases the parked connection: to the pool if the attempt finished, else closed.
-    fn settle(&self, finished: bool) {
-        let parked = self
-            .parked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(mut connection) = parked
-            && !finished
-        {
-            connection.close_on_drop();
-        }
-    }
-}
-
-struct CallConnection {
-    connection: Option<PoolConnection<Postgres>>,
-    slot: CallSlot,
-}
-
-impl Deref for CallConnection {
-    type Target = PgConnection;
-
-    fn deref(&self) -> &PgConnection {
-        self.connection.as_ref().expect("present until dropped")
-    }
-}
-
-impl DerefMut for CallConnection {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        self.connection.as_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for CallConnection {
-    fn drop(&mut self) {
-        *self
-            .slot
-            .parked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.connection.take();
-    }
+    })
 }
 
 /// Commits `tx` after queueing one notification per subscription in `wake`; PostgreSQL sends
@@ -333,28 +308,10 @@ async fn connect_with_retry(
     }
 }
 
-fn timed_out(after: Duration) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("the database did not answer within {after:?}"),
-    )))
-}
-
-/// Deadlock and serialization failures: PostgreSQL rolled the transaction back and running it
-/// again is safe.
-fn is_retryable(error: &StoreError) -> bool {
-    match error {
-        StoreError::Unavailable(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40001" | "40P01"))
-        }
-        _ => false,
-    }
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             sqlx::query("SELECT 1")
                 .execute(&mut *slot.connect().await?)
                 .await?;
@@ -368,7 +325,7 @@ impl Store for PostgresStore {
         subscription: Subscription,
     ) -> Result<(Subscription, bool), StoreError> {
         let subscription = &subscription;
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             let mut connection = slot.connect().await?;
             let mut tx = connection.begin().await?;
             let created = ops::create_subscription(&mut tx, subscription).await?;
@@ -379,7 +336,7 @@ impl Store for PostgresStore {
     }
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             reads::subscription(&mut *slot.connect().await?, name).await
         })
         .await
@@ -389,7 +346,7 @@ impl Store for PostgresStore {
         &self,
         topic: Option<&Name>,
     ) -> Result<Vec<Subscription>, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             reads::subscriptions(&mut *slot.connect().await?, topic).await
         })
         .await
@@ -401,6 +358,7 @@ impl Store for PostgresStore {
     ) -> Result<Subscription, StoreError> {
         let subscription = &subscription;
         let (updated, wake) = self
+            .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
@@ -414,7 +372,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             let mut connection = slot.connect().await?;
             let mut tx = connection.begin().await?;
             ops::delete_subscription(&mut tx, name).await?;
@@ -424,16 +382,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
-        let message = &message;
-        let (outcome, wake) = self
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let (outcome, wake) = ops::insert_message(&mut tx, message).await?;
-                commit(tx, &wake).await?;
-                Ok((outcome, wake))
-            })
-            .await?;
+        let (outcome, wake) = self.insert_one(&message).await?;
         self.wake(&wake);
         if outcome.created && !message.publish {
             // This replica's check loop may be sleeping past the first check. Other
@@ -451,7 +400,20 @@ impl Store for PostgresStore {
         decision: Decision,
         now: Timestamp,
     ) -> Result<MessageState, StoreError> {
+        if decision == Decision::Commit
+            && let MessageRef::Id(id) = message
+        {
+            match self.confirms.submit((*id, now)).await {
+                Outcome::Done(wake) => {
+                    self.wake(&wake);
+                    return Ok(MessageState::Confirmed);
+                }
+                Outcome::Failed(error) => return Err(error),
+                Outcome::FallBack => {}
+            }
+        }
         let (state, wake) = self
+            .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
@@ -465,7 +427,7 @@ impl Store for PostgresStore {
     }
 
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
-        self.call(
+        self.calls.call(
             move |slot| async move { reads::message(&mut *slot.connect().await?, message).await },
         )
         .await
@@ -473,7 +435,7 @@ impl Store for PostgresStore {
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
         let query = &query;
-        self.call(
+        self.calls.call(
             move |slot| async move { reads::messages(&mut *slot.connect().await?, query).await },
         )
         .await
@@ -481,7 +443,7 @@ impl Store for PostgresStore {
 
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
         let (checker, now) = (&checker, Timestamp::now());
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             let mut connection = slot.connect().await?;
             let mut tx = connection.begin().await?;
             ops::register_checker(&mut tx, checker, now).await?;
@@ -494,7 +456,7 @@ impl Store for PostgresStore {
         &self,
         producer: &Name,
     ) -> Result<Option<CheckerRegistration>, StoreError> {
-        self.call(
+        self.calls.call(
             move |slot| async move { reads::checker(&mut *slot.connect().await?, producer).await },
         )
         .await
@@ -507,21 +469,23 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
         let (leased, announced) = self
+            .calls
             .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let leased = ops::lease(&mut tx, subscription, max, now).await?;
                 // Other replicas' lease-expiry loops must hear of these deadlines: they end
                 // the leases if this replica dies.
-                let announced = !leased.is_empty() && self.announcer.claim();
-                let announcement = [LEASES_CHANGED.to_owned()];
-                commit(tx, if announced { &announcement } else { &[] }).await?;
-                Ok((leased, announced))
+                let announce = self.announcer.due();
+                let mut connection = slot.connect().await?;
+                let leased = ops::lease(&mut connection, subscription, max, now, announce).await?;
+                Ok((leased, announce))
             })
             .await?;
-        if !leased.is_empty() {
-            // This replica's lease-expiry loop may be sleeping past these new deadlines.
-            self.wakeups.notify_scheduler();
+        if announced && !leased.is_empty() {
+            self.announcer.sent();
+        }
+        if let Some(first) = leased.first() {
+            // This replica's lease-expiry loop may be sleeping past these new deadlines (all
+            // the same).
+            self.wakeups.leases().due_at(first.lease_expires_at);
             if !announced {
                 self.announcer.defer();
             }
@@ -534,14 +498,11 @@ impl Store for PostgresStore {
         receipts: &[Receipt],
         now: Timestamp,
     ) -> Result<Vec<AckStatus>, StoreError> {
-        self.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            let statuses = ops::ack(&mut tx, receipts, now).await?;
-            commit(tx, &[]).await?;
-            Ok(statuses)
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                ops::ack(&mut *slot.connect().await?, receipts, now).await
+            })
+            .await
     }
 
     async fn nack(
@@ -551,6 +512,7 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let wake = self
+            .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
@@ -569,7 +531,7 @@ impl Store for PostgresStore {
         extension: Duration,
         now: Timestamp,
     ) -> Result<Timestamp, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             let mut connection = slot.connect().await?;
             let mut tx = connection.begin().await?;
             let lease_expires_at = ops::extend_lease(&mut tx, receipt, extension, now).await?;
@@ -585,7 +547,7 @@ impl Store for PostgresStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             let mut connection = slot.connect().await?;
             let mut tx = connection.begin().await?;
             ops::reject(&mut tx, receipt, reason, now).await?;
@@ -595,7 +557,7 @@ impl Store for PostgresStore {
     }
 
     async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             reads::next_due(&mut *slot.connect().await?, subscription).await
         })
         .await
@@ -603,6 +565,7 @@ impl Store for PostgresStore {
 
     async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
         let (ended, wake) = self
+            .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
@@ -616,7 +579,7 @@ impl Store for PostgresStore {
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.call(
+        self.calls.call(
             move |slot| async move { reads::next_lease_expiry(&mut *slot.connect().await?).await },
         )
         .await
@@ -628,7 +591,7 @@ impl Store for PostgresStore {
         limit: u32,
         hold: Duration,
     ) -> Result<Vec<DueCheck>, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             let mut connection = slot.connect().await?;
             let mut tx = connection.begin().await?;
             let claimed = scheduling::claim_due_checks(&mut tx, now, limit, hold).await?;
@@ -647,6 +610,7 @@ impl Store for PostgresStore {
     ) -> Result<CheckRecorded, StoreError> {
         let verdict = &verdict;
         let (recorded, wake) = self
+            .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
@@ -664,7 +628,7 @@ impl Store for PostgresStore {
     }
 
     async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             scheduling::next_check_due(&mut *slot.connect().await?).await
         })
         .await
@@ -678,6 +642,7 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
         let (plan, wake) = self
+            .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
@@ -696,7 +661,7 @@ impl Store for PostgresStore {
         cutoff: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             let mut connection = slot.connect().await?;
             let mut tx = connection.begin().await?;
             let deleted = scheduling::delete_final_messages(&mut tx, cutoff, limit).await?;
@@ -707,7 +672,7 @@ impl Store for PostgresStore {
     }
 
     async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.call(move |slot| async move {
+        self.calls.call(move |slot| async move {
             scheduling::oldest_final_at(&mut *slot.connect().await?).await
         })
         .await
@@ -718,7 +683,7 @@ impl Store for PostgresStore {
         query: DeliveryQuery,
     ) -> Result<Page<DeliveryStatus>, StoreError> {
         let query = &query;
-        self.call(
+        self.calls.call(
             move |slot| async move { reads::deliveries(&mut *slot.connect().await?, query).await },
         )
         .await
@@ -731,6 +696,7 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         let (redriven, wake) = self
+            .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
@@ -749,7 +715,7 @@ impl Store for PostgresStore {
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
-        self.call(move |slot| async move { reads::stats(&mut *slot.connect().await?, now).await })
+        self.calls.call(move |slot| async move { reads::stats(&mut *slot.connect().await?, now).await })
             .await
     }
 }

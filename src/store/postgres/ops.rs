@@ -363,11 +363,15 @@ pub async fn register_checker(
 /// replica leasing, acking or expiring them right now) are skipped, not waited for, and a
 /// row that stopped being due while this waited is re-checked and left out, so no two
 /// replicas ever lease the same delivery.
+///
+/// One statement, so it commits on its own. With `announce`, it also tells the other
+/// replicas that this one made leases (an empty payload), if it made any.
 pub async fn lease(
     conn: &mut PgConnection,
     subscription: &Subscription,
     max: u32,
     now: Timestamp,
+    announce: bool,
 ) -> Result<Vec<LeasedDelivery>, StoreError> {
     let lease_expires_at = now.plus(subscription.ack_deadline);
     let claimed = sqlx::query(
@@ -383,12 +387,17 @@ pub async fn lease(
          WHERE d.subscription = due.subscription AND d.message_id = due.message_id \
            AND d.state = 'PENDING' \
          RETURNING d.message_id, d.attempts, d.generation, due.next_attempt_at AS due_at, \
-           m.producer, m.topic, m.key, m.payload, m.headers, m.decided_at",
+           m.producer, m.topic, m.key, m.payload, m.headers, m.decided_at, \
+           CASE WHEN $5 THEN pg_notify($6, $7) END AS announced",
     )
     .bind(subscription.name.as_str())
     .bind(now.as_millis())
     .bind(i64::from(max))
     .bind(lease_expires_at.as_millis())
+    .bind(announce)
+    .bind(super::CHANNEL)
+    // One per leased row; PostgreSQL sends identical notifications of a transaction once.
+    .bind(super::LEASES_CHANGED)
     .fetch_all(&mut *conn)
     .await?;
     let mut leased = Vec::with_capacity(claimed.len());
@@ -435,6 +444,11 @@ async fn lock_delivery(
 
 type DeliveryKey = (String, MessageId);
 
+/// Acks a batch of receipts in one statement. It locks every named delivery in key order
+/// (two batches never deadlock), then the messages those acks may finish, in id order
+/// (`courier_mark_final_if_done` locks them; acks of one message on two subscriptions queue up
+/// instead of deadlocking), then acks each delivery its receipt still holds. Each receipt is
+/// judged in the caller's order against the states it locked, as the UPDATE judged it.
 pub async fn ack(
     conn: &mut PgConnection,
     receipts: &[Receipt],
@@ -443,18 +457,38 @@ pub async fn ack(
     if receipts.is_empty() {
         return Ok(Vec::new());
     }
-    // Lock every named delivery at once, in key order (so two batches never deadlock), then
-    // judge each receipt in the caller's order against the locked states.
     let subscriptions: Vec<&str> = receipts.iter().map(|r| r.subscription.as_str()).collect();
     let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.as_uuid()).collect();
+    let generations: Vec<i64> = receipts.iter().map(|r| i64::from(r.generation)).collect();
     let locked = sqlx::query(
-        "SELECT subscription, message_id, state, generation, attempts FROM deliveries \
-         WHERE (subscription, message_id) IN \
-           (SELECT * FROM unnest($1::text[], $2::uuid[])) \
-         ORDER BY subscription, message_id FOR UPDATE",
+        "WITH acks AS ( \
+           SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
+             AS a(subscription, message_id, generation)), \
+         held AS ( \
+           SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts \
+           FROM deliveries d \
+           WHERE (d.subscription, d.message_id) IN (SELECT subscription, message_id FROM acks) \
+           ORDER BY d.subscription, d.message_id FOR UPDATE), \
+         finishing AS ( \
+           SELECT id FROM messages WHERE id IN ( \
+             SELECT h.message_id FROM held h JOIN acks a \
+               ON a.subscription = h.subscription AND a.message_id = h.message_id \
+             WHERE h.state <> 'ACKED' AND h.generation = a.generation) \
+           ORDER BY id FOR NO KEY UPDATE), \
+         acked AS ( \
+           UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
+             next_attempt_at = NULL, updated_at = $4 \
+           FROM acks a \
+           WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
+             AND d.generation = a.generation AND d.state <> 'ACKED' \
+             AND (SELECT count(*) FROM finishing) >= 0 \
+           RETURNING d.message_id) \
+         SELECT subscription, message_id, state, generation, attempts FROM held",
     )
     .bind(&subscriptions)
     .bind(&ids)
+    .bind(&generations)
+    .bind(now.as_millis())
     .fetch_all(&mut *conn)
     .await?;
     let mut current: HashMap<DeliveryKey, (DeliveryState, u32)> = HashMap::new();
@@ -465,53 +499,21 @@ pub async fn ack(
             (state, generation),
         );
     }
-    let mut statuses = Vec::with_capacity(receipts.len());
-    let (mut acked_subscriptions, mut acked_ids, mut acked_generations) =
-        (Vec::new(), Vec::new(), Vec::new());
-    for receipt in receipts {
-        let key = (receipt.subscription.to_string(), receipt.message_id);
-        let status = match classify_ack(current.get(&key).copied(), receipt.generation) {
-            AckVerdict::Acknowledge => {
-                current.insert(key, (DeliveryState::Acked, receipt.generation));
-                acked_subscriptions.push(receipt.subscription.as_str());
-                acked_ids.push(receipt.message_id.as_uuid());
-                acked_generations.push(i64::from(receipt.generation));
-                AckStatus::Ok
+    let statuses = receipts
+        .iter()
+        .map(|receipt| {
+            let key = (receipt.subscription.to_string(), receipt.message_id);
+            match classify_ack(current.get(&key).copied(), receipt.generation) {
+                AckVerdict::Acknowledge => {
+                    current.insert(key, (DeliveryState::Acked, receipt.generation));
+                    AckStatus::Ok
+                }
+                AckVerdict::AlreadyAcked => AckStatus::Ok,
+                AckVerdict::LeaseLost => AckStatus::LeaseLost,
+                AckVerdict::NotFound => AckStatus::NotFound,
             }
-            AckVerdict::AlreadyAcked => AckStatus::Ok,
-            AckVerdict::LeaseLost => AckStatus::LeaseLost,
-            AckVerdict::NotFound => AckStatus::NotFound,
-        };
-        statuses.push(status);
-    }
-    if !acked_ids.is_empty() {
-        // An ack may finish its message (`courier_mark_final_if_done` locks it): lock the
-        // messages now, in id order, so two batches acking the same messages on different
-        // subscriptions queue up instead of deadlocking.
-        let mut messages = acked_ids.clone();
-        messages.sort();
-        messages.dedup();
-        sqlx::query(
-            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE id = ANY($1) \
-             ORDER BY id FOR NO KEY UPDATE) AS locked",
-        )
-        .bind(&messages)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
-             next_attempt_at = NULL, updated_at = $4 \
-             FROM unnest($1::text[], $2::uuid[], $3::bigint[]) AS a(subscription, message_id, generation) \
-             WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
-               AND d.generation = a.generation AND d.state <> 'ACKED'",
-        )
-        .bind(&acked_subscriptions)
-        .bind(&acked_ids)
-        .bind(&acked_generations)
-        .bind(now.as_millis())
-        .execute(&mut *conn)
-        .await?;
-    }
+        })
+        .collect();
     Ok(statuses)
 }
 

@@ -124,22 +124,24 @@ async fn a_confirm_on_one_replica_wakes_waiters_on_another() {
     tokio::time::timeout(Duration::from_secs(1), woken)
         .await
         .expect("a confirm wakes the other replica");
-    // B's own scheduler hears it too.
-    let scheduler = b_wakeups.scheduler().notified();
-    tokio::pin!(scheduler);
-    scheduler.as_mut().enable();
-    a.insert_message(message("for-the-scheduler", true))
+    // B's push loop hears it too.
+    let push = b_wakeups.push().notified();
+    tokio::pin!(push);
+    push.as_mut().enable();
+    a.insert_message(message("for-the-push-loop", true))
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(1), scheduler)
+    tokio::time::timeout(Duration::from_secs(1), push)
         .await
-        .expect("the other replica's scheduler wakes");
+        .expect("the other replica's push loop wakes");
 
     // Leases made on A reach B's lease-expiry loop (debounced), so B can end them if A dies.
     let sub = a.get_subscription(&name(SUB)).await.unwrap();
-    let scheduler = b_wakeups.scheduler().notified();
+    let leases = b_wakeups.leases();
+    let scheduler = leases.notified();
     tokio::pin!(scheduler);
     scheduler.as_mut().enable();
+    leases.looking();
     assert!(!a.lease(&sub, 1, Timestamp::now()).await.unwrap().is_empty());
     tokio::time::timeout(Duration::from_secs(3), scheduler)
         .await
@@ -174,7 +176,7 @@ async fn the_listener_comes_back_after_its_connection_is_killed() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND query LIKE 'LISTEN%'",
     )
-    .fetch_all(&a.pool)
+    .fetch_all(a.calls.pool())
     .await
     .unwrap();
     assert_eq!(killed, [true, true], "both replicas' listeners");
@@ -204,7 +206,7 @@ async fn replicas_migrating_at_once_all_succeed() {
     }
     let (store, _) = open(database.url(), &config).await;
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&store.pool)
+        .fetch_one(store.calls.pool())
         .await
         .unwrap();
     assert_eq!(applied as usize, super::MIGRATOR.iter().count());
@@ -284,7 +286,7 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
 
     // Another session (a stalled replica) holds the delivery's row lock, and for now
     // PostgreSQL does not end its idle transaction.
-    let mut stalled = store.pool.begin().await.unwrap();
+    let mut stalled = store.calls.pool().begin().await.unwrap();
     sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
         .execute(&mut *stalled)
         .await
@@ -310,7 +312,7 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
     // A replica that stalls inside a transaction (a cut network, a paused process) loses it:
     // PostgreSQL ends the idle transaction after idle_in_transaction_session_timeout and its
     // row locks go with it.
-    let mut stalled = store.pool.begin().await.unwrap();
+    let mut stalled = store.calls.pool().begin().await.unwrap();
     sqlx::query("SELECT 1 FROM deliveries WHERE subscription = $1 FOR UPDATE")
         .bind(SUB)
         .execute(&mut *stalled)

@@ -1,0 +1,263 @@
+//! The hot writes (Prepare, Publish, Confirm) as one autocommitted statement each; Prepare
+//! and Confirm take a whole batch of concurrent calls (`batcher`) in that one statement.
+//! The transactional versions in `ops` take five to seven round trips (BEGIN, a read, a
+//! check, the write, the routing, the notification, COMMIT), and at a few thousand messages a
+//! second those round trips, not the disk, are what PostgreSQL and Courier spend their CPU on.
+//!
+//! Each statement does the common case only: a new key with a subscription, or a Confirm of a
+//! message still open. Anything else (a repeated key, a missing subscription, a decided or
+//! unknown message) changes nothing and answers `None`, and the caller runs the
+//! transactional version, which tells those cases apart with the same guarantees as before.
+//! Data-modifying CTEs all run on one snapshot and commit together, and PostgreSQL sends the
+//! `pg_notify`s of the statement only if it commits.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{AssertSqlSafe, PgConnection};
+use uuid::Uuid;
+
+use super::CHANNEL;
+use super::ops::Wake;
+use super::rows::{Columns, headers_to_json, millis};
+use crate::domain::{MessageId, MessageState, Timestamp};
+use crate::store::{InsertOutcome, NewMessage, StoreError};
+
+/// Inserts a new message: PREPARED, or CONFIRMED and routed to every subscription of its topic
+/// when `publish`. Nothing is written when the key exists or the topic has no subscription.
+/// A publish share-locks the subscriptions it routes to, as `ops::route` does.
+const INSERT: &str = "\
+WITH targets AS ( \
+  SELECT name FROM subscriptions WHERE topic = $3 ORDER BY name {lock}), \
+inserted AS ( \
+  INSERT INTO messages (id, producer, topic, key, payload, headers, state, deliver_after_ms, \
+    created_at, updated_at, decided_at, next_check_at, routed) \
+  SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bytea, $6::text, $7::text, $8::bigint, \
+    $9::bigint, $9::bigint, $10::bigint, $11::bigint, \
+    CASE WHEN $12::boolean THEN (SELECT count(*) FROM targets) END \
+  WHERE EXISTS (SELECT 1 FROM targets) \
+  ON CONFLICT (producer, key) DO NOTHING \
+  RETURNING id), \
+routed AS ( \
+  INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
+  SELECT t.name, i.id, 'PENDING', $13::bigint, $9::bigint \
+  FROM inserted i CROSS JOIN targets t WHERE $12::boolean \
+  RETURNING subscription) \
+SELECT r.subscription, \
+  CASE WHEN r.subscription IS NOT NULL THEN pg_notify($14, r.subscription) END AS notified \
+FROM inserted i LEFT JOIN routed r ON true";
+
+/// Prepares a batch of new messages (arrays, one element per message). A message whose key
+/// exists (or repeats within the batch) or whose topic has no subscription is not inserted.
+/// Rows are inserted in key order, so two batches never wait on each other's keys in a cycle.
+const PREPARE_BATCH: &str = "\
+INSERT INTO messages (id, producer, topic, key, payload, headers, state, deliver_after_ms, \
+  created_at, updated_at, next_check_at) \
+SELECT b.id, b.producer, b.topic, b.key, b.payload, b.headers, 'PREPARED', b.deliver_after_ms, \
+  b.created_at, b.created_at, b.next_check_at \
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], \
+  $7::bigint[], $8::bigint[], $9::bigint[]) \
+  AS b(id, producer, topic, key, payload, headers, deliver_after_ms, created_at, next_check_at) \
+WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE s.topic = b.topic) \
+ORDER BY b.producer, b.key \
+ON CONFLICT (producer, key) DO NOTHING \
+RETURNING id";
+
+/// Confirms a batch of open (PREPARED or UNRESOLVED) messages by id, each at its own time, and
+/// routes them as `ops::decide` does and in its lock order: the messages first (in id order,
+/// as every batch locks them), then their topics' subscriptions (share), so each `routed`
+/// counts exactly the subscriptions that get a PENDING delivery. Decided or unknown messages
+/// are neither locked nor returned.
+const CONFIRM_BATCH: &str = "\
+WITH msg AS ( \
+  SELECT m.id, m.topic, b.at FROM messages m \
+  JOIN unnest($1::uuid[], $2::bigint[]) AS b(id, at) ON b.id = m.id \
+  WHERE m.state IN ('PREPARED', 'UNRESOLVED') ORDER BY m.id FOR NO KEY UPDATE OF m), \
+targets AS ( \
+  SELECT s.name, s.topic FROM subscriptions s WHERE s.topic IN (SELECT topic FROM msg) \
+  ORDER BY s.name FOR SHARE OF s), \
+confirmed AS ( \
+  UPDATE messages m SET state = 'CONFIRMED', updated_at = msg.at, decided_at = msg.at, \
+    next_check_at = NULL, routed = (SELECT count(*) FROM targets t WHERE t.topic = m.topic) \
+  FROM msg WHERE m.id = msg.id AND m.state IN ('PREPARED', 'UNRESOLVED') \
+  RETURNING m.id, m.topic, msg.at, msg.at + m.deliver_after_ms AS due), \
+routed AS ( \
+  INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
+  SELECT t.name, c.id, 'PENDING', c.due, c.at FROM confirmed c JOIN targets t ON t.topic = c.topic \
+  RETURNING subscription, message_id) \
+SELECT c.id, r.subscription, \
+  CASE WHEN r.subscription IS NOT NULL THEN pg_notify($3, r.subscription) END AS notified \
+FROM confirmed c LEFT JOIN routed r ON r.message_id = c.id";
+
+/// Stores a new message (a publish, or a Prepare outside a batch), or `None` when the
+/// transactional path must decide (the key exists, or the topic has no subscription).
+pub async fn insert_message(
+    conn: &mut PgConnection,
+    message: &NewMessage,
+) -> Result<Option<(InsertOutcome, Wake)>, StoreError> {
+    let now = message.now.as_millis();
+    let (state, decided_at, next_check_at) = if message.publish {
+        (MessageState::Confirmed, Some(now), None)
+    } else {
+        let check_at = message.now.plus(message.check_after).as_millis();
+        (MessageState::Prepared, None, Some(check_at))
+    };
+    let lock = if message.publish { "FOR SHARE" } else { "" };
+    let rows = sqlx::query(AssertSqlSafe(INSERT.replace("{lock}", lock)))
+        .bind(message.id.as_uuid())
+        .bind(message.producer.as_str())
+        .bind(message.topic.as_str())
+        .bind(message.key.as_str())
+        .bind(&message.payload)
+        .bind(headers_to_json(&message.headers))
+        .bind(state.as_str())
+        .bind(millis(message.deliver_after))
+        .bind(now)
+        .bind(decided_at)
+        .bind(next_check_at)
+        .bind(message.publish)
+        .bind(message.now.plus(message.deliver_after).as_millis())
+        .bind(CHANNEL)
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let wake = routed_subscriptions(&rows)?;
+    if message.publish && wake.is_empty() {
+        tracing::warn!(message_id = %message.id, topic = %message.topic,
+            "confirmed message has no subscription: unrouted");
+    }
+    let outcome = InsertOutcome {
+        message_id: message.id,
+        state,
+        created: true,
+    };
+    Ok(Some((outcome, wake)))
+}
+
+/// Prepares each message of the batch (never publishes); `None` for those the transactional
+/// path must answer (an existing or repeated key, or a topic without subscription).
+pub async fn prepare_batch(
+    conn: &mut PgConnection,
+    messages: &[NewMessage],
+) -> Result<Vec<Option<InsertOutcome>>, StoreError> {
+    let mut columns = PrepareColumns::default();
+    for message in messages {
+        columns.push(message);
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(PREPARE_BATCH)
+        .bind(columns.ids)
+        .bind(columns.producers)
+        .bind(columns.topics)
+        .bind(columns.keys)
+        .bind(columns.payloads)
+        .bind(columns.headers)
+        .bind(columns.deliver_after)
+        .bind(columns.created_at)
+        .bind(columns.next_check_at)
+        .fetch_all(&mut *conn)
+        .await?;
+    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+    Ok(messages
+        .iter()
+        .map(|message| {
+            inserted.contains(&message.id.as_uuid()).then(|| InsertOutcome {
+                message_id: message.id,
+                state: MessageState::Prepared,
+                created: true,
+            })
+        })
+        .collect())
+}
+
+/// A batch of Prepares as one array per column.
+#[derive(Default)]
+struct PrepareColumns {
+    ids: Vec<Uuid>,
+    producers: Vec<String>,
+    topics: Vec<String>,
+    keys: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    headers: Vec<String>,
+    deliver_after: Vec<i64>,
+    created_at: Vec<i64>,
+    next_check_at: Vec<i64>,
+}
+
+impl PrepareColumns {
+    fn push(&mut self, message: &NewMessage) {
+        self.ids.push(message.id.as_uuid());
+        self.producers.push(message.producer.to_string());
+        self.topics.push(message.topic.to_string());
+        self.keys.push(message.key.to_string());
+        self.payloads.push(message.payload.clone());
+        self.headers.push(headers_to_json(&message.headers));
+        self.deliver_after.push(millis(message.deliver_after));
+        self.created_at.push(message.now.as_millis());
+        self.next_check_at
+            .push(message.now.plus(message.check_after).as_millis());
+    }
+}
+
+/// Confirms each open message of the batch (by id, at its own time) and answers the
+/// subscriptions it was routed to; `None` for those the transactional path must answer
+/// (unknown or already decided).
+pub async fn confirm_batch(
+    conn: &mut PgConnection,
+    confirms: &[(MessageId, Timestamp)],
+) -> Result<Vec<Option<Wake>>, StoreError> {
+    // The same message twice in one batch: confirmed once, both callers answered.
+    let mut unique: HashMap<MessageId, i64> = HashMap::with_capacity(confirms.len());
+    for (id, at) in confirms {
+        unique.entry(*id).or_insert(at.as_millis());
+    }
+    let (ids, at): (Vec<Uuid>, Vec<i64>) = unique.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
+    let rows = sqlx::query(CONFIRM_BATCH)
+        .bind(ids)
+        .bind(at)
+        .bind(CHANNEL)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut routed: HashMap<MessageId, Wake> = HashMap::new();
+    for row in &rows {
+        let subscriptions = routed.entry(row.id("id")?).or_default();
+        if let Some(name) = row.opt_text("subscription")? {
+            subscriptions.push(name);
+        }
+    }
+    for (id, subscriptions) in &mut routed {
+        subscriptions.sort();
+        if subscriptions.is_empty() {
+            tracing::warn!(message_id = %id, "confirmed message has no subscription: unrouted");
+        }
+    }
+    Ok(confirms
+        .iter()
+        .map(|(id, _)| routed.get(id).cloned())
+        .collect())
+}
+
+/// The subscriptions a statement routed to, sorted; an unrouted message has one row whose
+/// subscription is NULL.
+fn routed_subscriptions(rows: &[sqlx::postgres::PgRow]) -> Result<Wake, StoreError> {
+    let mut subscriptions = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(name) = row.opt_text("subscription")? {
+            subscriptions.push(name);
+        }
+    }
+    subscriptions.sort();
+    Ok(subscriptions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_every_placeholder() {
+        for lock in ["", "FOR SHARE"] {
+            assert!(!INSERT.replace("{lock}", lock).contains('{'));
+        }
+    }
+}
