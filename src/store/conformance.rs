@@ -661,11 +661,15 @@ pub async fn concurrent_calls_of_every_kind_each_get_their_own_answer(t: &TestSt
         match answer {
             Ok(outcome) => {
                 assert_eq!(outcome.state, MessageState::Prepared);
-                let id = *ids_by_key.entry(sent.key.clone()).or_insert(outcome.message_id);
+                let id = *ids_by_key
+                    .entry(sent.key.clone())
+                    .or_insert(outcome.message_id);
                 assert_eq!(outcome.message_id, id, "one message per key");
                 assert_eq!(outcome.created, outcome.message_id == sent.id);
             }
-            Err(StoreError::FailedPrecondition(_)) => assert_eq!(sent.topic.as_str(), "nobody-listens"),
+            Err(StoreError::FailedPrecondition(_)) => {
+                assert_eq!(sent.topic.as_str(), "nobody-listens")
+            }
             // The same key with other content (the other topic) was stored first.
             Err(StoreError::AlreadyExists(_)) => {}
             Err(other) => panic!("{}: {other}", sent.key),

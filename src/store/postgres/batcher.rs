@@ -220,7 +220,10 @@ mod tests {
         let sizes = sizes.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 20);
         assert!(sizes.iter().all(|&size| size <= 8), "{sizes:?}");
-        assert!(sizes.len() < 20, "items queued behind a running batch share the next: {sizes:?}");
+        assert!(
+            sizes.len() < 20,
+            "items queued behind a running batch share the next: {sizes:?}"
+        );
     }
 
     #[tokio::test]

@@ -70,7 +70,6 @@ impl Calls {
         }
         result
     }
-
 }
 
 /// Where one call attempt gets its connection, and where the connection waits while the
@@ -162,4 +161,3 @@ fn is_retryable(error: &StoreError) -> bool {
         _ => false,
     }
 }
-

@@ -1,9 +1,11 @@
 //! Turns other replicas' notifications into local wake-ups. One task per store LISTENs on
 //! [`CHANNEL`](super::CHANNEL): a payload names a subscription whose deliveries became due,
 //! so its long polls and this replica's scheduler wake; an empty one says another replica made
-//! leases, so the lease-expiry loop looks at their deadlines. Notifications are not stored: any sent
+//! leases, so the lease-expiry loop looks at their deadlines; [`SUBSCRIPTIONS_CHANGED`] marks
+//! this replica's copy of the subscriptions stale. Notifications are not stored: any sent
 //! while the connection is down are lost, so after every (re)connect everyone is woken once to
-//! look for themselves. A lost notification costs latency, never a delivery.
+//! look for themselves, and the copy of the subscriptions is read again. A lost notification
+//! costs latency, never a delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::CHANNEL;
+use super::subscription_cache::SubscriptionCache;
+use super::{CHANNEL, SUBSCRIPTIONS_CHANGED};
 use crate::domain::Name;
 use crate::store::Wakeups;
 
@@ -29,6 +32,8 @@ pub struct Signals {
     pub listening: watch::Sender<bool>,
     /// Poked when a store call found the database away: check the connection now.
     pub check_now: Arc<Notify>,
+    /// Told when the subscriptions changed, or may have while nobody listened.
+    pub subscriptions: Arc<SubscriptionCache>,
 }
 
 pub async fn run(
@@ -50,6 +55,7 @@ pub async fn run(
                     tracing::info!("listening for other replicas' wake-ups again");
                 }
                 failures = 0;
+                signals.subscriptions.changed();
                 signals.listening.send_replace(true);
                 wakeups.notify_all();
                 let lost = listen(
@@ -118,10 +124,15 @@ async fn listen(
             received = tokio::time::timeout(QUIET_CHECK, listener.try_recv()) => Some(received),
         };
         match received {
-            Some(Ok(Ok(Some(notification)))) => dispatch(notification.payload(), wakeups),
+            Some(Ok(Ok(Some(notification)))) => {
+                dispatch(notification.payload(), wakeups, &signals.subscriptions);
+            }
             // sqlx noticed the connection drop and connected again; whatever was sent in
             // between is lost.
-            Some(Ok(Ok(None))) => wakeups.notify_all(),
+            Some(Ok(Ok(None))) => {
+                signals.subscriptions.changed();
+                wakeups.notify_all();
+            }
             Some(Ok(Err(error))) => return Some(error.to_string()),
             // Quiet for a while, or a store call found the database away.
             None | Some(Err(_)) => {
@@ -138,8 +149,10 @@ async fn listen(
     }
 }
 
-fn dispatch(payload: &str, wakeups: &Wakeups) {
-    if payload == super::LEASES_CHANGED {
+fn dispatch(payload: &str, wakeups: &Wakeups, subscriptions: &SubscriptionCache) {
+    if payload == SUBSCRIPTIONS_CHANGED {
+        subscriptions.changed();
+    } else if payload == super::LEASES_CHANGED {
         // Another replica made leases: the lease-expiry loop looks at their deadlines.
         wakeups.leases().wake();
     } else if Name::parse("notification", payload).is_ok() {

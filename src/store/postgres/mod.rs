@@ -17,11 +17,12 @@ mod ops;
 mod reads;
 mod rows;
 mod scheduling;
+mod subscription_cache;
 #[cfg(test)]
 mod tests;
 
-use std::str::FromStr;
 use std::future::Future;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use announce::LeaseAnnouncer;
 use batcher::{Batcher, Limits, Outcome};
 use calls::{Calls, timed_out};
+use subscription_cache::SubscriptionCache;
 
 use super::{
     AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
@@ -55,9 +57,15 @@ pub const CHANNEL: &str = "courier_wakeups";
 /// scheduler loops only (subscription names are never empty).
 const LEASES_CHANGED: &str = "";
 
+/// The notification payload that means "subscriptions changed": replicas read the table again
+/// (no subscription name contains `#`).
+const SUBSCRIPTIONS_CHANGED: &str = "#subscriptions";
+
 pub struct PostgresStore {
     /// Runs calls on the pool, each bounded by the call timeout.
     calls: Calls,
+    /// This replica's copy of the subscriptions, trusted while the listener hears changes.
+    subscriptions: Arc<SubscriptionCache>,
     /// Concurrent Prepares, written together.
     prepares: Batcher<NewMessage, InsertOutcome>,
     /// Concurrent Confirms by message id, written together.
@@ -92,6 +100,7 @@ impl PostgresStore {
         let (listening_tx, listening) = watch::channel(false);
         let check_listener = Arc::new(Notify::new());
         let announcer = Arc::new(LeaseAnnouncer::default());
+        let subscriptions = Arc::new(SubscriptionCache::default());
         tokio::spawn({
             let (announcer, pool, shutdown) = (announcer.clone(), pool.clone(), shutdown.clone());
             async move { announcer.run(pool, shutdown).await }
@@ -103,6 +112,7 @@ impl PostgresStore {
             listener::Signals {
                 listening: listening_tx,
                 check_now: check_listener.clone(),
+                subscriptions: subscriptions.clone(),
             },
             shutdown.clone(),
         ));
@@ -115,10 +125,13 @@ impl PostgresStore {
             prepares: batched(&calls, NewMessage::size, |conn, items| {
                 Box::pin(one_statement::prepare_batch(conn, items))
             }),
-            confirms: batched(&calls, |_| 24, |conn, items| {
-                Box::pin(one_statement::confirm_batch(conn, items))
-            }),
+            confirms: batched(
+                &calls,
+                |_| 24,
+                |conn, items| Box::pin(one_statement::confirm_batch(conn, items)),
+            ),
             calls,
+            subscriptions,
             wakeups,
             announcer,
             listening,
@@ -169,7 +182,10 @@ impl PostgresStore {
 
     /// Writes one Prepare: batched with concurrent ones, or on its own when the batch leaves
     /// it to the single-call path (see `one_statement`).
-    async fn insert_one(&self, message: &NewMessage) -> Result<(InsertOutcome, ops::Wake), StoreError> {
+    async fn insert_one(
+        &self,
+        message: &NewMessage,
+    ) -> Result<(InsertOutcome, ops::Wake), StoreError> {
         if !message.publish {
             match self.prepares.submit(message.clone()).await {
                 Outcome::Done(outcome) => return Ok((outcome, Vec::new())),
@@ -180,13 +196,41 @@ impl PostgresStore {
         self.calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
-                if let Some(inserted) = one_statement::insert_message(&mut connection, message).await? {
+                if let Some(inserted) =
+                    one_statement::insert_message(&mut connection, message).await?
+                {
                     return Ok(inserted);
                 }
                 let mut tx = connection.begin().await?;
                 let (outcome, wake) = ops::insert_message(&mut tx, message).await?;
                 commit(tx, &wake).await?;
                 Ok((outcome, wake))
+            })
+            .await
+    }
+
+    /// Every subscription, sorted by name, from this replica's copy (read again if it is
+    /// stale); `None` while the copy cannot be trusted because the listener, which hears
+    /// other replicas' changes, is not connected.
+    async fn copy_of_subscriptions(&self) -> Result<Option<Arc<[Subscription]>>, StoreError> {
+        if !self.is_listening() {
+            return Ok(None);
+        }
+        if let Some(all) = self.subscriptions.current() {
+            return Ok(Some(all));
+        }
+        let generation = self.subscriptions.generation();
+        let all = self.read_subscriptions(None).await?;
+        Ok(Some(self.subscriptions.keep(generation, all)))
+    }
+
+    async fn read_subscriptions(
+        &self,
+        topic: Option<&Name>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.calls
+            .call(move |slot| async move {
+                reads::subscriptions(&mut *slot.connect().await?, topic).await
             })
             .await
     }
@@ -311,13 +355,14 @@ async fn connect_with_retry(
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.calls.call(move |slot| async move {
-            sqlx::query("SELECT 1")
-                .execute(&mut *slot.connect().await?)
-                .await?;
-            Ok(())
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                sqlx::query("SELECT 1")
+                    .execute(&mut *slot.connect().await?)
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn create_subscription(
@@ -325,31 +370,46 @@ impl Store for PostgresStore {
         subscription: Subscription,
     ) -> Result<(Subscription, bool), StoreError> {
         let subscription = &subscription;
-        self.calls.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            let created = ops::create_subscription(&mut tx, subscription).await?;
-            commit(tx, &[]).await?;
-            Ok(created)
-        })
-        .await
+        let created = self
+            .calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                let created = ops::create_subscription(&mut tx, subscription).await?;
+                commit(tx, &[SUBSCRIPTIONS_CHANGED.to_owned()]).await?;
+                Ok(created)
+            })
+            .await;
+        self.subscriptions.changed();
+        created
     }
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
-        self.calls.call(move |slot| async move {
-            reads::subscription(&mut *slot.connect().await?, name).await
-        })
-        .await
+        if let Some(all) = self.copy_of_subscriptions().await?
+            && let Ok(found) = all.binary_search_by(|s| s.name.as_str().cmp(name.as_str()))
+        {
+            return Ok(all[found].clone());
+        }
+        // Not in the copy: maybe created a moment ago on another replica.
+        self.calls
+            .call(move |slot| async move {
+                reads::subscription(&mut *slot.connect().await?, name).await
+            })
+            .await
     }
 
     async fn list_subscriptions(
         &self,
         topic: Option<&Name>,
     ) -> Result<Vec<Subscription>, StoreError> {
-        self.calls.call(move |slot| async move {
-            reads::subscriptions(&mut *slot.connect().await?, topic).await
-        })
-        .await
+        match self.copy_of_subscriptions().await? {
+            Some(all) => Ok(all
+                .iter()
+                .filter(|s| topic.is_none_or(|topic| s.topic == *topic))
+                .cloned()
+                .collect()),
+            None => self.read_subscriptions(topic).await,
+        }
     }
 
     async fn update_subscription(
@@ -357,28 +417,36 @@ impl Store for PostgresStore {
         subscription: Subscription,
     ) -> Result<Subscription, StoreError> {
         let subscription = &subscription;
-        let (updated, wake) = self
+        let updated = self
             .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
-                let (updated, wake) = ops::update_subscription(&mut tx, subscription).await?;
+                let (updated, mut wake) = ops::update_subscription(&mut tx, subscription).await?;
+                wake.push(SUBSCRIPTIONS_CHANGED.to_owned());
                 commit(tx, &wake).await?;
+                wake.pop();
                 Ok((updated, wake))
             })
-            .await?;
+            .await;
+        self.subscriptions.changed();
+        let (updated, wake) = updated?;
         self.wake(&wake);
         Ok(updated)
     }
 
     async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
-        self.calls.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            ops::delete_subscription(&mut tx, name).await?;
-            commit(tx, &[]).await
-        })
-        .await
+        let deleted = self
+            .calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                ops::delete_subscription(&mut tx, name).await?;
+                commit(tx, &[SUBSCRIPTIONS_CHANGED.to_owned()]).await
+            })
+            .await;
+        self.subscriptions.changed();
+        deleted
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
@@ -443,13 +511,14 @@ impl Store for PostgresStore {
 
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
         let (checker, now) = (&checker, Timestamp::now());
-        self.calls.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            ops::register_checker(&mut tx, checker, now).await?;
-            commit(tx, &[]).await
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                ops::register_checker(&mut tx, checker, now).await?;
+                commit(tx, &[]).await
+            })
+            .await
     }
 
     async fn get_checker(
@@ -531,14 +600,15 @@ impl Store for PostgresStore {
         extension: Duration,
         now: Timestamp,
     ) -> Result<Timestamp, StoreError> {
-        self.calls.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            let lease_expires_at = ops::extend_lease(&mut tx, receipt, extension, now).await?;
-            commit(tx, &[]).await?;
-            Ok(lease_expires_at)
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                let lease_expires_at = ops::extend_lease(&mut tx, receipt, extension, now).await?;
+                commit(tx, &[]).await?;
+                Ok(lease_expires_at)
+            })
+            .await
     }
 
     async fn reject(
@@ -547,20 +617,22 @@ impl Store for PostgresStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.calls.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            ops::reject(&mut tx, receipt, reason, now).await?;
-            commit(tx, &[]).await
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                ops::reject(&mut tx, receipt, reason, now).await?;
+                commit(tx, &[]).await
+            })
+            .await
     }
 
     async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
-        self.calls.call(move |slot| async move {
-            reads::next_due(&mut *slot.connect().await?, subscription).await
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                reads::next_due(&mut *slot.connect().await?, subscription).await
+            })
+            .await
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
@@ -591,14 +663,15 @@ impl Store for PostgresStore {
         limit: u32,
         hold: Duration,
     ) -> Result<Vec<DueCheck>, StoreError> {
-        self.calls.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            let claimed = scheduling::claim_due_checks(&mut tx, now, limit, hold).await?;
-            commit(tx, &[]).await?;
-            Ok(claimed)
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                let claimed = scheduling::claim_due_checks(&mut tx, now, limit, hold).await?;
+                commit(tx, &[]).await?;
+                Ok(claimed)
+            })
+            .await
     }
 
     async fn record_check(
@@ -628,10 +701,11 @@ impl Store for PostgresStore {
     }
 
     async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.calls.call(move |slot| async move {
-            scheduling::next_check_due(&mut *slot.connect().await?).await
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                scheduling::next_check_due(&mut *slot.connect().await?).await
+            })
+            .await
     }
 
     async fn fail_delivery(
@@ -661,21 +735,23 @@ impl Store for PostgresStore {
         cutoff: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        self.calls.call(move |slot| async move {
-            let mut connection = slot.connect().await?;
-            let mut tx = connection.begin().await?;
-            let deleted = scheduling::delete_final_messages(&mut tx, cutoff, limit).await?;
-            commit(tx, &[]).await?;
-            Ok(deleted)
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                let mut tx = connection.begin().await?;
+                let deleted = scheduling::delete_final_messages(&mut tx, cutoff, limit).await?;
+                commit(tx, &[]).await?;
+                Ok(deleted)
+            })
+            .await
     }
 
     async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.calls.call(move |slot| async move {
-            scheduling::oldest_final_at(&mut *slot.connect().await?).await
-        })
-        .await
+        self.calls
+            .call(move |slot| async move {
+                scheduling::oldest_final_at(&mut *slot.connect().await?).await
+            })
+            .await
     }
 
     async fn list_deliveries(
@@ -715,7 +791,8 @@ impl Store for PostgresStore {
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
-        self.calls.call(move |slot| async move { reads::stats(&mut *slot.connect().await?, now).await })
+        self.calls
+            .call(move |slot| async move { reads::stats(&mut *slot.connect().await?, now).await })
             .await
     }
 }

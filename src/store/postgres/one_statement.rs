@@ -161,11 +161,13 @@ pub async fn prepare_batch(
     Ok(messages
         .iter()
         .map(|message| {
-            inserted.contains(&message.id.as_uuid()).then(|| InsertOutcome {
-                message_id: message.id,
-                state: MessageState::Prepared,
-                created: true,
-            })
+            inserted
+                .contains(&message.id.as_uuid())
+                .then_some(InsertOutcome {
+                    message_id: message.id,
+                    state: MessageState::Prepared,
+                    created: true,
+                })
         })
         .collect())
 }
@@ -211,7 +213,8 @@ pub async fn confirm_batch(
     for (id, at) in confirms {
         unique.entry(*id).or_insert(at.as_millis());
     }
-    let (ids, at): (Vec<Uuid>, Vec<i64>) = unique.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
+    let (ids, at): (Vec<Uuid>, Vec<i64>) =
+        unique.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
     let rows = sqlx::query(CONFIRM_BATCH)
         .bind(ids)
         .bind(at)

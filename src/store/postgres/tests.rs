@@ -469,3 +469,50 @@ async fn calls_fail_fast_while_the_database_is_cut_off_and_recover() {
 async fn calls_fail_fast_on_a_dead_network_path_and_recover() {
     outage(Link::Blackhole).await;
 }
+
+/// Polls `look` every 10 ms until it returns true, for at most two seconds.
+async fn eventually(mut look: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if look().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_changes_on_one_replica_reach_the_others_copy() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (a, _) = open(database.url(), &PostgresConfig::default()).await;
+    let (b, _) = open(database.url(), &PostgresConfig::default()).await;
+    let created = subscription(Timestamp::now());
+    a.create_subscription(created.clone()).await.unwrap();
+    // B reads it (and keeps its copy), then A changes it twice.
+    assert_eq!(b.get_subscription(&name(SUB)).await.unwrap(), created);
+    let updated = Subscription {
+        ack_deadline: Duration::from_secs(90),
+        ..created.clone()
+    };
+    a.update_subscription(updated.clone()).await.unwrap();
+    assert!(
+        eventually(async || b.get_subscription(&name(SUB)).await.unwrap() == updated).await,
+        "B sees the update"
+    );
+    a.delete_subscription(&name(SUB)).await.unwrap();
+    assert!(
+        eventually(async || matches!(
+            b.get_subscription(&name(SUB)).await,
+            Err(StoreError::NotFound(_))
+        ))
+        .await,
+        "B sees the delete"
+    );
+    assert!(b.list_subscriptions(None).await.unwrap().is_empty());
+    // A subscription B has never seen is read from the table at once.
+    a.create_subscription(created.clone()).await.unwrap();
+    assert_eq!(b.get_subscription(&name(SUB)).await.unwrap(), created);
+}
