@@ -43,7 +43,12 @@ pub use crate::telemetry::init_tracing;
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Every service name the health service reports on; "" is the server as a whole.
+/// The health service name for liveness probes: SERVING as long as the process answers at
+/// all. Readiness ("" and the service names below) follows the database; a liveness probe on
+/// it would restart every replica during a long database outage, which helps nothing.
+pub const LIVENESS_SERVICE: &str = "courier.liveness";
+
+/// Every service name whose health follows the database; "" is the server as a whole.
 const HEALTH_SERVICES: [&str; 4] = [
     "",
     <ProducerServer<api::ProducerService> as NamedService>::NAME,
@@ -140,6 +145,9 @@ pub async fn run_with(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     tracker.spawn(watch_store_health(
         store.clone(),
         health,

@@ -120,8 +120,12 @@ def common_checks(case: str, manifests) -> None:
     deployment = manifests[("Deployment", RELEASE)]
     pod = deployment["spec"]["template"]["spec"]
     main = container(manifests)
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         check(main[probe].get("grpc") == {"port": 50051}, f"{probe} is a gRPC health probe on 50051 ({case})")
+    check(
+        main["livenessProbe"].get("grpc") == {"port": 50051, "service": "courier.liveness"},
+        f"livenessProbe asks for courier.liveness, which does not follow the database ({case})",
+    )
     security = main["securityContext"]
     check(
         security["readOnlyRootFilesystem"] is True

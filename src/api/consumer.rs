@@ -12,7 +12,7 @@ use tracing::{debug, error, instrument};
 
 use super::ApiContext;
 use super::convert;
-use crate::domain::{Receipt, Subscription, Timestamp};
+use crate::domain::{Receipt, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
 use crate::proto::{self, consumer_server::Consumer};
 use crate::store::{AckStatus, LeasedDelivery, StoreError};
@@ -189,8 +189,13 @@ impl Consumer for ConsumerService {
         let params = convert::nack(request.into_inner())?;
         let receipt = self.lease_receipt(&params.target).await?;
         let store = &self.context.store;
-        store.nack(receipt, params.delay, Timestamp::now()).await?;
+        let plan = store.nack(receipt, params.delay, Timestamp::now()).await?;
         metrics::delivery_nacked(receipt.subscription.as_str());
+        // Counted once: a repeat of this Nack changes nothing and answers no plan.
+        if plan == Some(RedeliveryPlan::Dead) {
+            metrics::delivery_dead(receipt.subscription.as_str(), metrics::DeadReason::Nacked);
+            debug!(%receipt, "nacked on the last attempt: delivery is DEAD until redriven");
+        }
         Ok(Response::new(proto::NackResponse {}))
     }
 

@@ -208,9 +208,9 @@ impl Metrics {
         );
         registry.register(
             "deliveries_dead",
-            "Deliveries that became DEAD, by subscription and reason: rejected (Reject) or \
-             push_failed (the last push attempt failed); deaths by lease expiry or by a Nack on \
-             the last attempt show in courier_subscription_deliveries{state=\"dead\"}",
+            "Deliveries that became DEAD, by subscription and reason: rejected (Reject), \
+             nacked (a Nack on the last attempt), lease_expired (the lease of the last attempt \
+             ran out) or push_failed (the last push attempt failed)",
             m.deliveries_dead,
         );
         registry.register(
@@ -282,10 +282,16 @@ impl CheckOutcome {
     }
 }
 
-/// Why a delivery became DEAD (where Courier learns of it).
+/// Why a delivery became DEAD (where Courier learns of it): the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadReason {
+    /// The consumer rejected it (on any attempt).
     Rejected,
+    /// The consumer nacked its last attempt.
+    Nacked,
+    /// The lease of its last attempt ran out without an Ack.
+    LeaseExpired,
+    /// Its last push attempt failed.
     PushFailed,
 }
 
@@ -293,6 +299,8 @@ impl DeadReason {
     fn as_str(self) -> &'static str {
         match self {
             Self::Rejected => "rejected",
+            Self::Nacked => "nacked",
+            Self::LeaseExpired => "lease_expired",
             Self::PushFailed => "push_failed",
         }
     }
@@ -400,13 +408,20 @@ pub fn delivery_push_failed(subscription_name: &str) {
 }
 
 pub fn delivery_dead(subscription_name: &str, reason: DeadReason) {
-    METRICS
-        .deliveries_dead
-        .get_or_create(&DeadLabels {
-            subscription: subscription_name.to_owned(),
-            reason: reason.as_str(),
-        })
-        .inc();
+    deliveries_dead(subscription_name, reason, 1);
+}
+
+/// `count` deliveries of `subscription_name` became DEAD for `reason`.
+pub fn deliveries_dead(subscription_name: &str, reason: DeadReason, count: u64) {
+    if count > 0 {
+        METRICS
+            .deliveries_dead
+            .get_or_create(&DeadLabels {
+                subscription: subscription_name.to_owned(),
+                reason: reason.as_str(),
+            })
+            .inc_by(count);
+    }
 }
 
 pub fn deliveries_redriven(subscription_name: &str, count: u64) {

@@ -9,18 +9,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::sleep::{failure_backoff, until_due};
 use crate::domain::Timestamp;
+use crate::metrics::{self, DeadReason};
 use crate::store::{Store, StoreError, Wakeups};
 
-/// Ends every lease expired by `now`; returns how many.
+/// Ends every lease expired by `now`; returns how many. Counts the leases ended, and the
+/// deliveries that went DEAD because it was their last attempt.
 #[tracing::instrument(name = "lease_expiry", skip_all)]
 pub async fn pass(store: &dyn Store, now: Timestamp) -> Result<u64, StoreError> {
     let mut ended = 0;
     loop {
         // The store ends at most a bounded batch per call; repeat until none is left.
         let batch = store.expire_leases(now).await?;
-        ended += batch;
-        crate::metrics::leases_expired(batch);
-        if batch == 0 {
+        ended += batch.ended;
+        metrics::leases_expired(batch.ended);
+        for (subscription, dead) in &batch.dead {
+            metrics::deliveries_dead(subscription.as_str(), DeadReason::LeaseExpired, *dead);
+            tracing::warn!(
+                %subscription, dead,
+                "leases expired on the last attempt: deliveries are DEAD until redriven"
+            );
+        }
+        if batch.ended == 0 {
             return Ok(ended);
         }
     }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    AckStatus, CheckRecorded, CheckVerdict, DeliveryQuery, MessageQuery, NewMessage, Store,
-    StoreError, Wakeups,
+    AckStatus, CheckRecorded, CheckVerdict, DeliveryQuery, ExpiredLeases, MessageQuery, NewMessage,
+    Store, StoreError, Wakeups,
 };
 use crate::config::{PostgresConfig, SqliteConfig};
 use crate::domain::{
@@ -795,7 +795,11 @@ pub async fn ack_statuses_for_stale_unknown_and_repeated_receipts(t: &TestStore)
     let first = lease_one(store, &sub, now).await;
     // The lease runs out; the delivery is leased again under a new generation.
     assert_eq!(
-        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
+        store
+            .expire_leases(now.plus(ACK_DEADLINE))
+            .await
+            .unwrap()
+            .ended,
         1
     );
     let retry_at = delivery(store, id).await.next_attempt_at.unwrap();
@@ -857,7 +861,11 @@ pub async fn ack_with_the_latest_receipt_after_expiry(t: &TestStore) {
     let id = publish(store, "k", now).await;
     let receipt = lease_one(store, &sub, now).await;
     assert_eq!(
-        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
+        store
+            .expire_leases(now.plus(ACK_DEADLINE))
+            .await
+            .unwrap()
+            .ended,
         1
     );
     assert_eq!(delivery(store, id).await.state, DeliveryState::Pending);
@@ -881,9 +889,15 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
     let id = publish(store, "k", now).await;
     let receipt = lease_one(store, &sub, now).await;
     let delay = Duration::from_secs(5);
-    store.nack(&receipt, Some(delay), now).await.unwrap();
-    // A repeat of the same Nack changes nothing.
-    store.nack(&receipt, None, later(now, 100)).await.unwrap();
+    assert_eq!(
+        store.nack(&receipt, Some(delay), now).await.unwrap(),
+        Some(RedeliveryPlan::RetryAt(now.plus(delay)))
+    );
+    // A repeat of the same Nack changes nothing, and says so.
+    assert_eq!(
+        store.nack(&receipt, None, later(now, 100)).await.unwrap(),
+        None
+    );
     let status = delivery(store, id).await;
     assert_eq!(status.state, DeliveryState::Pending);
     assert_eq!(status.next_attempt_at, Some(now.plus(delay)));
@@ -913,10 +927,21 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
         })
     ));
     // Second and last attempt: a Nack makes it DEAD, whatever the delay.
-    store
-        .nack(&second, Some(delay), now.plus(delay))
-        .await
-        .unwrap();
+    assert_eq!(
+        store
+            .nack(&second, Some(delay), now.plus(delay))
+            .await
+            .unwrap(),
+        Some(RedeliveryPlan::Dead)
+    );
+    // Repeated, it answers no plan: the death is reported once.
+    assert_eq!(
+        store
+            .nack(&second, None, later(now.plus(delay), 100))
+            .await
+            .unwrap(),
+        None
+    );
     let status = delivery(store, id).await;
     assert_eq!(status.state, DeliveryState::Dead);
     assert_eq!(status.attempts, 2);
@@ -952,11 +977,15 @@ pub async fn extend_lease_keeps_the_lease(t: &TestStore) {
     assert_eq!(until, extended_at.plus(Duration::from_secs(60)));
     assert_eq!(delivery(store, id).await.lease_expires_at, Some(until));
     assert_eq!(
-        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
+        store
+            .expire_leases(now.plus(ACK_DEADLINE))
+            .await
+            .unwrap()
+            .ended,
         0
     );
     assert_eq!(delivery(store, id).await.state, DeliveryState::Leased);
-    assert_eq!(store.expire_leases(until).await.unwrap(), 1);
+    assert_eq!(store.expire_leases(until).await.unwrap().ended, 1);
     // Expired: the receipt can no longer extend.
     assert!(matches!(
         store
@@ -1049,11 +1078,18 @@ pub async fn expire_leases_checks_state_and_generation(t: &TestStore) {
 
     let deadline = later(now, 1).plus(ACK_DEADLINE);
     assert_eq!(
-        store.expire_leases(later(now, 30_000)).await.unwrap(),
+        store.expire_leases(later(now, 30_000)).await.unwrap().ended,
         0,
         "not yet"
     );
-    assert_eq!(store.expire_leases(deadline).await.unwrap(), 1);
+    assert_eq!(
+        store.expire_leases(deadline).await.unwrap(),
+        ExpiredLeases {
+            ended: 1,
+            dead: vec![],
+        },
+        "retried: attempts are left"
+    );
     assert_eq!(delivery(store, acked).await.state, DeliveryState::Acked);
     let status = delivery(store, expired).await;
     assert_eq!(status.state, DeliveryState::Pending);
@@ -1070,14 +1106,17 @@ pub async fn expire_leases_checks_state_and_generation(t: &TestStore) {
     );
     assert_eq!(
         store.expire_leases(deadline).await.unwrap(),
-        0,
+        ExpiredLeases::default(),
         "already ended"
     );
 
     // Leased again: the old deadline no longer applies.
     let again = lease_one(store, &sub, retry_at).await;
     assert_eq!(again.generation, 2);
-    assert_eq!(store.expire_leases(later(retry_at, 1)).await.unwrap(), 0);
+    assert_eq!(
+        store.expire_leases(later(retry_at, 1)).await.unwrap().ended,
+        0
+    );
     assert_eq!(delivery(store, expired).await.state, DeliveryState::Leased);
     assert_eq!(
         store.next_lease_expiry().await.unwrap(),
@@ -1089,16 +1128,54 @@ pub async fn expire_leases_on_the_last_attempt_is_dead(t: &TestStore) {
     let store = t.store.as_ref();
     let now = Timestamp::now();
     let sub = subscribe(store, 1, now).await;
-    let id = publish(store, "k", now).await;
-    lease_one(store, &sub, now).await;
+    let audit = store
+        .create_subscription(subscription("audit", TOPIC, 2, now))
+        .await
+        .unwrap()
+        .0;
+    let ids = [
+        publish(store, "k", now).await,
+        publish(store, "k2", now).await,
+    ];
+    assert_eq!(store.lease(&sub, 10, now).await.unwrap().len(), 2);
+    assert_eq!(store.lease(&audit, 10, now).await.unwrap().len(), 2);
+    let deadline = now.plus(ACK_DEADLINE);
+    // Every lease ends; only SUB's were the last attempts (audit's are retried).
+    let expired = store.expire_leases(deadline).await.unwrap();
     assert_eq!(
-        store.expire_leases(now.plus(ACK_DEADLINE)).await.unwrap(),
-        1
+        expired,
+        ExpiredLeases {
+            ended: 4,
+            dead: vec![(name(SUB), 2)],
+        }
     );
-    let status = delivery(store, id).await;
-    assert_eq!(status.state, DeliveryState::Dead);
-    assert_eq!(status.next_attempt_at, None);
+    assert_eq!(expired.dead_total(), 2);
+    for id in ids {
+        let status = delivery(store, id).await;
+        assert_eq!(status.state, DeliveryState::Dead);
+        assert_eq!(status.next_attempt_at, None);
+    }
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), None);
+    // Nothing is ended, or counted dead, twice.
+    assert_eq!(
+        store.expire_leases(deadline).await.unwrap(),
+        ExpiredLeases::default()
+    );
+
+    // audit's second and last attempts run out too. Backoff after attempt 1: 1 s, ±20 %.
+    let retried = later(deadline, 1_200);
+    assert_eq!(store.lease(&audit, 10, retried).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .expire_leases(retried.plus(ACK_DEADLINE))
+            .await
+            .unwrap(),
+        ExpiredLeases {
+            ended: 2,
+            dead: vec![(name("audit"), 2)],
+        }
+    );
+    assert_eq!(store.next_due(&name("audit")).await.unwrap(), None);
 }
 
 // --- admin ---
@@ -1115,7 +1192,10 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
     let leased = store.lease(&sub, 10, now).await.unwrap();
     assert_eq!(leased.len(), 3);
     for receipt in leased.iter().map(|d| &d.receipt) {
-        store.nack(receipt, None, now).await.unwrap();
+        assert_eq!(
+            store.nack(receipt, None, now).await.unwrap(),
+            Some(RedeliveryPlan::Dead)
+        );
     }
     for id in ids {
         assert_eq!(delivery(store, id).await.state, DeliveryState::Dead);

@@ -96,12 +96,15 @@ pub trait Store: Send + Sync + 'static {
     async fn ack(&self, receipts: &[Receipt], now: Timestamp)
     -> Result<Vec<AckStatus>, StoreError>;
     /// Ends a lease early: PENDING after `delay` (or the backoff), or DEAD on the last attempt.
+    /// Returns the plan applied, or `None` when this receipt's lease was released already (a
+    /// repeat of the Nack, or the lease expired and nobody leased the delivery since): nothing
+    /// changes.
     async fn nack(
         &self,
         receipt: &Receipt,
         delay: Option<Duration>,
         now: Timestamp,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<RedeliveryPlan>, StoreError>;
     /// Moves the lease end to `now + extension` and returns it.
     async fn extend_lease(
         &self,
@@ -121,9 +124,11 @@ pub trait Store: Send + Sync + 'static {
 
     // --- scheduler ---
 
-    /// Ends every lease that expired by `now` (re-checking state and generation): PENDING after
-    /// backoff, or DEAD when out of attempts. Returns how many leases it ended.
-    async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// Ends leases that expired by `now` (re-checking state and generation), at most a bounded
+    /// batch per call: PENDING after backoff, or DEAD when out of attempts. Returns how many
+    /// leases it ended and, by subscription, how many of them went DEAD; only leases this call
+    /// ended count (not those acked, renewed or ended by another sweep meanwhile).
+    async fn expire_leases(&self, now: Timestamp) -> Result<ExpiredLeases, StoreError>;
     /// Earliest lease end among LEASED deliveries, if any.
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError>;
 

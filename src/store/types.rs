@@ -174,3 +174,38 @@ pub enum CheckRecorded {
     /// or another scheduler already recorded this attempt. Holds the current state.
     Stale(MessageState),
 }
+
+/// What one [`super::Store::expire_leases`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiredLeases {
+    /// How many leases it ended, PENDING again or DEAD.
+    pub ended: u64,
+    /// Of those, how many went DEAD (the attempt was the subscription's last), by
+    /// subscription in the order first met; subscriptions with none are left out.
+    pub dead: Vec<(Name, u64)>,
+}
+
+impl ExpiredLeases {
+    /// Counts one lease of `subscription` that was ended, and whether it went DEAD.
+    pub fn count(&mut self, subscription: &str, dead: bool) {
+        self.ended += 1;
+        if !dead {
+            return;
+        }
+        match self
+            .dead
+            .iter_mut()
+            .find(|(name, _)| name.as_str() == subscription)
+        {
+            Some((_, count)) => *count += 1,
+            None => self
+                .dead
+                .push((Name::from_trusted(subscription.to_owned()), 1)),
+        }
+    }
+
+    /// How many of the ended leases went DEAD, over every subscription.
+    pub fn dead_total(&self) -> u64 {
+        self.dead.iter().map(|(_, count)| count).sum()
+    }
+}

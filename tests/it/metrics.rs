@@ -7,15 +7,19 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use courier::proto::{GetSubscriptionRequest, NackRequest, RejectRequest};
+use courier::proto::{DeliveryState, GetSubscriptionRequest, NackRequest, RejectRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
 
-use crate::harness::{TestServer, assert_code, fast_subscription};
+use crate::harness::{TestServer, assert_code, eventually, fast_subscription};
 
 const TOPIC: &str = "metrics-orders";
 const SUB: &str = "metrics-billing";
+/// The subscription of the test on deaths by Nack and by lease expiry (counters are
+/// process-wide: each test labels its own series).
+const DEAD_TOPIC: &str = "metrics-dead-orders";
+const DEAD_SUB: &str = "metrics-dead-letters";
 
 fn free_port() -> SocketAddr {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -239,4 +243,83 @@ async fn the_endpoint_exports_rpc_message_delivery_and_backlog_metrics() {
     server.stop().await.expect("a clean stop");
     let after = http_get(metrics_addr, "/metrics").await;
     assert!(after.is_err(), "the metrics listener is closed: {after:?}");
+}
+
+#[tokio::test]
+async fn deaths_by_nack_and_by_lease_expiry_on_the_last_attempt_are_counted() {
+    let metrics_addr = free_port();
+    let server = TestServer::start_with(|config| {
+        config.metrics_listen = metrics_addr.to_string();
+    })
+    .await;
+    // One attempt each, and a 1 s ack deadline: the scheduler's lease-expiry loop (running in
+    // the background, as in production) ends an unacked lease about a second after Receive.
+    server
+        .create_subscription(fast_subscription(DEAD_SUB, DEAD_TOPIC, 1))
+        .await;
+    let nacked = server.publish(DEAD_TOPIC, "nacked").await;
+    let expired = server.publish(DEAD_TOPIC, "expired").await;
+    let deliveries = server.receive(DEAD_SUB, 2, Duration::from_secs(5)).await;
+    assert_eq!(deliveries.len(), 2);
+    let to_nack = deliveries
+        .iter()
+        .find(|d| d.message_id == nacked)
+        .expect("a delivery of the message to nack");
+
+    // A Nack on the last attempt: DEAD, counted once, even when the Nack is repeated.
+    for _ in 0..2 {
+        server
+            .consumer()
+            .nack(NackRequest {
+                subscription: DEAD_SUB.into(),
+                receipt: to_nack.receipt.clone(),
+                delay: None,
+            })
+            .await
+            .expect("Nack");
+    }
+    assert_eq!(
+        server.delivery_status(&nacked, DEAD_SUB).await.state(),
+        DeliveryState::Dead
+    );
+
+    // The other lease runs out on its last attempt. The counter moves just after the store
+    // ends the lease, so wait for the scrape to show it.
+    let sub = format!("subscription=\"{DEAD_SUB}\"");
+    let lease_expired = format!("courier_deliveries_dead_total{{{sub},reason=\"lease_expired\"}}");
+    let samples = eventually(
+        Duration::from_secs(10),
+        "the lease-expiry loop counts the death",
+        || async {
+            let (status, exposition) = http_get(metrics_addr, "/metrics").await.ok()?;
+            assert_eq!(status, 200, "{exposition}");
+            let samples = samples(&exposition);
+            samples.contains_key(&lease_expired).then_some(samples)
+        },
+    )
+    .await;
+    assert_eq!(
+        server.delivery_status(&expired, DEAD_SUB).await.state(),
+        DeliveryState::Dead
+    );
+    assert_eq!(value(&samples, &lease_expired), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            &format!("courier_deliveries_dead_total{{{sub},reason=\"nacked\"}}")
+        ),
+        1.0
+    );
+    for reason in ["rejected", "push_failed"] {
+        let series = format!("courier_deliveries_dead_total{{{sub},reason=\"{reason}\"}}");
+        assert!(!samples.contains_key(&series), "no {series}");
+    }
+    assert!(value(&samples, "courier_leases_expired_total") >= 1.0);
+    let backlog = value(
+        &samples,
+        &format!("courier_subscription_deliveries{{{sub},topic=\"{DEAD_TOPIC}\",state=\"dead\"}}"),
+    );
+    assert_eq!(backlog, 2.0);
+
+    server.stop().await.expect("a clean stop");
 }

@@ -338,9 +338,13 @@ async fn leases_of_a_killed_replica_are_taken_over() {
 }
 
 async fn health(api: &Api) -> Result<ServingStatus, Code> {
+    health_of(api, "").await
+}
+
+async fn health_of(api: &Api, service: &str) -> Result<ServingStatus, Code> {
     let mut client = HealthClient::new(api.channel());
     let check = client.check(HealthCheckRequest {
-        service: String::new(),
+        service: service.to_owned(),
     });
     match tokio::time::timeout(Duration::from_secs(2), check).await {
         Ok(Ok(response)) => Ok(response.get_ref().status()),
@@ -388,6 +392,11 @@ async fn outage(link: Link) {
         || async { (health(&replica).await == Ok(ServingStatus::NotServing)).then(Instant::now) },
     )
     .await;
+    // Liveness does not follow the database: a probe on it must not restart the replica.
+    assert_eq!(
+        health_of(&replica, courier::LIVENESS_SERVICE).await,
+        Ok(ServingStatus::Serving)
+    );
 
     proxy.set(Link::Up);
     let restored_at = Instant::now();

@@ -25,6 +25,16 @@ async fn health_reports_serving() {
         .expect("grpc.health.v1.Health/Check")
         .into_inner();
     assert_eq!(response.status(), ServingStatus::Serving);
+    for service in [courier::LIVENESS_SERVICE, "courier.v1.Producer"] {
+        let response = HealthClient::new(server.channel())
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .expect("grpc.health.v1.Health/Check")
+            .into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "{service}");
+    }
 }
 
 /// Asks one reflection version for its services and for the file declaring

@@ -1,13 +1,14 @@
-//! Tells the other replicas that this one made leases, so their lease-expiry loops look at the
-//! new deadlines: if this replica dies, they end its leases about when they expire, not at
+//! Tells the other replicas that this one made leases or prepared messages, so their
+//! lease-expiry and check-back loops look at the new deadlines: if this replica dies, they end
+//! its leases about when they expire and run its first checks about when they are due, not at
 //! their idle ceiling. Every Receive leases, and one notification per Receive would wake every
-//! replica's scheduler each time, so announcements are debounced to one per
-//! [`INTERVAL`]. The first lease statement of a window carries the announcement itself
-//! (`pg_notify` commits with the leases, so even a replica killed right after has told the
-//! others); leases made later in the window are announced when it ends, best effort. That is
-//! enough: a woken loop reads the earliest deadline from the database, so it finds every lease
-//! made since, announced or not, once it gets there. A lost announcement costs takeover
-//! latency, never a delivery.
+//! replica's scheduler each time, so announcements are debounced to one per [`INTERVAL`]. The
+//! first lease statement of a window carries the announcement itself (`pg_notify` commits
+//! with the leases, so even a replica killed right after has told the others); leases and
+//! Prepares made later in the window are announced when it ends, best effort. That is enough:
+//! a woken loop reads the earliest deadline from the database, so it finds every deadline made
+//! since, announced or not, once it gets there. A lost announcement costs takeover latency,
+//! never a delivery or a check.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CHANNEL, LEASES_CHANGED};
+use super::{CHANNEL, DEADLINES_CHANGED};
 
 /// Most often one replica announces new leases.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -82,7 +83,7 @@ impl LeaseAnnouncer {
             if self.pending.swap(false, Ordering::SeqCst) && self.claim() {
                 let sent = sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(CHANNEL)
-                    .bind(LEASES_CHANGED)
+                    .bind(DEADLINES_CHANGED)
                     .execute(&pool)
                     .await;
                 if let Err(error) = sent {

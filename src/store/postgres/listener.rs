@@ -1,7 +1,8 @@
 //! Turns other replicas' notifications into local wake-ups. One task per store LISTENs on
 //! [`CHANNEL`](super::CHANNEL): a payload names a subscription whose deliveries became due,
 //! so its long polls and this replica's scheduler wake; an empty one says another replica made
-//! leases, so the lease-expiry loop looks at their deadlines; [`SUBSCRIPTIONS_CHANGED`] marks
+//! leases or prepared messages, so the lease-expiry and check-back loops look at the new
+//! deadlines; [`SUBSCRIPTIONS_CHANGED`] marks
 //! this replica's copy of the subscriptions stale. Notifications are not stored: any sent
 //! while the connection is down are lost, so after every (re)connect everyone is woken once to
 //! look for themselves, and the copy of the subscriptions is read again. A lost notification
@@ -152,9 +153,11 @@ async fn listen(
 fn dispatch(payload: &str, wakeups: &Wakeups, subscriptions: &SubscriptionCache) {
     if payload == SUBSCRIPTIONS_CHANGED {
         subscriptions.changed();
-    } else if payload == super::LEASES_CHANGED {
-        // Another replica made leases: the lease-expiry loop looks at their deadlines.
+    } else if payload == super::DEADLINES_CHANGED {
+        // Another replica made leases or prepared messages: the lease-expiry and check-back
+        // loops look at the new deadlines.
         wakeups.leases().wake();
+        wakeups.checks().wake();
     } else if Name::parse("notification", payload).is_ok() {
         wakeups.notify_subscription(payload);
         wakeups.notify_push();

@@ -39,8 +39,8 @@ use subscription_cache::SubscriptionCache;
 
 use super::{
     AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
-    InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
-    Wakeups,
+    ExpiredLeases, InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store,
+    StoreError, Wakeups,
 };
 use crate::config::PostgresConfig;
 use crate::domain::{
@@ -53,9 +53,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The LISTEN/NOTIFY channel; each notification's payload is a subscription name.
 pub const CHANNEL: &str = "courier_wakeups";
 
-/// The notification payload that means "leases changed": it wakes the other replicas'
-/// scheduler loops only (subscription names are never empty).
-const LEASES_CHANGED: &str = "";
+/// The notification payload that means "this replica made leases or prepared messages": the
+/// other replicas' lease-expiry and check-back loops look at the new deadlines, so they take
+/// over if this replica dies (subscription names are never empty).
+const DEADLINES_CHANGED: &str = "";
 
 /// The notification payload that means "subscriptions changed": replicas read the table again
 /// (no subscription name contains `#`).
@@ -453,8 +454,10 @@ impl Store for PostgresStore {
         let (outcome, wake) = self.insert_one(&message).await?;
         self.wake(&wake);
         if outcome.created && !message.publish {
-            // This replica's check loop may be sleeping past the first check. Other
-            // replicas' loops find it at their next pass; this one claims it meanwhile.
+            // Other replicas hear of it within a second (best effort), so their check loops
+            // run the first check if this replica dies before it.
+            self.announcer.defer();
+            // This replica's check loop may be sleeping past the first check.
             self.wakeups
                 .checks()
                 .due_at(message.now.plus(message.check_after));
@@ -579,19 +582,19 @@ impl Store for PostgresStore {
         receipt: &Receipt,
         delay: Option<Duration>,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let wake = self
+    ) -> Result<Option<RedeliveryPlan>, StoreError> {
+        let (plan, wake) = self
             .calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
                 let mut tx = connection.begin().await?;
-                let wake = ops::nack(&mut tx, receipt, delay, now).await?;
+                let (plan, wake) = ops::nack(&mut tx, receipt, delay, now).await?;
                 commit(tx, &wake).await?;
-                Ok(wake)
+                Ok((plan, wake))
             })
             .await?;
         self.wake(&wake);
-        Ok(())
+        Ok(plan)
     }
 
     async fn extend_lease(
@@ -635,7 +638,7 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
+    async fn expire_leases(&self, now: Timestamp) -> Result<ExpiredLeases, StoreError> {
         let (ended, wake) = self
             .calls
             .call(move |slot| async move {

@@ -18,7 +18,8 @@ use crate::domain::{
     decide as decide_transition, plan_redelivery, random_jitter,
 };
 use crate::store::{
-    AckStatus, CheckerRegistration, InsertOutcome, LeasedDelivery, NewMessage, StoreError, rules,
+    AckStatus, CheckerRegistration, ExpiredLeases, InsertOutcome, LeasedDelivery, NewMessage,
+    StoreError, rules,
 };
 
 /// Subscriptions whose waiters should wake once the write commits.
@@ -397,7 +398,7 @@ pub async fn lease(
     .bind(announce)
     .bind(super::CHANNEL)
     // One per leased row; PostgreSQL sends identical notifications of a transaction once.
-    .bind(super::LEASES_CHANGED)
+    .bind(super::DEADLINES_CHANGED)
     .fetch_all(&mut *conn)
     .await?;
     let mut leased = Vec::with_capacity(claimed.len());
@@ -555,10 +556,11 @@ pub async fn nack(
     receipt: &Receipt,
     delay: Option<Duration>,
     now: Timestamp,
-) -> Result<Wake, StoreError> {
+) -> Result<(Option<RedeliveryPlan>, Wake), StoreError> {
     let (check, attempts) = rules::held_lease(lock_delivery(conn, receipt).await?, receipt)?;
     if check != LeaseCheck::Held {
-        return Ok(Vec::new()); // already released by this receipt: an idempotent repeat
+        // already released by this receipt: an idempotent repeat
+        return Ok((None, Vec::new()));
     }
     let subscription = find_subscription(conn, &receipt.subscription, false)
         .await?
@@ -570,8 +572,10 @@ pub async fn nack(
         delay,
         random_jitter(),
     );
-    release(conn, receipt, plan, rules::NACKED, now).await?;
-    Ok(vec![receipt.subscription.to_string()])
+    if !release(conn, receipt, plan, rules::NACKED, now).await? {
+        return Ok((None, Vec::new()));
+    }
+    Ok((Some(plan), vec![receipt.subscription.to_string()]))
 }
 
 pub async fn extend_lease(
@@ -633,7 +637,7 @@ pub async fn reject(
 pub async fn expire_leases(
     conn: &mut PgConnection,
     now: Timestamp,
-) -> Result<(u64, Wake), StoreError> {
+) -> Result<(ExpiredLeases, Wake), StoreError> {
     let expired = sqlx::query(
         "SELECT d.subscription, d.message_id, d.attempts, d.generation, s.max_attempts, \
          s.initial_backoff_ms, s.max_backoff_ms, s.multiplier \
@@ -646,20 +650,20 @@ pub async fn expire_leases(
     .fetch_all(&mut *conn)
     .await?;
     if expired.is_empty() {
-        return Ok((0, Vec::new()));
+        return Ok((ExpiredLeases::default(), Vec::new()));
     }
     let mut plans = ExpiryPlans::default();
     for row in &expired {
         plans.push(row, now)?;
     }
-    let mut ended: Vec<String> = sqlx::query_scalar(
+    let ended: Vec<(String, String)> = sqlx::query_as(
         "UPDATE deliveries d SET state = e.state, next_attempt_at = e.next_attempt_at, \
          lease_expires_at = NULL, last_error = $6, updated_at = $7 \
          FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[]) \
            AS e(subscription, message_id, generation, state, next_attempt_at) \
          WHERE d.subscription = e.subscription AND d.message_id = e.message_id \
            AND d.generation = e.generation AND d.state = 'LEASED' \
-         RETURNING d.subscription",
+         RETURNING d.subscription, d.state",
     )
     .bind(&plans.subscriptions)
     .bind(&plans.ids)
@@ -670,10 +674,16 @@ pub async fn expire_leases(
     .bind(now.as_millis())
     .fetch_all(&mut *conn)
     .await?;
-    let count = ended.len() as u64;
-    ended.sort();
-    ended.dedup();
-    Ok((count, ended))
+    // RETURNING answers the rows this UPDATE changed, with their new state.
+    let mut outcome = ExpiredLeases::default();
+    let mut wake: Wake = Vec::with_capacity(ended.len());
+    for (subscription, state) in ended {
+        outcome.count(&subscription, state == DeliveryState::Dead.as_str());
+        wake.push(subscription);
+    }
+    wake.sort();
+    wake.dedup();
+    Ok((outcome, wake))
 }
 
 /// Where each expired lease goes, as columns for one bulk UPDATE.

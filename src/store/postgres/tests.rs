@@ -147,6 +147,17 @@ async fn a_confirm_on_one_replica_wakes_waiters_on_another() {
         .await
         .expect("the other replica hears of new leases");
 
+    // So are Prepares, for B's check-back loop: B runs the first check if A dies.
+    let checks = b_wakeups.checks();
+    let check_loop = checks.notified();
+    tokio::pin!(check_loop);
+    check_loop.as_mut().enable();
+    checks.looking();
+    a.insert_message(message("to-check", false)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), check_loop)
+        .await
+        .expect("the other replica hears of new Prepares");
+
     latencies.sort();
     let median = latencies[latencies.len() / 2];
     let max = *latencies.last().unwrap();
@@ -246,7 +257,7 @@ async fn two_replicas_sweeping_expired_leases_end_each_once() {
             tokio::spawn(async move {
                 let mut ended = 0;
                 loop {
-                    match store.expire_leases(expired_at).await.unwrap() {
+                    match store.expire_leases(expired_at).await.unwrap().ended {
                         0 => return ended,
                         batch => ended += batch,
                     }
@@ -260,7 +271,7 @@ async fn two_replicas_sweeping_expired_leases_end_each_once() {
     }
     // A sweep that found every remaining lease locked by the other stops early; one more
     // pass (as the scheduler's next wake-up would) ends whatever is left.
-    ended += a.expire_leases(expired_at).await.unwrap();
+    ended += a.expire_leases(expired_at).await.unwrap().ended;
     assert_eq!(ended, 2_500, "every lease ended exactly once");
     let stats = a.stats(expired_at).await.unwrap();
     assert_eq!(stats.subscriptions[0].pending, 2_500);

@@ -22,8 +22,8 @@ pub use writer::WriterStats;
 
 use super::{
     AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
-    InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
-    Wakeups,
+    ExpiredLeases, InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store,
+    StoreError, Wakeups,
 };
 use crate::config::SqliteConfig;
 use crate::domain::{
@@ -263,14 +263,14 @@ impl Store for SqliteStore {
         receipt: &Receipt,
         delay: Option<Duration>,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<RedeliveryPlan>, StoreError> {
         let receipt = receipt.clone();
-        let wake = self
+        let (plan, wake) = self
             .writer
             .write(move |conn| ops::nack(conn, &receipt, delay, now))
             .await?;
         self.wake(&wake);
-        Ok(())
+        Ok(plan)
     }
 
     async fn extend_lease(
@@ -301,7 +301,7 @@ impl Store for SqliteStore {
         reads::next_due(&self.readers, subscription).await
     }
 
-    async fn expire_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
+    async fn expire_leases(&self, now: Timestamp) -> Result<ExpiredLeases, StoreError> {
         let (ended, wake) = self
             .writer
             .write(move |conn| ops::expire_leases(conn, now))

@@ -17,7 +17,8 @@ use crate::domain::{
     decide as decide_transition, plan_redelivery, random_jitter,
 };
 use crate::store::{
-    AckStatus, CheckerRegistration, InsertOutcome, LeasedDelivery, NewMessage, StoreError, rules,
+    AckStatus, CheckerRegistration, ExpiredLeases, InsertOutcome, LeasedDelivery, NewMessage,
+    StoreError, rules,
 };
 
 /// Subscriptions whose waiters should wake once the write commits.
@@ -524,10 +525,11 @@ pub fn nack(
     receipt: &Receipt,
     delay: Option<Duration>,
     now: Timestamp,
-) -> Result<Wake, StoreError> {
+) -> Result<(Option<RedeliveryPlan>, Wake), StoreError> {
     let (check, attempts) = held_lease(conn, receipt)?;
     if check != LeaseCheck::Held {
-        return Ok(Vec::new()); // already released by this receipt: an idempotent repeat
+        // already released by this receipt: an idempotent repeat
+        return Ok((None, Vec::new()));
     }
     let subscription = find_subscription(conn, &receipt.subscription)?
         .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
@@ -538,8 +540,10 @@ pub fn nack(
         delay,
         random_jitter(),
     );
-    release(conn, receipt, plan, rules::NACKED, now)?;
-    Ok(vec![receipt.subscription.to_string()])
+    if !release(conn, receipt, plan, rules::NACKED, now)? {
+        return Ok((None, Vec::new()));
+    }
+    Ok((Some(plan), vec![receipt.subscription.to_string()]))
 }
 
 pub fn extend_lease(
@@ -602,7 +606,10 @@ pub fn reject(
     }
 }
 
-pub fn expire_leases(conn: &Connection, now: Timestamp) -> Result<(u64, Wake), StoreError> {
+pub fn expire_leases(
+    conn: &Connection,
+    now: Timestamp,
+) -> Result<(ExpiredLeases, Wake), StoreError> {
     let expired = query_all(
         conn,
         "SELECT d.subscription, d.message_id, d.attempts, d.generation, s.max_attempts, \
@@ -619,7 +626,7 @@ pub fn expire_leases(conn: &Connection, now: Timestamp) -> Result<(u64, Wake), S
             Ok((subscription, message_id, attempts, generation, policy))
         },
     )?;
-    let mut ended = 0;
+    let mut ended = ExpiredLeases::default();
     let mut wake = Vec::new();
     for (subscription, message_id, attempts, generation, policy) in expired {
         let receipt = Receipt {
@@ -630,7 +637,7 @@ pub fn expire_leases(conn: &Connection, now: Timestamp) -> Result<(u64, Wake), S
         let attempts = u32::try_from(attempts).map_err(StoreError::internal)?;
         let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
         if release(conn, &receipt, plan, rules::LEASE_EXPIRED, now)? {
-            ended += 1;
+            ended.count(&subscription, plan == RedeliveryPlan::Dead);
             if !wake.contains(&subscription) {
                 wake.push(subscription);
             }
