@@ -361,9 +361,11 @@ pub async fn register_checker(
 }
 
 /// Claims up to `max` due deliveries in one statement. Rows another transaction holds (a
-/// replica leasing, acking or expiring them right now) are skipped, not waited for, and a
-/// row that stopped being due while this waited is re-checked and left out, so no two
-/// replicas ever lease the same delivery.
+/// replica leasing, acking or expiring them right now) are skipped, not waited for; the rows
+/// it claims stay locked until it commits, and the UPDATE finds them by primary key and the
+/// generation it locked, so no two replicas ever lease the same delivery. (Matching on
+/// `state` there instead let the planner, on a table without statistics yet, look each row
+/// up through the due index, reading every pending row of the subscription per claimed row.)
 ///
 /// One statement, so it commits on its own. With `announce`, it also tells the other
 /// replicas that this one made leases (an empty payload), if it made any.
@@ -377,7 +379,7 @@ pub async fn lease(
     let lease_expires_at = now.plus(subscription.ack_deadline);
     let claimed = sqlx::query(
         "WITH due AS MATERIALIZED ( \
-           SELECT subscription, message_id, next_attempt_at FROM deliveries \
+           SELECT subscription, message_id, generation, next_attempt_at FROM deliveries \
            WHERE subscription = $1 AND state = 'PENDING' AND next_attempt_at <= $2 \
            ORDER BY next_attempt_at, message_id LIMIT $3 \
            FOR UPDATE SKIP LOCKED) \
@@ -386,11 +388,14 @@ pub async fn lease(
            updated_at = $2 \
          FROM due JOIN messages m ON m.id = due.message_id \
          WHERE d.subscription = due.subscription AND d.message_id = due.message_id \
-           AND d.state = 'PENDING' \
+           AND d.generation = due.generation \
          RETURNING d.message_id, d.attempts, d.generation, due.next_attempt_at AS due_at, \
            m.producer, m.topic, m.key, m.payload, m.headers, m.decided_at, \
            CASE WHEN $5 THEN pg_notify($6, $7) END AS announced",
     )
+    // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
+    // the whole table instead of fetching the claimed rows by key.
+    .persistent(false)
     .bind(subscription.name.as_str())
     .bind(now.as_millis())
     .bind(i64::from(max))
@@ -645,6 +650,9 @@ pub async fn expire_leases(
          WHERE d.state = 'LEASED' AND d.lease_expires_at <= $1 \
          ORDER BY d.lease_expires_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
     )
+    // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
+    // the whole table instead of fetching the claimed rows by key.
+    .persistent(false)
     .bind(now.as_millis())
     .bind(rules::EXPIRY_BATCH)
     .fetch_all(&mut *conn)

@@ -38,6 +38,9 @@ pub async fn claim_due_checks(
          LEFT JOIN checkers c ON c.producer = claimed.producer \
          ORDER BY claimed.due_at, claimed.id",
     )
+    // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
+    // the whole table instead of fetching the claimed rows by key.
+    .persistent(false)
     .bind(now.as_millis())
     .bind(i64::from(limit))
     .bind(now.plus(hold).as_millis())
@@ -215,6 +218,9 @@ pub async fn delete_final_messages(
          DELETE FROM messages m USING doomed \
          WHERE m.id = doomed.id AND m.final_at IS NOT NULL AND m.final_at <= $1",
     )
+    // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
+    // the whole table instead of fetching the claimed rows by key.
+    .persistent(false)
     .bind(cutoff.as_millis())
     .bind(i64::from(limit))
     .execute(&mut *conn)
