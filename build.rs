@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={PROTO_ROOT}/{proto}");
     }
+    // `sqlx::migrate!` embeds the migrations at compile time; rebuild when one is added,
+    // changed or removed.
+    println!("cargo:rerun-if-changed=migrations");
 
     let descriptors = protox::Compiler::new([PROTO_ROOT])?
         .include_imports(true)
