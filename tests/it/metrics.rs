@@ -284,9 +284,12 @@ async fn deaths_by_nack_and_by_lease_expiry_on_the_last_attempt_are_counted() {
     );
 
     // The other lease runs out on its last attempt. The counter moves just after the store
-    // ends the lease, so wait for the scrape to show it.
+    // ends the lease, and scrapes share one stats read for a moment, so wait for the scrape
+    // to show both the counter and the dead gauge.
     let sub = format!("subscription=\"{DEAD_SUB}\"");
     let lease_expired = format!("courier_deliveries_dead_total{{{sub},reason=\"lease_expired\"}}");
+    let dead_gauge =
+        format!("courier_subscription_deliveries{{{sub},topic=\"{DEAD_TOPIC}\",state=\"dead\"}}");
     let samples = eventually(
         Duration::from_secs(10),
         "the lease-expiry loop counts the death",
@@ -294,7 +297,9 @@ async fn deaths_by_nack_and_by_lease_expiry_on_the_last_attempt_are_counted() {
             let (status, exposition) = http_get(metrics_addr, "/metrics").await.ok()?;
             assert_eq!(status, 200, "{exposition}");
             let samples = samples(&exposition);
-            samples.contains_key(&lease_expired).then_some(samples)
+            let both =
+                samples.contains_key(&lease_expired) && samples.get(&dead_gauge) == Some(&2.0);
+            both.then_some(samples)
         },
     )
     .await;
@@ -315,11 +320,7 @@ async fn deaths_by_nack_and_by_lease_expiry_on_the_last_attempt_are_counted() {
         assert!(!samples.contains_key(&series), "no {series}");
     }
     assert!(value(&samples, "courier_leases_expired_total") >= 1.0);
-    let backlog = value(
-        &samples,
-        &format!("courier_subscription_deliveries{{{sub},topic=\"{DEAD_TOPIC}\",state=\"dead\"}}"),
-    );
-    assert_eq!(backlog, 2.0);
+    assert_eq!(value(&samples, &dead_gauge), 2.0);
 
     server.stop().await.expect("a clean stop");
 }
