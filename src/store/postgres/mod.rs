@@ -181,8 +181,8 @@ impl PostgresStore {
         })
     }
 
-    /// Writes one Prepare: batched with concurrent ones, or on its own when the batch leaves
-    /// it to the single-call path (see `one_statement`).
+    /// Writes one Prepare (batched with concurrent ones) or Publish (one statement); what
+    /// those leave alone takes the transaction (see `one_statement`).
     async fn insert_one(
         &self,
         message: &NewMessage,
@@ -197,10 +197,12 @@ impl PostgresStore {
         self.calls
             .call(move |slot| async move {
                 let mut connection = slot.connect().await?;
-                if let Some(inserted) =
-                    one_statement::insert_message(&mut connection, message).await?
+                // A Prepare here was left alone by its batch: only the transaction answers it.
+                if message.publish
+                    && let Some(published) =
+                        one_statement::publish(&mut connection, message).await?
                 {
-                    return Ok(inserted);
+                    return Ok(published);
                 }
                 let mut tx = connection.begin().await?;
                 let (outcome, wake) = ops::insert_message(&mut tx, message).await?;

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{AssertSqlSafe, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::CHANNEL;
@@ -22,29 +22,25 @@ use super::rows::{Columns, headers_to_json, millis};
 use crate::domain::{MessageId, MessageState, Timestamp};
 use crate::store::{InsertOutcome, NewMessage, StoreError};
 
-/// Inserts a new message: PREPARED, or CONFIRMED and routed to every subscription of its topic
-/// when `publish`. Nothing is written when the key exists or the topic has no subscription.
-/// A publish share-locks the subscriptions it routes to, as `ops::route` does.
-const INSERT: &str = "\
+/// Publishes a new message: CONFIRMED and routed to every subscription of its topic, which
+/// it share-locks as `ops::route` does. Nothing is written when the key exists or the topic
+/// has no subscription.
+const PUBLISH: &str = "\
 WITH targets AS ( \
-  SELECT name FROM subscriptions WHERE topic = $3 ORDER BY name {lock}), \
+  SELECT name FROM subscriptions WHERE topic = $3 ORDER BY name FOR SHARE), \
 inserted AS ( \
   INSERT INTO messages (id, producer, topic, key, payload, headers, state, deliver_after_ms, \
-    created_at, updated_at, decided_at, next_check_at, routed) \
-  SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bytea, $6::text, $7::text, $8::bigint, \
-    $9::bigint, $9::bigint, $10::bigint, $11::bigint, \
-    CASE WHEN $12::boolean THEN (SELECT count(*) FROM targets) END \
+    created_at, updated_at, decided_at, routed) \
+  SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bytea, $6::text, 'CONFIRMED', \
+    $7::bigint, $8::bigint, $8::bigint, $8::bigint, (SELECT count(*) FROM targets) \
   WHERE EXISTS (SELECT 1 FROM targets) \
   ON CONFLICT (producer, key) DO NOTHING \
   RETURNING id), \
 routed AS ( \
   INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
-  SELECT t.name, i.id, 'PENDING', $13::bigint, $9::bigint \
-  FROM inserted i CROSS JOIN targets t WHERE $12::boolean \
+  SELECT t.name, i.id, 'PENDING', $9::bigint, $8::bigint FROM inserted i CROSS JOIN targets t \
   RETURNING subscription) \
-SELECT r.subscription, \
-  CASE WHEN r.subscription IS NOT NULL THEN pg_notify($14, r.subscription) END AS notified \
-FROM inserted i LEFT JOIN routed r ON true";
+SELECT subscription, pg_notify($10, subscription) AS notified FROM routed";
 
 /// Prepares a batch of new messages (arrays, one element per message). A message whose key
 /// exists (or repeats within the batch) or whose topic has no subscription is not inserted.
@@ -88,33 +84,21 @@ SELECT c.id, r.subscription, \
   CASE WHEN r.subscription IS NOT NULL THEN pg_notify($3, r.subscription) END AS notified \
 FROM confirmed c LEFT JOIN routed r ON r.message_id = c.id";
 
-/// Stores a new message (a publish, or a Prepare outside a batch), or `None` when the
-/// transactional path must decide (the key exists, or the topic has no subscription).
-pub async fn insert_message(
+/// Publishes a new message, or `None` when the transactional path must decide (the key
+/// exists, or the topic has no subscription).
+pub async fn publish(
     conn: &mut PgConnection,
     message: &NewMessage,
 ) -> Result<Option<(InsertOutcome, Wake)>, StoreError> {
-    let now = message.now.as_millis();
-    let (state, decided_at, next_check_at) = if message.publish {
-        (MessageState::Confirmed, Some(now), None)
-    } else {
-        let check_at = message.now.plus(message.check_after).as_millis();
-        (MessageState::Prepared, None, Some(check_at))
-    };
-    let lock = if message.publish { "FOR SHARE" } else { "" };
-    let rows = sqlx::query(AssertSqlSafe(INSERT.replace("{lock}", lock)))
+    let rows = sqlx::query(PUBLISH)
         .bind(message.id.as_uuid())
         .bind(message.producer.as_str())
         .bind(message.topic.as_str())
         .bind(message.key.as_str())
         .bind(&message.payload)
         .bind(headers_to_json(&message.headers))
-        .bind(state.as_str())
         .bind(millis(message.deliver_after))
-        .bind(now)
-        .bind(decided_at)
-        .bind(next_check_at)
-        .bind(message.publish)
+        .bind(message.now.as_millis())
         .bind(message.now.plus(message.deliver_after).as_millis())
         .bind(CHANNEL)
         .fetch_all(&mut *conn)
@@ -122,17 +106,12 @@ pub async fn insert_message(
     if rows.is_empty() {
         return Ok(None);
     }
-    let wake = routed_subscriptions(&rows)?;
-    if message.publish && wake.is_empty() {
-        tracing::warn!(message_id = %message.id, topic = %message.topic,
-            "confirmed message has no subscription: unrouted");
-    }
     let outcome = InsertOutcome {
         message_id: message.id,
-        state,
+        state: MessageState::Confirmed,
         created: true,
     };
-    Ok(Some((outcome, wake)))
+    Ok(Some((outcome, routed_subscriptions(&rows)?)))
 }
 
 /// Prepares each message of the batch (never publishes); `None` for those the transactional
@@ -240,27 +219,12 @@ pub async fn confirm_batch(
         .collect())
 }
 
-/// The subscriptions a statement routed to, sorted; an unrouted message has one row whose
-/// subscription is NULL.
+/// The subscriptions a statement routed to, sorted.
 fn routed_subscriptions(rows: &[sqlx::postgres::PgRow]) -> Result<Wake, StoreError> {
-    let mut subscriptions = Vec::with_capacity(rows.len());
-    for row in rows {
-        if let Some(name) = row.opt_text("subscription")? {
-            subscriptions.push(name);
-        }
-    }
+    let mut subscriptions = rows
+        .iter()
+        .map(|row| row.text("subscription"))
+        .collect::<Result<Wake, _>>()?;
     subscriptions.sort();
     Ok(subscriptions)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_fill_every_placeholder() {
-        for lock in ["", "FOR SHARE"] {
-            assert!(!INSERT.replace("{lock}", lock).contains('{'));
-        }
-    }
 }
