@@ -93,6 +93,14 @@ struct BenchArgs {
     /// Configuration file for the server the bench starts (COURIER_* variables apply too).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Then run the same workload against RabbitMQ at this URL (e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f) and print both side by side. Needs a courier
+    /// built with `--features rabbitmq`.
+    #[arg(long, value_name = "AMQP_URL", conflicts_with_all = ["store_only", "backlog"])]
+    peer: Option<String>,
+    /// The durable queue --peer declares (fresh per run, deleted after).
+    #[arg(long, value_enum, default_value_t = courier::bench::PeerQueue::Quorum)]
+    peer_queue: courier::bench::PeerQueue,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -186,6 +194,10 @@ fn bench(args: BenchArgs) -> ExitCode {
             }
         }
     };
+    let peer = args.peer.map(|url| courier::bench::Peer {
+        url,
+        queue: args.peer_queue,
+    });
     let options = courier::bench::BenchOptions {
         messages: args.messages,
         producers: args.producers,
@@ -207,13 +219,18 @@ fn bench(args: BenchArgs) -> ExitCode {
         config_file: args.config,
         launch,
     };
-    let mut report = None;
+    let mut rendered = None;
     let code = block_on(async {
-        report = Some(courier::bench::run(options).await?);
+        rendered = Some(match peer {
+            Some(peer) => courier::bench::run_side_by_side(options, peer)
+                .await?
+                .render(),
+            None => courier::bench::run(options).await?.render(),
+        });
         Ok::<(), courier::bench::BenchError>(())
     });
-    if let Some(report) = report {
-        print!("{}", report.render());
+    if let Some(rendered) = rendered {
+        print!("{rendered}");
     }
     code
 }

@@ -10,8 +10,14 @@
 //! The report gives throughput from the first Prepare to the last Ack, latency percentiles,
 //! write transactions committed per message (group commit at work) and the server's peak RSS;
 //! its last line is one JSON object.
+//!
+//! `--peer amqp://…` then runs the same workload against RabbitMQ and prints both side by side
+//! ([`peer`]; the AMQP client is in the `rabbitmq` feature).
 
+#[cfg(feature = "rabbitmq")]
+mod amqp;
 mod database;
+mod peer;
 mod process;
 mod report;
 mod server;
@@ -22,6 +28,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use peer::{Peer, PeerQueue, SideBySide, run_side_by_side};
 pub use report::Report;
 pub use server::serve_child;
 
@@ -140,6 +147,9 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     #[error("the server failed")]
     Run(#[from] crate::RunError),
+    #[cfg(feature = "rabbitmq")]
+    #[error("RabbitMQ")]
+    Amqp(#[from] lapin::Error),
 }
 
 impl BenchError {

@@ -134,32 +134,7 @@ impl Server {
 
     /// Samples the server's RSS and CPU time until [`Watch::stop`].
     pub fn watch(&self) -> Watch {
-        let pid = self.pid();
-        let max_rss = Arc::new(AtomicU64::new(0));
-        let stop = CancellationToken::new();
-        let sampler = pid.map(|pid| {
-            let (max_rss, stop) = (max_rss.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    if let Some(rss) = process::rss(pid) {
-                        max_rss.fetch_max(rss, Ordering::Relaxed);
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(RSS_SAMPLE_EVERY) => {}
-                        () = stop.cancelled() => return,
-                    }
-                }
-            })
-        });
-        Watch {
-            pid,
-            started: Instant::now(),
-            server_cpu: pid.and_then(process::cpu_seconds),
-            bench_cpu: process::cpu_seconds(process::SELF),
-            max_rss,
-            stop,
-            sampler,
-        }
+        Watch::start(self.pid())
     }
 
     /// Shuts the server down (a running server is left alone).
@@ -338,6 +313,36 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Samples `pid`'s RSS and CPU time (`None`: an unknown process; `Some(SELF)`: this one)
+    /// until [`Watch::stop`].
+    pub fn start(pid: Option<Option<u32>>) -> Self {
+        let max_rss = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let sampler = pid.map(|pid| {
+            let (max_rss, stop) = (max_rss.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Some(rss) = process::rss(pid) {
+                        max_rss.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(RSS_SAMPLE_EVERY) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            })
+        });
+        Watch {
+            pid,
+            started: Instant::now(),
+            server_cpu: pid.and_then(process::cpu_seconds),
+            bench_cpu: process::cpu_seconds(process::SELF),
+            max_rss,
+            stop,
+            sampler,
+        }
+    }
+
     pub async fn stop(self) -> Sampled {
         self.stop.cancel();
         if let Some(sampler) = self.sampler {
