@@ -91,7 +91,12 @@ async fn measure(
     report: &mut Report,
 ) -> Result<workload::Outcome, BenchError> {
     let broker = process::find(BROKER_PROCESS.0, BROKER_PROCESS.1);
-    let location = format!("{} ({} queue {})", redact(&target.url), target.kind, target.queue);
+    let location = format!(
+        "{} ({} queue {})",
+        redact(&target.url),
+        target.kind,
+        target.queue
+    );
     let describe = match broker {
         Some(pid) => format!("RabbitMQ at {location}; CPU and RSS are beam.smp's (pid {pid})"),
         None => format!("RabbitMQ at {location}; no local beam.smp found, CPU and RSS unknown"),
@@ -132,14 +137,21 @@ impl AmqpTarget {
         }
         let admin = connections[0].create_channel().await?;
         let mut arguments = FieldTable::default();
-        arguments.insert("x-queue-type".into(), AMQPValue::LongString(peer.queue.as_str().into()));
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(peer.queue.as_str().into()),
+        );
         admin
             .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
             .await?;
         let mut producers = Vec::with_capacity(options.producers);
         for index in 0..options.producers {
-            let channel = connections[index % connections.len()].create_channel().await?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            let channel = connections[index % connections.len()]
+                .create_channel()
+                .await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
             producers.push(channel);
         }
         let prefetch = u16::try_from(options.batch).unwrap_or(u16::MAX);
@@ -149,7 +161,9 @@ impl AmqpTarget {
             // From the other end of the connections, as the gRPC target does.
             let connection = &connections[connections.len() - 1 - index % connections.len()];
             let channel = connection.create_channel().await?;
-            channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
             let consumer = channel
                 .basic_consume(
                     queue.into(),
@@ -282,7 +296,9 @@ struct AmqpConsumer {
 }
 
 impl AmqpConsumer {
-    fn received(delivery: Result<lapin::message::Delivery, lapin::Error>) -> Result<Received, BenchError> {
+    fn received(
+        delivery: Result<lapin::message::Delivery, lapin::Error>,
+    ) -> Result<Received, BenchError> {
         let delivery = delivery?;
         let key = delivery
             .properties
@@ -396,9 +412,16 @@ mod tests {
             assert_every_message_acked_once(&json["peer"], queue.backend(), 60);
             assert_eq!(json["peer"]["mode"], "publish");
             assert_eq!(json["peer"]["path"], "amqp");
-            assert!(json["ratio"]["msgs_per_sec"].as_f64().is_some_and(|r| r > 0.0));
+            assert!(
+                json["ratio"]["msgs_per_sec"]
+                    .as_f64()
+                    .is_some_and(|r| r > 0.0)
+            );
             let rendered = both.render();
-            assert!(rendered.contains("side by side: Courier sqlite"), "{rendered}");
+            assert!(
+                rendered.contains("side by side: Courier sqlite"),
+                "{rendered}"
+            );
             assert!(rendered.ends_with(&format!("{json}\n")));
         }
     }

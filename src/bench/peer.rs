@@ -50,10 +50,7 @@ impl PeerQueue {
 }
 
 /// Runs `options` against Courier, then the same workload against `peer`.
-pub async fn run_side_by_side(
-    options: BenchOptions,
-    peer: Peer,
-) -> Result<SideBySide, BenchError> {
+pub async fn run_side_by_side(options: BenchOptions, peer: Peer) -> Result<SideBySide, BenchError> {
     if options.store_only || options.backlog.is_some() {
         return Err(BenchError::Options(
             "--peer compares the producer-to-consumer flow over the network; it does not take \
@@ -181,7 +178,10 @@ impl SideBySide {
         let mut ratios = serde_json::Map::new();
         for (key, row) in keys.into_iter().zip(&ROWS) {
             let value = ratio((row.value)(&self.courier), (row.value)(&self.peer));
-            ratios.insert(key.into(), json!(value.map(|v| (v * 1000.0).round() / 1000.0)));
+            ratios.insert(
+                key.into(),
+                json!(value.map(|v| (v * 1000.0).round() / 1000.0)),
+            );
         }
         Value::Object(ratios)
     }
@@ -263,7 +263,10 @@ mod tests {
             },
         ] {
             let refused = run_side_by_side(options, peer.clone()).await;
-            assert!(matches!(refused, Err(BenchError::Options(_))), "{refused:?}");
+            assert!(
+                matches!(refused, Err(BenchError::Options(_))),
+                "{refused:?}"
+            );
         }
     }
 

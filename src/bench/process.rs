@@ -47,7 +47,11 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 pub fn find(name: &str, marker: &str) -> Option<u32> {
     let mut found: Option<(u64, u32)> = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let comm = std::fs::read_to_string(proc_path(Some(pid), "comm")).unwrap_or_default();
