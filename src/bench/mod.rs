@@ -149,7 +149,15 @@ pub enum BenchError {
     Run(#[from] crate::RunError),
     #[cfg(feature = "rabbitmq")]
     #[error("RabbitMQ")]
-    Amqp(#[from] lapin::Error),
+    Amqp(#[source] Box<lapin::Error>),
+}
+
+/// Boxed: lapin's error is larger than the rest, and every bench result would carry its size.
+#[cfg(feature = "rabbitmq")]
+impl From<lapin::Error> for BenchError {
+    fn from(error: lapin::Error) -> Self {
+        Self::Amqp(Box::new(error))
+    }
 }
 
 impl BenchError {
