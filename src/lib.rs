@@ -34,7 +34,7 @@ use crate::health::StoreOutages;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
-use crate::store::{Store, StoreError, Wakeups};
+use crate::store::{StoreError, Wakeups};
 
 pub use crate::config::LogFormat;
 pub use crate::health::LIVENESS_SERVICE;

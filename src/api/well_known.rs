@@ -1,16 +1,15 @@
 //! Rules of protobuf's well-known types that prost leaves to the receiver.
 
 /// Nanoseconds in a second, the bound of `google.protobuf.Duration.nanos`.
-const NANOS_PER_SECOND: i32 = 1_000_000_000;
+const NANOS_PER_SECOND: u32 = 1_000_000_000;
 
 /// Whether a `google.protobuf.Duration` is one its specification allows: `nanos` within
 /// ±999,999,999 and, when both are non-zero, of the same sign as `seconds`. prost would
 /// normalize the others silently, so `{seconds: 1, nanos: -2_000_000_000}` would mean -1 s.
 pub fn is_valid_duration(value: &prost_types::Duration) -> bool {
-    let nanos_in_range = value.nanos.abs() < NANOS_PER_SECOND;
-    let signs_agree = value.seconds == 0
-        || value.nanos == 0
-        || (value.seconds > 0) == (value.nanos > 0);
+    let nanos_in_range = value.nanos.unsigned_abs() < NANOS_PER_SECOND;
+    let signs_agree =
+        value.seconds == 0 || value.nanos == 0 || (value.seconds > 0) == (value.nanos > 0);
     nanos_in_range && signs_agree
 }
 
@@ -24,7 +23,13 @@ mod tests {
 
     #[test]
     fn durations_follow_the_protobuf_specification() {
-        for valid in [(0, 0), (1, 999_999_999), (-1, -999_999_999), (0, -5), (5, 0)] {
+        for valid in [
+            (0, 0),
+            (1, 999_999_999),
+            (-1, -999_999_999),
+            (0, -5),
+            (5, 0),
+        ] {
             assert!(is_valid_duration(&duration(valid.0, valid.1)), "{valid:?}");
         }
         for invalid in [

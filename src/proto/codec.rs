@@ -88,9 +88,7 @@ fn method_types(side: fn(&MethodDescriptorProto) -> &str) -> HashSet<String> {
 fn undecodable(message: &str, error: &DecodeError) -> Status {
     let problem = problem(error);
     if REQUEST_TYPES.contains(message) {
-        Status::invalid_argument(format!(
-            "the request is not a valid {message}: {problem}"
-        ))
+        Status::invalid_argument(format!("the request is not a valid {message}: {problem}"))
     } else {
         Status::internal(format!("the answer is not a valid {message}: {problem}"))
     }
@@ -144,7 +142,11 @@ mod tests {
         .encode_to_vec();
         let status = decode::<proto::PrepareRequest>(&valid[..valid.len() - 2]).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().ends_with("it ends in the middle of a field (truncated?)"));
+        assert!(
+            status
+                .message()
+                .ends_with("it ends in the middle of a field (truncated?)")
+        );
 
         let status = decode::<proto::AckRequest>(&[0xFF; 12]).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -155,7 +157,11 @@ mod tests {
     fn undecodable_answers_stay_internal() {
         let status = decode::<proto::CheckResponse>(&[0xFF; 12]).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Internal);
-        assert!(status.message().starts_with("the answer is not a valid courier.v1.CheckResponse"));
+        assert!(
+            status
+                .message()
+                .starts_with("the answer is not a valid courier.v1.CheckResponse")
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use courier::proto::{
     AckRequest, CancelRequest, CheckStatusRequest, ConfirmRequest, CreateSubscriptionRequest,
-    ExtendLeaseRequest, GetSubscriptionRequest, NackRequest, PrepareRequest, PublishRequest, ReceiveRequest,
-    RegisterCheckerRequest, RejectRequest, ResolveRequest, RetryPolicy, Subscription,
-    UpdateSubscriptionRequest,
+    ExtendLeaseRequest, GetSubscriptionRequest, NackRequest, PrepareRequest, PublishRequest,
+    ReceiveRequest, RegisterCheckerRequest, RejectRequest, ResolveRequest, RetryPolicy,
+    Subscription, UpdateSubscriptionRequest,
 };
 use prost::Message as _;
 use prost::bytes::{Buf, BufMut};
@@ -88,7 +88,14 @@ impl Decoder for RawCodec {
 
 /// Fragments of Rust's debug form; none may reach a client.
 const DEBUG_FORMS: [&str; 8] = [
-    "(\"", "r#", "Name(", "Some(", "MessageKey(", "MessageId(", "{ ", "Error {",
+    "(\"",
+    "r#",
+    "Name(",
+    "Some(",
+    "MessageKey(",
+    "MessageId(",
+    "{ ",
+    "Error {",
 ];
 
 #[track_caller]
@@ -143,7 +150,9 @@ async fn undecodable_requests_are_invalid_arguments_in_plain_words() {
         let status = call_raw(&server, method, vec![0xFF; 16]).await;
         assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status:?}");
         assert!(
-            status.message().starts_with("the request is not a valid courier.v1."),
+            status
+                .message()
+                .starts_with("the request is not a valid courier.v1."),
             "{method}: {:?}",
             status.message()
         );
@@ -165,7 +174,9 @@ async fn a_request_over_the_decoding_limit_names_the_limit() {
     );
     assert!(
         status.message().starts_with("request is 524")
-            && status.message().contains("limits.max_payload_bytes allows 1048576 bytes"),
+            && status
+                .message()
+                .contains("limits.max_payload_bytes allows 1048576 bytes"),
         "{:?}",
         status.message()
     );
@@ -180,7 +191,9 @@ async fn a_request_over_the_decoding_limit_names_the_limit() {
     };
     let status = assert_code(server.consumer().ack(ack).await, Code::ResourceExhausted);
     assert!(
-        status.message().contains("this server takes at most 4194304 bytes"),
+        status
+            .message()
+            .contains("this server takes at most 4194304 bytes"),
         "{:?}",
         status.message()
     );
@@ -195,7 +208,11 @@ async fn text_the_store_cannot_keep_is_refused_on_every_backend() {
 
     let prepare = prepare_request(PRODUCER, TOPIC, "order\0-1");
     let status = assert_invalid_field(producer.prepare(prepare).await, "key");
-    assert!(status.message().contains("U+0000"), "{:?}", status.message());
+    assert!(
+        status.message().contains("U+0000"),
+        "{:?}",
+        status.message()
+    );
     let publish = publish_request(PRODUCER, TOPIC, "\0");
     assert_invalid_field(producer.publish(publish).await, "key");
     let confirm = ConfirmRequest {

@@ -395,12 +395,17 @@ async fn outage(link: Link) {
             let not_serving = eventually(
                 Duration::from_secs(15),
                 "health says NOT_SERVING",
-                || async { (health(&replica).await == Ok(ServingStatus::NotServing)).then(Instant::now) },
+                || async {
+                    (health(&replica).await == Ok(ServingStatus::NotServing)).then(Instant::now)
+                },
             )
             .await;
             let after_failure = not_serving.saturating_duration_since(first_failure.unwrap());
             println!("{link:?}: NOT_SERVING {after_failure:?} after the first failed call");
-            assert!(after_failure < HEALTH_REACTION, "{link:?}: {after_failure:?}");
+            assert!(
+                after_failure < HEALTH_REACTION,
+                "{link:?}: {after_failure:?}"
+            );
         }
     }
     // Liveness does not follow the database: a probe on it must not restart the replica.
@@ -419,7 +424,10 @@ async fn outage(link: Link) {
     .await;
     let after_restore = serving.duration_since(restored_at);
     println!("{link:?}: SERVING {after_restore:?} after the link came back");
-    assert!(after_restore < HEALTH_REACTION, "{link:?}: {after_restore:?}");
+    assert!(
+        after_restore < HEALTH_REACTION,
+        "{link:?}: {after_restore:?}"
+    );
     // Nothing lost, and new work flows.
     let after = replica.publish(TOPIC, "after").await;
     let mut received = HashSet::new();
