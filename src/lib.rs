@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod health;
 pub mod metrics;
 pub mod proto;
 pub mod scheduler;
@@ -23,38 +24,21 @@ use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
-use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
-use tonic_health::server::HealthReporter;
 use tower_layer::{Identity, Stack};
 use tracing::{info, warn};
 
 use crate::api::{ApiContext, Services};
 use crate::config::Config;
+use crate::health::StoreOutages;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
-use crate::store::{Store, StoreError, Wakeups};
+use crate::store::{StoreError, Wakeups};
 
 pub use crate::config::LogFormat;
+pub use crate::health::LIVENESS_SERVICE;
 pub use crate::telemetry::init_tracing;
-
-/// How often the health task pings the store, and how long one ping may take.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-const PING_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The health service name for liveness probes: SERVING as long as the process answers at
-/// all. Readiness ("" and the service names below) follows the database; a liveness probe on
-/// it would restart every replica during a long database outage, which helps nothing.
-pub const LIVENESS_SERVICE: &str = "courier.liveness";
-
-/// Every service name whose health follows the database; "" is the server as a whole.
-const HEALTH_SERVICES: [&str; 4] = [
-    "",
-    <ProducerServer<api::ProducerService> as NamedService>::NAME,
-    <ConsumerServer<api::ConsumerService> as NamedService>::NAME,
-    <AdminServer<api::AdminService> as NamedService>::NAME,
-];
 
 /// Services that reflection lists. The descriptor set also holds Checker and Receiver, which
 /// users implement and Courier does not serve; their types stay resolvable for grpcurl.
@@ -144,13 +128,12 @@ pub async fn run_with(
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::Serving).await;
-    health
-        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
-        .await;
-    tracker.spawn(watch_store_health(
+    health::start_serving(&health).await;
+    let outages = StoreOutages::default();
+    tracker.spawn(health::watch_store(
         store.clone(),
         health,
+        outages.clone(),
         shutdown.clone(),
         background.clone(),
     ));
@@ -161,6 +144,7 @@ pub async fn run_with(
         wakeups,
         config: config.clone(),
         shutdown: shutdown.clone(),
+        outages,
     });
     let router = router(services, health_service)?;
 
@@ -226,54 +210,6 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
         |builder, service| builder.with_service_name(service),
     )
-}
-
-/// Reports NOT_SERVING while the store does not answer, SERVING again once it does, and
-/// NOT_SERVING from the start of a shutdown so load balancers move away while calls drain.
-async fn watch_store_health(
-    store: Arc<dyn Store>,
-    health: HealthReporter,
-    shutdown: CancellationToken,
-    background: CancellationToken,
-) {
-    let mut serving = true;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            () = shutdown.cancelled() => {
-                set_health(&health, ServingStatus::NotServing).await;
-                return;
-            }
-            () = background.cancelled() => return,
-        }
-        let healthy = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                warn!(error = %api::status::ErrorChain(&error), "store ping failed");
-                false
-            }
-            Err(_) => {
-                warn!(timeout = ?PING_TIMEOUT, "store ping timed out");
-                false
-            }
-        };
-        if healthy != serving {
-            serving = healthy;
-            if healthy {
-                info!("store reachable again: serving");
-                set_health(&health, ServingStatus::Serving).await;
-            } else {
-                warn!("store unreachable: not serving");
-                set_health(&health, ServingStatus::NotServing).await;
-            }
-        }
-    }
-}
-
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    for service in HEALTH_SERVICES {
-        health.set_service_status(service, status).await;
-    }
 }
 
 /// Binds the metrics listener unless `metrics_listen` is empty. Binding before the store opens

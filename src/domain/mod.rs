@@ -7,6 +7,7 @@ mod ids;
 mod message;
 mod names;
 mod subscription;
+mod text;
 mod time;
 
 pub use backoff::{JITTER, backoff, random_jitter};
@@ -21,4 +22,5 @@ pub use message::{
 };
 pub use names::{FieldViolation, MessageKey, Name};
 pub use subscription::{RetryPolicy, Subscription};
+pub use text::{Quoted, storable_lossy, storable_text};
 pub use time::Timestamp;

@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod consumer;
 mod durability;
+mod edges;
 mod harness;
 mod metrics;
 mod postgres;
