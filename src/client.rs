@@ -91,8 +91,10 @@ pub fn with_token(channel: Channel, options: &ClientOptions) -> Result<AuthChann
     let header = match &options.token {
         None => None,
         Some(token) => {
-            let mut value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {}", token.trim()))
-                .map_err(|_| ClientError("--token holds characters a header cannot carry".into()))?;
+            let mut value: AsciiMetadataValue =
+                MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+                    ClientError("--token holds characters a header cannot carry".into())
+                })?;
             value.set_sensitive(true);
             Some(value)
         }
@@ -107,7 +109,9 @@ pub struct BearerToken(Option<AsciiMetadataValue>);
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }

@@ -182,7 +182,11 @@ pub async fn run_with(
         config: config.clone(),
         shutdown: shutdown.clone(),
     });
-    let router = router(services, health_service, AuthLayer::new(security.auth.clone()))?;
+    let router = router(
+        services,
+        health_service,
+        AuthLayer::new(security.auth.clone()),
+    )?;
 
     if let Some(metrics_listener) = metrics_listener {
         let store = services_store.clone();

@@ -95,7 +95,12 @@ struct BenchArgs {
     config: Option<PathBuf>,
     /// Bearer token the clients send (needs admin, or produce:bench, consume:bench-* and admin
     /// to create the subscription).
-    #[arg(long, env = "COURIER_CLI_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "COURIER_CLI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     token: Option<String>,
     /// CA certificate (PEM) to trust for a server serving TLS, instead of the system's roots.
     #[arg(long, value_name = "FILE")]

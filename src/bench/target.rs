@@ -5,9 +5,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::AuthChannel;
 use async_trait::async_trait;
 use tokio::time::Instant;
-use crate::client::AuthChannel;
 
 use super::{BenchError, BenchOptions};
 use crate::api::convert::{self, MessageFields};

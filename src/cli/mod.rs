@@ -66,7 +66,13 @@ pub struct Target {
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Bearer token sent with every call (the server's auth.tokens_file holds its SHA-256).
-    #[arg(long, global = true, env = "COURIER_CLI_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "COURIER_CLI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// CA certificate (PEM) to trust for an https:// address, instead of the system's roots.
     #[arg(long, global = true, value_name = "FILE")]

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 use tracing::warn;
@@ -180,7 +182,10 @@ fn principal_of(claims: Claims) -> Result<Principal, JwtRejection> {
     };
     Ok(Principal {
         name: claims.sub,
-        scopes: granted.iter().filter_map(|s| Scope::parse(s).ok()).collect(),
+        scopes: granted
+            .iter()
+            .filter_map(|s| Scope::parse(s).ok())
+            .collect(),
     })
 }
 

@@ -224,7 +224,9 @@ impl Security {
                     info!("tls certificate reloaded");
                     current.replace(loaded);
                 }
-                Err(error) => warn!(%error, "tls files not reloaded; the previous certificate stays in force"),
+                Err(error) => {
+                    warn!(%error, "tls files not reloaded; the previous certificate stays in force")
+                }
             }
         }
         self.auth.reload();
@@ -238,14 +240,13 @@ pub async fn reload_on_signal(
     trigger: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let mut hangup =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(hangup) => Some(hangup),
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGHUP; certificates and tokens will not reload");
-                None
-            }
-        };
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(error) => {
+            warn!(%error, "cannot listen for SIGHUP; certificates and tokens will not reload");
+            None
+        }
+    };
     loop {
         let hangup_received = async {
             match hangup.as_mut() {

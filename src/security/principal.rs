@@ -31,7 +31,8 @@ impl Scope {
             _ => {}
         }
         let (kind, pattern) = text.split_once(':').ok_or_else(|| unknown(text))?;
-        let pattern = NamePattern::parse(pattern).map_err(|problem| format!("{text:?}: {problem}"))?;
+        let pattern =
+            NamePattern::parse(pattern).map_err(|problem| format!("{text:?}: {problem}"))?;
         match kind {
             "produce" => Ok(Self::Produce(pattern)),
             "consume" => Ok(Self::Consume(pattern)),
@@ -148,7 +149,14 @@ mod tests {
         for text in ["read", "admin", "produce:shop", "consume:billing-*"] {
             assert_eq!(Scope::parse(text).unwrap().to_string(), text);
         }
-        for bad in ["write", "produce:", "produce:a b", "consume", "publish:shop", "READ"] {
+        for bad in [
+            "write",
+            "produce:",
+            "produce:a b",
+            "consume",
+            "publish:shop",
+            "READ",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
     }

@@ -45,8 +45,8 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> 
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| file_error("tls.key_file", key_file, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let builder = match &config.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(ca_file) => {
@@ -62,9 +62,13 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> 
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut server = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| file_error("tls.key_file", key_file, format!("does not fit tls.cert_file: {e}")))?;
+    let mut server = builder.with_single_cert(chain, key).map_err(|e| {
+        file_error(
+            "tls.key_file",
+            key_file,
+            format!("does not fit tls.cert_file: {e}"),
+        )
+    })?;
     // gRPC is HTTP/2 only.
     server.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(server))

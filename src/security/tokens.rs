@@ -77,9 +77,8 @@ impl TokenTable {
             if !names.insert(entry.name.clone()) {
                 return Err(format!("{at}: name {:?} appears twice", entry.name));
             }
-            let hash = parse_sha256(&entry.sha256).map_err(|problem| {
-                format!("{at} ({}): sha256 {problem}", entry.name)
-            })?;
+            let hash = parse_sha256(&entry.sha256)
+                .map_err(|problem| format!("{at} ({}): sha256 {problem}", entry.name))?;
             if !hashes.insert(hash) {
                 return Err(format!(
                     "{at} ({}): the same token hash appears twice",
@@ -178,13 +177,20 @@ mod tests {
     fn refuses_bad_files_naming_the_entry() {
         let bad_scope = file(&[("shop", "t", &["write:shop"])]);
         let error = TokenTable::parse(&bad_scope).unwrap_err();
-        assert!(error.contains("tokens[0] (shop)") && error.contains("write:shop"), "{error}");
+        assert!(
+            error.contains("tokens[0] (shop)") && error.contains("write:shop"),
+            "{error}"
+        );
 
         let twice = file(&[("a", "same", &["read"]), ("b", "same", &["read"])]);
         assert!(TokenTable::parse(&twice).unwrap_err().contains("twice"));
 
         let short = "[[tokens]]\nname = \"a\"\nsha256 = \"abc\"\n";
-        assert!(TokenTable::parse(short).unwrap_err().contains("64 hex digits"));
+        assert!(
+            TokenTable::parse(short)
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
 
         let unknown = "[[tokens]]\nname = \"a\"\nsha256 = \"\"\ntoken = \"x\"\n";
         assert!(TokenTable::parse(unknown).unwrap_err().contains("token"));

@@ -65,8 +65,14 @@ async fn calls_without_a_known_token_are_unauthenticated_and_health_stays_open()
             .await,
         Code::Unauthenticated,
     );
-    assert!(status.message().contains("authorization: Bearer"), "{status:?}");
-    let status = assert_code(list(as_token(&server, "ops-secret-2")).await, Code::Unauthenticated);
+    assert!(
+        status.message().contains("authorization: Bearer"),
+        "{status:?}"
+    );
+    let status = assert_code(
+        list(as_token(&server, "ops-secret-2")).await,
+        Code::Unauthenticated,
+    );
     assert_eq!(status.message(), "unknown token");
     assert!(!status.message().contains("ops-secret"));
 
@@ -79,7 +85,9 @@ async fn calls_without_a_known_token_are_unauthenticated_and_health_stays_open()
         Code::Unauthenticated,
     );
 
-    list(as_token(&server, "ops-secret-1")).await.expect("the admin token works");
+    list(as_token(&server, "ops-secret-1"))
+        .await
+        .expect("the admin token works");
     // The scheme is case-insensitive (RFC 6750).
     let mut lower = tonic::Request::new(GetStatsRequest {});
     lower
@@ -92,7 +100,9 @@ async fn calls_without_a_known_token_are_unauthenticated_and_health_stays_open()
 
     // Probes and reflection need no token.
     HealthClient::new(server.channel())
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("health is open");
 }
@@ -117,11 +127,16 @@ async fn a_reloaded_tokens_file_replaces_the_tokens_and_a_bad_one_is_ignored() {
 
     write_tokens(&tokens, &[("ops", "second-token", &["admin"])]);
     server.reload.notify_one();
-    eventually(Duration::from_secs(10), "the new token is accepted", || async {
-        list(as_token(&server, "second-token")).await.ok()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the new token is accepted",
+        || async { list(as_token(&server, "second-token")).await.ok() },
+    )
     .await;
-    assert_code(list(as_token(&server, "first-token")).await, Code::Unauthenticated);
+    assert_code(
+        list(as_token(&server, "first-token")).await,
+        Code::Unauthenticated,
+    );
 }
 
 // --- JWTs ---
@@ -188,7 +203,10 @@ impl JwtKey {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn claims(scope: &str, exp_from_now: i64) -> serde_json::Value {
@@ -220,7 +238,11 @@ async fn publish_as(server: &TestServer, token: &str, producer: &str) -> Result<
 #[tokio::test]
 async fn jwts_signed_by_a_jwks_key_carry_their_scopes() {
     let dir = tempfile::tempdir().unwrap();
-    let (ed, ec, rsa) = (JwtKey::ed25519("ed"), JwtKey::p256("ec"), JwtKey::rsa("rsa"));
+    let (ed, ec, rsa) = (
+        JwtKey::ed25519("ed"),
+        JwtKey::p256("ec"),
+        JwtKey::rsa("rsa"),
+    );
     let server = jwt_server(dir.path(), &[&ed, &ec, &rsa]).await;
     let admin = ed.sign(claims("openid admin", 300));
     AdminClient::new(as_token(&server, &admin))
@@ -235,14 +257,19 @@ async fn jwts_signed_by_a_jwks_key_carry_their_scopes() {
         publish_as(&server, &token, "shop")
             .await
             .unwrap_or_else(|e| panic!("{:?} token: {e:?}", key.algorithm));
-        let status = assert_code(publish_as(&server, &token, "bank").await, Code::PermissionDenied);
+        let status = assert_code(
+            publish_as(&server, &token, "bank").await,
+            Code::PermissionDenied,
+        );
         assert!(status.message().contains("produce:bank"), "{status:?}");
     }
     // `scp` as an array works as well as `scope`.
     let mut scp = claims("", 300);
     scp["scp"] = json!(["produce:shop"]);
     scp.as_object_mut().unwrap().remove("scope");
-    publish_as(&server, &ec.sign(scp), "shop").await.expect("scp array");
+    publish_as(&server, &ec.sign(scp), "shop")
+        .await
+        .expect("scp array");
 }
 
 #[tokio::test]
@@ -267,7 +294,10 @@ async fn expired_misaddressed_and_foreign_jwts_are_unauthenticated() {
             c["nbf"] = json!(now() + 300);
             key.sign(c)
         }),
-        ("signed by a key outside the JWKS", JwtKey::ed25519("ed").sign(claims("admin", 300))),
+        (
+            "signed by a key outside the JWKS",
+            JwtKey::ed25519("ed").sign(claims("admin", 300)),
+        ),
         ("no expiry", {
             let mut c = claims("admin", 300);
             c.as_object_mut().unwrap().remove("exp");
@@ -276,7 +306,10 @@ async fn expired_misaddressed_and_foreign_jwts_are_unauthenticated() {
     ];
     for (what, token) in cases {
         let status = assert_code(list(as_token(&server, &token)).await, Code::Unauthenticated);
-        assert!(status.message().starts_with("invalid JWT"), "{what}: {status:?}");
+        assert!(
+            status.message().starts_with("invalid JWT"),
+            "{what}: {status:?}"
+        );
     }
     // Within the 30 s leeway an expired token still passes.
     list(as_token(&server, &key.sign(claims("admin", -10))))

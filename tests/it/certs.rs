@@ -64,7 +64,9 @@ impl TestCa {
             .push(DnType::CommonName, format!("{stem} ({})", self.name));
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().expect("leaf key");
-        let certificate = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let certificate = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         let files = CertFiles {
             cert: self.dir.join(format!("{stem}.pem")),
             key: self.dir.join(format!("{stem}-key.pem")),

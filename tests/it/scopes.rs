@@ -12,7 +12,13 @@ use courier::client::AuthChannel;
 use courier::proto::admin_client::AdminClient;
 use courier::proto::consumer_client::ConsumerClient;
 use courier::proto::producer_client::ProducerClient;
-use courier::proto::*;
+use courier::proto::{
+    AckRequest, CancelRequest, CheckStatusRequest, ConfirmRequest, CreateSubscriptionRequest,
+    Decision, DeleteSubscriptionRequest, ExtendLeaseRequest, GetStatsRequest,
+    GetSubscriptionRequest, ListDeliveriesRequest, ListMessagesRequest, ListSubscriptionsRequest,
+    NackRequest, ReceiveRequest, RedriveRequest, RegisterCheckerRequest, RejectRequest,
+    ResolveRequest, UpdateSubscriptionRequest,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tonic::{Code, Status};
@@ -50,7 +56,12 @@ struct Clients {
 type Call = fn(Clients, Arc<Fixture>) -> BoxFuture<'static, Result<(), Status>>;
 
 /// (RPC path, call, allowed principals, refused principals and the scope their error names).
-type Case = (&'static str, Call, &'static [&'static str], &'static [(&'static str, &'static str)]);
+type Case = (
+    &'static str,
+    Call,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
 
 fn ok<T>(result: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
     result.map(|_| ())
@@ -67,75 +78,344 @@ fn case(
 
 fn cases() -> Vec<Case> {
     vec![
-        case("/courier.v1.Producer/Prepare", |mut c, _| async move {
-            ok(c.producer.prepare(prepare_request("shop", TOPIC, "table-prepare")).await)
-        }.boxed(), &["shop", "admin"], &[("bank", "produce:shop"), ("reader", "produce:shop"), ("billing", "produce:shop"), ("nobody", "produce:shop")]),
-        case("/courier.v1.Producer/Publish", |mut c, _| async move {
-            ok(c.producer.publish(publish_request("shop", TOPIC, "table-publish")).await)
-        }.boxed(), &["shop", "admin"], &[("bank", "produce:shop"), ("reader", "produce:shop")]),
+        case(
+            "/courier.v1.Producer/Prepare",
+            |mut c, _| {
+                async move {
+                    ok(c.producer
+                        .prepare(prepare_request("shop", TOPIC, "table-prepare"))
+                        .await)
+                }
+                .boxed()
+            },
+            &["shop", "admin"],
+            &[
+                ("bank", "produce:shop"),
+                ("reader", "produce:shop"),
+                ("billing", "produce:shop"),
+                ("nobody", "produce:shop"),
+            ],
+        ),
+        case(
+            "/courier.v1.Producer/Publish",
+            |mut c, _| {
+                async move {
+                    ok(c.producer
+                        .publish(publish_request("shop", TOPIC, "table-publish"))
+                        .await)
+                }
+                .boxed()
+            },
+            &["shop", "admin"],
+            &[("bank", "produce:shop"), ("reader", "produce:shop")],
+        ),
         // By id: the producer is read from the stored message.
-        case("/courier.v1.Producer/Confirm", |mut c, f| async move {
-            ok(c.producer.confirm(ConfirmRequest { message: by_id(&f.prepared) }).await)
-        }.boxed(), &["shop", "admin"], &[("bank", "produce:shop"), ("reader", "produce:shop"), ("nobody", "produce:shop")]),
+        case(
+            "/courier.v1.Producer/Confirm",
+            |mut c, f| {
+                async move {
+                    ok(c.producer
+                        .confirm(ConfirmRequest {
+                            message: by_id(&f.prepared),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["shop", "admin"],
+            &[
+                ("bank", "produce:shop"),
+                ("reader", "produce:shop"),
+                ("nobody", "produce:shop"),
+            ],
+        ),
         // By key: the producer is the key's.
-        case("/courier.v1.Producer/Cancel", |mut c, _| async move {
-            ok(c.producer.cancel(CancelRequest { message: by_key("shop", "table-prepare") }).await)
-        }.boxed(), &["shop", "admin"], &[("bank", "produce:shop"), ("billing", "produce:shop")]),
-        case("/courier.v1.Producer/CheckStatus", |mut c, f| async move {
-            ok(c.producer.check_status(CheckStatusRequest { message: by_id(&f.prepared) }).await)
-        }.boxed(), &["shop", "reader", "admin"], &[("bank", "read (or produce:shop)"), ("billing", "read (or produce:shop)")]),
-        case("/courier.v1.Producer/RegisterChecker", |mut c, _| async move {
-            ok(c.producer.register_checker(RegisterCheckerRequest {
-                producer: "shop".into(),
-                endpoint: "http://127.0.0.1:9".into(),
-                timeout: None,
-            }).await)
-        }.boxed(), &["shop", "admin"], &[("bank", "produce:shop"), ("reader", "produce:shop")]),
-        case("/courier.v1.Consumer/Receive", |mut c, _| async move {
-            ok(c.consumer.receive(ReceiveRequest { subscription: SHOP_SUB.into(), max_messages: 1, wait: None }).await)
-        }.boxed(), &["billing", "admin"], &[("bank", "consume:billing-eu"), ("shop", "consume:billing-eu"), ("reader", "consume:billing-eu")]),
-        case("/courier.v1.Consumer/ExtendLease", |mut c, f| async move {
-            ok(c.consumer.extend_lease(ExtendLeaseRequest { subscription: SHOP_SUB.into(), receipt: f.receipt.clone(), extension: secs(30) }).await)
-        }.boxed(), &["billing", "admin"], &[("bank", "consume:billing-eu"), ("reader", "consume:billing-eu")]),
-        case("/courier.v1.Consumer/Nack", |mut c, f| async move {
-            ok(c.consumer.nack(NackRequest { subscription: SHOP_SUB.into(), receipt: f.receipt.clone(), delay: secs(60) }).await)
-        }.boxed(), &["billing", "admin"], &[("shop", "consume:billing-eu"), ("nobody", "consume:billing-eu")]),
-        case("/courier.v1.Consumer/Reject", |mut c, f| async move {
-            ok(c.consumer.reject(RejectRequest { subscription: SHOP_SUB.into(), receipt: f.receipt.clone(), reason: "table".into() }).await)
-        }.boxed(), &["billing", "admin"], &[("shop", "consume:billing-eu"), ("reader", "consume:billing-eu")]),
-        case("/courier.v1.Consumer/Ack", |mut c, f| async move {
-            ok(c.consumer.ack(AckRequest { subscription: SHOP_SUB.into(), receipts: vec![f.receipt.clone()] }).await)
-        }.boxed(), &["billing", "admin"], &[("bank", "consume:billing-eu"), ("reader", "consume:billing-eu")]),
-        case("/courier.v1.Admin/GetSubscription", |mut c, _| async move {
-            ok(c.admin.get_subscription(GetSubscriptionRequest { name: SHOP_SUB.into() }).await)
-        }.boxed(), &["reader", "admin"], &[("shop", "read"), ("billing", "read")]),
-        case("/courier.v1.Admin/ListSubscriptions", |mut c, _| async move {
-            ok(c.admin.list_subscriptions(ListSubscriptionsRequest::default()).await)
-        }.boxed(), &["reader", "admin"], &[("shop", "read"), ("nobody", "read")]),
-        case("/courier.v1.Admin/ListMessages", |mut c, _| async move {
-            ok(c.admin.list_messages(ListMessagesRequest::default()).await)
-        }.boxed(), &["reader", "admin"], &[("shop", "read"), ("billing", "read")]),
-        case("/courier.v1.Admin/ListDeliveries", |mut c, _| async move {
-            ok(c.admin.list_deliveries(ListDeliveriesRequest { subscription: SHOP_SUB.into(), ..Default::default() }).await)
-        }.boxed(), &["reader", "admin"], &[("billing", "read"), ("shop", "read")]),
-        case("/courier.v1.Admin/GetStats", |mut c, _| async move {
-            ok(c.admin.get_stats(GetStatsRequest {}).await)
-        }.boxed(), &["reader", "admin"], &[("shop", "read"), ("nobody", "read")]),
-        case("/courier.v1.Admin/CreateSubscription", |mut c, _| async move {
-            ok(c.admin.create_subscription(CreateSubscriptionRequest { subscription: Some(subscription("table-new", TOPIC)) }).await)
-        }.boxed(), &["admin"], &[("reader", "admin"), ("shop", "admin"), ("billing", "admin")]),
-        case("/courier.v1.Admin/UpdateSubscription", |mut c, _| async move {
-            ok(c.admin.update_subscription(UpdateSubscriptionRequest { subscription: Some(subscription(SCRATCH_SUB, TOPIC)) }).await)
-        }.boxed(), &["admin"], &[("reader", "admin"), ("billing", "admin")]),
-        case("/courier.v1.Admin/Redrive", |mut c, _| async move {
-            ok(c.admin.redrive(RedriveRequest { subscription: SHOP_SUB.into(), message_ids: vec![] }).await)
-        }.boxed(), &["admin"], &[("reader", "admin"), ("billing", "admin")]),
-        case("/courier.v1.Admin/Resolve", |mut c, f| async move {
-            ok(c.admin.resolve(ResolveRequest { message: by_id(&f.to_resolve), decision: Decision::Commit.into() }).await)
-        }.boxed(), &["admin"], &[("reader", "admin"), ("shop", "admin")]),
-        case("/courier.v1.Admin/DeleteSubscription", |mut c, _| async move {
-            ok(c.admin.delete_subscription(DeleteSubscriptionRequest { name: SCRATCH_SUB.into() }).await)
-        }.boxed(), &["admin"], &[("reader", "admin"), ("shop", "admin")]),
+        case(
+            "/courier.v1.Producer/Cancel",
+            |mut c, _| {
+                async move {
+                    ok(c.producer
+                        .cancel(CancelRequest {
+                            message: by_key("shop", "table-prepare"),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["shop", "admin"],
+            &[("bank", "produce:shop"), ("billing", "produce:shop")],
+        ),
+        case(
+            "/courier.v1.Producer/CheckStatus",
+            |mut c, f| {
+                async move {
+                    ok(c.producer
+                        .check_status(CheckStatusRequest {
+                            message: by_id(&f.prepared),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["shop", "reader", "admin"],
+            &[
+                ("bank", "read (or produce:shop)"),
+                ("billing", "read (or produce:shop)"),
+            ],
+        ),
+        case(
+            "/courier.v1.Producer/RegisterChecker",
+            |mut c, _| {
+                async move {
+                    ok(c.producer
+                        .register_checker(RegisterCheckerRequest {
+                            producer: "shop".into(),
+                            endpoint: "http://127.0.0.1:9".into(),
+                            timeout: None,
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["shop", "admin"],
+            &[("bank", "produce:shop"), ("reader", "produce:shop")],
+        ),
+        case(
+            "/courier.v1.Consumer/Receive",
+            |mut c, _| {
+                async move {
+                    ok(c.consumer
+                        .receive(ReceiveRequest {
+                            subscription: SHOP_SUB.into(),
+                            max_messages: 1,
+                            wait: None,
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["billing", "admin"],
+            &[
+                ("bank", "consume:billing-eu"),
+                ("shop", "consume:billing-eu"),
+                ("reader", "consume:billing-eu"),
+            ],
+        ),
+        case(
+            "/courier.v1.Consumer/ExtendLease",
+            |mut c, f| {
+                async move {
+                    ok(c.consumer
+                        .extend_lease(ExtendLeaseRequest {
+                            subscription: SHOP_SUB.into(),
+                            receipt: f.receipt.clone(),
+                            extension: secs(30),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["billing", "admin"],
+            &[
+                ("bank", "consume:billing-eu"),
+                ("reader", "consume:billing-eu"),
+            ],
+        ),
+        case(
+            "/courier.v1.Consumer/Nack",
+            |mut c, f| {
+                async move {
+                    ok(c.consumer
+                        .nack(NackRequest {
+                            subscription: SHOP_SUB.into(),
+                            receipt: f.receipt.clone(),
+                            delay: secs(60),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["billing", "admin"],
+            &[
+                ("shop", "consume:billing-eu"),
+                ("nobody", "consume:billing-eu"),
+            ],
+        ),
+        case(
+            "/courier.v1.Consumer/Reject",
+            |mut c, f| {
+                async move {
+                    ok(c.consumer
+                        .reject(RejectRequest {
+                            subscription: SHOP_SUB.into(),
+                            receipt: f.receipt.clone(),
+                            reason: "table".into(),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["billing", "admin"],
+            &[
+                ("shop", "consume:billing-eu"),
+                ("reader", "consume:billing-eu"),
+            ],
+        ),
+        case(
+            "/courier.v1.Consumer/Ack",
+            |mut c, f| {
+                async move {
+                    ok(c.consumer
+                        .ack(AckRequest {
+                            subscription: SHOP_SUB.into(),
+                            receipts: vec![f.receipt.clone()],
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["billing", "admin"],
+            &[
+                ("bank", "consume:billing-eu"),
+                ("reader", "consume:billing-eu"),
+            ],
+        ),
+        case(
+            "/courier.v1.Admin/GetSubscription",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .get_subscription(GetSubscriptionRequest {
+                            name: SHOP_SUB.into(),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["reader", "admin"],
+            &[("shop", "read"), ("billing", "read")],
+        ),
+        case(
+            "/courier.v1.Admin/ListSubscriptions",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .list_subscriptions(ListSubscriptionsRequest::default())
+                        .await)
+                }
+                .boxed()
+            },
+            &["reader", "admin"],
+            &[("shop", "read"), ("nobody", "read")],
+        ),
+        case(
+            "/courier.v1.Admin/ListMessages",
+            |mut c, _| {
+                async move { ok(c.admin.list_messages(ListMessagesRequest::default()).await) }
+                    .boxed()
+            },
+            &["reader", "admin"],
+            &[("shop", "read"), ("billing", "read")],
+        ),
+        case(
+            "/courier.v1.Admin/ListDeliveries",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .list_deliveries(ListDeliveriesRequest {
+                            subscription: SHOP_SUB.into(),
+                            ..Default::default()
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["reader", "admin"],
+            &[("billing", "read"), ("shop", "read")],
+        ),
+        case(
+            "/courier.v1.Admin/GetStats",
+            |mut c, _| async move { ok(c.admin.get_stats(GetStatsRequest {}).await) }.boxed(),
+            &["reader", "admin"],
+            &[("shop", "read"), ("nobody", "read")],
+        ),
+        case(
+            "/courier.v1.Admin/CreateSubscription",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .create_subscription(CreateSubscriptionRequest {
+                            subscription: Some(subscription("table-new", TOPIC)),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["admin"],
+            &[("reader", "admin"), ("shop", "admin"), ("billing", "admin")],
+        ),
+        case(
+            "/courier.v1.Admin/UpdateSubscription",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .update_subscription(UpdateSubscriptionRequest {
+                            subscription: Some(subscription(SCRATCH_SUB, TOPIC)),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["admin"],
+            &[("reader", "admin"), ("billing", "admin")],
+        ),
+        case(
+            "/courier.v1.Admin/Redrive",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .redrive(RedriveRequest {
+                            subscription: SHOP_SUB.into(),
+                            message_ids: vec![],
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["admin"],
+            &[("reader", "admin"), ("billing", "admin")],
+        ),
+        case(
+            "/courier.v1.Admin/Resolve",
+            |mut c, f| {
+                async move {
+                    ok(c.admin
+                        .resolve(ResolveRequest {
+                            message: by_id(&f.to_resolve),
+                            decision: Decision::Commit.into(),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["admin"],
+            &[("reader", "admin"), ("shop", "admin")],
+        ),
+        case(
+            "/courier.v1.Admin/DeleteSubscription",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .delete_subscription(DeleteSubscriptionRequest {
+                            name: SCRATCH_SUB.into(),
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["admin"],
+            &[("reader", "admin"), ("shop", "admin")],
+        ),
     ]
 }
 
@@ -238,7 +518,10 @@ async fn every_rpc_allows_and_refuses_by_scope() {
             let result = call(clients(&server, name), fixture.clone()).await;
             if let Err(status) = result {
                 assert!(
-                    !matches!(status.code(), Code::PermissionDenied | Code::Unauthenticated),
+                    !matches!(
+                        status.code(),
+                        Code::PermissionDenied | Code::Unauthenticated
+                    ),
                     "{rpc} as {name}: expected to be allowed, got {status:?}"
                 );
             }

@@ -25,7 +25,10 @@ fn courier(args: &[&str], env: &[(&str, &str)]) -> Command {
             command.env_remove(name);
         }
     }
-    command.args(args).envs(env.iter().copied()).stdin(Stdio::null());
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
     command
 }
 
@@ -42,9 +45,16 @@ fn an_open_server_refuses_a_non_loopback_listen() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}/courier.db", dir.path().display());
     let listen = format!("0.0.0.0:{}", free_port().port());
-    let output = run(&["serve", "--listen", &listen, "--database-url", &database], &[]);
+    let output = run(
+        &["serve", "--listen", &listen, "--database-url", &database],
+        &[],
+    );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("auth.tokens_file"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("auth.tokens_file"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -117,10 +127,18 @@ fn an_unauthenticated_non_loopback_server_starts_only_when_allowed_and_warns() {
             "exited: {}",
             served.log()
         );
-        assert!(started.elapsed() < Duration::from_secs(30), "{}", served.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            served.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(served.log().contains("AUTHENTICATION IS OFF"), "{}", served.log());
+    assert!(
+        served.log().contains("AUTHENTICATION IS OFF"),
+        "{}",
+        served.log()
+    );
 }
 
 /// Runs an operator command against `addr` and returns its output.
@@ -168,7 +186,8 @@ async fn the_binary_serves_tls_and_tokens_audits_admin_calls_and_reloads_on_sigh
     wait_until_serving(channel, Duration::from_secs(30)).await;
     let log = served.log();
     assert_eq!(
-        log.matches("ignoring Kubernetes service-link variables").count(),
+        log.matches("ignoring Kubernetes service-link variables")
+            .count(),
         1,
         "one warning line: {log}"
     );
@@ -176,14 +195,25 @@ async fn the_binary_serves_tls_and_tokens_audits_admin_calls_and_reloads_on_sigh
     let https = format!("https://{addr}");
     let old_ca_file = old_ca.ca_file.to_str().unwrap();
     let create = [
-        "subscriptions", "create", "billing", "--topic", "orders", "--addr", &https,
-        "--ca-file", old_ca_file,
+        "subscriptions",
+        "create",
+        "billing",
+        "--topic",
+        "orders",
+        "--addr",
+        &https,
+        "--ca-file",
+        old_ca_file,
     ];
     let output = cli(&create, &[("COURIER_CLI_TOKEN", "first-secret")]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let output = cli(&create, &[]).await;
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("UNAUTHENTICATED"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("UNAUTHENTICATED"),
+        "{}",
+        stderr(&output)
+    );
 
     let log = served.log();
     let audit = log
@@ -215,17 +245,28 @@ async fn the_binary_serves_tls_and_tokens_audits_admin_calls_and_reloads_on_sigh
             cli(&args, &[]).await
         }
     };
-    eventually(Duration::from_secs(20), "the rotated files serve", || async {
-        stats(&new_ca.ca_file, "second-secret")
-            .await
-            .status
-            .success()
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the rotated files serve",
+        || async {
+            stats(&new_ca.ca_file, "second-secret")
+                .await
+                .status
+                .success()
+                .then_some(())
+        },
+    )
     .await;
     let output = stats(&new_ca.ca_file, "first-secret").await;
-    assert!(stderr(&output).contains("UNAUTHENTICATED"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("UNAUTHENTICATED"),
+        "{}",
+        stderr(&output)
+    );
     let output = stats(&old_ca.ca_file, "second-secret").await;
-    assert!(!output.status.success(), "the old certificate is no longer served");
+    assert!(
+        !output.status.success(),
+        "the old certificate is no longer served"
+    );
     assert!(served.log().contains("SIGHUP"), "{}", served.log());
 }

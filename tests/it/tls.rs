@@ -76,10 +76,16 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
     assert!(without.is_err(), "no client certificate: refused");
     let wrong_issuer = with_identity(ca.trusting(), &ca.client("self-made"));
     let wrong = answers(tls_endpoint(server.addr, wrong_issuer)).await;
-    assert!(wrong.is_err(), "a client certificate from another CA: refused");
-    answers(tls_endpoint(server.addr, with_identity(ca.trusting(), &client)))
-        .await
-        .expect("a certificate from the client CA is accepted");
+    assert!(
+        wrong.is_err(),
+        "a client certificate from another CA: refused"
+    );
+    answers(tls_endpoint(
+        server.addr,
+        with_identity(ca.trusting(), &client),
+    ))
+    .await
+    .expect("a certificate from the client CA is accepted");
 }
 
 #[tokio::test]
@@ -117,12 +123,20 @@ async fn reload_serves_the_new_certificate_and_keeps_open_connections() {
     std::fs::copy(&rotated.cert, &files.cert).unwrap();
     std::fs::copy(&rotated.key, &files.key).unwrap();
     server.reload.notify_one();
-    eventually(Duration::from_secs(10), "new connections get the new certificate", || async {
-        answers(tls_endpoint(server.addr, new_ca.trusting())).await.ok()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "new connections get the new certificate",
+        || async {
+            answers(tls_endpoint(server.addr, new_ca.trusting()))
+                .await
+                .ok()
+        },
+    )
     .await;
     assert!(
-        answers(tls_endpoint(server.addr, old_ca.trusting())).await.is_err(),
+        answers(tls_endpoint(server.addr, old_ca.trusting()))
+            .await
+            .is_err(),
         "new connections no longer get the old certificate"
     );
     open_admin

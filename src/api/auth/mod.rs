@@ -124,7 +124,11 @@ impl Caller {
             scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
         };
         let (rpc, rule) = rules::lookup(rpc);
-        Self::new(Authenticated::Principal(std::sync::Arc::new(principal)), rpc, rule)
+        Self::new(
+            Authenticated::Principal(std::sync::Arc::new(principal)),
+            rpc,
+            rule,
+        )
     }
 }
 
@@ -159,7 +163,8 @@ mod tests {
         assert!(consume.authorize(Some("shop-eu")).is_err());
         let any = Caller::with_scopes("/courier.v1.Producer/Confirm", &["produce:*"]);
         assert!(any.allowed_on_any());
-        let status_by_producer = Caller::with_scopes("/courier.v1.Producer/CheckStatus", &["produce:shop"]);
+        let status_by_producer =
+            Caller::with_scopes("/courier.v1.Producer/CheckStatus", &["produce:shop"]);
         status_by_producer.authorize(Some("shop")).unwrap();
         assert!(status_by_producer.authorize(Some("bank")).is_err());
     }
