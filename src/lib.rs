@@ -6,19 +6,23 @@ pub mod api;
 pub mod bench;
 pub mod callbacks;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod health;
 pub mod metrics;
 pub mod proto;
 pub mod scheduler;
+pub mod security;
 pub mod store;
 pub mod telemetry;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
@@ -28,12 +32,14 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tower_layer::{Identity, Stack};
 use tracing::{info, warn};
 
+use crate::api::auth::AuthLayer;
 use crate::api::{ApiContext, Services};
 use crate::config::Config;
 use crate::health::StoreOutages;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
+use crate::security::Security;
 use crate::store::{StoreError, Wakeups};
 
 pub use crate::config::LogFormat;
@@ -65,6 +71,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed")]
@@ -90,6 +98,8 @@ pub struct RunOptions {
     pub scheduler_loops: bool,
     /// Receives the scheduler over the server's store once the store is open.
     pub scheduler: Option<tokio::sync::oneshot::Sender<scheduler::Scheduler>>,
+    /// Re-reads the TLS and credential files when notified, as SIGHUP does.
+    pub reload: Arc<Notify>,
 }
 
 impl Default for RunOptions {
@@ -97,6 +107,7 @@ impl Default for RunOptions {
         Self {
             scheduler_loops: true,
             scheduler: None,
+            reload: Arc::new(Notify::new()),
         }
     }
 }
@@ -110,6 +121,8 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
     let listen = listener.local_addr().map_err(RunError::Listener)?;
+    config.auth.check_exposure(listen)?;
+    let security = Arc::new(Security::load(&config)?);
     let metrics_listener = bind_metrics(&config).await?;
     let wakeups = Wakeups::default();
     let store = store::open(&config, wakeups.clone()).await?;
@@ -125,6 +138,13 @@ pub async fn run_with(
     }
     if options.scheduler_loops {
         scheduler.spawn(background.clone(), &tracker);
+    }
+    if security.reloadable() {
+        tracker.spawn(security::reload_on_signal(
+            security.clone(),
+            options.reload,
+            background.clone(),
+        ));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -146,16 +166,31 @@ pub async fn run_with(
         shutdown: shutdown.clone(),
         outages,
     });
-    let router = router(services, health_service)?;
+    let router = router(
+        services,
+        health_service,
+        AuthLayer::new(security.auth.clone()),
+    )?;
 
     if let Some(metrics_listener) = metrics_listener {
         let store = services_store.clone();
         tracker.spawn(metrics::serve(metrics_listener, store, background.clone()));
     }
-    info!(%listen, backend = backend_kind(&config.database_url), "courier serving");
-    // Same as TcpListenerStream, plus TCP_NODELAY: small unary calls must not wait on Nagle.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    log_exposure(&config, &security, listen);
+    let stop_accepting = shutdown.clone().cancelled_owned();
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &security.tls {
+            // Same as TcpListenerStream, plus TCP_NODELAY: small unary calls must not wait on
+            // Nagle.
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop_accepting,
+            )),
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                security::incoming::tls_incoming(listener, tls.clone(), shutdown.clone()),
+                stop_accepting,
+            )),
+        };
     let served = drain_within(server, &shutdown, config.shutdown_grace).await;
 
     background.cancel();
@@ -186,13 +221,35 @@ async fn drain_within(
     }
 }
 
-/// Courier's services beside the standard health and reflection services.
+/// Says how the port is protected; an open port reachable from other machines gets a loud
+/// warning.
+fn log_exposure(config: &Config, security: &Security, listen: std::net::SocketAddr) {
+    let backend = backend_kind(&config.database_url);
+    let tls = security.tls.is_some();
+    let mutual_tls = config.tls.client_ca_file.is_some();
+    let authentication = security.auth.required();
+    info!(%listen, backend, tls, mutual_tls, authentication, "courier serving");
+    if !authentication && !listen.ip().is_loopback() {
+        warn!(
+            %listen,
+            "AUTHENTICATION IS OFF on a non-loopback address (auth.allow_unauthenticated = true): \
+             anyone who reaches this port can publish, consume, redrive and resolve anything"
+        );
+    }
+}
+
+/// Courier's services beside the standard health and reflection services. Calls are counted
+/// (outermost, so refusals count too), then authenticated.
+type Layers = Stack<AuthLayer, Stack<metrics::RpcMetricsLayer, Identity>>;
+
 fn router(
     services: Services,
     health: HealthServer<impl Health>,
-) -> Result<Router<Stack<metrics::RpcMetricsLayer, Identity>>, RunError> {
+    auth: AuthLayer,
+) -> Result<Router<Layers>, RunError> {
     Ok(Server::builder()
         .layer(metrics::RpcMetricsLayer)
+        .layer(auth)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -101,6 +101,18 @@ struct BenchArgs {
     /// The durable queue --peer declares (fresh per run, deleted after).
     #[arg(long, value_enum, default_value_t = courier::bench::PeerQueue::Quorum)]
     peer_queue: courier::bench::PeerQueue,
+    /// Bearer token the clients send (needs admin, or produce:bench, consume:bench-* and admin
+    /// to create the subscription).
+    #[arg(
+        long,
+        env = "COURIER_CLI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for a server serving TLS, instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -159,6 +171,13 @@ fn main() -> ExitCode {
         }
     };
     courier::init_tracing(config.log_format);
+    let service_links = courier::config::env::service_links_in_env();
+    if !service_links.is_empty() {
+        warn!(
+            variables = service_links.join(" "),
+            "ignoring Kubernetes service-link variables (set enableServiceLinks: false on the pod)"
+        );
+    }
 
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
@@ -217,6 +236,11 @@ fn bench(args: BenchArgs) -> ExitCode {
         store_only: args.store_only,
         backlog: args.backlog,
         config_file: args.config,
+        client: courier::client::ClientOptions {
+            token: args.token,
+            ca_file: args.ca_file,
+            ..Default::default()
+        },
         launch,
     };
     let mut rendered = None;

@@ -2,6 +2,7 @@
 //! decodes and validates through [`convert`], calls the [`Store`], and maps errors through
 //! [`status`]; no business rule lives here.
 
+pub mod auth;
 pub mod convert;
 pub mod status;
 

@@ -98,6 +98,8 @@ pub struct BenchOptions {
     /// Configuration file for the server the bench starts (and the store in store-only runs);
     /// `COURIER_*` variables apply too.
     pub config_file: Option<PathBuf>,
+    /// Token, CA and client certificate the bench's clients connect with.
+    pub client: crate::client::ClientOptions,
     pub launch: Launch,
 }
 
@@ -119,6 +121,7 @@ impl Default for BenchOptions {
             store_only: false,
             backlog: None,
             config_file: None,
+            client: crate::client::ClientOptions::default(),
             launch: Launch::InProcess,
         }
     }
@@ -266,7 +269,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
             ));
         }
         let mut server = Server::start(options, database.url()).await?;
-        let target = GrpcTarget::connect(server.addr(), options.connections, &topic).await?;
+        let target = GrpcTarget::connect(&server.addr(), options, &topic).await?;
         if !loaded_in_store {
             target.create_subscription().await?;
             let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
@@ -284,7 +287,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
     }
 
     let mut server = Server::start(options, database.url()).await?;
-    let target = GrpcTarget::connect(server.addr(), options.connections, &topic).await?;
+    let target = GrpcTarget::connect(&server.addr(), options, &topic).await?;
     target.create_subscription().await?;
     let commits_before = commits(&mut server, database).await?;
     let watch = server.watch();

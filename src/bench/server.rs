@@ -38,10 +38,12 @@ pub enum Server {
         stdin: Option<ChildStdin>,
         stdout: Lines<BufReader<ChildStdout>>,
         addr: SocketAddr,
+        tls: bool,
         pid: Option<u32>,
     },
     InProcess {
         addr: SocketAddr,
+        tls: bool,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
         served: JoinHandle<Result<(), RunError>>,
@@ -69,12 +71,13 @@ impl Server {
         }
     }
 
-    /// Where clients connect: `http://host:port`.
+    /// Where clients connect: `http://host:port`, or `https://` when the server serves TLS.
     pub fn addr(&self) -> String {
         match self {
-            Self::Child { addr, .. } | Self::InProcess { addr, .. } => format!("http://{addr}"),
-            Self::Running { addr, .. } if addr.contains("://") => addr.clone(),
-            Self::Running { addr, .. } => format!("http://{addr}"),
+            Self::Child { addr, tls, .. } | Self::InProcess { addr, tls, .. } => {
+                format!("{}://{addr}", if *tls { "https" } else { "http" })
+            }
+            Self::Running { addr, .. } => crate::client::endpoint_uri(addr),
         }
     }
 
@@ -177,6 +180,8 @@ async fn start_child(
     options: &BenchOptions,
     database_url: &str,
 ) -> Result<Server, BenchError> {
+    // The child reads the same configuration layers; this side only needs to know the scheme.
+    let tls = super::server_config(options, database_url)?.tls.enabled();
     let mut command = Command::new(exe);
     command
         .arg("bench-server")
@@ -210,14 +215,17 @@ async fn start_child(
         stdin,
         stdout,
         addr,
+        tls,
         pid,
     })
 }
 
 async fn start_in_process(config: Config) -> Result<Server, BenchError> {
+    let tls = config.tls.enabled();
     let (addr, store, shutdown, served) = spawn_server(config).await?;
     Ok(Server::InProcess {
         addr,
+        tls,
         store,
         shutdown,
         served,
@@ -238,8 +246,8 @@ async fn spawn_server(config: Config) -> Result<Spawned, BenchError> {
     let shutdown = CancellationToken::new();
     let (scheduler_sender, scheduler) = tokio::sync::oneshot::channel();
     let options = RunOptions {
-        scheduler_loops: true,
         scheduler: Some(scheduler_sender),
+        ..RunOptions::default()
     };
     let served = tokio::spawn(crate::run_with(config, listener, shutdown.clone(), options));
     match scheduler.await {
