@@ -7,7 +7,7 @@ use tracing::field::Empty;
 use tracing::{debug, info, instrument};
 
 use super::ApiContext;
-use super::convert;
+use super::{convert, endpoints};
 use crate::domain::Timestamp;
 use crate::metrics;
 use crate::proto::{self, admin_server::Admin};
@@ -34,6 +34,13 @@ impl Admin for AdminService {
             request.into_inner().subscription,
             &self.context.config.subscriptions,
         )?;
+        if let Some(endpoint) = &subscription.push_endpoint {
+            endpoints::must_be_allowed(
+                "subscription.push_endpoint",
+                endpoint,
+                &self.context.config,
+            )?;
+        }
         record("subscription", &subscription.name);
         record("topic", &subscription.topic);
         let (subscription, created) = self.context.store.create_subscription(subscription).await?;
@@ -82,6 +89,13 @@ impl Admin for AdminService {
             request.into_inner().subscription,
             &self.context.config.subscriptions,
         )?;
+        if let Some(endpoint) = &spec.push_endpoint {
+            endpoints::must_be_allowed(
+                "subscription.push_endpoint",
+                endpoint,
+                &self.context.config,
+            )?;
+        }
         record("subscription", &spec.name);
         // An update may leave the topic out (a different one is refused by the store); the
         // creation time is never the client's to set.

@@ -7,6 +7,7 @@ pub mod status;
 
 mod admin;
 mod consumer;
+mod endpoints;
 mod producer;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use tracing::field::Empty;
 use tracing::{debug, info, instrument};
 
 use super::ApiContext;
-use super::convert;
+use super::{convert, endpoints};
 use crate::domain::{Decision, Timestamp};
 use crate::metrics;
 use crate::proto::{self, producer_server::Producer};
@@ -123,6 +123,7 @@ impl Producer for ProducerService {
         request: Request<proto::RegisterCheckerRequest>,
     ) -> Result<Response<proto::RegisterCheckerResponse>, Status> {
         let checker = convert::register_checker(request.into_inner(), &self.context.config)?;
+        endpoints::must_be_allowed("endpoint", &checker.endpoint, &self.context.config)?;
         let (producer, endpoint) = (checker.producer.clone(), checker.endpoint.clone());
         crate::telemetry::record("producer", &producer);
         self.context.store.register_checker(checker).await?;

@@ -7,6 +7,7 @@
 //! fresh database per test (named `courier_test_*`; drop them when done).
 
 mod admin;
+mod callbacks;
 mod cli;
 mod concurrency;
 mod consumer;
