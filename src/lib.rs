@@ -137,7 +137,8 @@ pub async fn run_with(
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
     let tracker = TaskTracker::new();
-    let keyring = Arc::new(callbacks::signer::load_keyring(&config.callbacks, store.as_ref()).await?);
+    let keyring =
+        Arc::new(callbacks::signer::load_keyring(&config.callbacks, store.as_ref()).await?);
     if let Some(path) = &config.callbacks.signing_key_file {
         tracker.spawn(callbacks::signer::reload_on_hangup(
             keyring.clone(),
@@ -145,9 +146,11 @@ pub async fn run_with(
             background.clone(),
         ));
     }
-    let callbacks = Arc::new(callbacks::Callbacks::new(&config.callbacks, keyring.clone())?);
-    let scheduler =
-        scheduler::Scheduler::new(store.clone(), wakeups.clone(), &config, callbacks);
+    let callbacks = Arc::new(callbacks::Callbacks::new(
+        &config.callbacks,
+        keyring.clone(),
+    )?);
+    let scheduler = scheduler::Scheduler::new(store.clone(), wakeups.clone(), &config, callbacks);
     if let Some(sender) = options.scheduler {
         let _ = sender.send(scheduler.clone());
     }

@@ -58,7 +58,10 @@ impl SigningKey {
         let x = BASE64URL.encode(pair.public_key().as_ref());
         // Members in lexicographic order, no spaces: the thumbprint's canonical form.
         let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-        let kid = BASE64URL.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()));
+        let kid = BASE64URL.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes(),
+        ));
         Ok(Self {
             pair,
             public: PublicKey { kid, x },
@@ -173,7 +176,10 @@ mod tests {
         // RFC 8037 appendix A.3: the thumbprint of its example Ed25519 key.
         let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
         let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-        let kid = BASE64URL.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()));
+        let kid = BASE64URL.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes(),
+        ));
         assert_eq!(kid, "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
         // And the same key read from PKCS#8 gets the same id.
         let seed = BASE64URL
@@ -192,7 +198,10 @@ mod tests {
         let rcgen = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         SigningKey::from_pem(rcgen.serialize_pem().as_bytes()).unwrap();
 
-        assert!(matches!(SigningKey::from_pem(b"not a key"), Err(KeyError::Pem(_))));
+        assert!(matches!(
+            SigningKey::from_pem(b"not a key"),
+            Err(KeyError::Pem(_))
+        ));
         let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         assert!(matches!(
             SigningKey::from_pem(p256.serialize_pem().as_bytes()),
@@ -220,7 +229,11 @@ mod tests {
         };
         assert_eq!(kids(start), [second_kid.clone(), first_kid.clone()]);
         let last_token_expiry = start.plus(TOKEN_LIFETIME);
-        assert_eq!(kids(last_token_expiry).len(), 2, "kept past the last token's expiry");
+        assert_eq!(
+            kids(last_token_expiry).len(),
+            2,
+            "kept past the last token's expiry"
+        );
         let gone = start.plus(TOKEN_LIFETIME + RETIRED_KEY_LEEWAY);
         assert_eq!(kids(gone), [second_kid]);
     }

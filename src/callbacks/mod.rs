@@ -172,8 +172,8 @@ impl Callbacks {
             message_id,
         };
         let jwt = token::sign(&self.keyring.current(), claims, SystemTime::now());
-        let value = MetadataValue::try_from(format!("Bearer {jwt}"))
-            .expect("a JWT is printable ASCII");
+        let value =
+            MetadataValue::try_from(format!("Bearer {jwt}")).expect("a JWT is printable ASCII");
         request.metadata_mut().insert("authorization", value);
         request
     }

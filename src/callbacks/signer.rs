@@ -24,7 +24,15 @@ pub async fn load_keyring(
         Some(path) => read_key_file(path)?,
         None => shared_key(store).await?,
     };
-    info!(kid = key.kid(), source = if config.signing_key_file.is_some() { "signing_key_file" } else { "database" }, "callback signing key loaded");
+    info!(
+        kid = key.kid(),
+        source = if config.signing_key_file.is_some() {
+            "signing_key_file"
+        } else {
+            "database"
+        },
+        "callback signing key loaded"
+    );
     Ok(Keyring::new(key))
 }
 
@@ -56,7 +64,10 @@ pub fn reload(keyring: &Keyring, path: &Path) {
         Ok(key) => {
             let kid = key.kid().to_owned();
             if keyring.rotate(key, Timestamp::now()) {
-                info!(kid, "callback signing key rotated; the previous key stays published until its tokens expire");
+                info!(
+                    kid,
+                    "callback signing key rotated; the previous key stays published until its tokens expire"
+                );
             }
         }
         Err(error) => warn!(%error, "callback signing key not reloaded; keeping the current key"),
@@ -118,11 +129,19 @@ mod tests {
         let first = keyring.current().kid().to_owned();
 
         reload(&keyring, &path);
-        assert_eq!(keyring.current().kid(), first, "the same file changes nothing");
+        assert_eq!(
+            keyring.current().kid(),
+            first,
+            "the same file changes nothing"
+        );
 
         std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nbroken\n").unwrap();
         reload(&keyring, &path);
-        assert_eq!(keyring.current().kid(), first, "a bad file keeps the current key");
+        assert_eq!(
+            keyring.current().kid(),
+            first,
+            "a bad file keeps the current key"
+        );
         std::fs::remove_file(&path).unwrap();
         reload(&keyring, &path);
         assert_eq!(keyring.current().kid(), first, "a missing file too");
@@ -138,6 +157,9 @@ mod tests {
         let error = read_key_file(Path::new("/nonexistent/callbacks.key"))
             .err()
             .unwrap();
-        assert!(error.to_string().contains("callbacks.signing_key_file"), "{error}");
+        assert!(
+            error.to_string().contains("callbacks.signing_key_file"),
+            "{error}"
+        );
     }
 }

@@ -22,8 +22,7 @@ pub fn client_tls(config: &CallbacksConfig) -> Result<ClientTlsConfig, SetupErro
         certificates("callbacks.ca_file", path, &pem)?;
         tls = tls.ca_certificate(Certificate::from_pem(pem));
     }
-    if let (Some(cert_path), Some(key_path)) = (&config.client_cert_file, &config.client_key_file)
-    {
+    if let (Some(cert_path), Some(key_path)) = (&config.client_cert_file, &config.client_key_file) {
         let cert = read("callbacks.client_cert_file", cert_path)?;
         certificates("callbacks.client_cert_file", cert_path, &cert)?;
         let key = read("callbacks.client_key_file", key_path)?;

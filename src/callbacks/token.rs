@@ -89,7 +89,9 @@ mod tests {
     #[ignore = "a measurement; run it in release"]
     fn sign_cost() {
         let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8()).unwrap();
-        let ids: Vec<String> = (0..20_000).map(|i| format!("0190f0a0-0000-7000-8000-{i:012}")).collect();
+        let ids: Vec<String> = (0..20_000)
+            .map(|i| format!("0190f0a0-0000-7000-8000-{i:012}"))
+            .collect();
         let started = std::time::Instant::now();
         let mut bytes = 0;
         for id in &ids {
@@ -101,6 +103,9 @@ mod tests {
             bytes += sign(&key, claims, SystemTime::now()).len();
         }
         let each = started.elapsed() / ids.len() as u32;
-        println!("signing one callback token: {each:?} ({} bytes)", bytes / ids.len());
+        println!(
+            "signing one callback token: {each:?} ({} bytes)",
+            bytes / ids.len()
+        );
     }
 }

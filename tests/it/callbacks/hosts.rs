@@ -48,7 +48,10 @@ fn push_to(name: &str, endpoint: &str) -> Subscription {
 async fn register_checker_outside_allowed_hosts_is_invalid() {
     let server = narrowed_server().await;
     let mut producer = server.producer();
-    assert_refused(producer.register_checker(register(INTERNAL)).await, "endpoint");
+    assert_refused(
+        producer.register_checker(register(INTERNAL)).await,
+        "endpoint",
+    );
     producer
         .register_checker(register(ALLOWED))
         .await
@@ -67,7 +70,9 @@ async fn push_endpoints_outside_allowed_hosts_are_invalid_on_create_and_update()
         subscription: Some(subscription),
     };
     assert_refused(
-        admin.create_subscription(create(push_to("internal", INTERNAL))).await,
+        admin
+            .create_subscription(create(push_to("internal", INTERNAL)))
+            .await,
         "subscription.push_endpoint",
     );
     admin
@@ -83,17 +88,25 @@ async fn push_endpoints_outside_allowed_hosts_are_invalid_on_create_and_update()
         subscription: Some(subscription),
     };
     assert_refused(
-        admin.update_subscription(update(push_to(SUB, INTERNAL))).await,
+        admin
+            .update_subscription(update(push_to(SUB, INTERNAL)))
+            .await,
         "subscription.push_endpoint",
     );
     assert_refused(
-        admin.update_subscription(update(push_to("pull", INTERNAL))).await,
+        admin
+            .update_subscription(update(push_to("pull", INTERNAL)))
+            .await,
         "subscription.push_endpoint",
     );
-    let unchanged = server.admin().get_subscription(courier::proto::GetSubscriptionRequest {
-        name: SUB.into(),
-    });
-    assert_eq!(unchanged.await.unwrap().into_inner().push_endpoint, ALLOWED);
-    let refused = admin.update_subscription(update(push_to(SUB, "http://10.2.0.1"))).await;
+    let unchanged = admin
+        .get_subscription(courier::proto::GetSubscriptionRequest { name: SUB.into() })
+        .await
+        .expect("GetSubscription")
+        .into_inner();
+    assert_eq!(unchanged.push_endpoint, ALLOWED);
+    let refused = admin
+        .update_subscription(update(push_to(SUB, "http://10.2.0.1")))
+        .await;
     assert_eq!(refused.unwrap_err().code(), Code::InvalidArgument);
 }

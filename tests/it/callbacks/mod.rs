@@ -127,17 +127,19 @@ pub fn free_port() -> SocketAddr {
 
 /// `GET /.well-known/jwks.json` from the HTTP listener at `addr`.
 pub async fn fetch_jwks(addr: SocketAddr) -> Value {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to the HTTP listener");
-    let request = format!(
-        "GET /.well-known/jwks.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the HTTP listener");
+    let request =
+        format!("GET /.well-known/jwks.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.to_ascii_lowercase().contains("content-type: application/json"),
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
         "{head}"
     );
     serde_json::from_str(body).expect("the JWKS is JSON")
@@ -178,7 +180,13 @@ pub fn check_token(
         serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     };
     let (header, claims) = (decode(parts[0])?, decode(parts[1])?);
-    let expect = |what: &str, ok: bool| if ok { Ok(()) } else { Err(format!("{what}: {header} {claims}")) };
+    let expect = |what: &str, ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{what}: {header} {claims}"))
+        }
+    };
     expect("alg EdDSA", header["alg"] == "EdDSA")?;
     let kid = header["kid"].as_str().ok_or("no kid in the header")?;
     let jwk = jwks["keys"]
@@ -199,10 +207,16 @@ pub fn check_token(
 
     expect("iss courier", claims["iss"] == "courier")?;
     expect(&format!("aud {audience}"), claims["aud"] == audience)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let issued = claims["iat"].as_u64().ok_or("no iat")?;
     let expires = claims["exp"].as_u64().ok_or("no exp")?;
-    expect("a 5-minute lifetime", expires.checked_sub(issued) == Some(300))?;
+    expect(
+        "a 5-minute lifetime",
+        expires.checked_sub(issued) == Some(300),
+    )?;
     expect("valid now", issued <= now + 1 && expires > now)?;
     Ok((header, claims))
 }
@@ -233,14 +247,11 @@ impl TestPki {
     /// Certificate and key PEM for `purpose`.
     fn issue(&self, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (String, String) {
         let key = KeyPair::generate().expect("a key");
-        let mut params = CertificateParams::new(
-            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("certificate parameters");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("certificate parameters");
         params.extended_key_usages = vec![purpose];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("a certificate");
+        let cert = params.signed_by(&key, &self.issuer).expect("a certificate");
         (cert.pem(), key.serialize_pem())
     }
 

@@ -66,10 +66,16 @@ async fn checks_and_pushes_carry_a_jwt_that_verifies_against_the_served_jwks() {
 
     let calls = recorder.calls();
     let (check, push) = (&calls[0], &calls[1]);
-    assert_eq!((check.subject.as_str(), push.subject.as_str()), (PRODUCER, SUB));
+    assert_eq!(
+        (check.subject.as_str(), push.subject.as_str()),
+        (PRODUCER, SUB)
+    );
     for call in [check, push] {
         assert_eq!(call.message_id, message_id);
-        let authorization = call.authorization.as_deref().expect("an authorization header");
+        let authorization = call
+            .authorization
+            .as_deref()
+            .expect("an authorization header");
         let (header, claims) = verify(authorization, &jwks, &endpoint);
         assert_eq!(header["kid"], kids(&jwks)[0]);
         assert_eq!(claims["sub"], call.subject);
@@ -108,7 +114,10 @@ async fn stores_agree_on_the_generated_key(database_url: &str) {
     );
     let kept = kept_by_first.expect("first store");
     assert_eq!(kept, kept_by_second.expect("second store"));
-    assert!(kept == one || kept == two, "one of the offered keys is kept");
+    assert!(
+        kept == one || kept == two,
+        "one of the offered keys is kept"
+    );
     // Later offers, from a restart or a new replica, get the same key.
     let again = first
         .shared_signing_key(courier::callbacks::SigningKey::generate_pkcs8())
@@ -179,7 +188,10 @@ async fn a_rotated_signing_key_file_signs_after_sighup_and_the_old_key_stays_pub
     let config_file = dir.path().join("courier.toml");
     std::fs::write(
         &config_file,
-        format!("[callbacks]\nsigning_key_file = {:?}\n", key_file.display().to_string()),
+        format!(
+            "[callbacks]\nsigning_key_file = {:?}\n",
+            key_file.display().to_string()
+        ),
     )
     .unwrap();
     let output = courier_keys(&["--config", config_file.to_str().unwrap()]).await;
@@ -193,15 +205,19 @@ async fn a_rotated_signing_key_file_signs_after_sighup_and_the_old_key_stays_pub
     let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("listen for SIGHUP");
     std::fs::write(&key_file, ed25519_pem()).unwrap();
-    let jwks = eventually(Duration::from_secs(20), "the new key is published", || async {
-        let sent = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .expect("kill -HUP");
-        assert!(sent.success());
-        let jwks = fetch_jwks(http).await;
-        (kids(&jwks).len() == 2).then_some(jwks)
-    })
+    let jwks = eventually(
+        Duration::from_secs(20),
+        "the new key is published",
+        || async {
+            let sent = std::process::Command::new("kill")
+                .args(["-HUP", &std::process::id().to_string()])
+                .status()
+                .expect("kill -HUP");
+            assert!(sent.success());
+            let jwks = fetch_jwks(http).await;
+            (kids(&jwks).len() == 2).then_some(jwks)
+        },
+    )
     .await;
     let published = kids(&jwks);
     assert_eq!(published[1], old[0], "the old key stays published: {jwks}");

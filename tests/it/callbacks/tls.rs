@@ -61,7 +61,10 @@ async fn an_https_checker_whose_ca_is_not_trusted_is_not_asked() {
     .await;
     assert!(error.to_lowercase().contains("certificate"), "{error}");
     assert!(recorder.calls().is_empty());
-    assert_eq!(server.status(&message_id).await.state(), MessageState::Prepared);
+    assert_eq!(
+        server.status(&message_id).await.state(),
+        MessageState::Prepared
+    );
 }
 
 /// A receiver that requires a client certificate from the test CA, and the subscription
@@ -90,12 +93,18 @@ async fn a_receiver_requiring_a_client_certificate_gets_courier_s() {
         config.callbacks.client_key_file = Some(key_file);
     })
     .await;
-    server.create_subscription(push_subscription(&endpoint)).await;
+    server
+        .create_subscription(push_subscription(&endpoint))
+        .await;
     let message_id = server.publish(TOPIC, "mtls-1").await;
-    eventually(Duration::from_secs(20), "the push is acknowledged", || async {
-        (server.delivery_status(&message_id, SUB).await.state() == DeliveryState::Acked)
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the push is acknowledged",
+        || async {
+            (server.delivery_status(&message_id, SUB).await.state() == DeliveryState::Acked)
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(recorder.first_call().await.message_id, message_id);
 }
@@ -108,7 +117,9 @@ async fn without_a_client_certificate_the_receiver_refuses_the_push() {
     let (recorder, endpoint) = mutual_tls_receiver(&pki).await;
 
     let server = server(|config| config.callbacks.ca_file = Some(ca_file)).await;
-    server.create_subscription(push_subscription(&endpoint)).await;
+    server
+        .create_subscription(push_subscription(&endpoint))
+        .await;
     let message_id = server.publish(TOPIC, "mtls-refused").await;
     let delivery = eventually(Duration::from_secs(20), "the push fails", || async {
         let delivery = server.delivery_status(&message_id, SUB).await;
