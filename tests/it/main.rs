@@ -9,6 +9,7 @@
 mod admin;
 mod auth;
 mod certs;
+mod callbacks;
 mod cli;
 mod concurrency;
 mod consumer;
