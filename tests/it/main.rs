@@ -8,8 +8,8 @@
 
 mod admin;
 mod auth;
-mod certs;
 mod callbacks;
+mod certs;
 mod cli;
 mod concurrency;
 mod consumer;

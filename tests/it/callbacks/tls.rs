@@ -132,11 +132,14 @@ async fn without_a_client_certificate_the_receiver_refuses_the_push() {
     assert!(recorder.calls().is_empty());
 }
 
+/// A change to the server's configuration.
+type ConfigTweak<'a> = Box<dyn Fn(&mut Config) + 'a>;
+
 #[tokio::test]
 async fn unusable_tls_files_stop_the_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let not_pem = write(dir.path(), "ca.pem", "not a certificate");
-    let cases: [(&str, Box<dyn Fn(&mut Config)>); 3] = [
+    let cases: [(&str, ConfigTweak); 3] = [
         (
             "callbacks.ca_file",
             Box::new(|c: &mut Config| c.callbacks.ca_file = Some(dir.path().join("missing.pem"))),
