@@ -3,6 +3,7 @@
 
 mod backoff;
 mod delivery;
+mod glob;
 mod ids;
 mod message;
 mod names;
@@ -15,6 +16,7 @@ pub use delivery::{
     AckVerdict, DeliveryState, DeliveryStatus, LeaseCheck, Receipt, RedeliveryPlan, check_lease,
     classify_ack, plan_redelivery,
 };
+pub use glob::glob_matches;
 pub use ids::{MessageId, ParseIdError};
 pub use message::{
     Decision, Headers, MessageOutcome, MessageRecord, MessageRef, MessageState, Transition, decide,

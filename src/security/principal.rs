@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::domain::glob_matches;
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -80,7 +82,7 @@ impl NamePattern {
 
     /// Whether the whole of `name` matches.
     pub fn matches(&self, name: &str) -> bool {
-        glob_match(self.0.as_bytes(), name.as_bytes())
+        glob_matches(&self.0, name)
     }
 
     /// Whether every name matches (`*`, `**`, …).
@@ -93,30 +95,6 @@ impl fmt::Display for NamePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Wildcard matching with backtracking to the last `*` only: linear in practice, and never
-/// exponential, whatever the pattern.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    let mut last_star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            last_star = Some((p, n));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == name[n] {
-            p += 1;
-            n += 1;
-        } else if let Some((star, matched)) = last_star {
-            // Let the last `*` take one more character and try again.
-            p = star + 1;
-            n = matched + 1;
-            last_star = Some((star, matched + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 #[cfg(test)]
