@@ -13,6 +13,7 @@ pub mod proto;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;
+pub mod wakeups;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,8 @@ use crate::config::Config;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
-use crate::store::{Store, StoreError, Wakeups};
+use crate::store::{Store, StoreError};
+use crate::wakeups::Wakeups;
 
 pub use crate::config::LogFormat;
 pub use crate::telemetry::init_tracing;
@@ -292,9 +294,5 @@ async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, RunError> 
 
 /// The backend's kind for the logs; the URL itself may carry a password.
 fn backend_kind(database_url: &str) -> &'static str {
-    if database_url.starts_with("sqlite:") {
-        "sqlite"
-    } else {
-        "postgres"
-    }
+    store::Backend::of(database_url).map_or("unknown", store::Backend::name)
 }

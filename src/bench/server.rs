@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::process;
 use super::{BenchError, BenchOptions, Launch};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::{RunError, RunOptions};
 
 /// How long a child may take to start serving, and to stop.
@@ -42,7 +42,6 @@ pub enum Server {
     },
     InProcess {
         addr: SocketAddr,
-        store: Arc<dyn Store>,
         shutdown: CancellationToken,
         served: JoinHandle<Result<(), RunError>>,
     },
@@ -122,7 +121,8 @@ impl Server {
                     .ok_or_else(|| BenchError::Server(format!("unexpected answer {line:?}")))?;
                 Ok(value.parse().ok())
             }
-            Self::InProcess { store, .. } => Ok(store.commit_count()),
+            // Asked only of SQLite: PostgreSQL's commits come from pg_stat_database.
+            Self::InProcess { .. } => Ok(Some(crate::store::sqlite::commits_in_process())),
             _ => Ok(None),
         }
     }
@@ -240,10 +240,9 @@ async fn start_child(
 }
 
 async fn start_in_process(config: Config) -> Result<Server, BenchError> {
-    let (addr, store, shutdown, served) = spawn_server(config).await?;
+    let (addr, _store, shutdown, served) = spawn_server(config).await?;
     Ok(Server::InProcess {
         addr,
-        store,
         shutdown,
         served,
     })
@@ -295,9 +294,10 @@ pub async fn serve_child(
     while let Some(command) = commands.next_line().await? {
         match command.trim() {
             "commits" => {
-                let count = store
-                    .commit_count()
-                    .map_or_else(|| "none".to_owned(), |c| c.to_string());
+                let count = match Backend::of(&database_url) {
+                    Some(Backend::Sqlite) => crate::store::sqlite::commits_in_process().to_string(),
+                    _ => "none".to_owned(),
+                };
                 stdout
                     .write_all(format!("commits {count}\n").as_bytes())
                     .await?;

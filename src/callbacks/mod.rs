@@ -12,11 +12,10 @@ use tonic::Request;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::api::convert;
-use crate::domain::Decision;
+use crate::domain::{Decision, DueCheck, LeasedDelivery};
 use crate::proto::checker_client::CheckerClient;
 use crate::proto::receiver_client::ReceiverClient;
 use crate::proto::{self, CheckRequest};
-use crate::store::{DueCheck, LeasedDelivery};
 
 /// How long opening a connection may take; the call's own deadline bounds it too.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -2,8 +2,10 @@
 //! retry backoff. Pure functions and types only; no I/O, no proto, no SQL.
 
 mod backoff;
+mod check;
 mod delivery;
 mod ids;
+mod lease;
 mod message;
 mod names;
 mod subscription;
@@ -14,7 +16,9 @@ pub use delivery::{
     AckVerdict, DeliveryState, DeliveryStatus, LeaseCheck, Receipt, RedeliveryPlan, check_lease,
     classify_ack, plan_redelivery,
 };
+pub use check::{CheckerRegistration, DueCheck};
 pub use ids::{MessageId, ParseIdError};
+pub use lease::{AckStatus, LeasedDelivery};
 pub use message::{
     Decision, Headers, MessageOutcome, MessageRecord, MessageRef, MessageState, Transition, decide,
     outcome,

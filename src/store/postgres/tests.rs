@@ -14,7 +14,8 @@ use crate::domain::{
     Decision, MessageId, MessageKey, MessageRef, Name, RetryPolicy, Subscription, Timestamp,
 };
 use crate::store::testing::{Link, TcpProxy, TestDatabase};
-use crate::store::{NewMessage, Store, StoreError, Wakeups};
+use crate::store::{NewMessage, Store, StoreError};
+use crate::wakeups::Wakeups;
 
 const TOPIC: &str = "orders";
 const SUB: &str = "billing";
@@ -339,7 +340,7 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
     drop(stalled);
     assert_eq!(
         store.ack(&[receipt], Timestamp::now()).await.unwrap(),
-        [crate::store::AckStatus::Ok]
+        [crate::domain::AckStatus::Ok]
     );
 }
 

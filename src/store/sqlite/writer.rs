@@ -7,12 +7,12 @@
 //! answers the callers. (Through an async driver every statement was a round trip to the
 //! driver's connection thread, and those round trips, not SQLite, bounded throughput.)
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::writer_stopped;
 use crate::store::StoreError;
 
 /// A queued write: runs on the writer's connection and says whether it failed and how to
@@ -33,25 +33,14 @@ pub struct Writer {
     queue: mpsc::UnboundedSender<Job>,
 }
 
-/// Counters of the writer's work: commits per operation shows group commit at work.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    pub commits: AtomicU64,
-    pub operations: AtomicU64,
-}
-
 impl Writer {
     /// Starts the writer thread on `connection`; it ends (closing the connection) when every
     /// handle is dropped.
-    pub fn start(
-        connection: Connection,
-        max_batch: usize,
-        stats: Arc<WriterStats>,
-    ) -> std::io::Result<Self> {
+    pub fn start(connection: Connection, max_batch: usize) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("courier-sqlite-writer".into())
-            .spawn(move || run(connection, jobs, max_batch, stats))?;
+            .spawn(move || run(connection, jobs, max_batch))?;
         Ok(Self { queue })
     }
 
@@ -76,9 +65,9 @@ impl Writer {
             });
             Ran { failed, answer }
         });
-        self.queue.send(job).map_err(|_| writer_gone())?;
+        self.queue.send(job).map_err(|_| writer_stopped())?;
         // A dropped reply means the job never ran (the batch could not even begin).
-        answer.await.map_err(|_| writer_gone())?
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     pub fn is_running(&self) -> bool {
@@ -86,15 +75,19 @@ impl Writer {
     }
 }
 
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable(sqlx::Error::WorkerCrashed)
+/// Commits of every SQLite writer in this process, for `courier bench` (which runs one store
+/// per process) to report commits per message.
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// Write transactions the SQLite writers of this process have committed so far.
+pub fn commits_in_process() -> u64 {
+    COMMITS.load(Relaxed)
 }
 
 fn run(
     connection: Connection,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     max_batch: usize,
-    stats: Arc<WriterStats>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     // Blocks this thread (never a runtime's) until work arrives, then takes whatever else
@@ -109,8 +102,7 @@ fn run(
         }
         let (answers, failure) = match commit_batch(&connection, batch.drain(..)) {
             Ok(answers) => {
-                stats.commits.fetch_add(1, Relaxed);
-                stats.operations.fetch_add(answers.len() as u64, Relaxed);
+                COMMITS.fetch_add(1, Relaxed);
                 (answers, None)
             }
             Err((answers, error)) => {
