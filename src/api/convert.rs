@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::config::{Config, Limits, SubscriptionDefaults};
 use crate::domain::{self, CheckerRegistration, DeliveryState, FieldViolation, Headers, LeasedDelivery, MessageId, MessageKey, MessageOutcome, MessageRecord, MessageRef, MessageState, Name, Receipt, RetryPolicy, Subscription, Timestamp};
 use crate::proto;
-use crate::store::{self, DeliveryQuery, InsertOutcome, MessageQuery, NewMessage, Page, Stats};
+use crate::store::{DeliveryQuery, InsertOutcome, MessageQuery, NewMessage, Page, Stats};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);

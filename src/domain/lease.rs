@@ -23,11 +23,3 @@ pub enum AckStatus {
     LeaseLost,
     NotFound,
 }
-
-/// How the Ack of one receipt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckStatus {
-    Ok,
-    LeaseLost,
-    NotFound,
-}

@@ -151,7 +151,7 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
                 }
                 Err(StoreError::Unavailable(cause)) => {
                     // Every caller hears the one cause, shared.
-                    let cause = Shared(Arc::from(cause));
+                    let cause = SharedCause(Arc::from(cause));
                     for answer in answers {
                         let error = StoreError::unavailable(cause.clone());
                         let _ = answer.send(Outcome::Failed(error));
@@ -170,15 +170,15 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
 
 /// One batch's cause of failure, told to each of its callers.
 #[derive(Debug, Clone)]
-struct Shared(Arc<dyn std::error::Error + Send + Sync>);
+struct SharedCause(Arc<dyn std::error::Error + Send + Sync>);
 
-impl std::fmt::Display for Shared {
+impl std::fmt::Display for SharedCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
 }
 
-impl std::error::Error for Shared {
+impl std::error::Error for SharedCause {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }

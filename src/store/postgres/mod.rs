@@ -158,7 +158,10 @@ impl PostgresStore {
     {
         let read = &read;
         self.calls
-            .call(move |slot| async move { read(Tx::of(&mut slot.connect().await?)).await })
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                read(Tx::of(&mut connection)).await
+            })
             .await
     }
 

@@ -5,24 +5,17 @@
 //! Locks are taken in key order where one transaction takes several, so two never deadlock.
 //! Subscriptions, messages and redrives are here; the consumer side is in `leases`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
 use super::rows::{self, Columns, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
-use super::notify;
 use crate::domain::{
-    AckStatus, AckVerdict, CheckerRegistration, Decision, DeliveryState, LeaseCheck,
-    LeasedDelivery, MessageId, MessageKey, MessageRef, MessageState, Name, Receipt,
-    RedeliveryPlan, Subscription, Timestamp, Transition, classify_ack, decide as decide_transition,
-    plan_redelivery, random_jitter,
+    CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, Subscription,
+    Timestamp, Transition, decide as decide_transition,
 };
-use crate::store::{
-    Effects, ExpiredLeases, InsertOutcome, NewMessage, StoreError, Written, rules,
-};
+use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// How often a write that lost a race to a concurrent delete looks again.
 const RACE_ATTEMPTS: usize = 3;

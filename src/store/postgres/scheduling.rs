@@ -10,8 +10,7 @@ use sqlx::PgConnection;
 use super::{leases, ops};
 use super::rows::{self, Columns};
 use crate::domain::{
-    CheckerRegistration, DeliveryState, DueCheck, MessageId, MessageKey, MessageRef, MessageState,
-    Name, Receipt, RedeliveryPlan, Subscription, Timestamp, plan_redelivery, random_jitter,
+    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan, Subscription, Timestamp, plan_redelivery, random_jitter,
 };
 use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 

@@ -12,14 +12,10 @@ use rusqlite::{Connection, Params, Row, params};
 
 use super::rows::{self, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
-    AckStatus, AckVerdict, CheckerRegistration, Decision, DeliveryState, LeaseCheck,
-    LeasedDelivery, MessageId, MessageRef, MessageState, Name, Receipt, RedeliveryPlan,
-    Subscription, Timestamp, Transition, classify_ack, decide as decide_transition,
-    plan_redelivery, random_jitter,
+    CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, Subscription,
+    Timestamp, Transition, decide as decide_transition,
 };
-use crate::store::{
-    Effects, ExpiredLeases, InsertOutcome, NewMessage, StoreError, Written, rules,
-};
+use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// Runs a cached statement; returns how many rows it changed.
 pub(super) fn execute(

@@ -6,14 +6,12 @@
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use sqlx::SqlitePool;
 
 use super::leases;
 use super::ops::{self, execute, query_all, query_one};
 use super::rows::{self, Columns};
 use crate::domain::{
-    CheckerRegistration, DeliveryState, DueCheck, MessageId, MessageKey, MessageRef, MessageState,
-    Name, Receipt, RedeliveryPlan, Subscription, Timestamp, plan_redelivery, random_jitter,
+    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan, Subscription, Timestamp, plan_redelivery, random_jitter,
 };
 use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 
