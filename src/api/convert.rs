@@ -8,7 +8,11 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::config::{Config, Limits, SubscriptionDefaults};
-use crate::domain::{self, CheckerRegistration, DeliveryState, FieldViolation, Headers, LeasedDelivery, MessageId, MessageKey, MessageOutcome, MessageRecord, MessageRef, MessageState, Name, Receipt, RetryPolicy, Subscription, Timestamp};
+use crate::domain::{
+    self, CheckerRegistration, DeliveryState, FieldViolation, Headers, LeasedDelivery, MessageId,
+    MessageKey, MessageOutcome, MessageRecord, MessageRef, MessageState, Name, Receipt,
+    RetryPolicy, Subscription, Timestamp,
+};
 use crate::proto;
 use crate::store::{DeliveryQuery, InsertOutcome, MessageQuery, NewMessage, Page, Stats};
 

@@ -28,4 +28,3 @@ pub struct DueCheck {
     /// The checker the producer registered, if any, as of the claim.
     pub checker: Option<CheckerRegistration>,
 }
-

@@ -12,11 +12,11 @@ mod subscription;
 mod time;
 
 pub use backoff::{JITTER, backoff, random_jitter};
+pub use check::{CheckerRegistration, DueCheck};
 pub use delivery::{
     AckVerdict, DeliveryState, DeliveryStatus, LeaseCheck, Receipt, RedeliveryPlan, check_lease,
     classify_ack, plan_redelivery,
 };
-pub use check::{CheckerRegistration, DueCheck};
 pub use ids::{MessageId, ParseIdError};
 pub use lease::{AckStatus, LeasedDelivery};
 pub use message::{

@@ -18,7 +18,10 @@ use super::sleep::{failure_backoff, until_due};
 use super::{clip_error, take_permits};
 use crate::callbacks::{Callbacks, CheckAnswer};
 use crate::config::ChecksConfig;
-use crate::domain::{Decision, DueCheck, MessageState, RedeliveryPlan, RetryPolicy, Timestamp, plan_redelivery, random_jitter};
+use crate::domain::{
+    Decision, DueCheck, MessageState, RedeliveryPlan, RetryPolicy, Timestamp, plan_redelivery,
+    random_jitter,
+};
 use crate::metrics;
 use crate::store::{CheckRecorded, CheckVerdict, Store, StoreError};
 use crate::wakeups::Wakeups;

@@ -207,11 +207,8 @@ pub trait Store: Send + Sync + 'static {
     /// and UNRESOLVED messages; CONFIRMED messages with a PENDING, LEASED or DEAD delivery (dead
     /// letters are kept until redriven and acked, or deleted); unrouted confirms (no delivery was
     /// ever created: kept for the operator, shown in GetStats).
-    async fn delete_final_messages(
-        &self,
-        cutoff: Timestamp,
-        limit: u32,
-    ) -> Result<u64, StoreError>;
+    async fn delete_final_messages(&self, cutoff: Timestamp, limit: u32)
+    -> Result<u64, StoreError>;
 
     /// The earliest `final_at` among retained final messages (see
     /// [`Store::delete_final_messages`]), if any.

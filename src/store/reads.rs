@@ -194,8 +194,9 @@ where
         conn: &mut Conn<D>,
         producer: &Name,
     ) -> Result<Option<CheckerRegistration>, StoreError> {
-        let mut query =
-            QueryBuilder::new("SELECT producer, endpoint, timeout_ms FROM checkers WHERE producer = ");
+        let mut query = QueryBuilder::new(
+            "SELECT producer, endpoint, timeout_ms FROM checkers WHERE producer = ",
+        );
         query.push_bind(producer.as_str());
         let row = Self::fetch_optional(conn, &mut query).await?;
         row.as_ref().map(rows::checker).transpose()

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use super::TestStore;
 use super::helpers::*;
-use crate::domain::{Decision, DeliveryState, MessageId, MessageOutcome, MessageState, RedeliveryPlan, Timestamp};
+use crate::domain::{
+    Decision, DeliveryState, MessageId, MessageOutcome, MessageState, RedeliveryPlan, Timestamp,
+};
 use crate::store::{DeliveryQuery, MessageQuery, StoreError};
-
 
 pub async fn redrive_dead_deliveries(t: &TestStore) {
     let store = t.store.as_ref();

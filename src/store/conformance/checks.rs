@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::TestStore;
 use super::helpers::*;
-use crate::domain::{CheckerRegistration, Decision, MessageId, MessageOutcome, MessageState, Timestamp};
+use crate::domain::{
+    CheckerRegistration, Decision, MessageId, MessageOutcome, MessageState, Timestamp,
+};
 use crate::store::{CheckRecorded, CheckVerdict, NewMessage, StoreError};
-
 
 pub async fn check_claims_take_due_messages_and_hold_them(t: &TestStore) {
     let store = t.store.as_ref();

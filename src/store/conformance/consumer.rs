@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use super::TestStore;
 use super::helpers::*;
-use crate::domain::{AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan, Timestamp};
+use crate::domain::{
+    AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan,
+    Timestamp,
+};
 use crate::store::StoreError;
-
 
 pub async fn lease_then_ack(t: &TestStore) {
     let store = t.store.as_ref();
@@ -339,7 +341,6 @@ pub async fn reject_parks_the_delivery(t: &TestStore) {
         Err(StoreError::NotFound(_))
     ));
 }
-
 
 pub async fn confirm_wakes_the_subscription(t: &TestStore) {
     let store = t.store.as_ref();

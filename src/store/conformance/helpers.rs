@@ -9,7 +9,6 @@ use crate::domain::{
 };
 use crate::store::{NewMessage, Store};
 
-
 pub fn name(value: &str) -> Name {
     Name::parse("name", value).unwrap()
 }

@@ -49,9 +49,10 @@ pub async fn open_sqlite() -> Option<TestStore> {
     let open = move |wakeups: Wakeups| {
         let url = url.clone();
         Box::pin(async move {
-            let store = crate::store::sqlite::SqliteStore::open(&url, &SqliteConfig::default(), wakeups)
-                .await
-                .expect("open SQLite store");
+            let store =
+                crate::store::sqlite::SqliteStore::open(&url, &SqliteConfig::default(), wakeups)
+                    .await
+                    .expect("open SQLite store");
             Arc::new(store) as Arc<dyn Store>
         }) as Opening
     };
@@ -70,10 +71,13 @@ pub async fn open_postgres() -> Option<TestStore> {
     let open = move |wakeups: Wakeups| {
         let url = url.clone();
         Box::pin(async move {
-            let store =
-                crate::store::postgres::PostgresStore::open(&url, &PostgresConfig::default(), wakeups)
-                    .await
-                    .expect("open PostgreSQL store");
+            let store = crate::store::postgres::PostgresStore::open(
+                &url,
+                &PostgresConfig::default(),
+                wakeups,
+            )
+            .await
+            .expect("open PostgreSQL store");
             store.listening().await;
             Arc::new(store) as Arc<dyn Store>
         }) as Opening

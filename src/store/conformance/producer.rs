@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::TestStore;
 use super::helpers::*;
-use crate::domain::{Decision, DeliveryState, MessageId, MessageOutcome, MessageRef, MessageState, Timestamp};
+use crate::domain::{
+    Decision, DeliveryState, MessageId, MessageOutcome, MessageRef, MessageState, Timestamp,
+};
 use crate::store::{NewMessage, StoreError};
-
 
 pub async fn insert_requires_a_subscription(t: &TestStore) {
     let store = t.store.as_ref();

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::TestStore;
 use super::helpers::*;
-use crate::domain::{AckStatus, Decision, DeliveryState, MessageId, Receipt, RedeliveryPlan, Timestamp};
+use crate::domain::{
+    AckStatus, Decision, DeliveryState, MessageId, Receipt, RedeliveryPlan, Timestamp,
+};
 use crate::store::{CheckVerdict, ExpiredLeases, NewMessage, StoreError};
-
 
 pub async fn expire_leases_checks_state_and_generation(t: &TestStore) {
     let store = t.store.as_ref();

@@ -7,7 +7,6 @@ use super::helpers::*;
 use crate::domain::{CheckerRegistration, Timestamp};
 use crate::store::StoreError;
 
-
 pub async fn subscriptions_create_get_list_update_delete(t: &TestStore) {
     let store = t.store.as_ref();
     let now = Timestamp::now();

@@ -144,4 +144,3 @@ impl Drop for CallConnection {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.connection.take();
     }
 }
-

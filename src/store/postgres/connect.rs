@@ -34,7 +34,10 @@ pub fn options(url: &str, config: &PostgresConfig) -> Result<PgConnectOptions, S
 /// Runs the migrations. Safe while other replicas do the same: sqlx's PostgreSQL migrator
 /// holds an advisory lock (`pg_advisory_lock`) while it checks and applies migrations, so one
 /// replica applies them and the others wait, then find nothing left to do.
-pub async fn migrate(options: &PgConnectOptions, config: &PostgresConfig) -> Result<(), StoreError> {
+pub async fn migrate(
+    options: &PgConnectOptions,
+    config: &PostgresConfig,
+) -> Result<(), StoreError> {
     // Without statement_timeout: waiting for another replica's migration (the advisory
     // lock) or a long migration must not be cancelled. Its own connection, closed after,
     // so the session-level lock can never linger in a pooled connection.

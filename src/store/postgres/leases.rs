@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::notify;
@@ -285,10 +285,7 @@ pub async fn reject(
 /// Ends up to [`rules::EXPIRY_BATCH`] expired leases. The sweep locks the leases it ends and
 /// skips those another transaction holds (an Ack in flight, another replica's sweep); its
 /// UPDATE re-checks state and generation, so a lease acked or renewed meanwhile stays alone.
-pub async fn expire_leases(
-    conn: &mut PgConnection,
-    now: Timestamp,
-) -> Written<ExpiredLeases> {
+pub async fn expire_leases(conn: &mut PgConnection, now: Timestamp) -> Written<ExpiredLeases> {
     let expired = sqlx::query(
         "SELECT d.subscription, d.message_id, d.attempts, d.generation, s.max_attempts, \
          s.initial_backoff_ms, s.max_backoff_ms, s.multiplier \

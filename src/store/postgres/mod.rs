@@ -38,8 +38,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use announce::LeaseAnnouncer;
 use batcher::{Batcher, Outcome};
 use calls::Calls;
-use subscription_cache::SubscriptionCache;
 use reads::Reads;
+use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
 
 use super::{
@@ -212,7 +212,9 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|tx| {
             Box::pin(async move {
-                sqlx::query("SELECT 1").execute(tx.into_connection()).await?;
+                sqlx::query("SELECT 1")
+                    .execute(tx.into_connection())
+                    .await?;
                 Ok(())
             })
         })

@@ -44,7 +44,10 @@ pub async fn create_subscription(
         .execute(&mut *conn)
         .await?;
         if inserted.rows_affected() == 1 {
-            return Ok(((subscription.clone(), true), Effects::subscriptions_changed()));
+            return Ok((
+                (subscription.clone(), true),
+                Effects::subscriptions_changed(),
+            ));
         }
         match find_subscription(conn, &subscription.name, false).await? {
             Some(existing) if existing.same_config(subscription) => {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use super::{leases, ops};
 use super::rows::{self, Columns};
+use super::{leases, ops};
 use crate::domain::{
-    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan, Subscription, Timestamp, plan_redelivery, random_jitter,
+    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan,
+    Subscription, Timestamp, plan_redelivery, random_jitter,
 };
 use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 
@@ -125,7 +126,6 @@ pub async fn record_check(
     }
 }
 
-
 /// Ends a lease after a failed push, as a compare-and-set on the lease's state and generation
 /// under the delivery's row lock.
 pub async fn fail_delivery(
@@ -184,4 +184,3 @@ pub async fn delete_final_messages(
     .await?;
     Ok((deleted.rows_affected(), Effects::none()))
 }
-

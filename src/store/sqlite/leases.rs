@@ -69,11 +69,7 @@ fn delivery_lease(
     )
 }
 
-pub fn ack(
-    conn: &Connection,
-    receipts: &[Receipt],
-    now: Timestamp,
-) -> Written<Vec<AckStatus>> {
+pub fn ack(conn: &Connection, receipts: &[Receipt], now: Timestamp) -> Written<Vec<AckStatus>> {
     let mut statuses = Vec::with_capacity(receipts.len());
     for receipt in receipts {
         let current = delivery_lease(conn, receipt)?;
@@ -191,12 +187,7 @@ pub fn extend_lease(
     Ok((lease_expires_at, Effects::none()))
 }
 
-pub fn reject(
-    conn: &Connection,
-    receipt: &Receipt,
-    reason: &str,
-    now: Timestamp,
-) -> Written<()> {
+pub fn reject(conn: &Connection, receipt: &Receipt, reason: &str, now: Timestamp) -> Written<()> {
     let (check, _) = held_lease(conn, receipt)?;
     let error = rules::rejected(reason);
     match check {

@@ -15,8 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection as _, Sqlite, SqlitePool};
 
 use reads::Reads;
@@ -220,7 +220,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<AckStatus>, StoreError> {
         let receipts = receipts.to_vec();
-        self.write(move |conn| leases::ack(conn, &receipts, now)).await
+        self.write(move |conn| leases::ack(conn, &receipts, now))
+            .await
     }
 
     async fn nack(
@@ -261,7 +262,8 @@ impl Store for SqliteStore {
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<ExpiredLeases, StoreError> {
-        self.write(move |conn| leases::expire_leases(conn, now)).await
+        self.write(move |conn| leases::expire_leases(conn, now))
+            .await
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -302,8 +304,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
         let (subscription, receipt, error) =
             (subscription.clone(), receipt.clone(), error.to_owned());
-        self.write(move |conn| scheduling::fail_delivery(conn, &subscription, &receipt, &error, now))
-            .await
+        self.write(move |conn| {
+            scheduling::fail_delivery(conn, &subscription, &receipt, &error, now)
+        })
+        .await
     }
 
     async fn delete_final_messages(

@@ -86,10 +86,7 @@ pub fn create_subscription(
     Ok(((subscription, true), Effects::subscriptions_changed()))
 }
 
-pub fn update_subscription(
-    conn: &Connection,
-    subscription: Subscription,
-) -> Written<Subscription> {
+pub fn update_subscription(conn: &Connection, subscription: Subscription) -> Written<Subscription> {
     let existing = find_subscription(conn, &subscription.name)?
         .ok_or_else(|| rules::subscription_not_found(&subscription.name))?;
     if existing.topic != subscription.topic {

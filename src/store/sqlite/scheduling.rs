@@ -11,7 +11,8 @@ use super::leases;
 use super::ops::{self, execute, query_all, query_one};
 use super::rows::{self, Columns};
 use crate::domain::{
-    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan, Subscription, Timestamp, plan_redelivery, random_jitter,
+    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan,
+    Subscription, Timestamp, plan_redelivery, random_jitter,
 };
 use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 
@@ -118,7 +119,6 @@ pub fn record_check(
     }
 }
 
-
 pub fn fail_delivery(
     conn: &Connection,
     subscription: &Subscription,
@@ -152,11 +152,7 @@ pub fn fail_delivery(
     Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
 }
 
-pub fn delete_final_messages(
-    conn: &Connection,
-    cutoff: Timestamp,
-    limit: u32,
-) -> Written<u64> {
+pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -> Written<u64> {
     let ids: Vec<String> = query_all(
         conn,
         "SELECT id FROM messages WHERE final_at IS NOT NULL AND final_at <= ? \
@@ -181,4 +177,3 @@ pub fn delete_final_messages(
     )?;
     Ok((deleted, Effects::none()))
 }
-

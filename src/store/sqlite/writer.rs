@@ -84,11 +84,7 @@ pub fn commits_in_process() -> u64 {
     COMMITS.load(Relaxed)
 }
 
-fn run(
-    connection: Connection,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    max_batch: usize,
-) {
+fn run(connection: Connection, mut jobs: mpsc::UnboundedReceiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     // Blocks this thread (never a runtime's) until work arrives, then takes whatever else
     // queued meanwhile: the batch grows with the load.
