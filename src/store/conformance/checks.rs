@@ -14,7 +14,7 @@ pub async fn check_claims_take_due_messages_and_hold_them(t: &TestStore) {
     let store = t.store.as_ref();
     let now = Timestamp::now();
     subscribe(store, 5, now).await;
-    let checker = crate::domain::CheckerRegistration {
+    let checker = CheckerRegistration {
         producer: name(PRODUCER),
         endpoint: "http://10.0.0.7:7001".into(),
         timeout: Duration::from_secs(3),

@@ -134,7 +134,7 @@ pub async fn delete_subscription_removes_its_deliveries(t: &TestStore) {
 pub async fn checkers_register_and_replace(t: &TestStore) {
     let store = t.store.as_ref();
     assert_eq!(store.get_checker(&name(PRODUCER)).await.unwrap(), None);
-    let checker = crate::domain::CheckerRegistration {
+    let checker = CheckerRegistration {
         producer: name(PRODUCER),
         endpoint: "http://10.0.0.7:7001".into(),
         timeout: Duration::from_secs(5),
@@ -144,7 +144,7 @@ pub async fn checkers_register_and_replace(t: &TestStore) {
         store.get_checker(&name(PRODUCER)).await.unwrap(),
         Some(checker.clone())
     );
-    let replaced = crate::domain::CheckerRegistration {
+    let replaced = CheckerRegistration {
         endpoint: "http://10.0.0.8:7001".into(),
         timeout: Duration::from_millis(1_500),
         ..checker

@@ -11,7 +11,7 @@ use super::error::{invalid_url, timed_out};
 use crate::config::PostgresConfig;
 use crate::store::StoreError;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connection settings from the URL plus Courier's: application name and the server-side
 /// timeouts. The URL (and its password) stays inside sqlx; errors never quote it.

@@ -1,10 +1,10 @@
 //! Turns other replicas' notifications into local wake-ups. One task per store LISTENs on
 //! Courier's channels (`notify`): a subscription whose deliveries became due wakes its long
 //! polls and this replica's push loop; new deadlines wake the lease-expiry and check-back
-//! loops; a subscription change marks this replica's copy of the subscriptions stale. Notifications are not stored: any sent
-//! while the connection is down are lost, so after every (re)connect everyone is woken once to
-//! look for themselves, and the copy of the subscriptions is read again. A lost notification
-//! costs latency, never a delivery.
+//! loops; a subscription change marks this replica's copy of the subscriptions stale.
+//! Notifications are not stored: any sent while the connection is down are lost, so after
+//! every (re)connect everyone is woken once to look for themselves, and the copy of the
+//! subscriptions is read again. A lost notification costs latency, never a delivery.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -171,7 +171,9 @@ impl PostgresStore {
         if let Some(check_at) = message.first_check_at() {
             match self.prepares.submit(message.clone()).await {
                 Outcome::Done(outcome) => {
-                    self.apply(&Effects::check_due(check_at));
+                    if outcome.created {
+                        self.apply(&Effects::check_due(check_at));
+                    }
                     return Ok(outcome);
                 }
                 Outcome::Failed(error) => return Err(error),
@@ -273,7 +275,13 @@ impl Store for PostgresStore {
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
-        self.insert_one(&message).await
+        let outcome = self.insert_one(&message).await?;
+        if outcome.created && !message.publish {
+            // Other replicas hear of it within a second (best effort), so their check loops
+            // run the first check if this replica dies before it.
+            self.announcer.defer();
+        }
+        Ok(outcome)
     }
 
     async fn decide(
@@ -343,8 +351,12 @@ impl Store for PostgresStore {
                 ))
             })
             .await?;
-        if announce && !leased.is_empty() {
-            self.announcer.sent();
+        if !leased.is_empty() {
+            if announce {
+                self.announcer.sent();
+            } else {
+                self.announcer.defer();
+            }
         }
         Ok(leased)
     }

@@ -221,7 +221,7 @@ async fn replicas_migrating_at_once_all_succeed() {
         .fetch_one(store.calls.pool())
         .await
         .unwrap();
-    assert_eq!(applied as usize, super::MIGRATOR.iter().count());
+    assert_eq!(applied as usize, super::connect::MIGRATOR.iter().count());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,15 +115,13 @@ impl PostgresStore {
     }
 
     /// What a committed write changed, on this replica: waiters woken, the copy of the
-    /// subscriptions marked stale, new deadlines announced to the other replicas (debounced;
-    /// the lease statement may have carried the announcement already).
+    /// subscriptions marked stale. New leases and Prepares are announced to the other
+    /// replicas by `lease` and `insert_message` themselves (debounced, and only when the lease
+    /// statement did not carry the announcement already).
     pub(super) fn apply(&self, effects: &Effects) {
         effects.wake(&self.wakeups);
         if effects.subscriptions_changed {
             self.subscriptions.changed();
-        }
-        if effects.lease_ends_at.is_some() || effects.check_due_at.is_some() {
-            self.announcer.defer();
         }
     }
 }
