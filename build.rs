@@ -36,9 +36,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
 
+    // `prost::Name` on every message, so the codec can name the type it failed to decode.
+    let mut prost = tonic_prost_build::Config::new();
+    prost.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(descriptors)?;
+        .codec_path("crate::proto::codec::CourierCodec")
+        .compile_fds_with_config(descriptors, prost)?;
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Layered configuration: built-in defaults, then a TOML file, then `COURIER_*` environment
 //! variables (`__` separates nested keys), then command-line flags; validated before use.
 
+pub mod env;
+mod security;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +13,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::RetryPolicy;
+
+pub use security::{AuthConfig, TlsConfig};
 
 /// Everything `courier serve` can be told. Field names are the configuration keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +38,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub sqlite: SqliteConfig,
     pub postgres: PostgresConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +178,8 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -278,11 +287,13 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config: Config = figment
-            // COURIER_TEST_* belong to the test suites (COURIER_TEST_POSTGRES_URL), not to
-            // the server: a shell that exports them must still start Courier.
+            // COURIER_TEST_*, COURIER_CLI_TOKEN and Kubernetes service links are not
+            // configuration: a shell or pod that has them must still start Courier.
             .merge(
-                Env::prefixed("COURIER_")
-                    .filter(|key| !key.starts_with("test_"))
+                Env::prefixed(env::PREFIX)
+                    .filter(|key| {
+                        env::not_configuration(&format!("{}{key}", env::PREFIX)).is_none()
+                    })
                     .split("__"),
             )
             .merge(Serialized::defaults(flags))
@@ -319,8 +330,11 @@ impl Config {
                 problem: problem.into(),
             })
         }
-        self.listen_addr()?;
+        let listen = self.listen_addr()?;
         self.metrics_addr()?;
+        self.tls.validate()?;
+        self.auth.validate()?;
+        self.auth.check_exposure(listen)?;
         if crate::store::Backend::of(&self.database_url).is_none() {
             return invalid("database_url", crate::store::Backend::EXPECTED);
         }

@@ -6,57 +6,47 @@ pub mod api;
 pub mod bench;
 pub mod callbacks;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
+pub mod health;
 pub mod metrics;
 pub mod proto;
 pub mod scheduler;
+pub mod security;
 pub mod store;
 pub mod telemetry;
 pub mod wakeups;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
-use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
-use tonic_health::server::HealthReporter;
 use tower_layer::{Identity, Stack};
 use tracing::{info, warn};
 
+use crate::api::auth::AuthLayer;
 use crate::api::{ApiContext, Services};
 use crate::config::Config;
+use crate::health::StoreOutages;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
-use crate::store::{Store, StoreError};
+use crate::security::Security;
+use crate::store::StoreError;
 use crate::wakeups::Wakeups;
 
 pub use crate::config::LogFormat;
+pub use crate::health::LIVENESS_SERVICE;
 pub use crate::telemetry::init_tracing;
-
-/// How often the health task pings the store, and how long one ping may take.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-const PING_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The health service name for liveness probes: SERVING as long as the process answers at
-/// all. Readiness ("" and the service names below) follows the database; a liveness probe on
-/// it would restart every replica during a long database outage, which helps nothing.
-pub const LIVENESS_SERVICE: &str = "courier.liveness";
-
-/// Every service name whose health follows the database; "" is the server as a whole.
-const HEALTH_SERVICES: [&str; 4] = [
-    "",
-    <ProducerServer<api::ProducerService> as NamedService>::NAME,
-    <ConsumerServer<api::ConsumerService> as NamedService>::NAME,
-    <AdminServer<api::AdminService> as NamedService>::NAME,
-];
 
 /// Services that reflection lists. The descriptor set also holds Checker and Receiver, which
 /// users implement and Courier does not serve; their types stay resolvable for grpcurl.
@@ -83,6 +73,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed")]
@@ -108,6 +100,8 @@ pub struct RunOptions {
     pub scheduler_loops: bool,
     /// Receives the scheduler over the server's store once the store is open.
     pub scheduler: Option<tokio::sync::oneshot::Sender<scheduler::Scheduler>>,
+    /// Re-reads the TLS and credential files when notified, as SIGHUP does.
+    pub reload: Arc<Notify>,
 }
 
 impl Default for RunOptions {
@@ -115,6 +109,7 @@ impl Default for RunOptions {
         Self {
             scheduler_loops: true,
             scheduler: None,
+            reload: Arc::new(Notify::new()),
         }
     }
 }
@@ -128,6 +123,8 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
     let listen = listener.local_addr().map_err(RunError::Listener)?;
+    config.auth.check_exposure(listen)?;
+    let security = Arc::new(Security::load(&config)?);
     let metrics_listener = bind_metrics(&config).await?;
     let wakeups = Wakeups::default();
     let store = store::open(&config, wakeups.clone()).await?;
@@ -144,15 +141,21 @@ pub async fn run_with(
     if options.scheduler_loops {
         scheduler.spawn(background.clone(), &tracker);
     }
+    if security.reloadable() {
+        tracker.spawn(security::reload_on_signal(
+            security.clone(),
+            options.reload,
+            background.clone(),
+        ));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::Serving).await;
-    health
-        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
-        .await;
-    tracker.spawn(watch_store_health(
+    health::start_serving(&health).await;
+    let outages = StoreOutages::default();
+    tracker.spawn(health::watch_store(
         store.clone(),
         health,
+        outages.clone(),
         shutdown.clone(),
         background.clone(),
     ));
@@ -163,17 +166,33 @@ pub async fn run_with(
         wakeups,
         config: config.clone(),
         shutdown: shutdown.clone(),
+        outages,
     });
-    let router = router(services, health_service)?;
+    let router = router(
+        services,
+        health_service,
+        AuthLayer::new(security.auth.clone()),
+    )?;
 
     if let Some(metrics_listener) = metrics_listener {
         let store = services_store.clone();
         tracker.spawn(metrics::serve(metrics_listener, store, background.clone()));
     }
-    info!(%listen, backend = backend_kind(&config.database_url), "courier serving");
-    // Same as TcpListenerStream, plus TCP_NODELAY: small unary calls must not wait on Nagle.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    log_exposure(&config, &security, listen);
+    let stop_accepting = shutdown.clone().cancelled_owned();
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &security.tls {
+            // Same as TcpListenerStream, plus TCP_NODELAY: small unary calls must not wait on
+            // Nagle.
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop_accepting,
+            )),
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                security::incoming::tls_incoming(listener, tls.clone(), shutdown.clone()),
+                stop_accepting,
+            )),
+        };
     let served = drain_within(server, &shutdown, config.shutdown_grace).await;
 
     background.cancel();
@@ -204,13 +223,35 @@ async fn drain_within(
     }
 }
 
-/// Courier's services beside the standard health and reflection services.
+/// Says how the port is protected; an open port reachable from other machines gets a loud
+/// warning.
+fn log_exposure(config: &Config, security: &Security, listen: std::net::SocketAddr) {
+    let backend = backend_kind(&config.database_url);
+    let tls = security.tls.is_some();
+    let mutual_tls = config.tls.client_ca_file.is_some();
+    let authentication = security.auth.required();
+    info!(%listen, backend, tls, mutual_tls, authentication, "courier serving");
+    if !authentication && !listen.ip().is_loopback() {
+        warn!(
+            %listen,
+            "AUTHENTICATION IS OFF on a non-loopback address (auth.allow_unauthenticated = true): \
+             anyone who reaches this port can publish, consume, redrive and resolve anything"
+        );
+    }
+}
+
+/// Courier's services beside the standard health and reflection services. Calls are counted
+/// (outermost, so refusals count too), then authenticated.
+type Layers = Stack<AuthLayer, Stack<metrics::RpcMetricsLayer, Identity>>;
+
 fn router(
     services: Services,
     health: HealthServer<impl Health>,
-) -> Result<Router<Stack<metrics::RpcMetricsLayer, Identity>>, RunError> {
+    auth: AuthLayer,
+) -> Result<Router<Layers>, RunError> {
     Ok(Server::builder()
         .layer(metrics::RpcMetricsLayer)
+        .layer(auth)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -228,54 +269,6 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
         |builder, service| builder.with_service_name(service),
     )
-}
-
-/// Reports NOT_SERVING while the store does not answer, SERVING again once it does, and
-/// NOT_SERVING from the start of a shutdown so load balancers move away while calls drain.
-async fn watch_store_health(
-    store: Arc<dyn Store>,
-    health: HealthReporter,
-    shutdown: CancellationToken,
-    background: CancellationToken,
-) {
-    let mut serving = true;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            () = shutdown.cancelled() => {
-                set_health(&health, ServingStatus::NotServing).await;
-                return;
-            }
-            () = background.cancelled() => return,
-        }
-        let healthy = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                warn!(error = %api::status::ErrorChain(&error), "store ping failed");
-                false
-            }
-            Err(_) => {
-                warn!(timeout = ?PING_TIMEOUT, "store ping timed out");
-                false
-            }
-        };
-        if healthy != serving {
-            serving = healthy;
-            if healthy {
-                info!("store reachable again: serving");
-                set_health(&health, ServingStatus::Serving).await;
-            } else {
-                warn!("store unreachable: not serving");
-                set_health(&health, ServingStatus::NotServing).await;
-            }
-        }
-    }
-}
-
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    for service in HEALTH_SERVICES {
-        health.set_service_status(service, status).await;
-    }
 }
 
 /// Binds the metrics listener unless `metrics_listen` is empty. Binding before the store opens

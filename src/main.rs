@@ -93,6 +93,26 @@ struct BenchArgs {
     /// Configuration file for the server the bench starts (COURIER_* variables apply too).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Then run the same workload against RabbitMQ at this URL (e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f) and print both side by side. Needs a courier
+    /// built with `--features rabbitmq`.
+    #[arg(long, value_name = "AMQP_URL", conflicts_with_all = ["store_only", "backlog"])]
+    peer: Option<String>,
+    /// The durable queue --peer declares (fresh per run, deleted after).
+    #[arg(long, value_enum, default_value_t = courier::bench::PeerQueue::Quorum)]
+    peer_queue: courier::bench::PeerQueue,
+    /// Bearer token the clients send (needs admin, or produce:bench, consume:bench-* and admin
+    /// to create the subscription).
+    #[arg(
+        long,
+        env = "COURIER_CLI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for a server serving TLS, instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -151,6 +171,13 @@ fn main() -> ExitCode {
         }
     };
     courier::init_tracing(config.log_format);
+    let service_links = courier::config::env::service_links_in_env();
+    if !service_links.is_empty() {
+        warn!(
+            variables = service_links.join(" "),
+            "ignoring Kubernetes service-link variables (set enableServiceLinks: false on the pod)"
+        );
+    }
 
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
@@ -186,6 +213,10 @@ fn bench(args: BenchArgs) -> ExitCode {
             }
         }
     };
+    let peer = args.peer.map(|url| courier::bench::Peer {
+        url,
+        queue: args.peer_queue,
+    });
     let options = courier::bench::BenchOptions {
         messages: args.messages,
         producers: args.producers,
@@ -205,15 +236,25 @@ fn bench(args: BenchArgs) -> ExitCode {
         store_only: args.store_only,
         backlog: args.backlog,
         config_file: args.config,
+        client: courier::client::ClientOptions {
+            token: args.token,
+            ca_file: args.ca_file,
+            ..Default::default()
+        },
         launch,
     };
-    let mut report = None;
+    let mut rendered = None;
     let code = block_on(async {
-        report = Some(courier::bench::run(options).await?);
+        rendered = Some(match peer {
+            Some(peer) => courier::bench::run_side_by_side(options, peer)
+                .await?
+                .render(),
+            None => courier::bench::run(options).await?.render(),
+        });
         Ok::<(), courier::bench::BenchError>(())
     });
-    if let Some(report) = report {
-        print!("{}", report.render());
+    if let Some(rendered) = rendered {
+        print!("{rendered}");
     }
     code
 }

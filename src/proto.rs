@@ -1,8 +1,9 @@
-//! Generated protobuf and tonic code for `courier.v1`, plus the descriptor set that server
-//! reflection serves.
+//! Generated protobuf and tonic code for `courier.v1`, the descriptor set that server
+//! reflection serves, and the codec the generated code uses.
 
-#![allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod codec;
 
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod courier {
     pub mod v1 {
         tonic::include_proto!("courier.v1");

@@ -2,7 +2,8 @@
 """Lints and renders helm/courier with real Helm (helm-python-sdk: Helm 4's SDK through
 libhelm_c, no cluster), validates every rendered manifest against the Kubernetes schemas
 (kubernetes-validate, strict), and checks what the chart promises: probes, security context,
-SQLite vs PostgreSQL wiring, courier.toml. Writes the rendered manifests (like `helm template`)
+SQLite vs PostgreSQL wiring, courier.toml, the TLS and tokens Secrets, enableServiceLinks:
+false, and the refusal to render an unauthenticated Courier unless allowed. Writes the rendered manifests (like `helm template`)
 under --out (CASE.yaml), and each render's courier.toml (CASE.courier.toml), which
 .ci/ops-checks loads in the real binary.
 
@@ -116,16 +117,27 @@ def container(manifests) -> dict:
     return manifests[("Deployment", RELEASE)]["spec"]["template"]["spec"]["containers"][0]
 
 
-def common_checks(case: str, manifests) -> None:
+# Every render but the failing ones names a tokens Secret or allows unauthenticated calls.
+TOKENS = {"auth": {"tokensSecret": "courier-tokens"}}
+
+
+def common_checks(case: str, manifests, tls: bool = False) -> None:
     deployment = manifests[("Deployment", RELEASE)]
     pod = deployment["spec"]["template"]["spec"]
     main = container(manifests)
-    for probe in ("startupProbe", "readinessProbe"):
-        check(main[probe].get("grpc") == {"port": 50051}, f"{probe} is a gRPC health probe on 50051 ({case})")
-    check(
-        main["livenessProbe"].get("grpc") == {"port": 50051, "service": "courier.liveness"},
-        f"livenessProbe asks for courier.liveness, which does not follow the database ({case})",
-    )
+    if tls:
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            check(main[probe].get("tcpSocket") == {"port": 50051},
+                  f"{probe} checks the port: kubelet gRPC probes cannot speak TLS ({case})")
+    else:
+        for probe in ("startupProbe", "readinessProbe"):
+            check(main[probe].get("grpc") == {"port": 50051}, f"{probe} is a gRPC health probe on 50051 ({case})")
+        check(
+            main["livenessProbe"].get("grpc") == {"port": 50051, "service": "courier.liveness"},
+            f"livenessProbe asks for courier.liveness, which does not follow the database ({case})",
+        )
+    check(pod.get("enableServiceLinks") is False,
+          f"enableServiceLinks: false keeps COURIER_SERVICE_HOST & co. out of the pod ({case})")
     security = main["securityContext"]
     check(
         security["readOnlyRootFilesystem"] is True
@@ -155,8 +167,8 @@ def main() -> int:
     print(f"helm {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}); "
           f"kubernetes-validate schemas {', '.join(KUBE_VERSIONS)}")
 
-    print("== chart: default values (SQLite, one replica)")
-    values = load_values()
+    print("== chart: default values (SQLite, one replica) and a tokens Secret")
+    values = load_values(overrides=TOKENS)
     lint("default", values)
     manifests = render("default", values, args.out)
     validate("default", manifests)
@@ -173,9 +185,41 @@ def main() -> int:
     service_ports = {p["name"]: p["port"] for p in manifests[("Service", RELEASE)]["spec"]["ports"]}
     check(service_ports.get("metrics") == 9464, "the Service exposes metrics 9464")
     check(not any(kind == "ServiceMonitor" for kind, _ in manifests), "no ServiceMonitor by default")
+    check(config.get("auth") == {"tokens_file": "/etc/courier/auth/tokens.toml"},
+          "auth.tokens_file is the mounted tokens Secret")
+    mounts = {m["name"]: m for m in container(manifests)["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    check(mounts.get("tokens", {}).get("mountPath") == "/etc/courier/auth"
+          and volumes.get("tokens", {}).get("secret", {}).get("secretName") == "courier-tokens",
+          "the tokens Secret is mounted whole at /etc/courier/auth (updates reach the pod)")
+    check("tls" not in config, "no tls without tls.secretName")
+
+    print("== chart: TLS (a kubernetes.io/tls Secret), mutual TLS and tokens")
+    values = load_values(overrides={**TOKENS, "tls": {"secretName": "courier-tls", "clientCaSecret": "courier-clients"}})
+    lint("tls", values)
+    manifests = render("tls", values, args.out)
+    validate("tls", manifests)
+    common_checks("tls", manifests, tls=True)
+    config = courier_toml(manifests)
+    check(config.get("tls") == {"cert_file": "/etc/courier/tls/tls.crt", "key_file": "/etc/courier/tls/tls.key",
+                                "client_ca_file": "/etc/courier/client-ca/ca.crt"},
+          "tls.cert_file, tls.key_file and tls.client_ca_file point at the mounted Secrets")
+    volumes = {v["name"]: v for v in manifests[("Deployment", RELEASE)]["spec"]["template"]["spec"]["volumes"]}
+    check(volumes.get("tls", {}).get("secret", {}).get("secretName") == "courier-tls"
+          and volumes.get("client-ca", {}).get("secret", {}).get("secretName") == "courier-clients",
+          "the TLS and client CA Secrets are mounted")
+
+    print("== chart: no authentication, allowed explicitly")
+    values = load_values(overrides={"auth": {"allowUnauthenticated": True}})
+    lint("open", values)
+    manifests = render("open", values, args.out)
+    validate("open", manifests)
+    common_checks("open", manifests)
+    check(courier_toml(manifests).get("auth") == {"allow_unauthenticated": True},
+          "auth.allow_unauthenticated = true, and nothing else")
 
     print("== chart: values-postgres.yaml (PostgreSQL, several replicas)")
-    values = load_values("values-postgres.yaml")
+    values = load_values("values-postgres.yaml", overrides=TOKENS)
     lint("postgres", values)
     manifests = render("postgres", values, args.out)
     validate("postgres", manifests)
@@ -197,7 +241,7 @@ def main() -> int:
     check(not any(kind == "PersistentVolumeClaim" for kind, _ in manifests), "no PersistentVolumeClaim")
 
     print("== chart: ServiceMonitor enabled")
-    values = load_values(overrides={"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
+    values = load_values(overrides={**TOKENS, "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
     lint("servicemonitor", values)
     manifests = render("servicemonitor", values, args.out)
     validate("servicemonitor", manifests)
@@ -208,7 +252,7 @@ def main() -> int:
     )
 
     print("== chart: metrics off")
-    values = load_values(overrides={"metrics": {"enabled": False}})
+    values = load_values(overrides={**TOKENS, "metrics": {"enabled": False}})
     lint("no-metrics", values)
     manifests = render("no-metrics", values, args.out)
     validate("no-metrics", manifests)
@@ -220,9 +264,13 @@ def main() -> int:
 
     print("== chart: values that cannot work stop the render")
     for overrides, expected in [
-        ({"replicaCount": 2}, "exactly one replica"),
-        ({"database": {"type": "postgres"}}, "existingSecret"),
-        ({"config": {"listen": "0.0.0.0:1"}}, "config.listen is set by the chart"),
+        ({}, "set auth.tokensSecret"),
+        ({**TOKENS, "replicaCount": 2}, "exactly one replica"),
+        ({**TOKENS, "database": {"type": "postgres"}}, "existingSecret"),
+        ({**TOKENS, "config": {"listen": "0.0.0.0:1"}}, "config.listen is set by the chart"),
+        ({**TOKENS, "config": {"auth": {"allow_unauthenticated": True}}}, "config.auth is set by the chart"),
+        ({"auth": {"jwks": {"secret": "jwks"}}}, "needs auth.jwks.issuer"),
+        ({**TOKENS, "tls": {"clientCaSecret": "ca"}}, "needs tls.secretName"),
     ]:
         try:
             with helm.Chart.load(CHART) as chart:

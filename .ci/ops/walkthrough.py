@@ -2,10 +2,12 @@
 """Runs the README's grpcurl walkthrough against a live Courier, verbatim.
 
 The commands are taken from the first ```sh block under "## Walkthrough with grpcurl" in
-README.md and run with bash as written, with two substitutions only: the address
-127.0.0.1:50051 becomes --addr, and the placeholder RECEIPT becomes the receipt that the Receive
-step returned. Each step's JSON output is checked (by the RPC it calls), then the `list` and
-`describe` commands the README names after the block. Exit status 0 only if every step passed.
+README.md (or, with --variant tls, the block under its "### Over TLS with a token") and run with
+bash as written, with these substitutions only: the address 127.0.0.1:50051 becomes --addr, the
+placeholder RECEIPT becomes the receipt that the Receive step returned, and (TLS) the file name
+ca.pem becomes --ca-file; the token reaches the commands as $COURIER_TOKEN, as the README has
+it. Each step's JSON output is checked (by the RPC it calls), then the `list` and `describe`
+commands the README names after the block. Exit status 0 only if every step passed.
 """
 
 from __future__ import annotations
@@ -41,13 +43,24 @@ def expect(condition: bool, problem: str) -> None:
         raise WalkthroughFailure(problem)
 
 
-def walkthrough_block(readme: str) -> tuple[str, str]:
-    """The sh block of the walkthrough section, and the section's text after it."""
+TLS_HEADING = "### Over TLS with a token"
+README_CA = "ca.pem"
+
+
+def walkthrough_block(readme: str, variant: str) -> tuple[str, str]:
+    """The sh block of the walkthrough section (plain) or of its TLS subsection, and the text
+    after it up to the next heading."""
     section = re.search(r"^## Walkthrough with grpcurl\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
     expect(section is not None, "README.md has no '## Walkthrough with grpcurl' section")
-    block = re.search(r"^```sh\n(.*?)^```", section.group(1), re.S | re.M)
+    text = section.group(1)
+    if variant == "tls":
+        start = text.find(TLS_HEADING)
+        expect(start >= 0, f"the walkthrough section has no '{TLS_HEADING}'")
+        text = text[start:]
+    block = re.search(r"^```sh\n(.*?)^```", text, re.S | re.M)
     expect(block is not None, "the walkthrough section has no ```sh block")
-    return block.group(1), section.group(1)[block.end():]
+    after = text[block.end():]
+    return block.group(1), after.split("\n### ")[0]
 
 
 def split_commands(block: str) -> list[tuple[str, str]]:
@@ -94,15 +107,28 @@ def main() -> int:
     parser.add_argument("--addr", required=True, help="the live Courier, HOST:PORT")
     parser.add_argument("--grpcurl", required=True, help="the grpcurl binary to run the commands with")
     parser.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[2] / "README.md")
+    parser.add_argument("--variant", choices=["plain", "tls"], default="plain")
+    parser.add_argument("--ca-file", help="TLS: the CA certificate that stands for the README's ca.pem")
+    parser.add_argument("--token", help="TLS: the token the README's $COURIER_TOKEN holds")
     args = parser.parse_args()
+    if args.variant == "tls" and not (args.ca_file and args.token):
+        parser.error("--variant tls needs --ca-file and --token")
 
     # The README says `grpcurl`: put the given one first on PATH for bash.
     grpcurl = Path(args.grpcurl).resolve()
     env = dict(os.environ, PATH=f"{grpcurl.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if args.token:
+        env["COURIER_TOKEN"] = args.token
+
+    def localize(command: str) -> str:
+        command = command.replace(README_ADDR, args.addr)
+        if args.variant == "tls":
+            command = re.sub(rf"(?<=-cacert ){re.escape(README_CA)}\b", args.ca_file, command)
+        return command
 
     try:
         expect(grpcurl.name == "grpcurl", f"--grpcurl must name a file called grpcurl, not {grpcurl}")
-        block, after = walkthrough_block(args.readme.read_text())
+        block, after = walkthrough_block(args.readme.read_text(), args.variant)
         commands = split_commands(block)
         rpcs = [next((word for word in shlex.split(cmd) if "/" in word and word.startswith("courier.")), "")
                 for _, cmd in commands]
@@ -112,7 +138,10 @@ def main() -> int:
         for (title, command), rpc in zip(commands, rpcs):
             print(f"== walkthrough {title}")
             expect(README_ADDR in command, f"the command does not name {README_ADDR}")
-            command = command.replace(README_ADDR, args.addr)
+            if args.variant == "tls":
+                expect(f"-cacert {README_CA}" in command and "$COURIER_TOKEN" in command,
+                       "a TLS step without -cacert ca.pem and the token")
+            command = localize(command)
             if RECEIPT_PLACEHOLDER in command:
                 expect("receipt" in state, "RECEIPT is used before a Receive returned one")
                 command = command.replace(RECEIPT_PLACEHOLDER, state["receipt"])
@@ -122,12 +151,12 @@ def main() -> int:
         print("== walkthrough: the commands named after the block")
         listing = re.search(r"`(grpcurl [^`]*\blist)`", after)
         expect(listing is not None, "the README names no `grpcurl ... list` after the block")
-        output = run(listing.group(1).replace(README_ADDR, args.addr), env)
+        output = run(localize(listing.group(1)), env)
         for service in ("courier.v1.Producer", "courier.v1.Consumer", "courier.v1.Admin"):
             expect(service in output, f"list does not name {service}")
         print("    ok: lists Producer, Consumer and Admin")
         describe = re.search(r"`describe ([\w.]+)`", after)
-        if describe:
+        if describe and args.variant == "plain":
             output = run(f"grpcurl -plaintext {args.addr} describe {describe.group(1)}", env)
             expect("rpc Prepare" in output, "describe does not show rpc Prepare")
             print("    ok: describe shows the documented contract")

@@ -3,6 +3,7 @@
 //
 //   (cd examples/node && npm ci)
 //   node examples/node/demo.js --addr 127.0.0.1:50051
+//   COURIER_TOKEN=... node examples/node/demo.js --addr courier:50051 --ca-file ca.pem
 //
 // @grpc/proto-loader reads ../../proto at run time, so the client always matches the contract.
 // The demo runs two flows against a live Courier and exits 0 only if every step succeeded:
@@ -93,8 +94,21 @@ function transaction(db, work) {
   }
 }
 
+// Plaintext, or TLS trusting caFile with `authorization: Bearer <token>` on every call.
+function channelCredentials(caFile, token) {
+  if (!caFile) return grpc.credentials.createInsecure();
+  const tls = grpc.credentials.createSsl(fs.readFileSync(caFile));
+  if (!token) return tls;
+  const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.set('authorization', `Bearer ${token}`);
+    callback(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(tls, bearer);
+}
+
 class Demo {
-  constructor(courier, SQL, addr, checkerHost) {
+  constructor(courier, SQL, addr, checkerHost, credentials) {
     this.courier = courier;
     this.addr = addr;
     this.checkerHost = checkerHost;
@@ -104,7 +118,6 @@ class Demo {
     this.topic = `js-orders-${this.runId}`;
     this.subscription = `js-billing-${this.runId}`;
 
-    const credentials = grpc.credentials.createInsecure();
     this.admin = new courier.Admin(addr, credentials);
     this.producer = new courier.Producer(addr, credentials);
     this.consumer = new courier.Consumer(addr, credentials);
@@ -333,15 +346,23 @@ async function main() {
       // Where the demo's Checker listens and Courier calls back; use an address Courier can
       // reach when it runs elsewhere.
       'checker-host': { type: 'string', default: '127.0.0.1' },
+      // Connect over TLS trusting this CA certificate (PEM); without it, plaintext.
+      'ca-file': { type: 'string' },
+      // Bearer token for every call (default: $COURIER_TOKEN); needs --ca-file.
+      token: { type: 'string', default: process.env.COURIER_TOKEN },
     },
   });
+  if (values.token && !values['ca-file']) {
+    throw new DemoFailure('--token needs --ca-file: a token must not travel in plaintext');
+  }
 
   step(`load the protos from ${PROTO_ROOT}`);
   const courier = loadCourier();
   ok('courier.v1 loaded');
   const SQL = await initSqlJs();
 
-  await new Demo(courier, SQL, values.addr, values['checker-host']).run();
+  const credentials = channelCredentials(values['ca-file'], values.token);
+  await new Demo(courier, SQL, values.addr, values['checker-host'], credentials).run();
   console.log('demo passed: every step succeeded');
 }
 

@@ -3,6 +3,7 @@
 
     pip install -r examples/python/requirements.txt
     python3 examples/python/demo.py --addr 127.0.0.1:50051
+    COURIER_TOKEN=... python3 examples/python/demo.py --addr courier:50051 --ca-file ca.pem
 
 The client code is generated from ../../proto with grpcio-tools on every run (into
 examples/python/generated/), so it always matches the contract. The demo runs two flows against
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -92,7 +94,19 @@ def main() -> int:
         help="address the demo's Checker listens on and Courier calls back (default 127.0.0.1; "
         "use an address Courier can reach when it runs elsewhere)",
     )
+    parser.add_argument(
+        "--ca-file",
+        help="connect over TLS, trusting this CA certificate (PEM); without it, plaintext",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("COURIER_TOKEN"),
+        help="bearer token sent with every call (default: $COURIER_TOKEN); needs --ca-file, "
+        "since a token must not travel in plaintext",
+    )
     args = parser.parse_args()
+    if args.token and not args.ca_file:
+        parser.error("--token needs --ca-file: a token must not travel in plaintext")
 
     step(f"generate the Python client from {PROTO_ROOT}")
     generate_client()
@@ -100,7 +114,7 @@ def main() -> int:
 
     try:
         with tempfile.TemporaryDirectory(prefix="courier-demo-") as workdir:
-            Demo(args.addr, args.checker_host, Path(workdir)).run()
+            Demo(args.addr, args.checker_host, Path(workdir), args.ca_file, args.token).run()
     except DemoFailure as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1
@@ -111,8 +125,22 @@ def main() -> int:
     return 0
 
 
+def open_channel(grpc, addr: str, ca_file: str | None, token: str | None):
+    """Plaintext, or TLS trusting `ca_file` with `authorization: Bearer <token>` on every call."""
+    if not ca_file:
+        return grpc.insecure_channel(addr)
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+    if token:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token)
+        )
+    return grpc.secure_channel(addr, credentials)
+
+
 class Demo:
-    def __init__(self, addr: str, checker_host: str, workdir: Path) -> None:
+    def __init__(
+        self, addr: str, checker_host: str, workdir: Path, ca_file: str | None, token: str | None
+    ) -> None:
         # Imported here: the modules exist only after generate_client().
         import grpc
         from google.protobuf.duration_pb2 import Duration
@@ -144,7 +172,7 @@ class Demo:
         self.subscription = f"py-billing-{run}"
         self.run_id = run
 
-        self.channel = grpc.insecure_channel(addr)
+        self.channel = open_channel(grpc, addr, ca_file, token)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.producer = producer_pb2_grpc.ProducerStub(self.channel)
         self.consumer = consumer_pb2_grpc.ConsumerStub(self.channel)

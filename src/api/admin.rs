@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
-use tracing::{debug, info, instrument};
+use tracing::{debug, instrument};
 
 use super::ApiContext;
+use super::auth::Caller;
 use super::convert;
 use crate::domain::Timestamp;
 use crate::metrics;
@@ -30,6 +31,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::CreateSubscriptionRequest>,
     ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let subscription = convert::create_subscription(
             request.into_inner().subscription,
             &self.context.config.subscriptions,
@@ -38,7 +41,13 @@ impl Admin for AdminService {
         record("topic", &subscription.topic);
         let (subscription, created) = self.context.store.create_subscription(subscription).await?;
         if created {
-            info!(subscription = %subscription.name, topic = %subscription.topic, "subscription created");
+            crate::audit!(
+                caller,
+                subscription = %subscription.name,
+                topic = %subscription.topic,
+                push_endpoint = subscription.push_endpoint.as_deref().unwrap_or(""),
+                "subscription created"
+            );
         }
         Ok(Response::new(convert::subscription(subscription)))
     }
@@ -48,6 +57,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::GetSubscriptionRequest>,
     ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let name = convert::name("name", &request.into_inner().name)?;
         record("subscription", &name);
         let subscription = self.context.store.get_subscription(&name).await?;
@@ -59,6 +70,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ListSubscriptionsRequest>,
     ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let topic = convert::topic_filter(&request.into_inner().topic)?;
         let subscriptions = self
             .context
@@ -78,6 +91,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::UpdateSubscriptionRequest>,
     ) -> Result<Response<proto::Subscription>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let (spec, topic) = convert::update_subscription(
             request.into_inner().subscription,
             &self.context.config.subscriptions,
@@ -88,7 +103,13 @@ impl Admin for AdminService {
         let current = self.context.store.get_subscription(&spec.name).await?;
         let subscription = spec.with_topic(topic.unwrap_or(current.topic), current.created_at);
         let subscription = self.context.store.update_subscription(subscription).await?;
-        info!(subscription = %subscription.name, "subscription updated");
+        crate::audit!(
+            caller,
+            subscription = %subscription.name,
+            push_endpoint = subscription.push_endpoint.as_deref().unwrap_or(""),
+            ack_deadline = ?subscription.ack_deadline,
+            "subscription updated"
+        );
         Ok(Response::new(convert::subscription(subscription)))
     }
 
@@ -97,10 +118,12 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::DeleteSubscriptionRequest>,
     ) -> Result<Response<proto::DeleteSubscriptionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let name = convert::name("name", &request.into_inner().name)?;
         record("subscription", &name);
         self.context.store.delete_subscription(&name).await?;
-        info!(subscription = %name, "subscription deleted");
+        crate::audit!(caller, subscription = %name, "subscription deleted");
         Ok(Response::new(proto::DeleteSubscriptionResponse {}))
     }
 
@@ -109,6 +132,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ListMessagesRequest>,
     ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let query = convert::list_messages(request.into_inner())?;
         let page = self.context.store.list_messages(query).await?;
         Ok(Response::new(convert::list_messages_response(page)))
@@ -119,6 +144,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ListDeliveriesRequest>,
     ) -> Result<Response<proto::ListDeliveriesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let query = convert::list_deliveries(request.into_inner())?;
         record("subscription", &query.subscription);
         // An unknown subscription is NOT_FOUND, not an empty page.
@@ -135,6 +162,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::RedriveRequest>,
     ) -> Result<Response<proto::RedriveResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let params = convert::redrive(request.into_inner())?;
         record("subscription", &params.subscription);
         // An unknown subscription is NOT_FOUND, not "redrove 0".
@@ -148,7 +177,13 @@ impl Admin for AdminService {
             .redrive(&params.subscription, &params.message_ids, Timestamp::now())
             .await?;
         metrics::deliveries_redriven(params.subscription.as_str(), redriven);
-        info!(subscription = %params.subscription, redriven, "dead deliveries redriven");
+        crate::audit!(
+            caller,
+            subscription = %params.subscription,
+            message_ids = %crate::api::auth::audit::ids(&params.message_ids),
+            redriven,
+            "dead deliveries redriven"
+        );
         Ok(Response::new(proto::RedriveResponse { redriven }))
     }
 
@@ -157,6 +192,8 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let (message, decision) = convert::resolve(request.into_inner())?;
         record_message(&message);
         let state = self
@@ -165,7 +202,7 @@ impl Admin for AdminService {
             .decide(&message, decision, Timestamp::now())
             .await?;
         metrics::message_decided(state, metrics::Source::Operator);
-        info!(%message, ?decision, %state, "message resolved by an operator");
+        crate::audit!(caller, %message, ?decision, %state, "message resolved by an operator");
         Ok(Response::new(proto::ResolveResponse {
             state: convert::message_state(state).into(),
         }))
@@ -174,8 +211,10 @@ impl Admin for AdminService {
     #[instrument(skip_all)]
     async fn get_stats(
         &self,
-        _request: Request<proto::GetStatsRequest>,
+        request: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::GetStatsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
         let stats = self.context.store.stats(Timestamp::now()).await?;
         debug!(topics = stats.topics.len(), "stats served");
         Ok(Response::new(convert::stats(stats)))

@@ -11,6 +11,7 @@ use tracing::field::Empty;
 use tracing::{debug, error, instrument};
 
 use super::ApiContext;
+use super::auth::Caller;
 use super::convert;
 use crate::domain::{AckStatus, LeasedDelivery, Receipt, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
@@ -75,14 +76,16 @@ impl ConsumerService {
         }
     }
 
-    /// The receipt of a single-lease call, once its subscription is known to exist (NOT_FOUND
-    /// otherwise, as for every consumer call) and owns the receipt.
+    /// The receipt of a single-lease call, once the caller may consume the subscription, it is
+    /// known to exist (NOT_FOUND otherwise, as for every consumer call) and owns the receipt.
     async fn lease_receipt<'a>(
         &self,
+        caller: &Caller,
         target: &'a convert::LeaseTarget,
     ) -> Result<&'a Receipt, Status> {
         crate::telemetry::record("subscription", &target.subscription);
         crate::telemetry::record("message_id", target.receipt.message_id);
+        caller.authorize(Some(target.subscription.as_str()))?;
         self.context
             .store
             .get_subscription(&target.subscription)
@@ -126,9 +129,11 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<proto::ReceiveRequest>,
     ) -> Result<Response<proto::ReceiveResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let client_timeout = client_timeout(request.metadata());
         let mut params = convert::receive(request.into_inner())?;
         crate::telemetry::record("subscription", &params.subscription);
+        caller.authorize(Some(params.subscription.as_str()))?;
         if let Some(timeout) = client_timeout {
             params.wait = params.wait.min(timeout.saturating_sub(DEADLINE_MARGIN));
         }
@@ -155,8 +160,10 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<proto::AckRequest>,
     ) -> Result<Response<proto::AckResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let params = convert::ack(request.into_inner())?;
         crate::telemetry::record("subscription", &params.subscription);
+        caller.authorize(Some(params.subscription.as_str()))?;
         self.context
             .store
             .get_subscription(&params.subscription)
@@ -186,8 +193,9 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<proto::NackRequest>,
     ) -> Result<Response<proto::NackResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let params = convert::nack(request.into_inner())?;
-        let receipt = self.lease_receipt(&params.target).await?;
+        let receipt = self.lease_receipt(&caller, &params.target).await?;
         let store = &self.context.store;
         let plan = store.nack(receipt, params.delay, Timestamp::now()).await?;
         metrics::delivery_nacked(receipt.subscription.as_str());
@@ -204,8 +212,9 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<proto::ExtendLeaseRequest>,
     ) -> Result<Response<proto::ExtendLeaseResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let params = convert::extend_lease(request.into_inner())?;
-        let receipt = self.lease_receipt(&params.target).await?;
+        let receipt = self.lease_receipt(&caller, &params.target).await?;
         let store = &self.context.store;
         let lease_expires_at = store
             .extend_lease(receipt, params.extension, Timestamp::now())
@@ -220,8 +229,9 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<proto::RejectRequest>,
     ) -> Result<Response<proto::RejectResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let params = convert::reject(request.into_inner())?;
-        let receipt = self.lease_receipt(&params.target).await?;
+        let receipt = self.lease_receipt(&caller, &params.target).await?;
         let store = &self.context.store;
         store
             .reject(receipt, &params.reason, Timestamp::now())

@@ -179,6 +179,12 @@ fn duration(
     let Some(value) = value else {
         return Ok(None);
     };
+    if !super::well_known::is_valid_duration(&value) {
+        return Err(FieldViolation::new(
+            field,
+            "is not a valid duration: nanos must be within ±999,999,999 and share the sign of seconds",
+        ));
+    }
     let duration = Duration::try_from(value).map_err(|error| match error {
         prost_types::DurationError::NegativeDuration(_) => {
             FieldViolation::new(field, "must not be negative")
@@ -222,7 +228,7 @@ fn human(duration: Duration) -> String {
     if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", duration.as_millis())
     } else {
-        format!("{duration:?}")
+        format!("{}ns", duration.as_nanos())
     }
 }
 
@@ -813,6 +819,7 @@ pub struct RejectParams {
 pub fn reject(request: proto::RejectRequest) -> Result<RejectParams, RequestError> {
     let mut checks = Checks::default();
     let target = lease_target(&mut checks, &request.subscription, &request.receipt);
+    checks.take(domain::storable_text("reason", &request.reason));
     if request.reason.len() > MAX_REJECT_REASON_BYTES {
         checks.field(
             "reason",

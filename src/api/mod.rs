@@ -2,18 +2,22 @@
 //! decodes and validates through [`convert`], calls the [`Store`], and maps errors through
 //! [`status`]; no business rule lives here.
 
+pub mod auth;
 pub mod convert;
 pub mod status;
 
 mod admin;
+mod answers;
 mod consumer;
 mod producer;
+mod well_known;
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::health::StoreOutages;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
@@ -21,6 +25,7 @@ use crate::store::Store;
 use crate::wakeups::Wakeups;
 
 pub use admin::AdminService;
+pub use answers::{Answers, RequestLimit};
 pub use consumer::ConsumerService;
 pub use producer::ProducerService;
 
@@ -31,6 +36,8 @@ pub struct ApiContext {
     pub config: Arc<Config>,
     /// Cancelled when the server begins to shut down, so long polls return early.
     pub shutdown: CancellationToken,
+    /// Where an answer that found the store away is reported, for the health task.
+    pub outages: StoreOutages,
 }
 
 /// Slack above the payload and header limits for the rest of a request (names, key, framing).
@@ -40,9 +47,9 @@ const DEFAULT_MAX_DECODING_BYTES: usize = 4 * 1024 * 1024;
 
 /// The three Courier services, ready to add to a tonic server.
 pub struct Services {
-    pub producer: ProducerServer<ProducerService>,
-    pub consumer: ConsumerServer<ConsumerService>,
-    pub admin: AdminServer<AdminService>,
+    pub producer: Answers<ProducerServer<ProducerService>>,
+    pub consumer: Answers<ConsumerServer<ConsumerService>>,
+    pub admin: Answers<AdminServer<AdminService>>,
 }
 
 impl Services {
@@ -50,16 +57,43 @@ impl Services {
         // A payload at the configured limit must reach the handler, which answers
         // RESOURCE_EXHAUSTED naming the limit when it is over; tonic's 4 MiB default would cut
         // larger configured limits off first.
-        let max_request_bytes = (context.config.limits.max_payload_bytes
-            + context.config.limits.max_header_bytes
-            + REQUEST_OVERHEAD_BYTES)
-            .max(DEFAULT_MAX_DECODING_BYTES);
+        let limits = &context.config.limits;
+        let producer_limit = RequestLimit {
+            bytes: (limits.max_payload_bytes + limits.max_header_bytes + REQUEST_OVERHEAD_BYTES)
+                .max(DEFAULT_MAX_DECODING_BYTES),
+            limit: "limits.max_payload_bytes",
+            hint: Some(format!(
+                "limits.max_payload_bytes allows {} bytes of payload",
+                limits.max_payload_bytes
+            )),
+        };
+        // Consumer and Admin requests carry no payload; tonic's default is plenty.
+        let fixed_limit = RequestLimit {
+            bytes: DEFAULT_MAX_DECODING_BYTES,
+            limit: "request_bytes",
+            hint: None,
+        };
+        let outages = context.outages.clone();
         let context = Arc::new(context);
         Self {
-            producer: ProducerServer::new(ProducerService::new(context.clone()))
-                .max_decoding_message_size(max_request_bytes),
-            consumer: ConsumerServer::new(ConsumerService::new(context.clone())),
-            admin: AdminServer::new(AdminService::new(context)),
+            producer: Answers::new(
+                ProducerServer::new(ProducerService::new(context.clone()))
+                    .max_decoding_message_size(producer_limit.bytes),
+                producer_limit,
+                outages.clone(),
+            ),
+            consumer: Answers::new(
+                ConsumerServer::new(ConsumerService::new(context.clone()))
+                    .max_decoding_message_size(fixed_limit.bytes),
+                fixed_limit.clone(),
+                outages.clone(),
+            ),
+            admin: Answers::new(
+                AdminServer::new(AdminService::new(context))
+                    .max_decoding_message_size(fixed_limit.bytes),
+                fixed_limit,
+                outages,
+            ),
         }
     }
 }

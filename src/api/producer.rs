@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
-use tracing::{debug, info, instrument};
+use tracing::{debug, instrument};
 
 use super::ApiContext;
+use super::auth::Caller;
 use super::convert;
-use crate::domain::{Decision, Timestamp};
+use crate::domain::{Decision, MessageRef, Timestamp};
 use crate::metrics;
 use crate::proto::{self, producer_server::Producer};
 
@@ -24,11 +25,13 @@ impl ProducerService {
 
     async fn decide(
         &self,
+        caller: &Caller,
         message: Option<proto::MessageRef>,
         decision: Decision,
     ) -> Result<proto::MessageState, Status> {
         let message = convert::message_ref(message)?;
         crate::telemetry::record_message(&message);
+        self.authorize_message(caller, &message).await?;
         let state = self
             .context
             .store
@@ -37,6 +40,20 @@ impl ProducerService {
         metrics::message_decided(state, metrics::Source::Producer);
         debug!(%message, ?decision, %state, "decided");
         Ok(convert::message_state(state))
+    }
+
+    /// Authorizes a call on one message for its producer: named in a key reference, or read
+    /// from the stored message for a reference by id, unless the caller's scopes cover every
+    /// producer anyway (then the extra read is skipped).
+    async fn authorize_message(&self, caller: &Caller, message: &MessageRef) -> Result<(), Status> {
+        if caller.allowed_on_any() {
+            return Ok(());
+        }
+        let producer = match message {
+            MessageRef::ProducerKey { producer, .. } => producer.clone(),
+            MessageRef::Id(_) => self.context.store.get_message(message).await?.producer,
+        };
+        caller.authorize(Some(producer.as_str()))
     }
 }
 
@@ -47,8 +64,10 @@ impl Producer for ProducerService {
         &self,
         request: Request<proto::PrepareRequest>,
     ) -> Result<Response<proto::PrepareResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let message =
             convert::new_message(request.into_inner().into(), false, &self.context.config)?;
+        caller.authorize(Some(message.producer.as_str()))?;
         crate::telemetry::record("producer", &message.producer);
         crate::telemetry::record("topic", &message.topic);
         let outcome = self.context.store.insert_message(message).await?;
@@ -65,8 +84,9 @@ impl Producer for ProducerService {
         &self,
         request: Request<proto::ConfirmRequest>,
     ) -> Result<Response<proto::ConfirmResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let state = self
-            .decide(request.into_inner().message, Decision::Commit)
+            .decide(&caller, request.into_inner().message, Decision::Commit)
             .await?;
         Ok(Response::new(proto::ConfirmResponse {
             state: state.into(),
@@ -78,8 +98,9 @@ impl Producer for ProducerService {
         &self,
         request: Request<proto::CancelRequest>,
     ) -> Result<Response<proto::CancelResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let state = self
-            .decide(request.into_inner().message, Decision::Rollback)
+            .decide(&caller, request.into_inner().message, Decision::Rollback)
             .await?;
         Ok(Response::new(proto::CancelResponse {
             state: state.into(),
@@ -91,8 +112,10 @@ impl Producer for ProducerService {
         &self,
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let message =
             convert::new_message(request.into_inner().into(), true, &self.context.config)?;
+        caller.authorize(Some(message.producer.as_str()))?;
         crate::telemetry::record("producer", &message.producer);
         crate::telemetry::record("topic", &message.topic);
         let outcome = self.context.store.insert_message(message).await?;
@@ -109,8 +132,10 @@ impl Producer for ProducerService {
         &self,
         request: Request<proto::CheckStatusRequest>,
     ) -> Result<Response<proto::CheckStatusResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let message = convert::message_ref(request.into_inner().message)?;
         crate::telemetry::record_message(&message);
+        self.authorize_message(&caller, &message).await?;
         let record = self.context.store.get_message(&message).await?;
         Ok(Response::new(proto::CheckStatusResponse {
             message: Some(convert::message(record)),
@@ -122,11 +147,14 @@ impl Producer for ProducerService {
         &self,
         request: Request<proto::RegisterCheckerRequest>,
     ) -> Result<Response<proto::RegisterCheckerResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let checker = convert::register_checker(request.into_inner(), &self.context.config)?;
+        caller.authorize(Some(checker.producer.as_str()))?;
         let (producer, endpoint) = (checker.producer.clone(), checker.endpoint.clone());
+        let timeout = checker.timeout;
         crate::telemetry::record("producer", &producer);
         self.context.store.register_checker(checker).await?;
-        info!(%producer, %endpoint, "checker registered");
+        crate::audit!(caller, %producer, %endpoint, ?timeout, "checker registered");
         Ok(Response::new(proto::RegisterCheckerResponse {}))
     }
 }

@@ -10,8 +10,14 @@
 //! The report gives throughput from the first Prepare to the last Ack, latency percentiles,
 //! write transactions committed per message (group commit at work) and the server's peak RSS;
 //! its last line is one JSON object.
+//!
+//! `--peer amqp://…` then runs the same workload against RabbitMQ and prints both side by side
+//! ([`peer`]; the AMQP client is in the `rabbitmq` feature).
 
+#[cfg(feature = "rabbitmq")]
+mod amqp;
 mod database;
+mod peer;
 mod process;
 mod report;
 mod server;
@@ -22,6 +28,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use peer::{Peer, PeerQueue, SideBySide, run_side_by_side};
 pub use report::Report;
 pub use server::serve_child;
 
@@ -91,6 +98,8 @@ pub struct BenchOptions {
     /// Configuration file for the server the bench starts (and the store in store-only runs);
     /// `COURIER_*` variables apply too.
     pub config_file: Option<PathBuf>,
+    /// Token, CA and client certificate the bench's clients connect with.
+    pub client: crate::client::ClientOptions,
     pub launch: Launch,
 }
 
@@ -112,6 +121,7 @@ impl Default for BenchOptions {
             store_only: false,
             backlog: None,
             config_file: None,
+            client: crate::client::ClientOptions::default(),
             launch: Launch::InProcess,
         }
     }
@@ -140,6 +150,17 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     #[error("the server failed")]
     Run(#[from] crate::RunError),
+    #[cfg(feature = "rabbitmq")]
+    #[error("RabbitMQ")]
+    Amqp(#[source] Box<lapin::Error>),
+}
+
+/// Boxed: lapin's error is larger than the rest, and every bench result would carry its size.
+#[cfg(feature = "rabbitmq")]
+impl From<lapin::Error> for BenchError {
+    fn from(error: lapin::Error) -> Self {
+        Self::Amqp(Box::new(error))
+    }
 }
 
 impl BenchError {
@@ -248,7 +269,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
             ));
         }
         let mut server = Server::start(options, database.url()).await?;
-        let target = GrpcTarget::connect(server.addr(), options.connections, &topic).await?;
+        let target = GrpcTarget::connect(&server.addr(), options, &topic).await?;
         if !loaded_in_store {
             target.create_subscription().await?;
             let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
@@ -266,7 +287,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
     }
 
     let mut server = Server::start(options, database.url()).await?;
-    let target = GrpcTarget::connect(server.addr(), options.connections, &topic).await?;
+    let target = GrpcTarget::connect(&server.addr(), options, &topic).await?;
     target.create_subscription().await?;
     let commits_before = commits(&mut server, database).await?;
     let watch = server.watch();

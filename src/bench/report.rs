@@ -57,6 +57,12 @@ impl Report {
         self.peak_rss = peak_rss;
     }
 
+    /// How the workload reached the server, when not as `--store-only` implies: `amqp`.
+    #[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+    pub(super) fn set_path(&mut self, path: &'static str) {
+        self.path = path;
+    }
+
     pub(super) fn set_commits(&mut self, commits: u64, messages: u64, source: &'static str) {
         self.commits = Some((commits, messages, source));
     }
@@ -77,6 +83,32 @@ impl Report {
         } else {
             self.outcome.delivery
         }
+    }
+
+    pub(super) fn options(&self) -> &BenchOptions {
+        &self.options
+    }
+
+    pub(super) fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    pub(super) fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    pub(super) fn sampled(&self) -> &Sampled {
+        &self.sampled
+    }
+
+    /// The server's CPU time (user + system) per delivered message, in milliseconds: what a
+    /// machine with few cores runs out of first.
+    pub fn server_cpu_ms_per_message(&self) -> Option<f64> {
+        let messages = self.outcome.messages;
+        self.sampled
+            .server_cpu
+            .filter(|_| messages > 0)
+            .map(|cpu| cpu * 1000.0 / messages as f64)
     }
 
     pub fn commits_per_message(&self) -> Option<f64> {
@@ -108,6 +140,7 @@ impl Report {
         latency.insert(first_call.into(), summary(first));
         for (name, value) in [
             ("confirm", self.outcome.confirm),
+            ("send", self.outcome.send),
             ("confirm_to_delivery", self.outcome.delivery),
             ("receive", self.outcome.receive),
             ("ack", self.outcome.ack),
@@ -134,6 +167,7 @@ impl Report {
             "server_peak_rss_mib": self.peak_rss.map(|b| round(b as f64 / MIB)),
             "server_max_rss_sampled_mib": self.sampled.max_rss.map(|b| round(b as f64 / MIB)),
             "server_cpu_seconds": self.sampled.server_cpu.map(round),
+            "server_cpu_ms_per_message": self.server_cpu_ms_per_message().map(round),
             "bench_cpu_seconds": self.sampled.bench_cpu.map(round),
             "duplicates": self.outcome.duplicates,
             "ack_failures": self.outcome.ack_failures,
@@ -143,6 +177,13 @@ impl Report {
 
     /// The whole report, the JSON object last.
     pub fn render(&self) -> String {
+        let mut text = self.render_text();
+        let _ = writeln!(text, "{}", self.json());
+        text
+    }
+
+    /// The readable lines, without the JSON object.
+    pub fn render_text(&self) -> String {
         let options = &self.options;
         let outcome = &self.outcome;
         let mut text = String::new();
@@ -172,7 +213,7 @@ impl Report {
         let span = if outcome.backlog {
             "first Receive to last Ack"
         } else {
-            "first Prepare to last Ack"
+            "first Prepare or Publish to last Ack"
         };
         let _ = writeln!(
             text,
@@ -250,7 +291,12 @@ impl Report {
                 cores(self.sampled.bench_cpu)
             );
         }
-        let _ = writeln!(text, "{}", self.json());
+        if let Some(per_message) = self.server_cpu_ms_per_message() {
+            let _ = writeln!(
+                text,
+                "server CPU per message: {per_message:.3} ms (user + system)"
+            );
+        }
         text
     }
 }

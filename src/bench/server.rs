@@ -38,10 +38,12 @@ pub enum Server {
         stdin: Option<ChildStdin>,
         stdout: Lines<BufReader<ChildStdout>>,
         addr: SocketAddr,
+        tls: bool,
         pid: Option<u32>,
     },
     InProcess {
         addr: SocketAddr,
+        tls: bool,
         shutdown: CancellationToken,
         served: JoinHandle<Result<(), RunError>>,
     },
@@ -68,12 +70,13 @@ impl Server {
         }
     }
 
-    /// Where clients connect: `http://host:port`.
+    /// Where clients connect: `http://host:port`, or `https://` when the server serves TLS.
     pub fn addr(&self) -> String {
         match self {
-            Self::Child { addr, .. } | Self::InProcess { addr, .. } => format!("http://{addr}"),
-            Self::Running { addr, .. } if addr.contains("://") => addr.clone(),
-            Self::Running { addr, .. } => format!("http://{addr}"),
+            Self::Child { addr, tls, .. } | Self::InProcess { addr, tls, .. } => {
+                format!("{}://{addr}", if *tls { "https" } else { "http" })
+            }
+            Self::Running { addr, .. } => crate::client::endpoint_uri(addr),
         }
     }
 
@@ -134,32 +137,7 @@ impl Server {
 
     /// Samples the server's RSS and CPU time until [`Watch::stop`].
     pub fn watch(&self) -> Watch {
-        let pid = self.pid();
-        let max_rss = Arc::new(AtomicU64::new(0));
-        let stop = CancellationToken::new();
-        let sampler = pid.map(|pid| {
-            let (max_rss, stop) = (max_rss.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    if let Some(rss) = process::rss(pid) {
-                        max_rss.fetch_max(rss, Ordering::Relaxed);
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(RSS_SAMPLE_EVERY) => {}
-                        () = stop.cancelled() => return,
-                    }
-                }
-            })
-        });
-        Watch {
-            pid,
-            started: Instant::now(),
-            server_cpu: pid.and_then(process::cpu_seconds),
-            bench_cpu: process::cpu_seconds(process::SELF),
-            max_rss,
-            stop,
-            sampler,
-        }
+        Watch::start(self.pid())
     }
 
     /// Shuts the server down (a running server is left alone).
@@ -202,6 +180,8 @@ async fn start_child(
     options: &BenchOptions,
     database_url: &str,
 ) -> Result<Server, BenchError> {
+    // The child reads the same configuration layers; this side only needs to know the scheme.
+    let tls = super::server_config(options, database_url)?.tls.enabled();
     let mut command = Command::new(exe);
     command
         .arg("bench-server")
@@ -235,14 +215,17 @@ async fn start_child(
         stdin,
         stdout,
         addr,
+        tls,
         pid,
     })
 }
 
 async fn start_in_process(config: Config) -> Result<Server, BenchError> {
+    let tls = config.tls.enabled();
     let (addr, _store, shutdown, served) = spawn_server(config).await?;
     Ok(Server::InProcess {
         addr,
+        tls,
         shutdown,
         served,
     })
@@ -262,8 +245,8 @@ async fn spawn_server(config: Config) -> Result<Spawned, BenchError> {
     let shutdown = CancellationToken::new();
     let (scheduler_sender, scheduler) = tokio::sync::oneshot::channel();
     let options = RunOptions {
-        scheduler_loops: true,
         scheduler: Some(scheduler_sender),
+        ..RunOptions::default()
     };
     let served = tokio::spawn(crate::run_with(config, listener, shutdown.clone(), options));
     match scheduler.await {
@@ -338,6 +321,36 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Samples `pid`'s RSS and CPU time (`None`: an unknown process; `Some(SELF)`: this one)
+    /// until [`Watch::stop`].
+    pub fn start(pid: Option<Option<u32>>) -> Self {
+        let max_rss = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let sampler = pid.map(|pid| {
+            let (max_rss, stop) = (max_rss.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Some(rss) = process::rss(pid) {
+                        max_rss.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(RSS_SAMPLE_EVERY) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            })
+        });
+        Watch {
+            pid,
+            started: Instant::now(),
+            server_cpu: pid.and_then(process::cpu_seconds),
+            bench_cpu: process::cpu_seconds(process::SELF),
+            max_rss,
+            stop,
+            sampler,
+        }
+    }
+
     pub async fn stop(self) -> Sampled {
         self.stop.cancel();
         if let Some(sampler) = self.sampler {

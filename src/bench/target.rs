@@ -5,11 +5,11 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::AuthChannel;
 use async_trait::async_trait;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
-use super::BenchError;
+use super::{BenchError, BenchOptions};
 use crate::api::convert::{self, MessageFields};
 use crate::config::Config;
 use crate::domain::{AckStatus, Decision, MessageId, MessageRef, Receipt, Subscription, Timestamp};
@@ -55,23 +55,28 @@ pub trait Target: Send + Sync {
 // --- gRPC ---
 
 pub struct GrpcTarget {
-    channels: Vec<Channel>,
+    channels: Vec<AuthChannel>,
     topic: String,
 }
 
 impl GrpcTarget {
-    /// Opens `connections` HTTP/2 connections to `addr` (`http://host:port`).
+    /// Opens `options.connections` HTTP/2 connections to `addr` (`http://` or `https://`),
+    /// with the options' token and TLS files.
     pub async fn connect(
-        addr: String,
-        connections: usize,
+        addr: &str,
+        options: &BenchOptions,
         topic: &str,
     ) -> Result<Self, BenchError> {
-        let endpoint = Endpoint::from_shared(addr)?
+        let endpoint = crate::client::endpoint(addr, &options.client)
+            .map_err(|error| BenchError::Options(error.0))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
-        let mut channels = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            channels.push(endpoint.connect().await?);
+        let mut channels = Vec::with_capacity(options.connections);
+        for _ in 0..options.connections {
+            let channel = endpoint.connect().await?;
+            let channel = crate::client::with_token(channel, &options.client)
+                .map_err(|error| BenchError::Options(error.0))?;
+            channels.push(channel);
         }
         Ok(Self {
             channels,
@@ -79,7 +84,7 @@ impl GrpcTarget {
         })
     }
 
-    fn channel(&self, index: usize) -> Channel {
+    fn channel(&self, index: usize) -> AuthChannel {
         self.channels[index % self.channels.len()].clone()
     }
 
@@ -123,7 +128,7 @@ impl Target for GrpcTarget {
 }
 
 struct GrpcProducer {
-    client: ProducerClient<Channel>,
+    client: ProducerClient<AuthChannel>,
     topic: String,
 }
 
@@ -172,7 +177,7 @@ impl Producer for GrpcProducer {
 }
 
 struct GrpcConsumer {
-    client: ConsumerClient<Channel>,
+    client: ConsumerClient<AuthChannel>,
     subscription: String,
 }
 

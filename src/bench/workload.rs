@@ -29,6 +29,8 @@ pub struct Outcome {
     /// Prepare, or Publish in publish mode.
     pub prepare: Option<Summary>,
     pub confirm: Option<Summary>,
+    /// A producer's whole wait per message: Prepare plus Confirm, or the one Publish.
+    pub send: Option<Summary>,
     /// From sending Confirm (or Publish) to the Receive answer that carried the delivery.
     pub delivery: Option<Summary>,
     pub receive: Option<Summary>,
@@ -87,6 +89,7 @@ impl Progress {
 struct ProducerTimes {
     prepare: Latencies,
     confirm: Latencies,
+    send: Latencies,
 }
 
 #[derive(Default)]
@@ -157,6 +160,7 @@ pub async fn flow(
     for part in produced {
         times.prepare.merge(part.prepare);
         times.confirm.merge(part.confirm);
+        times.send.merge(part.send);
     }
     let mut outcome = outcome_of(consumed, &progress);
     let first = progress.first_send.load(Relaxed);
@@ -164,6 +168,7 @@ pub async fn flow(
     outcome.seconds = last.saturating_sub(first) as f64 / 1e9;
     outcome.prepare = times.prepare.summary();
     outcome.confirm = times.confirm.summary();
+    outcome.send = times.send.summary();
     Ok(outcome)
 }
 
@@ -257,6 +262,7 @@ async fn produce(
                 times.prepare.record(started.elapsed());
             }
         }
+        times.send.record(started.elapsed());
     }
 }
 

@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::api::convert;
 use crate::domain::{Decision, DueCheck, LeasedDelivery};
+use crate::metrics::code_name;
 use crate::proto::checker_client::CheckerClient;
 use crate::proto::receiver_client::ReceiverClient;
 use crate::proto::{self, CheckRequest};
@@ -46,7 +47,11 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadEndpoint(reason) => write!(f, "the endpoint is not a usable URL: {reason}"),
-            Self::Timeout(timeout) => write!(f, "no answer within {timeout:?}"),
+            Self::Timeout(timeout) => write!(
+                f,
+                "no answer within {}",
+                humantime::format_duration(*timeout)
+            ),
             Self::Status(status) => {
                 write!(f, "{}", code_name(status.code()))?;
                 if !status.message().is_empty() {
@@ -65,19 +70,6 @@ impl fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
-
-/// The canonical name of a gRPC code, as grpcurl and the other languages print it.
-fn code_name(code: tonic::Code) -> String {
-    let camel = format!("{code:?}");
-    let mut name = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
-}
 
 /// Clients for every endpoint Courier calls, sharing one channel per URL.
 #[derive(Default)]
@@ -190,14 +182,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_print_as_grpc_names() {
-        assert_eq!(code_name(tonic::Code::Unavailable), "UNAVAILABLE");
-        assert_eq!(
-            code_name(tonic::Code::DeadlineExceeded),
-            "DEADLINE_EXCEEDED"
-        );
+    fn errors_print_as_grpc_names_and_plain_durations() {
         let error = CallError::Status(tonic::Status::internal("boom"));
         assert_eq!(error.to_string(), "INTERNAL: boom");
+        let error = CallError::Timeout(Duration::from_millis(1500));
+        assert_eq!(error.to_string(), "no answer within 1s 500ms");
     }
 
     #[test]

@@ -10,12 +10,14 @@ mod resolve;
 mod stats;
 mod subscriptions;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
+
+use crate::client::{AuthChannel, ClientOptions};
 
 use crate::proto::admin_client::AdminClient;
 use crate::proto::producer_client::ProducerClient;
@@ -49,7 +51,7 @@ pub enum Command {
 /// Where the server is and how to print; every operator command takes these.
 #[derive(Debug, Clone, Args)]
 pub struct Target {
-    /// Courier's gRPC address: http://host:port, or host:port.
+    /// Courier's gRPC address: http://host:port, https://host:port, or host:port.
     #[arg(
         long,
         global = true,
@@ -63,6 +65,35 @@ pub struct Target {
     /// Deadline of each call, like 10s or 1m.
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Bearer token sent with every call (the server's auth.tokens_file holds its SHA-256).
+    #[arg(
+        long,
+        global = true,
+        env = "COURIER_CLI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// address, instead of the system's roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for a server that requires one (tls.client_ca_file).
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl Target {
+    fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            token: self.token.clone(),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
 }
 
 /// Runs an operator command and returns the process's exit code.
@@ -132,48 +163,38 @@ fn describe_status(status: &tonic::Status) -> String {
     text
 }
 
-/// `host:port` becomes `http://host:port`; a URL is kept as it is.
-fn endpoint_uri(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 /// The connection a command's calls go over, with the target's call deadline.
 struct Server {
-    channel: Channel,
+    channel: AuthChannel,
     json: bool,
 }
 
 impl Server {
     async fn connect(target: &Target) -> Result<Self, CliError> {
-        let uri = endpoint_uri(target.addr.trim());
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| {
-                CliError::Usage(format!("--addr {:?} is not an address: {e}", target.addr))
-            })?
+        let options = target.client_options();
+        let usage = |error: crate::client::ClientError| CliError::Usage(error.0);
+        let endpoint = crate::client::endpoint(&target.addr, &options)
+            .map_err(usage)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(target.timeout);
         let channel = endpoint
             .connect()
             .await
             .map_err(|error| CliError::Unreachable {
-                addr: uri,
+                addr: crate::client::endpoint_uri(&target.addr),
                 reason: unreachable_reason(&error),
             })?;
         Ok(Self {
-            channel,
+            channel: crate::client::with_token(channel, &options).map_err(usage)?,
             json: target.json,
         })
     }
 
-    fn admin(&self) -> AdminClient<Channel> {
+    fn admin(&self) -> AdminClient<AuthChannel> {
         AdminClient::new(self.channel.clone())
     }
 
-    fn producer(&self) -> ProducerClient<Channel> {
+    fn producer(&self) -> ProducerClient<AuthChannel> {
         ProducerClient::new(self.channel.clone())
     }
 }
@@ -206,16 +227,6 @@ fn unreachable_reason(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bare_addresses_become_http_urls() {
-        assert_eq!(endpoint_uri("127.0.0.1:50051"), "http://127.0.0.1:50051");
-        assert_eq!(endpoint_uri("courier:7000"), "http://courier:7000");
-        assert_eq!(
-            endpoint_uri("http://10.0.0.7:50051"),
-            "http://10.0.0.7:50051"
-        );
-    }
 
     #[test]
     fn statuses_read_as_code_and_message() {

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{DeliveryState, DeliveryStatus, MessageId, MessageKey, Name, Timestamp};
+use super::{DeliveryState, DeliveryStatus, MessageId, MessageKey, Name, Quoted, Timestamp};
 
 /// Message headers, kept sorted so equal maps serialize (and compare) identically.
 pub type Headers = BTreeMap<String, String>;
@@ -141,8 +141,8 @@ impl fmt::Display for MessageRef {
             Self::ProducerKey { producer, key } => {
                 write!(
                     f,
-                    "message with producer {producer:?} and key {:?}",
-                    key.as_str()
+                    "message with producer {producer} and key {}",
+                    Quoted(key.as_str())
                 )
             }
         }

@@ -9,6 +9,7 @@ mod lease;
 mod message;
 mod names;
 mod subscription;
+mod text;
 mod time;
 
 pub use backoff::{JITTER, backoff, random_jitter};
@@ -25,4 +26,5 @@ pub use message::{
 };
 pub use names::{FieldViolation, MessageKey, Name};
 pub use subscription::{RetryPolicy, Subscription};
+pub use text::{Quoted, storable_lossy, storable_text};
 pub use time::Timestamp;

@@ -1,5 +1,7 @@
 use std::fmt;
 
+use super::storable_text;
+
 /// A field that failed validation, reported to clients as a field violation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -49,7 +51,10 @@ impl Name {
         {
             return Err(FieldViolation::new(
                 field,
-                format!("contains {bad:?}; only letters, digits, '.', '_' and '-' are allowed"),
+                format!(
+                    "contains '{}'; only letters, digits, '.', '_' and '-' are allowed",
+                    bad.escape_debug()
+                ),
             ));
         }
         Ok(Self(value.to_owned()))
@@ -71,7 +76,7 @@ impl fmt::Display for Name {
     }
 }
 
-/// A producer's business key: 1 to 256 bytes.
+/// A producer's business key: 1 to 256 bytes of UTF-8 without U+0000.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageKey(String);
 
@@ -89,6 +94,7 @@ impl MessageKey {
                 ),
             ));
         }
+        storable_text(field, value)?;
         Ok(Self(value.to_owned()))
     }
 
@@ -134,5 +140,6 @@ mod tests {
         assert!(MessageKey::parse("key", &"é".repeat(128)).is_ok());
         assert!(MessageKey::parse("key", &"é".repeat(129)).is_err());
         assert!(MessageKey::parse("key", "").is_err());
+        assert!(MessageKey::parse("key", "order\0").is_err());
     }
 }

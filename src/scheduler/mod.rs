@@ -130,7 +130,10 @@ fn take_permits(semaphore: &Arc<Semaphore>, most: usize) -> Vec<OwnedSemaphorePe
 /// a remote endpoint chooses what it answers, and it must not bloat the database.
 const MAX_ERROR_BYTES: usize = 1024;
 
-fn clip_error(mut error: String) -> String {
+/// A remote endpoint's error as it is stored: clipped, and without the U+0000 PostgreSQL
+/// cannot keep.
+fn clip_error(error: String) -> String {
+    let mut error = crate::domain::storable_lossy(error);
     if error.len() > MAX_ERROR_BYTES {
         let mut end = MAX_ERROR_BYTES;
         while !error.is_char_boundary(end) {

@@ -2,7 +2,9 @@
 //! machines: how a receipt's lease check becomes an error, and the texts clients and
 //! operators see. Keeping them here makes the two backends answer the same way.
 
-use crate::domain::{DeliveryState, LeaseCheck, MessageId, MessageKey, Name, Receipt, check_lease};
+use crate::domain::{
+    DeliveryState, LeaseCheck, MessageId, MessageKey, Name, Quoted, Receipt, check_lease,
+};
 use crate::store::StoreError;
 
 /// Most expired leases one `expire_leases` call ends, so a sweep never holds locks for long.
@@ -60,7 +62,7 @@ pub fn no_subscription(topic: &Name) -> StoreError {
 
 pub fn key_conflict(producer: &Name, key: &MessageKey, existing: MessageId) -> StoreError {
     StoreError::AlreadyExists(format!(
-        "producer {producer} already used key {:?} for message {existing} with other content",
-        key.as_str()
+        "producer {producer} already used key {} for message {existing} with other content",
+        Quoted(key.as_str())
     ))
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courier::config::Config;
@@ -21,7 +22,7 @@ use courier::proto::{
 use courier::store::testing::TestDatabase as PostgresDatabase;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -113,8 +114,11 @@ pub struct Api {
 /// starves it, and `run`'s future need not be `Send`.
 pub struct TestServer {
     pub config: Config,
+    pub addr: SocketAddr,
     api: Api,
     shutdown: CancellationToken,
+    /// Notified: the server re-reads its TLS and credential files, as on SIGHUP.
+    pub reload: Arc<Notify>,
     exit: Option<oneshot::Receiver<Result<(), String>>>,
     // Dropped after the server is cancelled, and before the directory it may live in.
     _database: TestDatabase,
@@ -136,6 +140,15 @@ impl TestServer {
 
     /// Starts a server with `test_config()` changed by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_connecting(tweak, |addr| plain_endpoint(addr)).await
+    }
+
+    /// Starts a server whose clients (the shortcuts, and the readiness probe) connect through
+    /// the endpoint `endpoint` makes for the server's address: for TLS.
+    pub async fn start_connecting(
+        tweak: impl FnOnce(&mut Config),
+        endpoint: impl FnOnce(SocketAddr) -> Endpoint,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
@@ -149,12 +162,17 @@ impl TestServer {
         tweak(&mut config);
 
         let shutdown = CancellationToken::new();
+        let reload = Arc::new(Notify::new());
         let (exit_sender, mut exit) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("courier-{addr}"))
             .spawn({
                 let config = config.clone();
                 let shutdown = shutdown.clone();
+                let options = courier::RunOptions {
+                    reload: reload.clone(),
+                    ..courier::RunOptions::default()
+                };
                 move || {
                     let runtime = tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(2)
@@ -163,22 +181,26 @@ impl TestServer {
                         .expect("the server's runtime");
                     let result = runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener).expect("a tokio listener");
-                        courier::run(config, listener, shutdown).await
+                        courier::run_with(config, listener, shutdown, options).await
                     });
                     let _ = exit_sender.send(result.map_err(|e| format!("{e:?}")));
                 }
             })
             .expect("the server's thread");
 
-        let api = Api::connect_lazy(addr);
+        let api = Api {
+            channel: endpoint(addr).connect_lazy(),
+        };
         tokio::select! {
             result = &mut exit => panic!("the server stopped while starting: {result:?}"),
             () = wait_until_serving(api.channel(), STARTUP_DEADLINE) => {}
         }
         Self {
             config,
+            addr,
             api,
             shutdown,
+            reload,
             exit: Some(exit),
             _database: database,
             _dir: dir,
@@ -205,10 +227,9 @@ impl Drop for TestServer {
 impl Api {
     /// Clients for a server at `addr`; they connect on the first call.
     pub fn connect_lazy(addr: SocketAddr) -> Self {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect_lazy();
-        Self { channel }
+        Self {
+            channel: plain_endpoint(addr).connect_lazy(),
+        }
     }
 
     pub fn channel(&self) -> Channel {
@@ -387,6 +408,11 @@ impl Api {
             .await
             .expect("the server keeps serving");
     }
+}
+
+/// `http://addr`.
+pub fn plain_endpoint(addr: SocketAddr) -> Endpoint {
+    Endpoint::from_shared(format!("http://{addr}")).expect("endpoint")
 }
 
 /// One readiness probe: Ok when grpc.health.v1 answers SERVING (or is not offered at all: then

@@ -7,14 +7,20 @@
 //! fresh database per test (named `courier_test_*`; drop them when done).
 
 mod admin;
+mod auth;
+mod certs;
 mod cli;
 mod concurrency;
 mod consumer;
 mod durability;
+mod edges;
 mod harness;
 mod metrics;
 mod postgres;
 mod producer;
 mod scheduler;
+mod scopes;
+mod secure_binary;
 mod standard_services;
+mod tls;
 mod validation;

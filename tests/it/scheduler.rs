@@ -69,6 +69,7 @@ impl Driven {
         let options = RunOptions {
             scheduler_loops: false,
             scheduler: Some(scheduler_sender),
+            ..RunOptions::default()
         };
         tokio::spawn(courier::run_with(
             config,

@@ -71,10 +71,20 @@ Stops the render with a clear message on values that cannot work.
 {{- if and (eq $type "sqlite") (not (hasPrefix "/" .Values.database.sqlite.path)) }}
 {{- fail "database.sqlite.path must be an absolute path inside the pod, e.g. /data/courier.db" }}
 {{- end }}
-{{- range $key := list "listen" "metrics_listen" "database_url" }}
+{{- range $key := list "listen" "metrics_listen" "database_url" "tls" "auth" }}
 {{- if hasKey $.Values.config $key }}
-{{- fail (printf "config.%s is set by the chart (ports, metrics, database); remove it from config" $key) }}
+{{- fail (printf "config.%s is set by the chart (ports, metrics, database, tls, auth); remove it from config" $key) }}
 {{- end }}
+{{- end }}
+{{- $jwks := .Values.auth.jwks }}
+{{- if and (not .Values.auth.tokensSecret) (not $jwks.secret) (not .Values.auth.allowUnauthenticated) }}
+{{- fail "the chart listens on 0.0.0.0, and Courier refuses to serve a non-loopback address without authentication: set auth.tokensSecret (a Secret holding the tokens file, auth.tokens_file) or auth.jwks.secret, or set auth.allowUnauthenticated=true to let anyone who reaches the Service do anything" }}
+{{- end }}
+{{- if and $jwks.secret (or (not $jwks.issuer) (not $jwks.audience)) }}
+{{- fail "auth.jwks.secret needs auth.jwks.issuer and auth.jwks.audience" }}
+{{- end }}
+{{- if and .Values.tls.clientCaSecret (not .Values.tls.secretName) }}
+{{- fail "tls.clientCaSecret (mutual TLS) needs tls.secretName" }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}

@@ -1,0 +1,279 @@
+//! `courier bench --peer amqp://…`: the same workload against RabbitMQ right after Courier's
+//! run, and both reports side by side with Courier / RabbitMQ ratios.
+//!
+//! The AMQP client itself ([`super::amqp`]) is compiled only with the `rabbitmq` feature, so
+//! the server binary people deploy links none; without it `--peer` says how to get it.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::report::Report;
+use super::stats::Summary;
+use super::{BenchError, BenchOptions, Mode};
+
+/// The RabbitMQ a bench compares Courier with.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `amqp://user:password@host:port/vhost`.
+    pub url: String,
+    pub queue: PeerQueue,
+}
+
+/// The kind of durable queue the peer declares (a fresh one per run, deleted after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PeerQueue {
+    /// Replicated Raft log, fsync'd before a publisher confirm (RabbitMQ's recommended kind).
+    #[default]
+    Quorum,
+    /// Classic durable queue with persistent messages.
+    Classic,
+}
+
+impl PeerQueue {
+    /// The `x-queue-type` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quorum => "quorum",
+            Self::Classic => "classic",
+        }
+    }
+
+    /// How the report names the backend.
+    #[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+    pub(super) fn backend(self) -> &'static str {
+        match self {
+            Self::Quorum => "rabbitmq-quorum",
+            Self::Classic => "rabbitmq-classic",
+        }
+    }
+}
+
+/// Runs `options` against Courier, then the same workload against `peer`.
+pub async fn run_side_by_side(options: BenchOptions, peer: Peer) -> Result<SideBySide, BenchError> {
+    if options.store_only || options.backlog.is_some() {
+        return Err(BenchError::Options(
+            "--peer compares the producer-to-consumer flow over the network; it does not take \
+             --store-only or --backlog"
+                .into(),
+        ));
+    }
+    run_both(options, peer).await
+}
+
+#[cfg(feature = "rabbitmq")]
+async fn run_both(options: BenchOptions, peer: Peer) -> Result<SideBySide, BenchError> {
+    super::validate(&options)?;
+    // A wrong URL fails now, not after Courier's run.
+    super::amqp::check_reachable(&peer).await?;
+    let courier = super::run(options.clone()).await?;
+    let peer_report = super::amqp::run(&options, &peer).await?;
+    Ok(SideBySide {
+        courier,
+        peer: peer_report,
+    })
+}
+
+#[cfg(not(feature = "rabbitmq"))]
+async fn run_both(_options: BenchOptions, _peer: Peer) -> Result<SideBySide, BenchError> {
+    Err(BenchError::Options(
+        "this courier was built without the RabbitMQ client: build it with \
+         `cargo build --release --features rabbitmq` to use --peer"
+            .into(),
+    ))
+}
+
+/// Both reports of a `--peer` run.
+#[derive(Debug, Clone)]
+pub struct SideBySide {
+    pub courier: Report,
+    pub peer: Report,
+}
+
+/// One line of the comparison: a name and how to read it off a report.
+struct Row {
+    name: &'static str,
+    value: fn(&Report) -> Option<f64>,
+    /// Decimals shown.
+    precision: usize,
+}
+
+fn p50(summary: Option<Summary>) -> Option<f64> {
+    summary.map(|s| s.p50_ms)
+}
+
+fn p99(summary: Option<Summary>) -> Option<f64> {
+    summary.map(|s| s.p99_ms)
+}
+
+const ROWS: [Row; 8] = [
+    Row {
+        name: "throughput (msg/s)",
+        value: |r| Some(r.msgs_per_sec()),
+        precision: 0,
+    },
+    Row {
+        name: "send p50 (ms)",
+        value: |r| p50(r.outcome().send),
+        precision: 2,
+    },
+    Row {
+        name: "send p99 (ms)",
+        value: |r| p99(r.outcome().send),
+        precision: 2,
+    },
+    Row {
+        name: "to delivery p50 (ms)",
+        value: |r| p50(r.outcome().delivery),
+        precision: 2,
+    },
+    Row {
+        name: "to delivery p99 (ms)",
+        value: |r| p99(r.outcome().delivery),
+        precision: 2,
+    },
+    Row {
+        name: "server CPU/msg (ms)",
+        value: |r| r.server_cpu_ms_per_message(),
+        precision: 3,
+    },
+    Row {
+        name: "server CPU (cores)",
+        value: |r| {
+            let sampled = r.sampled();
+            sampled
+                .server_cpu
+                .filter(|_| sampled.seconds > 0.0)
+                .map(|cpu| cpu / sampled.seconds)
+        },
+        precision: 2,
+    },
+    Row {
+        name: "server RSS max (MiB)",
+        value: |r| r.sampled().max_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
+        precision: 1,
+    },
+];
+
+fn ratio(courier: Option<f64>, peer: Option<f64>) -> Option<f64> {
+    courier
+        .zip(peer)
+        .filter(|(_, peer)| *peer > 0.0)
+        .map(|(courier, peer)| courier / peer)
+}
+
+impl SideBySide {
+    /// Courier's figure over RabbitMQ's for each row, by the row's JSON name.
+    fn ratios(&self) -> Value {
+        let keys = [
+            "msgs_per_sec",
+            "send_p50",
+            "send_p99",
+            "delivery_p50",
+            "delivery_p99",
+            "server_cpu_per_message",
+            "server_cores",
+            "server_rss",
+        ];
+        let mut ratios = serde_json::Map::new();
+        for (key, row) in keys.into_iter().zip(&ROWS) {
+            let value = ratio((row.value)(&self.courier), (row.value)(&self.peer));
+            ratios.insert(
+                key.into(),
+                json!(value.map(|v| (v * 1000.0).round() / 1000.0)),
+            );
+        }
+        Value::Object(ratios)
+    }
+
+    /// The last line: Courier's JSON object, the peer's, and the ratios.
+    pub fn json(&self) -> Value {
+        json!({
+            "courier": self.courier.json(),
+            "peer": self.peer.json(),
+            "ratio": self.ratios(),
+        })
+    }
+
+    /// Both reports, the comparison table, then one JSON object on the last line.
+    pub fn render(&self) -> String {
+        let mut text = self.courier.render_text();
+        text.push('\n');
+        text.push_str(&self.peer.render_text());
+        text.push('\n');
+        let courier_does = match self.courier.options().mode {
+            Mode::PrepareConfirm => "Prepare + Confirm (two durable writes)",
+            Mode::Publish => "Publish (one durable write)",
+        };
+        let _ = writeln!(
+            text,
+            "side by side: Courier {} does {courier_does}; RabbitMQ does one publish with a \
+             publisher confirm ({} queue)",
+            self.courier.backend(),
+            self.peer.backend()
+        );
+        let _ = writeln!(
+            text,
+            "  {:<22} {:>12} {:>12} {:>10}",
+            "", "courier", "rabbitmq", "ratio"
+        );
+        for row in &ROWS {
+            let (courier, peer) = ((row.value)(&self.courier), (row.value)(&self.peer));
+            let shown = |value: Option<f64>| {
+                value.map_or_else(|| "-".to_owned(), |v| format!("{v:.*}", row.precision))
+            };
+            let ratio = ratio(courier, peer).map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+            let _ = writeln!(
+                text,
+                "  {:<22} {:>12} {:>12} {:>10}",
+                row.name,
+                shown(courier),
+                shown(peer),
+                ratio
+            );
+        }
+        let _ = writeln!(
+            text,
+            "  (ratio = Courier / RabbitMQ: above 1 is better for throughput, below 1 for the rest; \
+             send = a producer's wait per message)"
+        );
+        let _ = writeln!(text, "{}", self.json());
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn peer_runs_compare_the_flow_only() {
+        let peer = Peer {
+            url: "amqp://127.0.0.1:1/%2f".into(),
+            queue: PeerQueue::Quorum,
+        };
+        for options in [
+            BenchOptions {
+                store_only: true,
+                ..BenchOptions::default()
+            },
+            BenchOptions {
+                backlog: Some(10),
+                ..BenchOptions::default()
+            },
+        ] {
+            let refused = run_side_by_side(options, peer.clone()).await;
+            assert!(
+                matches!(refused, Err(BenchError::Options(_))),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ratios_need_both_figures() {
+        assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
+        assert_eq!(ratio(Some(3.0), Some(0.0)), None);
+        assert_eq!(ratio(None, Some(2.0)), None);
+    }
+}
