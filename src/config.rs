@@ -5,7 +5,7 @@ pub mod env;
 mod security;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -33,6 +33,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub checks: ChecksConfig,
     pub push: PushConfig,
+    pub callbacks: CallbacksConfig,
     pub subscriptions: SubscriptionDefaults,
     pub limits: Limits,
     pub retention: RetentionConfig,
@@ -91,6 +92,25 @@ pub struct PushConfig {
     /// Deliver calls in flight at once to one subscription, so one slow receiver cannot take
     /// every slot.
     pub per_subscription: usize,
+}
+
+/// How Courier calls Checkers and Receivers: TLS for `https://` endpoints, the key that signs
+/// the JWT every call carries, and which hosts may be called at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// PEM file of CA certificates trusted beside the system roots for `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) Courier presents to endpoints that ask for one (mutual TLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// PEM PKCS#8 Ed25519 key that signs callback JWTs, re-read on SIGHUP. Unset: a key
+    /// generated once and shared by every replica through the database.
+    pub signing_key_file: Option<PathBuf>,
+    /// Host globs (`*` matches any run of characters) that checker and push endpoints may
+    /// name; the default `["*"]` allows any host.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Values that subscriptions take for fields their creator left unset.
@@ -173,6 +193,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             checks: ChecksConfig::default(),
             push: PushConfig::default(),
+            callbacks: CallbacksConfig::default(),
             subscriptions: SubscriptionDefaults::default(),
             limits: Limits::default(),
             retention: RetentionConfig::default(),
@@ -202,6 +223,18 @@ impl Default for PushConfig {
         Self {
             concurrency: 64,
             per_subscription: 8,
+        }
+    }
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            signing_key_file: None,
+            allowed_hosts: vec!["*".into()],
         }
     }
 }
@@ -367,6 +400,7 @@ impl Config {
                 "must be at least 1 and at most push.concurrency",
             );
         }
+        self.callbacks.validate()?;
         let subs = &self.subscriptions;
         if !(Duration::from_secs(1)..=Duration::from_secs(12 * 3600)).contains(&subs.ack_deadline) {
             return invalid("subscriptions.ack_deadline", "must be between 1s and 12h");
@@ -417,6 +451,27 @@ impl Config {
             .contains(&postgres.statement_timeout)
         {
             return invalid("postgres.statement_timeout", "must be between 100ms and 1h");
+        }
+        Ok(())
+    }
+}
+
+impl CallbacksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "callbacks.client_cert_file",
+                problem: "callbacks.client_cert_file and callbacks.client_key_file go together"
+                    .into(),
+            });
+        }
+        for pattern in &self.allowed_hosts {
+            crate::callbacks::HostPattern::parse(pattern).map_err(|problem| {
+                ConfigError::Invalid {
+                    key: "callbacks.allowed_hosts",
+                    problem,
+                }
+            })?;
         }
         Ok(())
     }

@@ -75,6 +75,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    #[error("cannot set up callbacks")]
+    Callbacks(#[from] callbacks::SetupError),
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed")]
@@ -134,7 +136,20 @@ pub async fn run_with(
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
     let tracker = TaskTracker::new();
-    let scheduler = scheduler::Scheduler::new(store.clone(), wakeups.clone(), &config);
+    let keyring =
+        Arc::new(callbacks::signer::load_keyring(&config.callbacks, store.as_ref()).await?);
+    if let Some(path) = &config.callbacks.signing_key_file {
+        tracker.spawn(callbacks::signer::reload_on_hangup(
+            keyring.clone(),
+            path.clone(),
+            background.clone(),
+        ));
+    }
+    let callbacks = Arc::new(callbacks::Callbacks::new(
+        &config.callbacks,
+        keyring.clone(),
+    )?);
+    let scheduler = scheduler::Scheduler::new(store.clone(), wakeups.clone(), &config, callbacks);
     if let Some(sender) = options.scheduler {
         let _ = sender.send(scheduler.clone());
     }
@@ -176,7 +191,12 @@ pub async fn run_with(
 
     if let Some(metrics_listener) = metrics_listener {
         let store = services_store.clone();
-        tracker.spawn(metrics::serve(metrics_listener, store, background.clone()));
+        tracker.spawn(metrics::serve(
+            metrics_listener,
+            store,
+            keyring,
+            background.clone(),
+        ));
     }
     log_exposure(&config, &security, listen);
     let stop_accepting = shutdown.clone().cancelled_owned();
@@ -281,7 +301,7 @@ async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, RunError> 
         .await
         .map_err(|source| RunError::MetricsListen { addr, source })?;
     let bound = listener.local_addr().map_err(RunError::Listener)?;
-    info!(metrics_listen = %bound, "metrics served at /metrics");
+    info!(metrics_listen = %bound, "metrics served at /metrics, callback keys at /.well-known/jwks.json");
     Ok(Some(listener))
 }
 

@@ -34,6 +34,8 @@ enum Command {
     Serve(ConfigArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(ConfigArgs),
+    /// Print the JWKS that verifies the JWT on Courier's calls to checkers and receivers.
+    Keys(ConfigArgs),
     /// Operator commands against a running server (--addr).
     #[command(flatten)]
     Operator(courier::cli::Command),
@@ -142,6 +144,13 @@ struct ConfigArgs {
     database_url: Option<String>,
 }
 
+/// The commands that run on the server's configuration.
+enum Task {
+    Serve,
+    Migrate,
+    Keys,
+}
+
 impl ConfigArgs {
     fn load(self) -> Result<Config, courier::config::ConfigError> {
         let flags = FlagOverrides {
@@ -154,9 +163,10 @@ impl ConfigArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (args, serve) = match cli.command {
-        Command::Serve(args) => (args, true),
-        Command::Migrate(args) => (args, false),
+    let (args, task) = match cli.command {
+        Command::Serve(args) => (args, Task::Serve),
+        Command::Migrate(args) => (args, Task::Migrate),
+        Command::Keys(args) => (args, Task::Keys),
         Command::Operator(command) => return courier::cli::run(command),
         Command::Bench(args) => return bench(args),
         Command::BenchServer(args) => {
@@ -183,10 +193,10 @@ fn main() -> ExitCode {
         .context("cannot start the async runtime")
         .and_then(|runtime| {
             runtime.block_on(async {
-                if serve {
-                    serve_until_signalled(config).await
-                } else {
-                    migrate(config).await
+                match task {
+                    Task::Serve => serve_until_signalled(config).await,
+                    Task::Migrate => migrate(config).await,
+                    Task::Keys => print_keys(config).await,
                 }
             })
         });
@@ -290,6 +300,12 @@ async fn serve_until_signalled(config: Config) -> anyhow::Result<()> {
 async fn migrate(config: Config) -> anyhow::Result<()> {
     courier::store::migrate(&config).await?;
     info!("migrations applied");
+    Ok(())
+}
+
+async fn print_keys(config: Config) -> anyhow::Result<()> {
+    let jwks = courier::callbacks::signer::current_jwks(&config).await?;
+    println!("{jwks}");
     Ok(())
 }
 

@@ -14,6 +14,8 @@
 // 2. Check-back: Prepare, the local transaction commits, and the producer "crashes" before
 //    Confirm. Courier's scheduler calls the Checker served by this script, which finds the
 //    order in its own SQLite database and answers COMMIT; the message is confirmed and delivered.
+//    The Checker first verifies the JWT Courier signs every call with, against Courier's JWKS
+//    (--jwks-url), with Node's own crypto, and refuses other calls with UNAUTHENTICATED.
 //
 // SQLite is sql.js (SQLite compiled to WebAssembly, in memory). Every name (producer, topic,
 // subscription, keys) is unique per run, so the demo can run again against the same server.
@@ -31,6 +33,8 @@ const initSqlJs = require('sql.js');
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
 const RPC_TIMEOUT_MS = 10_000; // every unary call except the long poll
 const CHECK_BACK_WAIT_MS = 15_000; // how long the check-back may take before the demo gives up
+const DEFAULT_JWKS_URL = 'http://127.0.0.1:9464/.well-known/jwks.json'; // Courier's metrics_listen
+const JWT_LEEWAY_SECONDS = 5;
 
 class DemoFailure extends Error {}
 
@@ -107,8 +111,53 @@ function channelCredentials(caFile, token) {
   return grpc.credentials.combineChannelCredentials(tls, bearer);
 }
 
+// Verifies the `authorization: Bearer <JWT>` Courier signs each call with (EdDSA, Ed25519)
+// against its JWKS, fetched once and again whenever a token names a kid it does not know
+// (Courier rotated its key). Resolves to the claims; rejects when the call is not Courier's.
+class CourierCallVerifier {
+  constructor(jwksUrl) {
+    this.jwksUrl = jwksUrl;
+    this.keys = new Map(); // kid -> KeyObject
+  }
+
+  async refresh() {
+    const response = await fetch(this.jwksUrl, { signal: AbortSignal.timeout(RPC_TIMEOUT_MS) });
+    if (!response.ok) throw new Error(`GET ${this.jwksUrl} answered ${response.status}`);
+    const { keys } = await response.json();
+    this.keys = new Map(
+      keys
+        .filter((jwk) => jwk.kty === 'OKP' && jwk.crv === 'Ed25519')
+        .map((jwk) => [jwk.kid, crypto.createPublicKey({ key: jwk, format: 'jwk' })]),
+    );
+  }
+
+  async verify(metadata, audience) {
+    const [authorization] = metadata.get('authorization');
+    const token = String(authorization ?? '').replace(/^Bearer /, '');
+    const [header64, claims64, signature64] = token.split('.');
+    if (!signature64) throw new Error('no Bearer JWT');
+    const decode = (part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    const header = decode(header64);
+    if (header.alg !== 'EdDSA') throw new Error(`alg ${header.alg}`);
+    if (!this.keys.has(header.kid)) await this.refresh();
+    const key = this.keys.get(header.kid);
+    if (!key) throw new Error(`unknown kid ${header.kid}`);
+    const signed = Buffer.from(`${header64}.${claims64}`);
+    if (!crypto.verify(null, signed, key, Buffer.from(signature64, 'base64url'))) {
+      throw new Error('bad signature');
+    }
+    const claims = decode(claims64);
+    const now = Date.now() / 1000;
+    if (claims.iss !== 'courier') throw new Error(`iss ${claims.iss}`);
+    if (claims.aud !== audience) throw new Error(`aud ${claims.aud}, not ${audience}`);
+    if (!(claims.exp + JWT_LEEWAY_SECONDS > now)) throw new Error('expired');
+    if (!(claims.iat - JWT_LEEWAY_SECONDS <= now)) throw new Error('issued in the future');
+    return claims;
+  }
+}
+
 class Demo {
-  constructor(courier, SQL, addr, checkerHost, credentials) {
+  constructor(courier, SQL, addr, checkerHost, credentials, jwksUrl) {
     this.courier = courier;
     this.addr = addr;
     this.checkerHost = checkerHost;
@@ -132,6 +181,9 @@ class Demo {
     this.billingDb.run('CREATE TABLE invoices (order_no TEXT PRIMARY KEY, amount INTEGER NOT NULL)');
 
     this.checkerAnswers = []; // [key, decision]
+    this.verifier = new CourierCallVerifier(jwksUrl);
+    this.checkerEndpoint = ''; // the `aud` of Courier's calls, once the Checker listens
+    this.refusedCalls = []; // why calls to the Checker were refused
   }
 
   async run() {
@@ -152,8 +204,9 @@ class Demo {
         error ? reject(error) : resolve(bound),
       ),
     );
+    this.checkerEndpoint = `http://${this.checkerHost}:${port}`;
     try {
-      await this.setup(`http://${this.checkerHost}:${port}`);
+      await this.setup(this.checkerEndpoint);
       await this.twoPhaseFlow();
       await this.checkBackFlow();
     } finally {
@@ -232,6 +285,8 @@ class Demo {
       `confirmed, but the Checker never answered COMMIT for it (answers: ${answers.join(', ')})`,
     );
     ok(`the Checker answered ${answers.join(', ')}; Courier made the message ${message.state}`);
+    expect(this.refusedCalls.length === 0, `the Checker refused calls: ${this.refusedCalls.join('; ')}`);
+    ok("every call to the Checker carried a JWT that verifies against Courier's JWKS");
 
     await this.consume(messageId);
     await this.expectDelivered(messageId);
@@ -276,9 +331,28 @@ class Demo {
     ok(`${message.outcome}, delivery to ${this.subscription} ${states[0]}`);
   }
 
-  // courier.v1.Checker/Check: answers from the shop's own database whether the order committed.
+  // courier.v1.Checker/Check: answers from the shop's own database whether the order committed,
+  // once the call proved to come from Courier, about this producer's message.
   check(callObject, done) {
     const request = callObject.request;
+    this.verifier.verify(callObject.metadata, this.checkerEndpoint).then(
+      (claims) => {
+        if (claims.sub === request.producer && claims.message_id === request.messageId) {
+          this.answer(request, done);
+        } else {
+          this.refuse(`token for ${claims.sub}/${claims.message_id}, call for ${request.messageId}`, done);
+        }
+      },
+      (error) => this.refuse(error.message, done),
+    );
+  }
+
+  refuse(problem, done) {
+    this.refusedCalls.push(problem);
+    done({ code: grpc.status.UNAUTHENTICATED, details: 'not a call from Courier' });
+  }
+
+  answer(request, done) {
     const committed = query(this.shopDb, 'SELECT 1 FROM orders WHERE order_no = ?', [request.key]).length > 0;
     const ageSeconds = Date.now() / 1000 - Number(request.preparedAt?.seconds ?? 0);
     let decision;
@@ -350,6 +424,8 @@ async function main() {
       'ca-file': { type: 'string' },
       // Bearer token for every call (default: $COURIER_TOKEN); needs --ca-file.
       token: { type: 'string', default: process.env.COURIER_TOKEN },
+      // Courier's public keys, to verify the JWT on each call to the Checker.
+      'jwks-url': { type: 'string', default: DEFAULT_JWKS_URL },
     },
   });
   if (values.token && !values['ca-file']) {
@@ -362,7 +438,14 @@ async function main() {
   const SQL = await initSqlJs();
 
   const credentials = channelCredentials(values['ca-file'], values.token);
-  await new Demo(courier, SQL, values.addr, values['checker-host'], credentials).run();
+  await new Demo(
+    courier,
+    SQL,
+    values.addr,
+    values['checker-host'],
+    credentials,
+    values['jwks-url'],
+  ).run();
   console.log('demo passed: every step succeeded');
 }
 

@@ -14,7 +14,9 @@ a live Courier and exits 0 only if every step succeeded:
    says DELIVERED. A repeated delivery is skipped by the processed_messages row.
 2. Check-back: Prepare, the local transaction commits, and the producer "crashes" before
    Confirm. Courier's scheduler calls the Checker served by this script, which finds the order
-   in its own SQLite database and answers COMMIT; the message is confirmed and delivered.
+   in its own SQLite database and answers COMMIT; the message is confirmed and delivered. The
+   Checker first verifies the JWT Courier signs every call with, against Courier's JWKS
+   (--jwks-url), and refuses calls that are not Courier's with UNAUTHENTICATED.
 
 Every name (producer, topic, subscription, keys) is unique per run, so the demo can run again
 against the same server.
@@ -42,6 +44,7 @@ PROTO_ROOT = HERE.parent.parent / "proto"
 GENERATED = HERE / "generated"
 
 RPC_TIMEOUT = 10  # seconds, for every unary call except the long poll
+DEFAULT_JWKS_URL = "http://127.0.0.1:9464/.well-known/jwks.json"  # Courier's metrics_listen
 CHECK_BACK_WAIT = 15  # seconds the check-back may take before the demo gives up
 
 
@@ -104,6 +107,12 @@ def main() -> int:
         help="bearer token sent with every call (default: $COURIER_TOKEN); needs --ca-file, "
         "since a token must not travel in plaintext",
     )
+    parser.add_argument(
+        "--jwks-url",
+        default=DEFAULT_JWKS_URL,
+        help="Courier's public keys, to verify the JWT on each call to the Checker "
+        f"(default {DEFAULT_JWKS_URL}, on Courier's metrics_listen)",
+    )
     args = parser.parse_args()
     if args.token and not args.ca_file:
         parser.error("--token needs --ca-file: a token must not travel in plaintext")
@@ -114,7 +123,9 @@ def main() -> int:
 
     try:
         with tempfile.TemporaryDirectory(prefix="courier-demo-") as workdir:
-            Demo(args.addr, args.checker_host, Path(workdir), args.ca_file, args.token).run()
+            Demo(
+                args.addr, args.checker_host, args.jwks_url, Path(workdir), args.ca_file, args.token
+            ).run()
     except DemoFailure as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1
@@ -139,10 +150,17 @@ def open_channel(grpc, addr: str, ca_file: str | None, token: str | None):
 
 class Demo:
     def __init__(
-        self, addr: str, checker_host: str, workdir: Path, ca_file: str | None, token: str | None
+        self,
+        addr: str,
+        checker_host: str,
+        jwks_url: str,
+        workdir: Path,
+        ca_file: str | None,
+        token: str | None,
     ) -> None:
         # Imported here: the modules exist only after generate_client().
         import grpc
+        import jwt
         from google.protobuf.duration_pb2 import Duration
 
         from courier.v1 import (
@@ -166,6 +184,9 @@ class Demo:
 
         self.addr = addr
         self.checker_host = checker_host
+        self.checker_endpoint = ""  # set once the Checker listens; the `aud` of Courier's calls
+        # Fetches Courier's JWKS, caches it, and fetches again for a kid it does not know.
+        self.jwks = jwt.PyJWKClient(jwks_url, cache_keys=True)
         run = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.producer_name = f"py-shop-{run}"
         self.topic = f"py-orders-{run}"
@@ -202,8 +223,9 @@ class Demo:
         port = server.add_insecure_port(f"{self.checker_host}:0")
         expect(port != 0, f"cannot listen on {self.checker_host}:0 for the Checker")
         server.start()
+        self.checker_endpoint = f"http://{self.checker_host}:{port}"
         try:
-            self.setup(f"http://{self.checker_host}:{port}")
+            self.setup(self.checker_endpoint)
             self.two_phase_flow()
             self.check_back_flow(checker)
         finally:
@@ -292,6 +314,8 @@ class Demo:
             f"confirmed, but the Checker never answered COMMIT for it (answers: {answers})",
         )
         ok(f"the Checker answered {', '.join(answers)}; Courier made the message MESSAGE_STATE_CONFIRMED")
+        expect(not checker.refused, f"the Checker refused calls: {checker.refused}")
+        ok("every call to the Checker carried a JWT that verifies against Courier's JWKS")
 
         self.consume(message_id)
         self.expect_delivered(message_id)
@@ -400,8 +424,39 @@ class ShopChecker:
         self.demo = demo
         self.lock = threading.Lock()
         self.answers: list[tuple[str, str]] = []
+        self.refused: list[str] = []
+
+    def caller_is_courier(self, request, context) -> bool:
+        """Verifies the `authorization: Bearer <JWT>` Courier signs every call with."""
+        import jwt
+
+        metadata = dict(context.invocation_metadata())
+        token = metadata.get("authorization", "").removeprefix("Bearer ")
+        try:
+            key = self.demo.jwks.get_signing_key_from_jwt(token)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["EdDSA"],
+                issuer="courier",
+                audience=self.demo.checker_endpoint,  # this Checker's URL, as registered
+                options={"require": ["exp", "iat", "sub", "message_id"]},
+                leeway=5,
+            )
+        except jwt.PyJWTError as error:
+            problem = f"{type(error).__name__}: {error}"
+        else:
+            if claims["sub"] == request.producer and claims["message_id"] == request.message_id:
+                return True
+            problem = f"token for {claims['sub']}/{claims['message_id']}, call for {request.message_id}"
+        with self.lock:
+            self.refused.append(problem)
+        context.abort(self.demo.grpc.StatusCode.UNAUTHENTICATED, "not a call from Courier")
+        return False
 
     def Check(self, request, context):  # noqa: N802 (the gRPC method name)
+        if not self.caller_is_courier(request, context):
+            return None
         pb = self.demo.pb_common
         with contextlib.closing(sqlite3.connect(self.demo.shop_db_path)) as db:
             committed = db.execute("SELECT 1 FROM orders WHERE order_no = ?", (request.key,)).fetchone()

@@ -8,7 +8,7 @@ use tracing::{debug, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::convert;
+use super::{convert, endpoints};
 use crate::domain::Timestamp;
 use crate::metrics;
 use crate::proto::{self, admin_server::Admin};
@@ -37,6 +37,13 @@ impl Admin for AdminService {
             request.into_inner().subscription,
             &self.context.config.subscriptions,
         )?;
+        if let Some(endpoint) = &subscription.push_endpoint {
+            endpoints::must_be_allowed(
+                "subscription.push_endpoint",
+                endpoint,
+                &self.context.config,
+            )?;
+        }
         record("subscription", &subscription.name);
         record("topic", &subscription.topic);
         let (subscription, created) = self.context.store.create_subscription(subscription).await?;
@@ -97,6 +104,13 @@ impl Admin for AdminService {
             request.into_inner().subscription,
             &self.context.config.subscriptions,
         )?;
+        if let Some(endpoint) = &spec.push_endpoint {
+            endpoints::must_be_allowed(
+                "subscription.push_endpoint",
+                endpoint,
+                &self.context.config,
+            )?;
+        }
         record("subscription", &spec.name);
         // An update may leave the topic out (a different one is refused by the store); the
         // creation time is never the client's to set.

@@ -9,6 +9,7 @@ pub mod status;
 mod admin;
 mod answers;
 mod consumer;
+mod endpoints;
 mod producer;
 mod well_known;
 

@@ -9,7 +9,7 @@ use tracing::{debug, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::convert;
+use super::{convert, endpoints};
 use crate::domain::{Decision, MessageRef, Timestamp};
 use crate::metrics;
 use crate::proto::{self, producer_server::Producer};
@@ -150,6 +150,7 @@ impl Producer for ProducerService {
         let caller = Caller::of(&request)?;
         let checker = convert::register_checker(request.into_inner(), &self.context.config)?;
         caller.authorize(Some(checker.producer.as_str()))?;
+        endpoints::must_be_allowed("endpoint", &checker.endpoint, &self.context.config)?;
         let (producer, endpoint) = (checker.producer.clone(), checker.endpoint.clone());
         let timeout = checker.timeout;
         crate::telemetry::record("producer", &producer);

@@ -1,5 +1,6 @@
 //! The metrics listener: a small HTTP/1.1 server answering `GET /metrics` with the OpenMetrics
-//! text exposition. The backlog gauges are read from the store on each scrape (one scrape at
+//! text exposition, and `GET /.well-known/jwks.json` with the public keys that verify the JWT
+//! on every callback. The backlog gauges are read from the store on each scrape (one scrape at
 //! a time; scrapes that arrive meanwhile share its result), so they are never staler than the
 //! scrape interval and cost nothing between scrapes.
 
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::callbacks::Keyring;
 use crate::domain::Timestamp;
 use crate::store::{Stats, Store};
 
@@ -31,9 +33,11 @@ const STATS_SHARE: Duration = Duration::from_secs(1);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 struct Scrapes {
     store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
     /// The last stats read and when; held across the read so scrapes never pile up on the store.
     last: Mutex<Option<(Instant, Stats)>>,
 }
@@ -79,12 +83,17 @@ impl Scrapes {
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 reply(StatusCode::OK, OPENMETRICS, self.exposition().await)
             }
+            (&Method::GET | &Method::HEAD, JWKS_PATH) => reply(
+                StatusCode::OK,
+                "application/json",
+                self.keyring.jwks(Timestamp::now()),
+            ),
             (&Method::GET | &Method::HEAD, "/") => reply(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                "courier metrics: GET /metrics\n".into(),
+                format!("courier metrics: GET /metrics; callback keys: GET {JWKS_PATH}\n"),
             ),
-            (_, "/metrics" | "/") => reply(
+            (_, "/metrics" | "/" | JWKS_PATH) => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain; charset=utf-8",
                 "use GET\n".into(),
@@ -98,11 +107,17 @@ impl Scrapes {
     }
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` is cancelled; open connections are closed
-/// then too. The gauges come from `store`.
-pub async fn serve(listener: TcpListener, store: Arc<dyn Store>, shutdown: CancellationToken) {
+/// Serves `/metrics` and the JWKS on `listener` until `shutdown` is cancelled; open connections
+/// are closed then too. The gauges come from `store`, the keys from `keyring`.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    shutdown: CancellationToken,
+) {
     let scrapes = Arc::new(Scrapes {
         store,
+        keyring,
         last: Mutex::new(None),
     });
     let connections = TaskTracker::new();

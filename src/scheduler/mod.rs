@@ -47,8 +47,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(store: Arc<dyn Store>, wakeups: Wakeups, config: &Config) -> Self {
-        let callbacks = Arc::new(Callbacks::new());
+    /// Checks and pushes go out through `callbacks`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        wakeups: Wakeups,
+        config: &Config,
+        callbacks: Arc<Callbacks>,
+    ) -> Self {
         Self {
             checks: Arc::new(checks::CheckBack::new(
                 store.clone(),
@@ -101,17 +106,6 @@ impl Scheduler {
         tracker.spawn(self.push.run(shutdown.clone(), tracker.clone()));
         tracker.spawn(self.retention.run(shutdown));
     }
-}
-
-/// Starts every scheduler loop on `tracker`; they stop when `shutdown` is cancelled.
-pub fn spawn(
-    store: Arc<dyn Store>,
-    wakeups: Wakeups,
-    config: &Config,
-    shutdown: CancellationToken,
-    tracker: &TaskTracker,
-) {
-    Scheduler::new(store, wakeups, config).spawn(shutdown, tracker);
 }
 
 /// Takes up to `most` permits that are free right now, without waiting.

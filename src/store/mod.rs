@@ -229,6 +229,13 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError>;
+
+    // --- callbacks ---
+
+    /// The callback signing key every replica shares (PKCS#8 DER): the stored one, or
+    /// `candidate`, stored durably now, when there is none yet. Replicas offering different
+    /// candidates at the same time all get the one that was stored.
+    async fn shared_signing_key(&self, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError>;
 }
 
 /// The kinds of database Courier can store in, told apart by the `database_url` scheme.

@@ -140,7 +140,7 @@ impl TestServer {
 
     /// Starts a server with `test_config()` changed by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_connecting(tweak, |addr| plain_endpoint(addr)).await
+        Self::start_connecting(tweak, plain_endpoint).await
     }
 
     /// Starts a server whose clients (the shortcuts, and the readiness probe) connect through

@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod callbacks;
 mod certs;
 mod cli;
 mod concurrency;

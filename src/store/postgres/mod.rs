@@ -22,6 +22,7 @@ mod ops;
 mod reads;
 mod rows;
 mod scheduling;
+mod signing_key;
 mod subscription_cache;
 #[cfg(test)]
 mod tests;
@@ -531,6 +532,16 @@ impl Store for PostgresStore {
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
         self.read(|tx| Box::pin(Reads::stats(tx.into_connection(), now)))
+            .await
+    }
+
+    async fn shared_signing_key(&self, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let (candidate, now) = (&candidate, Timestamp::now());
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                signing_key::get_or_insert(&mut connection, candidate, now).await
+            })
             .await
     }
 }

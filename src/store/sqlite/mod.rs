@@ -8,6 +8,7 @@ mod ops;
 mod reads;
 mod rows;
 mod scheduling;
+mod signing_key;
 mod writer;
 
 use std::path::Path;
@@ -343,5 +344,12 @@ impl Store for SqliteStore {
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
         Reads::stats(&mut *self.reader().await?, now).await
+    }
+
+    async fn shared_signing_key(&self, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let now = Timestamp::now();
+        self.writer
+            .write(move |conn| signing_key::get_or_insert(conn, &candidate, now))
+            .await
     }
 }
