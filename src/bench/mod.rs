@@ -356,7 +356,7 @@ async fn run_store_only(
     let target = StoreTarget::new(store.clone(), wakeups, &config, &topic).await?;
     let before = match database.xact_commit().await? {
         Some(count) => Some(count),
-        None => Some(crate::store::sqlite::commits_in_process()),
+        None => Some(crate::store::sqlite::commits_to(database.url())),
     };
     let started = Instant::now();
     let cpu_before = process::cpu_seconds(process::SELF);
@@ -382,7 +382,7 @@ async fn run_store_only(
         database.settle_stats().await?;
         database.xact_commit().await?
     } else {
-        Some(crate::store::sqlite::commits_in_process())
+        Some(crate::store::sqlite::commits_to(database.url()))
     };
     if let (Some(before), Some(after)) = (before, after) {
         report.set_commits(

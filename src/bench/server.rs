@@ -44,6 +44,7 @@ pub enum Server {
     InProcess {
         addr: SocketAddr,
         tls: bool,
+        database_url: String,
         shutdown: CancellationToken,
         served: JoinHandle<Result<(), RunError>>,
     },
@@ -125,7 +126,9 @@ impl Server {
                 Ok(value.parse().ok())
             }
             // Asked only of SQLite: PostgreSQL's commits come from pg_stat_database.
-            Self::InProcess { .. } => Ok(Some(crate::store::sqlite::commits_in_process())),
+            Self::InProcess { database_url, .. } => {
+                Ok(Some(crate::store::sqlite::commits_to(database_url)))
+            }
             _ => Ok(None),
         }
     }
@@ -222,10 +225,12 @@ async fn start_child(
 
 async fn start_in_process(config: Config) -> Result<Server, BenchError> {
     let tls = config.tls.enabled();
+    let database_url = config.database_url.clone();
     let (addr, _store, shutdown, served) = spawn_server(config).await?;
     Ok(Server::InProcess {
         addr,
         tls,
+        database_url,
         shutdown,
         served,
     })
@@ -278,7 +283,9 @@ pub async fn serve_child(
         match command.trim() {
             "commits" => {
                 let count = match Backend::of(&database_url) {
-                    Some(Backend::Sqlite) => crate::store::sqlite::commits_in_process().to_string(),
+                    Some(Backend::Sqlite) => {
+                        crate::store::sqlite::commits_to(&database_url).to_string()
+                    }
                     _ => "none".to_owned(),
                 };
                 stdout

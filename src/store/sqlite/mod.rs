@@ -22,7 +22,7 @@ use sqlx::{ConnectOptions, Connection as _, Sqlite, SqlitePool};
 
 use reads::Reads;
 use writer::Writer;
-pub use writer::commits_in_process;
+pub use writer::commits_to;
 
 use super::{
     CheckRecorded, CheckVerdict, DeliveryQuery, ExpiredLeases, InsertOutcome, MessageQuery,
@@ -80,7 +80,7 @@ impl SqliteStore {
             .connect_with(options.clone().read_only(true))
             .await?;
         let writer = open_writer(options.get_filename())?;
-        let writer = Writer::start(writer, config.max_batch).map_err(StoreError::internal)?;
+        let writer = Writer::start(writer, config.max_batch, url).map_err(StoreError::internal)?;
         Ok(Self {
             writer,
             readers,

@@ -7,7 +7,9 @@
 //! answers the callers. (Through an async driver every statement was a round trip to the
 //! driver's connection thread, and those round trips, not SQLite, bounded throughput.)
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -36,11 +38,17 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread on `connection`; it ends (closing the connection) when every
     /// handle is dropped.
-    pub fn start(connection: Connection, max_batch: usize) -> std::io::Result<Self> {
+    /// Its commits count towards [`commits_to`] of `database_url`.
+    pub fn start(
+        connection: Connection,
+        max_batch: usize,
+        database_url: &str,
+    ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::unbounded_channel();
+        let commits = commit_counter(database_url);
         std::thread::Builder::new()
             .name("courier-sqlite-writer".into())
-            .spawn(move || run(connection, jobs, max_batch))?;
+            .spawn(move || run(connection, jobs, max_batch, &commits))?;
         Ok(Self { queue })
     }
 
@@ -75,16 +83,33 @@ impl Writer {
     }
 }
 
-/// Commits of every SQLite writer in this process, for `courier bench` (which runs one store
-/// per process) to report commits per message.
-static COMMITS: AtomicU64 = AtomicU64::new(0);
+/// Commits per database URL by the writers of this process, for `courier bench` to report
+/// commits per message without a method on the Store trait. Keyed by database, so stores of
+/// other databases in the same process (tests running side by side) do not count.
+static COMMITS: Mutex<Option<HashMap<String, Arc<AtomicU64>>>> = Mutex::new(None);
 
-/// Write transactions the SQLite writers of this process have committed so far.
-pub fn commits_in_process() -> u64 {
-    COMMITS.load(Relaxed)
+fn commit_counter(database_url: &str) -> Arc<AtomicU64> {
+    let mut counters = COMMITS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    counters
+        .get_or_insert_with(HashMap::new)
+        .entry(database_url.to_owned())
+        .or_default()
+        .clone()
 }
 
-fn run(connection: Connection, mut jobs: mpsc::UnboundedReceiver<Job>, max_batch: usize) {
+/// Write transactions this process's SQLite writers have committed to `database_url` so far.
+pub fn commits_to(database_url: &str) -> u64 {
+    commit_counter(database_url).load(Relaxed)
+}
+
+fn run(
+    connection: Connection,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    max_batch: usize,
+    commits: &AtomicU64,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     // Blocks this thread (never a runtime's) until work arrives, then takes whatever else
     // queued meanwhile: the batch grows with the load.
@@ -98,7 +123,7 @@ fn run(connection: Connection, mut jobs: mpsc::UnboundedReceiver<Job>, max_batch
         }
         let (answers, failure) = match commit_batch(&connection, batch.drain(..)) {
             Ok(answers) => {
-                COMMITS.fetch_add(1, Relaxed);
+                commits.fetch_add(1, Relaxed);
                 (answers, None)
             }
             Err((answers, error)) => {
