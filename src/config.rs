@@ -368,14 +368,8 @@ impl Config {
         self.tls.validate()?;
         self.auth.validate()?;
         self.auth.check_exposure(listen)?;
-        if !(self.database_url.starts_with("sqlite:")
-            || self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://"))
-        {
-            return invalid(
-                "database_url",
-                "must start with sqlite: or postgres:// (the value is not shown; it may hold a password)",
-            );
+        if crate::store::Backend::of(&self.database_url).is_none() {
+            return invalid("database_url", crate::store::Backend::EXPECTED);
         }
         let checks = &self.checks;
         if checks.max_attempts == 0 {

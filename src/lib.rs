@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod security;
 pub mod store;
 pub mod telemetry;
+pub mod wakeups;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,7 +41,8 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
 use crate::security::Security;
-use crate::store::{StoreError, Wakeups};
+use crate::store::StoreError;
+use crate::wakeups::Wakeups;
 
 pub use crate::config::LogFormat;
 pub use crate::health::LIVENESS_SERVICE;
@@ -305,9 +307,5 @@ async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, RunError> 
 
 /// The backend's kind for the logs; the URL itself may carry a password.
 fn backend_kind(database_url: &str) -> &'static str {
-    if database_url.starts_with("sqlite:") {
-        "sqlite"
-    } else {
-        "postgres"
-    }
+    store::Backend::of(database_url).map_or("unknown", store::Backend::name)
 }

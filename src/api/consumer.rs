@@ -13,10 +13,10 @@ use tracing::{debug, error, instrument};
 use super::ApiContext;
 use super::auth::Caller;
 use super::convert;
-use crate::domain::{Receipt, RedeliveryPlan, Subscription, Timestamp};
+use crate::domain::{AckStatus, LeasedDelivery, Receipt, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
 use crate::proto::{self, consumer_server::Consumer};
-use crate::store::{AckStatus, LeasedDelivery, StoreError};
+use crate::store::StoreError;
 
 /// Floor on a long poll's sleep when the store reports work due that a lease did not find
 /// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.

@@ -9,14 +9,12 @@ use std::time::Duration;
 
 use crate::config::{Config, Limits, SubscriptionDefaults};
 use crate::domain::{
-    self, DeliveryState, FieldViolation, Headers, MessageId, MessageKey, MessageOutcome,
-    MessageRecord, MessageRef, MessageState, Name, Receipt, RetryPolicy, Subscription, Timestamp,
+    self, CheckerRegistration, DeliveryState, FieldViolation, Headers, LeasedDelivery, MessageId,
+    MessageKey, MessageOutcome, MessageRecord, MessageRef, MessageState, Name, Receipt,
+    RetryPolicy, Subscription, Timestamp,
 };
 use crate::proto;
-use crate::store::{
-    self, CheckerRegistration, DeliveryQuery, InsertOutcome, LeasedDelivery, MessageQuery,
-    NewMessage, Page, Stats,
-};
+use crate::store::{DeliveryQuery, InsertOutcome, MessageQuery, NewMessage, Page, Stats};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -283,11 +281,11 @@ fn delivery_state(state: DeliveryState) -> proto::DeliveryState {
     }
 }
 
-fn ack_status(status: store::AckStatus) -> proto::AckStatus {
+fn ack_status(status: domain::AckStatus) -> proto::AckStatus {
     match status {
-        store::AckStatus::Ok => proto::AckStatus::Ok,
-        store::AckStatus::LeaseLost => proto::AckStatus::LeaseLost,
-        store::AckStatus::NotFound => proto::AckStatus::NotFound,
+        domain::AckStatus::Ok => proto::AckStatus::Ok,
+        domain::AckStatus::LeaseLost => proto::AckStatus::LeaseLost,
+        domain::AckStatus::NotFound => proto::AckStatus::NotFound,
     }
 }
 
@@ -731,7 +729,7 @@ impl AckParams {
     }
 }
 
-pub fn ack_response(receipts: &[Receipt], statuses: Vec<store::AckStatus>) -> proto::AckResponse {
+pub fn ack_response(receipts: &[Receipt], statuses: Vec<domain::AckStatus>) -> proto::AckResponse {
     let results = receipts
         .iter()
         .zip(statuses)

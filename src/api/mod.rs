@@ -22,7 +22,8 @@ use crate::health::StoreOutages;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
-use crate::store::{Store, Wakeups};
+use crate::store::Store;
+use crate::wakeups::Wakeups;
 
 pub use admin::AdminService;
 pub use answers::{Answers, RequestLimit};

@@ -26,8 +26,8 @@ pub fn store_status(error: StoreError) -> Status {
             warn!(error = %ErrorChain(&error), "store unavailable");
             Status::unavailable("the store is unavailable; retry later")
         }
-        StoreError::Unsupported(message) => Status::unimplemented(message),
-        StoreError::Internal(_) => {
+        // Only opening a store answers it; reaching a client would be a bug.
+        StoreError::InvalidConfig(_) | StoreError::Internal(_) => {
             error!(error = %ErrorChain(&error), "internal error");
             Status::internal("internal error")
         }
@@ -118,10 +118,10 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (
-                StoreError::Unavailable(sqlx::Error::PoolTimedOut),
+                StoreError::from(sqlx::Error::PoolTimedOut),
                 Code::Unavailable,
             ),
-            (StoreError::Unsupported("later".into()), Code::Unimplemented),
+            (StoreError::InvalidConfig("bad".into()), Code::Internal),
         ];
         for (error, code) in cases {
             assert_eq!(store_status(error).code(), code);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::{BenchError, BenchOptions};
+use crate::store::Backend;
 
 /// How long the bench waits for PostgreSQL to publish the counters of closed connections.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(15);
@@ -32,7 +33,7 @@ impl BenchDatabase {
     pub async fn prepare(options: &BenchOptions) -> Result<Self, BenchError> {
         let given = options.database_url.as_deref();
         match given {
-            Some(url) if is_postgres(url) => {
+            Some(url) if Backend::of(url) == Some(Backend::Postgres) => {
                 let parsed = url::Url::parse(url)
                     .map_err(|e| BenchError::Options(format!("--database-url: {e}")))?;
                 let current = parsed.path().trim_start_matches('/').to_owned();
@@ -60,7 +61,7 @@ impl BenchDatabase {
                     drop_after: true,
                 })
             }
-            Some(url) if url.starts_with("sqlite:") => Ok(Self::Sqlite {
+            Some(url) if Backend::of(url) == Some(Backend::Sqlite) => Ok(Self::Sqlite {
                 url: url.to_owned(),
                 temporary: None,
             }),
@@ -190,8 +191,4 @@ impl BenchDatabase {
             _ => {}
         }
     }
-}
-
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

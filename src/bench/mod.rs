@@ -260,7 +260,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
         let loaded_in_store = options.addr.is_none();
         if loaded_in_store {
             let config = server_config(options, database.url())?;
-            let wakeups = crate::store::Wakeups::default();
+            let wakeups = crate::wakeups::Wakeups::default();
             let store = crate::store::open(&config, wakeups.clone()).await?;
             let target = StoreTarget::new(store, wakeups, &config, &topic).await?;
             let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
@@ -351,12 +351,12 @@ async fn run_store_only(
     let topic = format!("bench-{}", &run_id[run_id.len() - 12..]);
     let mut report = Report::new(options, database.backend());
     let config = server_config(options, database.url())?;
-    let wakeups = crate::store::Wakeups::default();
+    let wakeups = crate::wakeups::Wakeups::default();
     let store = crate::store::open(&config, wakeups.clone()).await?;
     let target = StoreTarget::new(store.clone(), wakeups, &config, &topic).await?;
     let before = match database.xact_commit().await? {
         Some(count) => Some(count),
-        None => store.commit_count(),
+        None => Some(crate::store::sqlite::commits_to(database.url())),
     };
     let started = Instant::now();
     let cpu_before = process::cpu_seconds(process::SELF);
@@ -382,7 +382,7 @@ async fn run_store_only(
         database.settle_stats().await?;
         database.xact_commit().await?
     } else {
-        store.commit_count()
+        Some(crate::store::sqlite::commits_to(database.url()))
     };
     if let (Some(before), Some(after)) = (before, after) {
         report.set_commits(

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::process;
 use super::{BenchError, BenchOptions, Launch};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::{RunError, RunOptions};
 
 /// How long a child may take to start serving, and to stop.
@@ -44,7 +44,7 @@ pub enum Server {
     InProcess {
         addr: SocketAddr,
         tls: bool,
-        store: Arc<dyn Store>,
+        database_url: String,
         shutdown: CancellationToken,
         served: JoinHandle<Result<(), RunError>>,
     },
@@ -125,7 +125,10 @@ impl Server {
                     .ok_or_else(|| BenchError::Server(format!("unexpected answer {line:?}")))?;
                 Ok(value.parse().ok())
             }
-            Self::InProcess { store, .. } => Ok(store.commit_count()),
+            // Asked only of SQLite: PostgreSQL's commits come from pg_stat_database.
+            Self::InProcess { database_url, .. } => {
+                Ok(Some(crate::store::sqlite::commits_to(database_url)))
+            }
             _ => Ok(None),
         }
     }
@@ -222,11 +225,12 @@ async fn start_child(
 
 async fn start_in_process(config: Config) -> Result<Server, BenchError> {
     let tls = config.tls.enabled();
-    let (addr, store, shutdown, served) = spawn_server(config).await?;
+    let database_url = config.database_url.clone();
+    let (addr, _store, shutdown, served) = spawn_server(config).await?;
     Ok(Server::InProcess {
         addr,
         tls,
-        store,
+        database_url,
         shutdown,
         served,
     })
@@ -278,9 +282,12 @@ pub async fn serve_child(
     while let Some(command) = commands.next_line().await? {
         match command.trim() {
             "commits" => {
-                let count = store
-                    .commit_count()
-                    .map_or_else(|| "none".to_owned(), |c| c.to_string());
+                let count = match Backend::of(&database_url) {
+                    Some(Backend::Sqlite) => {
+                        crate::store::sqlite::commits_to(&database_url).to_string()
+                    }
+                    _ => "none".to_owned(),
+                };
                 stdout
                     .write_all(format!("commits {count}\n").as_bytes())
                     .await?;

@@ -12,12 +12,13 @@ use tokio::time::Instant;
 use super::{BenchError, BenchOptions};
 use crate::api::convert::{self, MessageFields};
 use crate::config::Config;
-use crate::domain::{Decision, MessageId, MessageRef, Receipt, Subscription, Timestamp};
+use crate::domain::{AckStatus, Decision, MessageId, MessageRef, Receipt, Subscription, Timestamp};
 use crate::proto;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::consumer_client::ConsumerClient;
 use crate::proto::producer_client::ProducerClient;
-use crate::store::{AckStatus, Store, Wakeups};
+use crate::store::Store;
+use crate::wakeups::Wakeups;
 
 /// The producer name every bench message carries.
 pub const PRODUCER: &str = "bench";

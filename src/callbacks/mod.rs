@@ -25,12 +25,12 @@ pub use keys::{Keyring, SigningKey};
 
 use crate::api::convert;
 use crate::config::CallbacksConfig;
-use crate::domain::Decision;
+use crate::domain::{Decision, DueCheck, LeasedDelivery};
 use crate::metrics::code_name;
 use crate::proto::checker_client::CheckerClient;
 use crate::proto::receiver_client::ReceiverClient;
 use crate::proto::{self, CheckRequest};
-use crate::store::{DueCheck, LeasedDelivery, StoreError};
+use crate::store::StoreError;
 
 /// How long opening a connection may take; the call's own deadline bounds it too.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

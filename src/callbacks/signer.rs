@@ -103,7 +103,7 @@ pub async fn current_jwks(config: &crate::config::Config) -> Result<String, Setu
     let key = match &config.callbacks.signing_key_file {
         Some(path) => read_key_file(path)?,
         None => {
-            let store = crate::store::open(config, crate::store::Wakeups::default()).await?;
+            let store = crate::store::open(config, crate::wakeups::Wakeups::default()).await?;
             shared_key(store.as_ref()).await?
         }
     };

@@ -2,9 +2,11 @@
 //! retry backoff. Pure functions and types only; no I/O, no proto, no SQL.
 
 mod backoff;
+mod check;
 mod delivery;
 mod glob;
 mod ids;
+mod lease;
 mod message;
 mod names;
 mod subscription;
@@ -12,12 +14,14 @@ mod text;
 mod time;
 
 pub use backoff::{JITTER, backoff, random_jitter};
+pub use check::{CheckerRegistration, DueCheck};
 pub use delivery::{
     AckVerdict, DeliveryState, DeliveryStatus, LeaseCheck, Receipt, RedeliveryPlan, check_lease,
     classify_ack, plan_redelivery,
 };
 pub use glob::glob_matches;
 pub use ids::{MessageId, ParseIdError};
+pub use lease::{AckStatus, LeasedDelivery};
 pub use message::{
     Decision, Headers, MessageOutcome, MessageRecord, MessageRef, MessageState, Transition, decide,
     outcome,

@@ -23,8 +23,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::domain::MessageState;
-use crate::store::{LeasedDelivery, Stats};
+use crate::domain::{LeasedDelivery, MessageState};
+use crate::store::Stats;
 
 pub use http::serve;
 pub use rpc::RpcMetricsLayer;

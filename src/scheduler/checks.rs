@@ -19,10 +19,12 @@ use super::{clip_error, take_permits};
 use crate::callbacks::{Callbacks, CheckAnswer};
 use crate::config::ChecksConfig;
 use crate::domain::{
-    Decision, MessageState, RedeliveryPlan, RetryPolicy, Timestamp, plan_redelivery, random_jitter,
+    Decision, DueCheck, MessageState, RedeliveryPlan, RetryPolicy, Timestamp, plan_redelivery,
+    random_jitter,
 };
 use crate::metrics;
-use crate::store::{CheckRecorded, CheckVerdict, DueCheck, Store, StoreError, Wakeups};
+use crate::store::{CheckRecorded, CheckVerdict, Store, StoreError};
+use crate::wakeups::Wakeups;
 
 /// The longest timeout a producer may register for its checker (RegisterChecker's limit).
 const LONGEST_CHECKER_TIMEOUT: Duration = Duration::from_secs(60);

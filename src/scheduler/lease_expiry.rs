@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::sleep::{failure_backoff, until_due};
 use crate::domain::Timestamp;
 use crate::metrics::{self, DeadReason};
-use crate::store::{Store, StoreError, Wakeups};
+use crate::store::{Store, StoreError};
+use crate::wakeups::Wakeups;
 
 /// Ends every lease expired by `now`; returns how many. Counts the leases ended, and the
 /// deliveries that went DEAD because it was their last attempt.

@@ -23,7 +23,8 @@ pub use push::PushCounts;
 use crate::callbacks::Callbacks;
 use crate::config::Config;
 use crate::domain::Timestamp;
-use crate::store::{Store, StoreError, Wakeups};
+use crate::store::{Store, StoreError};
+use crate::wakeups::Wakeups;
 
 /// What one pass of every loop did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -20,9 +20,10 @@ use super::sleep::{failure_backoff, until_due};
 use super::{clip_error, take_permits};
 use crate::callbacks::Callbacks;
 use crate::config::PushConfig;
-use crate::domain::{RedeliveryPlan, Subscription, Timestamp};
+use crate::domain::{AckStatus, LeasedDelivery, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
-use crate::store::{AckStatus, LeasedDelivery, Store, StoreError, Wakeups};
+use crate::store::{Store, StoreError};
+use crate::wakeups::Wakeups;
 
 /// A pushed delivery's lease outlasts the call's deadline (the ack deadline) by this much, so
 /// the call's own outcome (a timeout with its reason, or a late OK) is recorded before the

@@ -1,5 +1,9 @@
 use crate::domain::{DeliveryState, MessageState};
 
+/// Any error a store call can carry as its cause: a database driver's, a timeout, a stopped
+/// writer. Kept whole for the log; clients never see it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// What can go wrong in a store call. Each variant maps to one gRPC code in `api::status`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -16,77 +20,61 @@ pub enum StoreError {
     /// Any other rule broken by the request (no subscription on the topic, topic change...).
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The database cannot be reached (connection refused or lost, pool timeout).
+    /// The database cannot be reached right now (connection refused or lost, a timeout, a busy
+    /// lock, a stopped writer): the caller may retry.
     #[error("the store is unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Cause),
+    /// The configuration names a store Courier cannot open (a bad `database_url`). Only
+    /// opening a store answers it.
     #[error("{0}")]
-    Unsupported(String),
+    InvalidConfig(String),
     /// A bug or corrupt data; the cause goes to the log, never to the client.
     #[error("store failure")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Internal(#[source] Cause),
 }
 
 impl StoreError {
-    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn internal(error: impl Into<Cause>) -> Self {
         Self::Internal(error.into())
+    }
+
+    pub fn unavailable(error: impl Into<Cause>) -> Self {
+        Self::Unavailable(error.into())
+    }
+
+    /// The database driver's error behind an Unavailable or Internal answer, if that is what
+    /// it carries.
+    pub fn sqlx_cause(&self) -> Option<&sqlx::Error> {
+        match self {
+            Self::Unavailable(cause) | Self::Internal(cause) => cause.downcast_ref(),
+            _ => None,
+        }
     }
 }
 
 impl From<sqlx::Error> for StoreError {
-    /// Connection-level failures mean the database is away (retry); the rest are bugs. A
-    /// protocol error is a connection that broke mid-exchange (a cut link answering garbage to
-    /// the TLS request, say), not a bug in a query.
+    /// Connection-level failures mean the database is away (retry); a database error is
+    /// sorted by the backend that raised it; the rest are bugs. A protocol error is a
+    /// connection that broke mid-exchange (a cut link answering garbage to the TLS request,
+    /// say), not a bug in a query.
     fn from(error: sqlx::Error) -> Self {
-        match error {
+        let transient = match &error {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(error),
-            sqlx::Error::Database(ref db) if is_unavailable_code(db.code().as_deref()) => {
-                Self::Unavailable(error)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                super::postgres::error::is_transient(db.as_ref())
+                    || super::sqlite::error::is_transient(db.as_ref())
             }
-            other => Self::Internal(Box::new(other)),
+            _ => false,
+        };
+        if transient {
+            Self::unavailable(error)
+        } else {
+            Self::internal(error)
         }
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    /// The SQLite writer's errors: busy or locked (another process holds the database) means
-    /// retry later; the rest are bugs.
-    fn from(error: rusqlite::Error) -> Self {
-        match error.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                Self::Unavailable(sqlx::Error::Io(std::io::Error::other(error)))
-            }
-            _ => Self::Internal(Box::new(error)),
-        }
-    }
-}
-
-impl From<rusqlite::types::FromSqlError> for StoreError {
-    fn from(error: rusqlite::types::FromSqlError) -> Self {
-        Self::Internal(Box::new(error))
-    }
-}
-
-/// SQLSTATE classes of PostgreSQL (08 connection, 57P0x shutdown, 53 resources, 57014 a
-/// statement cancelled by statement_timeout, 55P03 lock timeout, 40001/40P01 a transaction
-/// aborted by a serialization conflict or deadlock) and SQLite's busy/locked codes:
-/// transient, so clients should retry.
-fn is_unavailable_code(code: Option<&str>) -> bool {
-    match code {
-        Some(code) => {
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || code.starts_with("53")
-                || matches!(code, "57014" | "55P03" | "40001" | "40P01")
-                || code == "5"
-                || code == "6"
-                || code == "261"
-                || code == "517"
-        }
-        None => false,
     }
 }

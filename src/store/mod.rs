@@ -4,8 +4,10 @@
 
 #[cfg(test)]
 mod conformance;
+mod effects;
 mod error;
 pub mod postgres;
+mod reads;
 mod rows;
 mod rules;
 mod sql;
@@ -13,35 +15,28 @@ pub mod sqlite;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 mod types;
-mod wakeups;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use error::StoreError;
+pub use effects::{Effects, Written};
+pub use error::{Cause, StoreError};
 pub use types::*;
-pub use wakeups::Wakeups;
 
 use crate::config::Config;
 use crate::domain::{
-    Decision, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt, RedeliveryPlan,
-    Subscription, Timestamp,
+    AckStatus, CheckerRegistration, Decision, DueCheck, LeasedDelivery, MessageId, MessageRecord,
+    MessageRef, MessageState, Name, Receipt, RedeliveryPlan, Subscription, Timestamp,
 };
+use crate::wakeups::Wakeups;
 
 /// Everything Courier persists. Implementations answer a write only after it is durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip to the database, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Write transactions this store has committed since it opened, when the backend counts
-    /// them itself (SQLite's group-commit writer does; PostgreSQL's are counted by the server,
-    /// in `pg_stat_database`). `courier bench` reports it per message.
-    fn commit_count(&self) -> Option<u64> {
-        None
-    }
 
     // --- subscriptions ---
 
@@ -149,12 +144,7 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         limit: u32,
         hold: Duration,
-    ) -> Result<Vec<DueCheck>, StoreError> {
-        let _ = (now, limit, hold);
-        Err(StoreError::Unsupported(
-            "claim_due_checks is not implemented by this backend".into(),
-        ))
-    }
+    ) -> Result<Vec<DueCheck>, StoreError>;
 
     /// Records the verdict of check number `attempt` of a message, as a compare-and-set on
     /// `state = PREPARED AND check_attempts = attempt - 1`; when that does not hold (the
@@ -179,21 +169,12 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
         verdict: CheckVerdict,
         now: Timestamp,
-    ) -> Result<CheckRecorded, StoreError> {
-        let _ = (message_id, attempt, verdict, now);
-        Err(StoreError::Unsupported(
-            "record_check is not implemented by this backend".into(),
-        ))
-    }
+    ) -> Result<CheckRecorded, StoreError>;
 
     /// Earliest `next_check_at` among PREPARED messages (a claimed check counts at its hold's
     /// end), if any. (A created PREPARED message signals [`Wakeups::checks`] with its first
     /// check time from `insert_message`, so the loop need not poll for new ones.)
-    async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        Err(StoreError::Unsupported(
-            "next_check_due is not implemented by this backend".into(),
-        ))
-    }
+    async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError>;
 
     // --- scheduler: push delivery ---
 
@@ -211,12 +192,7 @@ pub trait Store: Send + Sync + 'static {
         receipt: &Receipt,
         error: &str,
         now: Timestamp,
-    ) -> Result<Option<RedeliveryPlan>, StoreError> {
-        let _ = (subscription, receipt, error, now);
-        Err(StoreError::Unsupported(
-            "fail_delivery is not implemented by this backend".into(),
-        ))
-    }
+    ) -> Result<Option<RedeliveryPlan>, StoreError>;
 
     // --- scheduler: retention ---
 
@@ -231,24 +207,12 @@ pub trait Store: Send + Sync + 'static {
     /// and UNRESOLVED messages; CONFIRMED messages with a PENDING, LEASED or DEAD delivery (dead
     /// letters are kept until redriven and acked, or deleted); unrouted confirms (no delivery was
     /// ever created: kept for the operator, shown in GetStats).
-    async fn delete_final_messages(
-        &self,
-        cutoff: Timestamp,
-        limit: u32,
-    ) -> Result<u64, StoreError> {
-        let _ = (cutoff, limit);
-        Err(StoreError::Unsupported(
-            "delete_final_messages is not implemented by this backend".into(),
-        ))
-    }
+    async fn delete_final_messages(&self, cutoff: Timestamp, limit: u32)
+    -> Result<u64, StoreError>;
 
     /// The earliest `final_at` among retained final messages (see
     /// [`Store::delete_final_messages`]), if any.
-    async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        Err(StoreError::Unsupported(
-            "oldest_final_at is not implemented by this backend".into(),
-        ))
-    }
+    async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError>;
 
     // --- admin ---
 
@@ -274,39 +238,68 @@ pub trait Store: Send + Sync + 'static {
     async fn shared_signing_key(&self, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError>;
 }
 
+/// The kinds of database Courier can store in, told apart by the `database_url` scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:` followed by a file path.
+    Sqlite,
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend `database_url` names, if any.
+    pub fn of(database_url: &str) -> Option<Self> {
+        if database_url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// The backend's name in logs and reports (the URL itself may carry a password).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// What `database_url` must look like, for error messages (never quoting the value).
+    pub const EXPECTED: &'static str =
+        "must start with sqlite: or postgres:// (the value is not shown; it may hold a password)";
+}
+
+fn unknown_backend() -> StoreError {
+    StoreError::InvalidConfig(format!("database_url {}", Backend::EXPECTED))
+}
+
 /// Opens the backend named by `config.database_url` and runs its migrations.
 pub async fn open(config: &Config, wakeups: Wakeups) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.database_url.as_str();
-    if url.starts_with("sqlite:") {
-        let store = sqlite::SqliteStore::open(url, &config.sqlite, wakeups).await?;
-        Ok(Arc::new(store))
-    } else if is_postgres_url(url) {
-        let store = postgres::PostgresStore::open(url, &config.postgres, wakeups).await?;
-        Ok(Arc::new(store))
-    } else {
-        Err(unknown_backend())
+    match Backend::of(url) {
+        Some(Backend::Sqlite) => {
+            let store = sqlite::SqliteStore::open(url, &config.sqlite, wakeups).await?;
+            Ok(Arc::new(store))
+        }
+        Some(Backend::Postgres) => {
+            let store = postgres::PostgresStore::open(url, &config.postgres, wakeups).await?;
+            Ok(Arc::new(store))
+        }
+        None => Err(unknown_backend()),
     }
 }
 
 /// Runs the migrations of the backend named by `config.database_url`, then returns.
 pub async fn migrate(config: &Config) -> Result<(), StoreError> {
     let url = config.database_url.as_str();
-    if url.starts_with("sqlite:") {
-        open(config, Wakeups::default()).await.map(|_| ())
-    } else if is_postgres_url(url) {
-        postgres::PostgresStore::migrate(url, &config.postgres).await
-    } else {
-        Err(unknown_backend())
+    match Backend::of(url) {
+        Some(Backend::Sqlite) => open(config, Wakeups::default()).await.map(|_| ()),
+        Some(Backend::Postgres) => postgres::PostgresStore::migrate(url, &config.postgres).await,
+        None => Err(unknown_backend()),
     }
-}
-
-fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-fn unknown_backend() -> StoreError {
-    StoreError::Unsupported(
-        "database_url must start with sqlite: or postgres:// (the value is not shown; it may hold a password)"
-            .into(),
-    )
 }

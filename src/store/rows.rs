@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use crate::domain::{
-    DeliveryState, DeliveryStatus, Headers, MessageId, MessageKey, MessageRecord, MessageState,
-    Name, RetryPolicy, Subscription, Timestamp,
+    CheckerRegistration, DeliveryState, DeliveryStatus, DueCheck, Headers, LeasedDelivery,
+    MessageId, MessageKey, MessageRecord, MessageState, Name, Receipt, RetryPolicy, Subscription,
+    Timestamp,
 };
-use crate::store::{CheckerRegistration, StoreError};
+use crate::store::StoreError;
 
 pub const SUBSCRIPTION_COLUMNS: &str = "name, topic, ack_deadline_ms, max_attempts, \
     initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at";
@@ -29,6 +30,7 @@ pub trait Columns {
     fn text(&self, column: &str) -> Result<String, StoreError>;
     fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     fn real(&self, column: &str) -> Result<f64, StoreError>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError>;
     /// A message id column (text on SQLite, uuid on PostgreSQL).
     fn id(&self, column: &str) -> Result<MessageId, StoreError>;
 }
@@ -50,6 +52,9 @@ macro_rules! typed_columns {
             Ok(sqlx::Row::try_get(self, column)?)
         }
         fn real(&self, column: &str) -> Result<f64, $crate::store::StoreError> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+        fn bytes(&self, column: &str) -> Result<Vec<u8>, $crate::store::StoreError> {
             Ok(sqlx::Row::try_get(self, column)?)
         }
     };
@@ -157,6 +162,56 @@ pub fn checker(row: &impl Columns) -> Result<CheckerRegistration, StoreError> {
         producer: Name::from_trusted(row.text("producer")?),
         endpoint: row.text("endpoint")?,
         timeout: duration(row, "timeout_ms")?,
+    })
+}
+
+/// A delivery just leased to `subscription` until `lease_expires_at`, from a row with the
+/// delivery's new `message_id, attempts, generation` and its message's `producer, topic, key,
+/// payload, headers, decided_at`.
+pub fn leased_delivery(
+    row: &impl Columns,
+    subscription: &Name,
+    lease_expires_at: Timestamp,
+) -> Result<LeasedDelivery, StoreError> {
+    Ok(LeasedDelivery {
+        receipt: Receipt {
+            message_id: row.id("message_id")?,
+            generation: count(row.int("generation")?)?,
+            subscription: subscription.clone(),
+        },
+        topic: Name::from_trusted(row.text("topic")?),
+        producer: Name::from_trusted(row.text("producer")?),
+        key: MessageKey::from_trusted(row.text("key")?),
+        payload: row.bytes("payload")?,
+        headers: headers_from_json(&row.text("headers")?)?,
+        attempt: count(row.int("attempts")?)?,
+        published_at: Timestamp::from_millis(row.opt_int("decided_at")?.unwrap_or_default()),
+        lease_expires_at,
+    })
+}
+
+/// A claimed check-back, from a row with the message's `id, producer, topic, key, headers,
+/// created_at, check_attempts` and its producer's checker `endpoint, timeout_ms` (NULL when
+/// none is registered).
+pub fn due_check(row: &impl Columns) -> Result<DueCheck, StoreError> {
+    let producer = Name::from_trusted(row.text("producer")?);
+    let checker = match row.opt_text("endpoint")? {
+        Some(endpoint) => Some(CheckerRegistration {
+            producer: producer.clone(),
+            endpoint,
+            timeout: duration(row, "timeout_ms")?,
+        }),
+        None => None,
+    };
+    Ok(DueCheck {
+        message_id: row.id("id")?,
+        producer,
+        topic: Name::from_trusted(row.text("topic")?),
+        key: MessageKey::from_trusted(row.text("key")?),
+        headers: headers_from_json(&row.text("headers")?)?,
+        prepared_at: Timestamp::from_millis(row.int("created_at")?),
+        attempt: count(row.int("check_attempts")? + 1)?,
+        checker,
     })
 }
 

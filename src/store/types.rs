@@ -26,6 +26,11 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// When the scheduler first asks the producer's checker: never for a Publish.
+    pub fn first_check_at(&self) -> Option<Timestamp> {
+        (!self.publish).then(|| self.now.plus(self.check_after))
+    }
+
     /// Bytes of content the message carries: payload, header names and values, key.
     pub fn size(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -40,35 +45,6 @@ pub struct InsertOutcome {
     pub state: MessageState,
     /// False when an identical message with the same producer key already existed.
     pub created: bool,
-}
-
-/// A checker endpoint registered by a producer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckerRegistration {
-    pub producer: Name,
-    pub endpoint: String,
-    pub timeout: Duration,
-}
-
-/// A delivery handed out by a lease, with everything a consumer needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeasedDelivery {
-    pub receipt: crate::domain::Receipt,
-    pub topic: Name,
-    pub producer: Name,
-    pub key: MessageKey,
-    pub payload: Vec<u8>,
-    pub headers: Headers,
-    pub attempt: u32,
-    pub published_at: Timestamp,
-    pub lease_expires_at: Timestamp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckStatus {
-    Ok,
-    LeaseLost,
-    NotFound,
 }
 
 /// Filters and paging for ListMessages: newest first.
@@ -135,23 +111,6 @@ pub struct Stats {
     pub topics: Vec<TopicStats>,
     pub subscriptions: Vec<SubscriptionStats>,
     pub unrouted_confirms: u64,
-}
-
-/// A PREPARED message whose check-back is due, claimed by [`super::Store::claim_due_checks`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct DueCheck {
-    pub message_id: MessageId,
-    pub producer: Name,
-    pub topic: Name,
-    pub key: MessageKey,
-    pub headers: Headers,
-    /// When the message was prepared.
-    pub prepared_at: Timestamp,
-    /// 1-based number of this check: the message's recorded check attempts plus one. The
-    /// verdict is recorded against it ([`super::Store::record_check`]).
-    pub attempt: u32,
-    /// The checker the producer registered, if any, as of the claim.
-    pub checker: Option<CheckerRegistration>,
 }
 
 /// What one check of a prepared message concluded, decided by the scheduler.

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CHANNEL, DEADLINES_CHANGED};
+use super::notify::DEADLINES;
 
 /// Most often one replica announces new leases.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -81,9 +81,8 @@ impl LeaseAnnouncer {
             // If another lease transaction claimed the window meanwhile, its announcement
             // commits after these leases did, and covers them.
             if self.pending.swap(false, Ordering::SeqCst) && self.claim() {
-                let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(DEADLINES_CHANGED)
+                let sent = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(DEADLINES)
                     .execute(&pool)
                     .await;
                 if let Err(error) = sent {

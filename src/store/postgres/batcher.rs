@@ -149,11 +149,12 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
                         let _ = answer.send(Outcome::FallBack);
                     });
                 }
-                Err(StoreError::Unavailable(error)) => {
-                    let reason = error.to_string();
+                Err(StoreError::Unavailable(cause)) => {
+                    // Every caller hears the one cause, shared.
+                    let cause = SharedCause(Arc::from(cause));
                     for answer in answers {
-                        let error = sqlx::Error::Io(std::io::Error::other(reason.clone()));
-                        let _ = answer.send(Outcome::Failed(StoreError::Unavailable(error)));
+                        let error = StoreError::unavailable(cause.clone());
+                        let _ = answer.send(Outcome::Failed(error));
                     }
                 }
                 Err(error) => {
@@ -164,6 +165,22 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
                 }
             }
         }
+    }
+}
+
+/// One batch's cause of failure, told to each of its callers.
+#[derive(Debug, Clone)]
+struct SharedCause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for SharedCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 
@@ -257,7 +274,7 @@ mod tests {
                 let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
                 async move {
                     if first {
-                        Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+                        Err(StoreError::from(sqlx::Error::PoolTimedOut))
                     } else {
                         Err(StoreError::internal("deadlock"))
                     }

@@ -11,6 +11,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::Notify;
 
+use super::error::{is_conflict, timed_out};
 use crate::store::StoreError;
 
 /// Attempts of a transaction that PostgreSQL aborted for a deadlock or a serialization
@@ -58,7 +59,7 @@ impl Calls {
             slot.settle(outcome.is_ok());
             match outcome {
                 Err(_) => break Err(timed_out(self.timeout)),
-                Ok(Err(error)) if attempts < TRANSACTION_ATTEMPTS && is_retryable(&error) => {
+                Ok(Err(error)) if attempts < TRANSACTION_ATTEMPTS && is_conflict(&error) => {
                     tracing::debug!(error = %error, attempts, "transaction aborted; running it again");
                 }
                 Ok(result) => break result,
@@ -141,23 +142,5 @@ impl Drop for CallConnection {
             .parked
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.connection.take();
-    }
-}
-
-pub fn timed_out(after: Duration) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("the database did not answer within {after:?}"),
-    )))
-}
-
-/// Deadlock and serialization failures: PostgreSQL rolled the transaction back and running it
-/// again is safe.
-fn is_retryable(error: &StoreError) -> bool {
-    match error {
-        StoreError::Unavailable(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40001" | "40P01"))
-        }
-        _ => false,
     }
 }

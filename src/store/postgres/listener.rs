@@ -1,12 +1,10 @@
 //! Turns other replicas' notifications into local wake-ups. One task per store LISTENs on
-//! [`CHANNEL`](super::CHANNEL): a payload names a subscription whose deliveries became due,
-//! so its long polls and this replica's scheduler wake; an empty one says another replica made
-//! leases or prepared messages, so the lease-expiry and check-back loops look at the new
-//! deadlines; [`SUBSCRIPTIONS_CHANGED`] marks
-//! this replica's copy of the subscriptions stale. Notifications are not stored: any sent
-//! while the connection is down are lost, so after every (re)connect everyone is woken once to
-//! look for themselves, and the copy of the subscriptions is read again. A lost notification
-//! costs latency, never a delivery.
+//! Courier's channels (`notify`): a subscription whose deliveries became due wakes its long
+//! polls and this replica's push loop; new deadlines wake the lease-expiry and check-back
+//! loops; a subscription change marks this replica's copy of the subscriptions stale.
+//! Notifications are not stored: any sent while the connection is down are lost, so after
+//! every (re)connect everyone is woken once to look for themselves, and the copy of the
+//! subscriptions is read again. A lost notification costs latency, never a delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +13,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::notify::{CHANNELS, Notification};
 use super::subscription_cache::SubscriptionCache;
-use super::{CHANNEL, SUBSCRIPTIONS_CHANGED};
-use crate::domain::Name;
-use crate::store::Wakeups;
+use crate::wakeups::Wakeups;
 
 /// How long the connection may stay quiet before the listener checks it still works. A
 /// connection whose network path died may not error until TCP gives up, minutes later.
@@ -100,7 +97,7 @@ async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<PgList
         .connect_lazy_with(options.clone());
     let connecting = async {
         let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen_all(CHANNELS).await?;
         Ok::<_, sqlx::Error>(listener)
     };
     match tokio::time::timeout(timeout, connecting).await {
@@ -126,7 +123,10 @@ async fn listen(
         };
         match received {
             Some(Ok(Ok(Some(notification)))) => {
-                dispatch(notification.payload(), wakeups, &signals.subscriptions);
+                let heard = Notification::parse(notification.channel(), notification.payload());
+                if let Some(heard) = heard {
+                    dispatch(heard, wakeups, &signals.subscriptions);
+                }
             }
             // sqlx noticed the connection drop and connected again; whatever was sent in
             // between is lost.
@@ -150,19 +150,18 @@ async fn listen(
     }
 }
 
-fn dispatch(payload: &str, wakeups: &Wakeups, subscriptions: &SubscriptionCache) {
-    if payload == SUBSCRIPTIONS_CHANGED {
-        subscriptions.changed();
-    } else if payload == super::DEADLINES_CHANGED {
-        // Another replica made leases or prepared messages: the lease-expiry and check-back
-        // loops look at the new deadlines.
-        wakeups.leases().wake();
-        wakeups.checks().wake();
-    } else if Name::parse("notification", payload).is_ok() {
-        wakeups.notify_subscription(payload);
-        wakeups.notify_push();
+fn dispatch(heard: Notification, wakeups: &Wakeups, subscriptions: &SubscriptionCache) {
+    match heard {
+        Notification::Due(subscription) => {
+            wakeups.notify_subscription(subscription.as_str());
+            wakeups.notify_push();
+        }
+        Notification::DeadlinesChanged => {
+            wakeups.leases().wake();
+            wakeups.checks().wake();
+        }
+        Notification::SubscriptionsChanged => subscriptions.changed(),
     }
-    // Anything else is not ours to act on.
 }
 
 fn backoff(failures: u32) -> Duration {

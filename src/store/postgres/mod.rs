@@ -1,17 +1,22 @@
 //! The PostgreSQL backend, for several Courier replicas on one database. Every write is one
-//! transaction; claims lock the rows they take (`FOR UPDATE SKIP LOCKED`, or `FOR UPDATE` on
-//! the one delivery a receipt names) and their UPDATEs still name the state and generation
-//! they expect, so two replicas never lease the same delivery or both end the same lease.
-//! Writes that make deliveries due `pg_notify` the subscription's name inside their
-//! transaction, and a listener on every replica turns those into local wake-ups; new leases
-//! are announced the same way (debounced, `announce`), so every replica's lease-expiry loop
-//! knows when another's leases run out. Calls are bounded by a timeout, and a call abandoned
-//! mid-flight closes its connection rather than return it to the pool (`CallSlot`).
+//! transaction (`write`); claims lock the rows they take (`FOR UPDATE SKIP LOCKED`, or `FOR
+//! UPDATE` on the one delivery a receipt names) and their UPDATEs still name the state and
+//! generation they expect, so two replicas never lease the same delivery or both end the same
+//! lease. What a write makes due travels to the other replicas as notifications sent by its
+//! transaction (`notify`), and a listener on every replica turns those into local wake-ups;
+//! new leases are announced the same way (debounced, `announce`), so every replica's
+//! lease-expiry loop knows when another's leases run out. Calls are bounded by a timeout, and a
+//! call abandoned mid-flight closes its connection rather than return it to the pool
+//! (`CallSlot`).
 
 mod announce;
 mod batcher;
 mod calls;
+mod connect;
+pub(super) mod error;
+mod leases;
 mod listener;
+mod notify;
 mod one_statement;
 mod ops;
 mod reads;
@@ -21,47 +26,34 @@ mod signing_key;
 mod subscription_cache;
 #[cfg(test)]
 mod tests;
+mod write;
 
-use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Transaction};
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use announce::LeaseAnnouncer;
-use batcher::{Batcher, Limits, Outcome};
-use calls::{Calls, timed_out};
+use batcher::{Batcher, Outcome};
+use calls::Calls;
+use reads::Reads;
 use subscription_cache::SubscriptionCache;
+use write::{Tx, TxFuture, batched};
 
 use super::{
-    AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
-    ExpiredLeases, InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store,
-    StoreError, Wakeups,
+    CheckRecorded, CheckVerdict, DeliveryQuery, Effects, ExpiredLeases, InsertOutcome,
+    MessageQuery, NewMessage, Page, Stats, Store, StoreError,
 };
 use crate::config::PostgresConfig;
 use crate::domain::{
-    Decision, DeliveryStatus, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt,
-    RedeliveryPlan, Subscription, Timestamp,
+    AckStatus, CheckerRegistration, Decision, DeliveryStatus, DueCheck, LeasedDelivery, MessageId,
+    MessageRecord, MessageRef, MessageState, Name, Receipt, RedeliveryPlan, Subscription,
+    Timestamp,
 };
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The LISTEN/NOTIFY channel; each notification's payload is a subscription name.
-pub const CHANNEL: &str = "courier_wakeups";
-
-/// The notification payload that means "this replica made leases or prepared messages": the
-/// other replicas' lease-expiry and check-back loops look at the new deadlines, so they take
-/// over if this replica dies (subscription names are never empty).
-const DEADLINES_CHANGED: &str = "";
-
-/// The notification payload that means "subscriptions changed": replicas read the table again
-/// (no subscription name contains `#`).
-const SUBSCRIPTIONS_CHANGED: &str = "#subscriptions";
+use crate::wakeups::Wakeups;
 
 pub struct PostgresStore {
     /// Runs calls on the pool, each bounded by the call timeout.
@@ -71,7 +63,7 @@ pub struct PostgresStore {
     /// Concurrent Prepares, written together.
     prepares: Batcher<NewMessage, InsertOutcome>,
     /// Concurrent Confirms by message id, written together.
-    confirms: Batcher<(MessageId, Timestamp), ops::Wake>,
+    confirms: Batcher<(MessageId, Timestamp), Effects>,
     wakeups: Wakeups,
     /// Tells the other replicas that this one made leases.
     announcer: Arc<LeaseAnnouncer>,
@@ -89,8 +81,8 @@ impl PostgresStore {
         config: &PostgresConfig,
         wakeups: Wakeups,
     ) -> Result<Self, StoreError> {
-        let options = connect_options(url, config)?;
-        Self::migrate_with(&options, config).await?;
+        let options = connect::options(url, config)?;
+        connect::migrate(&options, config).await?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
@@ -154,62 +146,49 @@ impl PostgresStore {
         let _ = listening.wait_for(|listening| *listening).await;
     }
 
-    /// Runs the migrations of the database at `url`, then returns. Safe while other replicas
-    /// do the same: sqlx's PostgreSQL migrator holds an advisory lock (`pg_advisory_lock`)
-    /// while it checks and applies migrations, so one replica applies them and the others
-    /// wait, then find nothing left to do.
+    /// Runs the migrations of the database at `url`, then returns (safe while other replicas
+    /// do the same).
     pub async fn migrate(url: &str, config: &PostgresConfig) -> Result<(), StoreError> {
-        Self::migrate_with(&connect_options(url, config)?, config).await
+        connect::migrate(&connect::options(url, config)?, config).await
     }
 
-    async fn migrate_with(
-        options: &PgConnectOptions,
-        config: &PostgresConfig,
-    ) -> Result<(), StoreError> {
-        // Without statement_timeout: waiting for another replica's migration (the advisory
-        // lock) or a long migration must not be cancelled. Its own connection, closed after,
-        // so the session-level lock can never linger in a pooled connection.
-        let options = options.clone().options([("statement_timeout", "0")]);
-        let mut connection = connect_with_retry(&options, config.connect_timeout).await?;
-        // `run_direct` is what `run` does after acquiring; called on the connection itself it
-        // keeps this future `Send` (sqlx's `Acquire` bound otherwise trips the compiler's
-        // higher-ranked lifetime check when the future is spawned).
-        let migrated = MIGRATOR.run_direct(None, &mut connection, false).await;
-        let _ = connection.close().await;
-        migrated.map_err(|error| match error {
-            sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
-            other => StoreError::internal(other),
-        })
+    /// Runs `read` on a connection of its own, as one call (timeout, retries).
+    async fn read<'caller, T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        F: for<'t> Fn(Tx<'t, 'caller>) -> TxFuture<'t, Result<T, StoreError>> + Sync,
+    {
+        let read = &read;
+        self.calls
+            .call(move |slot| async move {
+                let mut connection = slot.connect().await?;
+                read(Tx::of(&mut connection)).await
+            })
+            .await
     }
 
     /// Writes one Prepare (batched with concurrent ones) or Publish (one statement); what
     /// those leave alone takes the transaction (see `one_statement`).
-    async fn insert_one(
-        &self,
-        message: &NewMessage,
-    ) -> Result<(InsertOutcome, ops::Wake), StoreError> {
-        if !message.publish {
+    async fn insert_one(&self, message: &NewMessage) -> Result<InsertOutcome, StoreError> {
+        if let Some(check_at) = message.first_check_at() {
             match self.prepares.submit(message.clone()).await {
-                Outcome::Done(outcome) => return Ok((outcome, Vec::new())),
+                Outcome::Done(outcome) => {
+                    if outcome.created {
+                        self.apply(&Effects::check_due(check_at));
+                    }
+                    return Ok(outcome);
+                }
                 Outcome::Failed(error) => return Err(error),
                 Outcome::FallBack => {}
             }
+        } else if let Some(published) = self
+            .write_statement(|tx| Box::pin(one_statement::publish(tx.into_connection(), message)))
+            .await?
+        {
+            return Ok(published);
         }
-        self.calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                // A Prepare here was left alone by its batch: only the transaction answers it.
-                if message.publish
-                    && let Some(published) =
-                        one_statement::publish(&mut connection, message).await?
-                {
-                    return Ok(published);
-                }
-                let mut tx = connection.begin().await?;
-                let (outcome, wake) = ops::insert_message(&mut tx, message).await?;
-                commit(tx, &wake).await?;
-                Ok((outcome, wake))
-            })
+        // A Prepare here was left alone by its batch, a Publish by its statement: only the
+        // transaction answers it.
+        self.write(|tx| Box::pin(ops::insert_message(tx.into_connection(), message)))
             .await
     }
 
@@ -224,149 +203,25 @@ impl PostgresStore {
             return Ok(Some(all));
         }
         let generation = self.subscriptions.generation();
-        let all = self.read_subscriptions(None).await?;
-        Ok(Some(self.subscriptions.keep(generation, all)))
-    }
-
-    async fn read_subscriptions(
-        &self,
-        topic: Option<&Name>,
-    ) -> Result<Vec<Subscription>, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                reads::subscriptions(&mut *slot.connect().await?, topic).await
-            })
-            .await
-    }
-
-    /// Wakes this replica's waiters; other replicas hear the transaction's notifications.
-    fn wake(&self, subscriptions: &[String]) {
-        for subscription in subscriptions {
-            self.wakeups.notify_subscription(subscription);
-        }
-        if !subscriptions.is_empty() {
-            // Deliveries became due: of the scheduler's loops only push cares.
-            self.wakeups.notify_push();
-        }
-    }
-}
-
-/// Most batches of one kind in flight at once: enough to keep PostgreSQL's cores busy while
-/// one batch waits on its WAL flush.
-const BATCHES_IN_FLIGHT: usize = 2;
-/// Most calls one batch writes.
-const BATCH_ITEMS: usize = 256;
-/// Most payload and header bytes one batch sends. Over TLS, sqlx 0.9.0 writes a statement
-/// larger than rustls's 64 KiB buffer in two writes on a socket without TCP_NODELAY
-/// (transact-rs/sqlx#4335), and the second write then waits about 40 ms for a delayed ACK.
-const BATCH_BYTES: usize = 12 * 1024;
-
-type BatchFuture<'a, D> =
-    std::pin::Pin<Box<dyn Future<Output = Result<Vec<Option<D>>, StoreError>> + Send + 'a>>;
-
-/// A batcher that writes each batch with `write`, as one call (timeout, retries) of `calls`.
-fn batched<I, D>(
-    calls: &Calls,
-    size: fn(&I) -> usize,
-    write: for<'a> fn(&'a mut PgConnection, &'a [I]) -> BatchFuture<'a, D>,
-) -> Batcher<I, D>
-where
-    I: Send + Sync + 'static,
-    D: Send + 'static,
-{
-    let calls = calls.clone();
-    let limits = Limits {
-        items: BATCH_ITEMS,
-        bytes: BATCH_BYTES,
-        size,
-    };
-    Batcher::new(BATCHES_IN_FLIGHT, limits, move |items: Vec<I>| {
-        let calls = calls.clone();
-        async move {
-            let items = &items;
-            calls
-                .call(move |slot| async move { write(&mut *slot.connect().await?, items).await })
-                .await
-        }
-    })
-}
-
-/// Commits `tx` after queueing one notification per subscription in `wake`; PostgreSQL sends
-/// them to every listener when (and only if) the transaction commits.
-async fn commit(mut tx: Transaction<'_, Postgres>, wake: &[String]) -> Result<(), StoreError> {
-    if !wake.is_empty() {
-        sqlx::query("SELECT pg_notify($1, name) FROM unnest($2::text[]) AS name")
-            .bind(CHANNEL)
-            .bind(wake)
-            .execute(&mut *tx)
+        let all = self
+            .read(|tx| Box::pin(Reads::subscriptions(tx.into_connection(), None)))
             .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Connection settings from the URL plus Courier's: application name and the server-side
-/// timeouts. The URL (and its password) stays inside sqlx; errors never quote it.
-fn connect_options(url: &str, config: &PostgresConfig) -> Result<PgConnectOptions, StoreError> {
-    let timeout_ms = config.statement_timeout.as_millis().to_string();
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|_| {
-            StoreError::Unsupported(
-                "database_url is not a valid PostgreSQL URL (the value is not shown; it may hold a password)"
-                    .into(),
-            )
-        })?
-        .application_name("courier")
-        // A transaction never waits on its client for long; if a replica stalls mid
-        // transaction (a cut network), PostgreSQL ends it and frees its row locks.
-        .options([
-            ("statement_timeout", timeout_ms.as_str()),
-            ("idle_in_transaction_session_timeout", timeout_ms.as_str()),
-            // Not "relation _sqlx_migrations already exists, skipping" at every start.
-            ("client_min_messages", "warning"),
-        ]);
-    Ok(options)
-}
-
-/// Opens one connection, retrying refused or failed attempts with a short backoff until
-/// `timeout` has passed, so replicas that start just before PostgreSQL does still come up.
-async fn connect_with_retry(
-    options: &PgConnectOptions,
-    timeout: Duration,
-) -> Result<PgConnection, StoreError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let error = match tokio::time::timeout(remaining, options.connect()).await {
-            Ok(Ok(connection)) => return Ok(connection),
-            Ok(Err(error)) => StoreError::from(error),
-            Err(_) => timed_out(timeout),
-        };
-        // Only a database that is not there (yet) is worth waiting for; a wrong password or
-        // database name is not going to fix itself.
-        if !matches!(error, StoreError::Unavailable(_))
-            || tokio::time::Instant::now() + pause >= deadline
-        {
-            return Err(error);
-        }
-        tracing::debug!(error = %error, "database not reachable yet; retrying");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
+        Ok(Some(self.subscriptions.keep(generation, all)))
     }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.calls
-            .call(move |slot| async move {
+        self.read(|tx| {
+            Box::pin(async move {
                 sqlx::query("SELECT 1")
-                    .execute(&mut *slot.connect().await?)
+                    .execute(tx.into_connection())
                     .await?;
                 Ok(())
             })
-            .await
+        })
+        .await
     }
 
     async fn create_subscription(
@@ -374,18 +229,8 @@ impl Store for PostgresStore {
         subscription: Subscription,
     ) -> Result<(Subscription, bool), StoreError> {
         let subscription = &subscription;
-        let created = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let created = ops::create_subscription(&mut tx, subscription).await?;
-                commit(tx, &[SUBSCRIPTIONS_CHANGED.to_owned()]).await?;
-                Ok(created)
-            })
-            .await;
-        self.subscriptions.changed();
-        created
+        self.write(|tx| Box::pin(ops::create_subscription(tx.into_connection(), subscription)))
+            .await
     }
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
@@ -395,10 +240,7 @@ impl Store for PostgresStore {
             return Ok(all[found].clone());
         }
         // Not in the copy: maybe created a moment ago on another replica.
-        self.calls
-            .call(move |slot| async move {
-                reads::subscription(&mut *slot.connect().await?, name).await
-            })
+        self.read(|tx| Box::pin(Reads::subscription(tx.into_connection(), name)))
             .await
     }
 
@@ -412,7 +254,10 @@ impl Store for PostgresStore {
                 .filter(|s| topic.is_none_or(|topic| s.topic == *topic))
                 .cloned()
                 .collect()),
-            None => self.read_subscriptions(topic).await,
+            None => {
+                self.read(|tx| Box::pin(Reads::subscriptions(tx.into_connection(), topic)))
+                    .await
+            }
         }
     }
 
@@ -421,49 +266,21 @@ impl Store for PostgresStore {
         subscription: Subscription,
     ) -> Result<Subscription, StoreError> {
         let subscription = &subscription;
-        let updated = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let (updated, mut wake) = ops::update_subscription(&mut tx, subscription).await?;
-                wake.push(SUBSCRIPTIONS_CHANGED.to_owned());
-                commit(tx, &wake).await?;
-                wake.pop();
-                Ok((updated, wake))
-            })
-            .await;
-        self.subscriptions.changed();
-        let (updated, wake) = updated?;
-        self.wake(&wake);
-        Ok(updated)
+        self.write(|tx| Box::pin(ops::update_subscription(tx.into_connection(), subscription)))
+            .await
     }
 
     async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
-        let deleted = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                ops::delete_subscription(&mut tx, name).await?;
-                commit(tx, &[SUBSCRIPTIONS_CHANGED.to_owned()]).await
-            })
-            .await;
-        self.subscriptions.changed();
-        deleted
+        self.write(|tx| Box::pin(ops::delete_subscription(tx.into_connection(), name)))
+            .await
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
-        let (outcome, wake) = self.insert_one(&message).await?;
-        self.wake(&wake);
+        let outcome = self.insert_one(&message).await?;
         if outcome.created && !message.publish {
             // Other replicas hear of it within a second (best effort), so their check loops
             // run the first check if this replica dies before it.
             self.announcer.defer();
-            // This replica's check loop may be sleeping past the first check.
-            self.wakeups
-                .checks()
-                .due_at(message.now.plus(message.check_after));
         }
         Ok(outcome)
     }
@@ -478,52 +295,32 @@ impl Store for PostgresStore {
             && let MessageRef::Id(id) = message
         {
             match self.confirms.submit((*id, now)).await {
-                Outcome::Done(wake) => {
-                    self.wake(&wake);
+                Outcome::Done(effects) => {
+                    self.apply(&effects);
                     return Ok(MessageState::Confirmed);
                 }
                 Outcome::Failed(error) => return Err(error),
                 Outcome::FallBack => {}
             }
         }
-        let (state, wake) = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let (state, wake) = ops::decide(&mut tx, message, decision, now).await?;
-                commit(tx, &wake).await?;
-                Ok((state, wake))
-            })
-            .await?;
-        self.wake(&wake);
-        Ok(state)
+        self.write(|tx| Box::pin(ops::decide(tx.into_connection(), message, decision, now)))
+            .await
     }
 
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
-        self.calls.call(
-            move |slot| async move { reads::message(&mut *slot.connect().await?, message).await },
-        )
-        .await
+        self.read(|tx| Box::pin(Reads::message(tx.into_connection(), message)))
+            .await
     }
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
         let query = &query;
-        self.calls.call(
-            move |slot| async move { reads::messages(&mut *slot.connect().await?, query).await },
-        )
-        .await
+        self.read(|tx| Box::pin(Reads::messages(tx.into_connection(), query)))
+            .await
     }
 
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
         let (checker, now) = (&checker, Timestamp::now());
-        self.calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                ops::register_checker(&mut tx, checker, now).await?;
-                commit(tx, &[]).await
-            })
+        self.write(|tx| Box::pin(ops::register_checker(tx.into_connection(), checker, now)))
             .await
     }
 
@@ -531,10 +328,8 @@ impl Store for PostgresStore {
         &self,
         producer: &Name,
     ) -> Result<Option<CheckerRegistration>, StoreError> {
-        self.calls.call(
-            move |slot| async move { reads::checker(&mut *slot.connect().await?, producer).await },
-        )
-        .await
+        self.read(|tx| Box::pin(Reads::checker(tx.into_connection(), producer)))
+            .await
     }
 
     async fn lease(
@@ -543,25 +338,24 @@ impl Store for PostgresStore {
         max: u32,
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
-        let (leased, announced) = self
-            .calls
-            .call(move |slot| async move {
-                // Other replicas' lease-expiry loops must hear of these deadlines: they end
-                // the leases if this replica dies.
-                let announce = self.announcer.due();
-                let mut connection = slot.connect().await?;
-                let leased = ops::lease(&mut connection, subscription, max, now, announce).await?;
-                Ok((leased, announce))
+        // Other replicas' lease-expiry loops must hear of these deadlines: they end the leases
+        // if this replica dies. The first lease statement of a window carries the news.
+        let announce = self.announcer.due();
+        let leased = self
+            .write_statement(|tx| {
+                Box::pin(leases::lease(
+                    tx.into_connection(),
+                    subscription,
+                    max,
+                    now,
+                    announce,
+                ))
             })
             .await?;
-        if announced && !leased.is_empty() {
-            self.announcer.sent();
-        }
-        if let Some(first) = leased.first() {
-            // This replica's lease-expiry loop may be sleeping past these new deadlines (all
-            // the same).
-            self.wakeups.leases().due_at(first.lease_expires_at);
-            if !announced {
+        if !leased.is_empty() {
+            if announce {
+                self.announcer.sent();
+            } else {
                 self.announcer.defer();
             }
         }
@@ -573,10 +367,7 @@ impl Store for PostgresStore {
         receipts: &[Receipt],
         now: Timestamp,
     ) -> Result<Vec<AckStatus>, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                ops::ack(&mut *slot.connect().await?, receipts, now).await
-            })
+        self.write_statement(|tx| Box::pin(leases::ack(tx.into_connection(), receipts, now)))
             .await
     }
 
@@ -586,18 +377,8 @@ impl Store for PostgresStore {
         delay: Option<Duration>,
         now: Timestamp,
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
-        let (plan, wake) = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let (plan, wake) = ops::nack(&mut tx, receipt, delay, now).await?;
-                commit(tx, &wake).await?;
-                Ok((plan, wake))
-            })
-            .await?;
-        self.wake(&wake);
-        Ok(plan)
+        self.write(|tx| Box::pin(leases::nack(tx.into_connection(), receipt, delay, now)))
+            .await
     }
 
     async fn extend_lease(
@@ -606,15 +387,15 @@ impl Store for PostgresStore {
         extension: Duration,
         now: Timestamp,
     ) -> Result<Timestamp, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let lease_expires_at = ops::extend_lease(&mut tx, receipt, extension, now).await?;
-                commit(tx, &[]).await?;
-                Ok(lease_expires_at)
-            })
-            .await
+        self.write(|tx| {
+            Box::pin(leases::extend_lease(
+                tx.into_connection(),
+                receipt,
+                extension,
+                now,
+            ))
+        })
+        .await
     }
 
     async fn reject(
@@ -623,44 +404,23 @@ impl Store for PostgresStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                ops::reject(&mut tx, receipt, reason, now).await?;
-                commit(tx, &[]).await
-            })
+        self.write(|tx| Box::pin(leases::reject(tx.into_connection(), receipt, reason, now)))
             .await
     }
 
     async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                reads::next_due(&mut *slot.connect().await?, subscription).await
-            })
+        self.read(|tx| Box::pin(Reads::next_due(tx.into_connection(), subscription)))
             .await
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<ExpiredLeases, StoreError> {
-        let (ended, wake) = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let (ended, wake) = ops::expire_leases(&mut tx, now).await?;
-                commit(tx, &wake).await?;
-                Ok((ended, wake))
-            })
-            .await?;
-        self.wake(&wake);
-        Ok(ended)
+        self.write(|tx| Box::pin(leases::expire_leases(tx.into_connection(), now)))
+            .await
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.calls.call(
-            move |slot| async move { reads::next_lease_expiry(&mut *slot.connect().await?).await },
-        )
-        .await
+        self.read(|tx| Box::pin(Reads::next_lease_expiry(tx.into_connection())))
+            .await
     }
 
     async fn claim_due_checks(
@@ -669,15 +429,15 @@ impl Store for PostgresStore {
         limit: u32,
         hold: Duration,
     ) -> Result<Vec<DueCheck>, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let claimed = scheduling::claim_due_checks(&mut tx, now, limit, hold).await?;
-                commit(tx, &[]).await?;
-                Ok(claimed)
-            })
-            .await
+        self.write(|tx| {
+            Box::pin(scheduling::claim_due_checks(
+                tx.into_connection(),
+                now,
+                limit,
+                hold,
+            ))
+        })
+        .await
     }
 
     async fn record_check(
@@ -688,29 +448,20 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<CheckRecorded, StoreError> {
         let verdict = &verdict;
-        let (recorded, wake) = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let (recorded, wake) =
-                    scheduling::record_check(&mut tx, message_id, attempt, verdict, now).await?;
-                commit(tx, &wake).await?;
-                Ok((recorded, wake))
-            })
-            .await?;
-        self.wake(&wake);
-        if let (CheckRecorded::Applied(_), CheckVerdict::RetryAt { at, .. }) = (recorded, verdict) {
-            self.wakeups.checks().due_at(*at);
-        }
-        Ok(recorded)
+        self.write(|tx| {
+            Box::pin(scheduling::record_check(
+                tx.into_connection(),
+                message_id,
+                attempt,
+                verdict,
+                now,
+            ))
+        })
+        .await
     }
 
     async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                scheduling::next_check_due(&mut *slot.connect().await?).await
-            })
+        self.read(|tx| Box::pin(Reads::next_check_due(tx.into_connection())))
             .await
     }
 
@@ -721,19 +472,16 @@ impl Store for PostgresStore {
         error: &str,
         now: Timestamp,
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
-        let (plan, wake) = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let (plan, wake) =
-                    scheduling::fail_delivery(&mut tx, subscription, receipt, error, now).await?;
-                commit(tx, &wake).await?;
-                Ok((plan, wake))
-            })
-            .await?;
-        self.wake(&wake);
-        Ok(plan)
+        self.write(|tx| {
+            Box::pin(scheduling::fail_delivery(
+                tx.into_connection(),
+                subscription,
+                receipt,
+                error,
+                now,
+            ))
+        })
+        .await
     }
 
     async fn delete_final_messages(
@@ -741,22 +489,18 @@ impl Store for PostgresStore {
         cutoff: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let deleted = scheduling::delete_final_messages(&mut tx, cutoff, limit).await?;
-                commit(tx, &[]).await?;
-                Ok(deleted)
-            })
-            .await
+        self.write(|tx| {
+            Box::pin(scheduling::delete_final_messages(
+                tx.into_connection(),
+                cutoff,
+                limit,
+            ))
+        })
+        .await
     }
 
     async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.calls
-            .call(move |slot| async move {
-                scheduling::oldest_final_at(&mut *slot.connect().await?).await
-            })
+        self.read(|tx| Box::pin(Reads::oldest_final_at(tx.into_connection())))
             .await
     }
 
@@ -765,10 +509,8 @@ impl Store for PostgresStore {
         query: DeliveryQuery,
     ) -> Result<Page<DeliveryStatus>, StoreError> {
         let query = &query;
-        self.calls.call(
-            move |slot| async move { reads::deliveries(&mut *slot.connect().await?, query).await },
-        )
-        .await
+        self.read(|tx| Box::pin(Reads::deliveries(tx.into_connection(), query)))
+            .await
     }
 
     async fn redrive(
@@ -777,28 +519,19 @@ impl Store for PostgresStore {
         message_ids: &[MessageId],
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let (redriven, wake) = self
-            .calls
-            .call(move |slot| async move {
-                let mut connection = slot.connect().await?;
-                let mut tx = connection.begin().await?;
-                let redriven = ops::redrive(&mut tx, subscription, message_ids, now).await?;
-                let wake = if redriven > 0 {
-                    vec![subscription.to_string()]
-                } else {
-                    Vec::new()
-                };
-                commit(tx, &wake).await?;
-                Ok((redriven, wake))
-            })
-            .await?;
-        self.wake(&wake);
-        Ok(redriven)
+        self.write(|tx| {
+            Box::pin(ops::redrive(
+                tx.into_connection(),
+                subscription,
+                message_ids,
+                now,
+            ))
+        })
+        .await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
-        self.calls
-            .call(move |slot| async move { reads::stats(&mut *slot.connect().await?, now).await })
+        self.read(|tx| Box::pin(Reads::stats(tx.into_connection(), now)))
             .await
     }
 

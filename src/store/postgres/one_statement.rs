@@ -16,11 +16,10 @@ use std::collections::{HashMap, HashSet};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::CHANNEL;
-use super::ops::Wake;
+use super::notify;
 use super::rows::{Columns, headers_to_json, millis};
-use crate::domain::{MessageId, MessageState, Timestamp};
-use crate::store::{InsertOutcome, NewMessage, StoreError};
+use crate::domain::{MessageId, MessageState, Name, Timestamp};
+use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written};
 
 /// Publishes a new message: CONFIRMED and routed to every subscription of its topic, which
 /// it share-locks as `ops::route` does. Nothing is written when the key exists or the topic
@@ -89,7 +88,7 @@ FROM confirmed c LEFT JOIN routed r ON r.message_id = c.id";
 pub async fn publish(
     conn: &mut PgConnection,
     message: &NewMessage,
-) -> Result<Option<(InsertOutcome, Wake)>, StoreError> {
+) -> Written<Option<InsertOutcome>> {
     let rows = sqlx::query(PUBLISH)
         .bind(message.id.as_uuid())
         .bind(message.producer.as_str())
@@ -100,18 +99,22 @@ pub async fn publish(
         .bind(millis(message.deliver_after))
         .bind(message.now.as_millis())
         .bind(message.now.plus(message.deliver_after).as_millis())
-        .bind(CHANNEL)
+        .bind(notify::DUE)
         .fetch_all(&mut *conn)
         .await?;
     if rows.is_empty() {
-        return Ok(None);
+        return Ok((None, Effects::none()));
     }
     let outcome = InsertOutcome {
         message_id: message.id,
         state: MessageState::Confirmed,
         created: true,
     };
-    Ok(Some((outcome, routed_subscriptions(&rows)?)))
+    let routed = rows
+        .iter()
+        .map(|row| Ok(Name::from_trusted(row.text("subscription")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((Some(outcome), Effects::due(routed)))
 }
 
 /// Prepares each message of the batch (never publishes); `None` for those the transactional
@@ -180,13 +183,13 @@ impl PrepareColumns {
     }
 }
 
-/// Confirms each open message of the batch (by id, at its own time) and answers the
-/// subscriptions it was routed to; `None` for those the transactional path must answer
-/// (unknown or already decided).
+/// Confirms each open message of the batch (by id, at its own time) and answers the effects
+/// of its routing; `None` for those the transactional path must answer (unknown or already
+/// decided).
 pub async fn confirm_batch(
     conn: &mut PgConnection,
     confirms: &[(MessageId, Timestamp)],
-) -> Result<Vec<Option<Wake>>, StoreError> {
+) -> Result<Vec<Option<Effects>>, StoreError> {
     // The same message twice in one batch: confirmed once, both callers answered.
     let mut unique: HashMap<MessageId, i64> = HashMap::with_capacity(confirms.len());
     for (id, at) in confirms {
@@ -197,34 +200,27 @@ pub async fn confirm_batch(
     let rows = sqlx::query(CONFIRM_BATCH)
         .bind(ids)
         .bind(at)
-        .bind(CHANNEL)
+        .bind(notify::DUE)
         .fetch_all(&mut *conn)
         .await?;
-    let mut routed: HashMap<MessageId, Wake> = HashMap::new();
+    let mut routed: HashMap<MessageId, Vec<Name>> = HashMap::new();
     for row in &rows {
         let subscriptions = routed.entry(row.id("id")?).or_default();
         if let Some(name) = row.opt_text("subscription")? {
-            subscriptions.push(name);
+            subscriptions.push(Name::from_trusted(name));
         }
     }
-    for (id, subscriptions) in &mut routed {
-        subscriptions.sort();
-        if subscriptions.is_empty() {
-            tracing::warn!(message_id = %id, "confirmed message has no subscription: unrouted");
-        }
-    }
+    let routed: HashMap<MessageId, Effects> = routed
+        .into_iter()
+        .map(|(id, subscriptions)| {
+            if subscriptions.is_empty() {
+                tracing::warn!(message_id = %id, "confirmed message has no subscription: unrouted");
+            }
+            (id, Effects::due(subscriptions))
+        })
+        .collect();
     Ok(confirms
         .iter()
         .map(|(id, _)| routed.get(id).cloned())
         .collect())
-}
-
-/// The subscriptions a statement routed to, sorted.
-fn routed_subscriptions(rows: &[sqlx::postgres::PgRow]) -> Result<Wake, StoreError> {
-    let mut subscriptions = rows
-        .iter()
-        .map(|row| row.text("subscription"))
-        .collect::<Result<Wake, _>>()?;
-    subscriptions.sort();
-    Ok(subscriptions)
 }

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use super::ops::{self, Wake};
 use super::rows::{self, Columns};
+use super::{leases, ops};
 use crate::domain::{
-    DeliveryState, MessageId, MessageKey, MessageRef, MessageState, Name, Receipt, RedeliveryPlan,
+    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan,
     Subscription, Timestamp, plan_redelivery, random_jitter,
 };
-use crate::store::{CheckRecorded, CheckVerdict, CheckerRegistration, DueCheck, StoreError};
+use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 
 /// Claims due checks: the same statement that picks them moves their `next_check_at` to
 /// `now + hold`, skipping messages another replica is claiming or deciding right now.
@@ -22,7 +22,7 @@ pub async fn claim_due_checks(
     now: Timestamp,
     limit: u32,
     hold: Duration,
-) -> Result<Vec<DueCheck>, StoreError> {
+) -> Written<Vec<DueCheck>> {
     let claimed = sqlx::query(
         "WITH due AS MATERIALIZED ( \
            SELECT id, next_check_at FROM messages \
@@ -46,32 +46,11 @@ pub async fn claim_due_checks(
     .bind(now.plus(hold).as_millis())
     .fetch_all(&mut *conn)
     .await?;
-    claimed
+    let claimed = claimed
         .iter()
-        .map(|row| {
-            let producer = Name::from_trusted(row.text("producer")?);
-            let endpoint = row.opt_text("endpoint")?;
-            let timeout_ms = row.opt_int("timeout_ms")?;
-            let checker = endpoint.map(|endpoint| CheckerRegistration {
-                producer: producer.clone(),
-                endpoint,
-                timeout: Duration::from_millis(
-                    timeout_ms.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
-                ),
-            });
-            Ok(DueCheck {
-                message_id: row.id("id")?,
-                producer,
-                topic: Name::from_trusted(row.text("topic")?),
-                key: MessageKey::from_trusted(row.text("key")?),
-                headers: rows::headers_from_json(&row.text("headers")?)?,
-                prepared_at: Timestamp::from_millis(row.int("created_at")?),
-                attempt: u32::try_from(row.int("check_attempts")? + 1)
-                    .map_err(StoreError::internal)?,
-                checker,
-            })
-        })
-        .collect()
+        .map(rows::due_check)
+        .collect::<Result<_, StoreError>>()?;
+    Ok((claimed, Effects::none()))
 }
 
 /// Records check number `attempt` as a compare-and-set on `state = PREPARED AND
@@ -84,7 +63,7 @@ pub async fn record_check(
     attempt: u32,
     verdict: &CheckVerdict,
     now: Timestamp,
-) -> Result<(CheckRecorded, Wake), StoreError> {
+) -> Written<CheckRecorded> {
     let row =
         sqlx::query("SELECT state, check_attempts FROM messages WHERE id = $1 FOR NO KEY UPDATE")
             .bind(message_id.as_uuid())
@@ -94,7 +73,7 @@ pub async fn record_check(
     let state = rows::message_state(&row.text("state")?)?;
     let previous = i64::from(attempt) - 1;
     if state != MessageState::Prepared || row.int("check_attempts")? != previous {
-        return Ok((CheckRecorded::Stale(state), Vec::new()));
+        return Ok((CheckRecorded::Stale(state), Effects::none()));
     }
     const GUARD: &str = "WHERE id = $1 AND state = 'PREPARED' AND check_attempts = $2";
     match verdict {
@@ -108,9 +87,9 @@ pub async fn record_check(
             .execute(&mut *conn)
             .await?;
             // Exactly what the producer's Confirm or Cancel does, routing included.
-            let (state, wake) =
+            let (state, effects) =
                 ops::decide(conn, &MessageRef::Id(message_id), *decision, now).await?;
-            Ok((CheckRecorded::Applied(state), wake))
+            Ok((CheckRecorded::Applied(state), effects))
         }
         CheckVerdict::RetryAt { at, error } => {
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -125,7 +104,9 @@ pub async fn record_check(
             .bind(now.as_millis())
             .execute(&mut *conn)
             .await?;
-            Ok((CheckRecorded::Applied(MessageState::Prepared), Vec::new()))
+            // The check loop may be sleeping until the claim's hold, after `at`.
+            let effects = Effects::check_due(*at);
+            Ok((CheckRecorded::Applied(MessageState::Prepared), effects))
         }
         CheckVerdict::GiveUp { error } => {
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -139,17 +120,10 @@ pub async fn record_check(
             .bind(now.as_millis())
             .execute(&mut *conn)
             .await?;
-            Ok((CheckRecorded::Applied(MessageState::Unresolved), Vec::new()))
+            let state = MessageState::Unresolved;
+            Ok((CheckRecorded::Applied(state), Effects::none()))
         }
     }
-}
-
-pub async fn next_check_due(conn: &mut PgConnection) -> Result<Option<Timestamp>, StoreError> {
-    let due: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(next_check_at) FROM messages WHERE state = 'PREPARED'")
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(due.map(Timestamp::from_millis))
 }
 
 /// Ends a lease after a failed push, as a compare-and-set on the lease's state and generation
@@ -160,7 +134,7 @@ pub async fn fail_delivery(
     receipt: &Receipt,
     error: &str,
     now: Timestamp,
-) -> Result<(Option<RedeliveryPlan>, Wake), StoreError> {
+) -> Written<Option<RedeliveryPlan>> {
     let row = sqlx::query(
         "SELECT state, generation, attempts FROM deliveries \
          WHERE subscription = $1 AND message_id = $2 FOR UPDATE",
@@ -170,11 +144,11 @@ pub async fn fail_delivery(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else {
-        return Ok((None, Vec::new())); // deleted with its subscription meanwhile
+        return Ok((None, Effects::none())); // deleted with its subscription meanwhile
     };
     let (state, generation, attempts) = rows::lease_state(&row)?;
     if state != DeliveryState::Leased || generation != receipt.generation {
-        return Ok((None, Vec::new()));
+        return Ok((None, Effects::none()));
     }
     let plan = plan_redelivery(
         &subscription.retry_policy,
@@ -183,25 +157,8 @@ pub async fn fail_delivery(
         None,
         random_jitter(),
     );
-    let (state, next_attempt_at) = match plan {
-        RedeliveryPlan::RetryAt(at) => (DeliveryState::Pending, Some(at.as_millis())),
-        RedeliveryPlan::Dead => (DeliveryState::Dead, None),
-    };
-    sqlx::query(
-        "UPDATE deliveries SET state = $1, next_attempt_at = $2, lease_expires_at = NULL, \
-         last_error = $3, updated_at = $4 \
-         WHERE subscription = $5 AND message_id = $6 AND generation = $7 AND state = 'LEASED'",
-    )
-    .bind(state.as_str())
-    .bind(next_attempt_at)
-    .bind(error)
-    .bind(now.as_millis())
-    .bind(receipt.subscription.as_str())
-    .bind(receipt.message_id.as_uuid())
-    .bind(i64::from(receipt.generation))
-    .execute(&mut *conn)
-    .await?;
-    Ok((Some(plan), vec![receipt.subscription.to_string()]))
+    leases::release(conn, receipt, plan, error, now).await?;
+    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
 }
 
 /// Deletes up to `limit` messages final since `cutoff`, oldest first; their deliveries go
@@ -210,7 +167,7 @@ pub async fn delete_final_messages(
     conn: &mut PgConnection,
     cutoff: Timestamp,
     limit: u32,
-) -> Result<u64, StoreError> {
+) -> Written<u64> {
     let deleted = sqlx::query(
         "WITH doomed AS MATERIALIZED ( \
            SELECT id FROM messages WHERE final_at IS NOT NULL AND final_at <= $1 \
@@ -225,13 +182,5 @@ pub async fn delete_final_messages(
     .bind(i64::from(limit))
     .execute(&mut *conn)
     .await?;
-    Ok(deleted.rows_affected())
-}
-
-pub async fn oldest_final_at(conn: &mut PgConnection) -> Result<Option<Timestamp>, StoreError> {
-    let oldest: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(final_at) FROM messages WHERE final_at IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(oldest.map(Timestamp::from_millis))
+    Ok((deleted.rows_affected(), Effects::none()))
 }

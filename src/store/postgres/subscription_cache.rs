@@ -4,7 +4,7 @@
 //! changes only when an operator changes it.
 //!
 //! The copy is trusted only while it is current: every subscription write on any replica
-//! notifies [`SUBSCRIPTIONS_CHANGED`](super::SUBSCRIPTIONS_CHANGED) in its transaction, and the
+//! notifies `notify::SUBSCRIPTIONS` in its transaction, and the
 //! listener marks the copy stale when it hears that, or when it (re)connects and may have
 //! missed something. While the listener is not connected the store reads the table instead,
 //! and a copy older than [`MAX_AGE`] is read again whatever happened.

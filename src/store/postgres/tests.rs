@@ -14,7 +14,8 @@ use crate::domain::{
     Decision, MessageId, MessageKey, MessageRef, Name, RetryPolicy, Subscription, Timestamp,
 };
 use crate::store::testing::{Link, TcpProxy, TestDatabase};
-use crate::store::{NewMessage, Store, StoreError, Wakeups};
+use crate::store::{NewMessage, Store, StoreError};
+use crate::wakeups::Wakeups;
 
 const TOPIC: &str = "orders";
 const SUB: &str = "billing";
@@ -220,7 +221,7 @@ async fn replicas_migrating_at_once_all_succeed() {
         .fetch_one(store.calls.pool())
         .await
         .unwrap();
-    assert_eq!(applied as usize, super::MIGRATOR.iter().count());
+    assert_eq!(applied as usize, super::connect::MIGRATOR.iter().count());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +340,7 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
     drop(stalled);
     assert_eq!(
         store.ack(&[receipt], Timestamp::now()).await.unwrap(),
-        [crate::store::AckStatus::Ok]
+        [crate::domain::AckStatus::Ok]
     );
 }
 

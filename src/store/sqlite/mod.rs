@@ -2,6 +2,8 @@
 //! (its own synchronous connection; see `writer`), and a small pool of read-only connections
 //! (sqlx, which also runs the migrations).
 
+pub(super) mod error;
+mod leases;
 mod ops;
 mod reads;
 mod rows;
@@ -11,26 +13,28 @@ mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection as _, SqlitePool};
+use sqlx::{ConnectOptions, Connection as _, Sqlite, SqlitePool};
 
+use reads::Reads;
 use writer::Writer;
-pub use writer::WriterStats;
+pub use writer::commits_to;
 
 use super::{
-    AckStatus, CheckRecorded, CheckVerdict, CheckerRegistration, DeliveryQuery, DueCheck,
-    ExpiredLeases, InsertOutcome, LeasedDelivery, MessageQuery, NewMessage, Page, Stats, Store,
-    StoreError, Wakeups,
+    CheckRecorded, CheckVerdict, DeliveryQuery, ExpiredLeases, InsertOutcome, MessageQuery,
+    NewMessage, Page, Stats, Store, StoreError, Written,
 };
 use crate::config::SqliteConfig;
 use crate::domain::{
-    Decision, DeliveryStatus, MessageId, MessageRecord, MessageRef, MessageState, Name, Receipt,
-    RedeliveryPlan, Subscription, Timestamp,
+    AckStatus, CheckerRegistration, Decision, DeliveryStatus, DueCheck, LeasedDelivery, MessageId,
+    MessageRecord, MessageRef, MessageState, Name, Receipt, RedeliveryPlan, Subscription,
+    Timestamp,
 };
+use crate::wakeups::Wakeups;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -41,7 +45,6 @@ pub struct SqliteStore {
     writer: Writer,
     readers: SqlitePool,
     wakeups: Wakeups,
-    stats: Arc<WriterStats>,
 }
 
 impl SqliteStore {
@@ -53,12 +56,12 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         if url.contains(":memory:") || url.contains("mode=memory") {
             // The writer and the readers are separate connections that must see one database.
-            return Err(StoreError::Unsupported(
-                "database_url: the SQLite backend needs a file (WAL); in-memory databases are not supported".into(),
+            return Err(error::invalid_url(
+                "the SQLite backend needs a file (WAL); in-memory databases are not supported",
             ));
         }
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unsupported(format!("database_url is not a SQLite URL: {e}")))?
+            .map_err(|e| error::invalid_url(format_args!("not a SQLite URL: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -76,32 +79,30 @@ impl SqliteStore {
             .max_connections(config.read_connections)
             .connect_with(options.clone().read_only(true))
             .await?;
-        let stats = Arc::new(WriterStats::default());
         let writer = open_writer(options.get_filename())?;
-        let writer =
-            Writer::start(writer, config.max_batch, stats.clone()).map_err(StoreError::internal)?;
+        let writer = Writer::start(writer, config.max_batch, url).map_err(StoreError::internal)?;
         Ok(Self {
             writer,
             readers,
             wakeups,
-            stats,
         })
     }
 
-    /// Commits and operations of the writer so far.
-    pub fn writer_stats(&self) -> Arc<WriterStats> {
-        self.stats.clone()
+    /// A connection of the read-only pool.
+    async fn reader(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        Ok(self.readers.acquire().await?)
     }
 
-    fn wake(&self, subscriptions: &[String]) {
-        for subscription in subscriptions {
-            self.wakeups.notify_subscription(subscription);
-        }
-        if !subscriptions.is_empty() {
-            // Deliveries became due: only the push loop cares (the lease-expiry loop is told
-            // about leases by `lease` itself).
-            self.wakeups.notify_push();
-        }
+    /// The one write path: runs `operation` in the writer's next group transaction and, once
+    /// that committed, wakes whoever its effects concern.
+    async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Written<T> + Send + 'static,
+    {
+        let (value, effects) = self.writer.write(operation).await?;
+        effects.wake(&self.wakeups);
+        Ok(value)
     }
 }
 
@@ -127,70 +128,48 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection, StoreError> {
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         if !self.writer.is_running() {
-            return Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed));
+            return Err(error::writer_stopped());
         }
         sqlx::query("SELECT 1").execute(&self.readers).await?;
         Ok(())
-    }
-
-    fn commit_count(&self) -> Option<u64> {
-        Some(
-            self.stats
-                .commits
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
     }
 
     async fn create_subscription(
         &self,
         subscription: Subscription,
     ) -> Result<(Subscription, bool), StoreError> {
-        self.writer
-            .write(move |conn| ops::create_subscription(conn, subscription))
+        self.write(move |conn| ops::create_subscription(conn, subscription))
             .await
     }
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
-        reads::subscription(&self.readers, name).await
+        Reads::subscription(&mut *self.reader().await?, name).await
     }
 
     async fn list_subscriptions(
         &self,
         topic: Option<&Name>,
     ) -> Result<Vec<Subscription>, StoreError> {
-        reads::subscriptions(&self.readers, topic).await
+        Reads::subscriptions(&mut *self.reader().await?, topic).await
     }
 
     async fn update_subscription(
         &self,
         subscription: Subscription,
     ) -> Result<Subscription, StoreError> {
-        let (updated, wake) = self
-            .writer
-            .write(move |conn| ops::update_subscription(conn, subscription))
-            .await?;
-        self.wake(&wake);
-        Ok(updated)
+        self.write(move |conn| ops::update_subscription(conn, subscription))
+            .await
     }
 
     async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
         let name = name.clone();
-        self.writer
-            .write(move |conn| ops::delete_subscription(conn, &name))
+        self.write(move |conn| ops::delete_subscription(conn, &name))
             .await
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
-        let check_at = (!message.publish).then(|| message.now.plus(message.check_after));
-        let (outcome, wake) = self
-            .writer
-            .write(move |conn| ops::insert_message(conn, message))
-            .await?;
-        self.wake(&wake);
-        if let (true, Some(check_at)) = (outcome.created, check_at) {
-            self.wakeups.checks().due_at(check_at);
-        }
-        Ok(outcome)
+        self.write(move |conn| ops::insert_message(conn, message))
+            .await
     }
 
     async fn decide(
@@ -200,26 +179,21 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<MessageState, StoreError> {
         let message = message.clone();
-        let (state, wake) = self
-            .writer
-            .write(move |conn| ops::decide(conn, &message, decision, now))
-            .await?;
-        self.wake(&wake);
-        Ok(state)
+        self.write(move |conn| ops::decide(conn, &message, decision, now))
+            .await
     }
 
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
-        reads::message(&self.readers, message).await
+        Reads::message(&mut *self.reader().await?, message).await
     }
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError> {
-        reads::messages(&self.readers, query).await
+        Reads::messages(&mut *self.reader().await?, &query).await
     }
 
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
         let now = Timestamp::now();
-        self.writer
-            .write(move |conn| ops::register_checker(conn, checker, now))
+        self.write(move |conn| ops::register_checker(conn, checker, now))
             .await
     }
 
@@ -227,7 +201,7 @@ impl Store for SqliteStore {
         &self,
         producer: &Name,
     ) -> Result<Option<CheckerRegistration>, StoreError> {
-        reads::checker(&self.readers, producer).await
+        Reads::checker(&mut *self.reader().await?, producer).await
     }
 
     async fn lease(
@@ -237,15 +211,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
         let subscription = subscription.clone();
-        let leased = self
-            .writer
-            .write(move |conn| ops::lease(conn, &subscription, max, now))
-            .await?;
-        if let Some(first) = leased.first() {
-            // The lease-expiry loop may be sleeping past these new deadlines (all the same).
-            self.wakeups.leases().due_at(first.lease_expires_at);
-        }
-        Ok(leased)
+        self.write(move |conn| leases::lease(conn, &subscription, max, now))
+            .await
     }
 
     async fn ack(
@@ -254,8 +221,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<AckStatus>, StoreError> {
         let receipts = receipts.to_vec();
-        self.writer
-            .write(move |conn| ops::ack(conn, &receipts, now))
+        self.write(move |conn| leases::ack(conn, &receipts, now))
             .await
     }
 
@@ -266,12 +232,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
         let receipt = receipt.clone();
-        let (plan, wake) = self
-            .writer
-            .write(move |conn| ops::nack(conn, &receipt, delay, now))
-            .await?;
-        self.wake(&wake);
-        Ok(plan)
+        self.write(move |conn| leases::nack(conn, &receipt, delay, now))
+            .await
     }
 
     async fn extend_lease(
@@ -281,8 +243,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Timestamp, StoreError> {
         let receipt = receipt.clone();
-        self.writer
-            .write(move |conn| ops::extend_lease(conn, &receipt, extension, now))
+        self.write(move |conn| leases::extend_lease(conn, &receipt, extension, now))
             .await
     }
 
@@ -293,26 +254,21 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let (receipt, reason) = (receipt.clone(), reason.to_owned());
-        self.writer
-            .write(move |conn| ops::reject(conn, &receipt, &reason, now))
+        self.write(move |conn| leases::reject(conn, &receipt, &reason, now))
             .await
     }
 
     async fn next_due(&self, subscription: &Name) -> Result<Option<Timestamp>, StoreError> {
-        reads::next_due(&self.readers, subscription).await
+        Reads::next_due(&mut *self.reader().await?, subscription).await
     }
 
     async fn expire_leases(&self, now: Timestamp) -> Result<ExpiredLeases, StoreError> {
-        let (ended, wake) = self
-            .writer
-            .write(move |conn| ops::expire_leases(conn, now))
-            .await?;
-        self.wake(&wake);
-        Ok(ended)
+        self.write(move |conn| leases::expire_leases(conn, now))
+            .await
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<Timestamp>, StoreError> {
-        reads::next_lease_expiry(&self.readers).await
+        Reads::next_lease_expiry(&mut *self.reader().await?).await
     }
 
     async fn claim_due_checks(
@@ -321,8 +277,7 @@ impl Store for SqliteStore {
         limit: u32,
         hold: Duration,
     ) -> Result<Vec<DueCheck>, StoreError> {
-        self.writer
-            .write(move |conn| scheduling::claim_due_checks(conn, now, limit, hold))
+        self.write(move |conn| scheduling::claim_due_checks(conn, now, limit, hold))
             .await
     }
 
@@ -333,23 +288,12 @@ impl Store for SqliteStore {
         verdict: CheckVerdict,
         now: Timestamp,
     ) -> Result<CheckRecorded, StoreError> {
-        let retry_at = match &verdict {
-            CheckVerdict::RetryAt { at, .. } => Some(*at),
-            _ => None,
-        };
-        let (recorded, wake) = self
-            .writer
-            .write(move |conn| scheduling::record_check(conn, message_id, attempt, verdict, now))
-            .await?;
-        self.wake(&wake);
-        if let (CheckRecorded::Applied(_), Some(at)) = (recorded, retry_at) {
-            self.wakeups.checks().due_at(at);
-        }
-        Ok(recorded)
+        self.write(move |conn| scheduling::record_check(conn, message_id, attempt, verdict, now))
+            .await
     }
 
     async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        scheduling::next_check_due(&self.readers).await
+        Reads::next_check_due(&mut *self.reader().await?).await
     }
 
     async fn fail_delivery(
@@ -361,14 +305,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
         let (subscription, receipt, error) =
             (subscription.clone(), receipt.clone(), error.to_owned());
-        let (plan, wake) = self
-            .writer
-            .write(move |conn| {
-                scheduling::fail_delivery(conn, &subscription, &receipt, &error, now)
-            })
-            .await?;
-        self.wake(&wake);
-        Ok(plan)
+        self.write(move |conn| {
+            scheduling::fail_delivery(conn, &subscription, &receipt, &error, now)
+        })
+        .await
     }
 
     async fn delete_final_messages(
@@ -376,20 +316,19 @@ impl Store for SqliteStore {
         cutoff: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        self.writer
-            .write(move |conn| scheduling::delete_final_messages(conn, cutoff, limit))
+        self.write(move |conn| scheduling::delete_final_messages(conn, cutoff, limit))
             .await
     }
 
     async fn oldest_final_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        scheduling::oldest_final_at(&self.readers).await
+        Reads::oldest_final_at(&mut *self.reader().await?).await
     }
 
     async fn list_deliveries(
         &self,
         query: DeliveryQuery,
     ) -> Result<Page<DeliveryStatus>, StoreError> {
-        reads::deliveries(&self.readers, query).await
+        Reads::deliveries(&mut *self.reader().await?, &query).await
     }
 
     async fn redrive(
@@ -399,18 +338,12 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         let (name, ids) = (subscription.clone(), message_ids.to_vec());
-        let redriven = self
-            .writer
-            .write(move |conn| ops::redrive(conn, &name, &ids, now))
-            .await?;
-        if redriven > 0 {
-            self.wake(&[subscription.to_string()]);
-        }
-        Ok(redriven)
+        self.write(move |conn| ops::redrive(conn, &name, &ids, now))
+            .await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
-        reads::stats(&self.readers, now).await
+        Reads::stats(&mut *self.reader().await?, now).await
     }
 
     async fn shared_signing_key(&self, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {

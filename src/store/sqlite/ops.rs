@@ -12,17 +12,10 @@ use rusqlite::{Connection, Params, Row, params};
 
 use super::rows::{self, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
-    AckVerdict, Decision, DeliveryState, LeaseCheck, MessageId, MessageRef, MessageState, Name,
-    Receipt, RedeliveryPlan, Subscription, Timestamp, Transition, classify_ack,
-    decide as decide_transition, plan_redelivery, random_jitter,
+    CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, Subscription,
+    Timestamp, Transition, decide as decide_transition,
 };
-use crate::store::{
-    AckStatus, CheckerRegistration, ExpiredLeases, InsertOutcome, LeasedDelivery, NewMessage,
-    StoreError, rules,
-};
-
-/// Subscriptions whose waiters should wake once the write commits.
-pub type Wake = Vec<String>;
+use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// Runs a cached statement; returns how many rows it changed.
 pub(super) fn execute(
@@ -64,10 +57,10 @@ pub(super) fn query_all<T>(
 pub fn create_subscription(
     conn: &Connection,
     subscription: Subscription,
-) -> Result<(Subscription, bool), StoreError> {
+) -> Written<(Subscription, bool)> {
     if let Some(existing) = find_subscription(conn, &subscription.name)? {
         return if existing.same_config(&subscription) {
-            Ok((existing, false))
+            Ok(((existing, false), Effects::none()))
         } else {
             Err(rules::subscription_conflict(&subscription.name))
         };
@@ -90,13 +83,10 @@ pub fn create_subscription(
             subscription.created_at.as_millis(),
         ],
     )?;
-    Ok((subscription, true))
+    Ok(((subscription, true), Effects::subscriptions_changed()))
 }
 
-pub fn update_subscription(
-    conn: &Connection,
-    subscription: Subscription,
-) -> Result<(Subscription, Wake), StoreError> {
+pub fn update_subscription(conn: &Connection, subscription: Subscription) -> Written<Subscription> {
     let existing = find_subscription(conn, &subscription.name)?
         .ok_or_else(|| rules::subscription_not_found(&subscription.name))?;
     if existing.topic != subscription.topic {
@@ -121,11 +111,12 @@ pub fn update_subscription(
         created_at: existing.created_at,
         ..subscription
     };
-    let wake = vec![updated.name.to_string()];
-    Ok((updated, wake))
+    // A changed policy may make deliveries due sooner.
+    let effects = Effects::due([updated.name.clone()]).and(Effects::subscriptions_changed());
+    Ok((updated, effects))
 }
 
-pub fn delete_subscription(conn: &Connection, name: &Name) -> Result<(), StoreError> {
+pub fn delete_subscription(conn: &Connection, name: &Name) -> Written<()> {
     execute(
         conn,
         "DELETE FROM deliveries WHERE subscription = ?",
@@ -139,7 +130,7 @@ pub fn delete_subscription(conn: &Connection, name: &Name) -> Result<(), StoreEr
     if deleted == 0 {
         return Err(rules::subscription_not_found(name));
     }
-    Ok(())
+    Ok(((), Effects::subscriptions_changed()))
 }
 
 pub(super) fn find_subscription(
@@ -150,19 +141,16 @@ pub(super) fn find_subscription(
     query_one(conn, &sql, [name.as_str()], |row| rows::subscription(row))
 }
 
-fn subscriptions_of_topic(conn: &Connection, topic: &str) -> Result<Vec<String>, StoreError> {
+fn subscriptions_of_topic(conn: &Connection, topic: &str) -> Result<Vec<Name>, StoreError> {
     query_all(
         conn,
         "SELECT name FROM subscriptions WHERE topic = ? ORDER BY name",
         [topic],
-        |row| Ok(row.get(0)?),
+        |row| Ok(Name::from_trusted(row.get(0)?)),
     )
 }
 
-pub fn insert_message(
-    conn: &Connection,
-    message: NewMessage,
-) -> Result<(InsertOutcome, Wake), StoreError> {
+pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertOutcome> {
     let headers = headers_to_json(&message.headers);
     let existing = query_one(
         conn,
@@ -190,7 +178,7 @@ pub fn insert_message(
             state: rows::message_state(&state)?,
             created: false,
         };
-        return Ok((outcome, Vec::new()));
+        return Ok((outcome, Effects::none()));
     }
 
     let subscriptions = subscriptions_of_topic(conn, message.topic.as_str())?;
@@ -198,12 +186,12 @@ pub fn insert_message(
         return Err(rules::no_subscription(&message.topic));
     }
     let now = message.now.as_millis();
-    let (state, next_check_at, decided_at) = if message.publish {
-        (MessageState::Confirmed, None, Some(now))
-    } else {
-        let check_at = message.now.plus(message.check_after).as_millis();
-        (MessageState::Prepared, Some(check_at), None)
+    let first_check_at = message.first_check_at();
+    let (state, decided_at) = match first_check_at {
+        Some(_) => (MessageState::Prepared, None),
+        None => (MessageState::Confirmed, Some(now)),
     };
+    let next_check_at = first_check_at.map(Timestamp::as_millis);
     // A Publish is routed in the same transaction; `routed` is written with the row rather
     // than by a second UPDATE (which would rewrite the payload again).
     let routed = message.publish.then_some(subscriptions.len() as i64);
@@ -228,24 +216,23 @@ pub fn insert_message(
             routed,
         ],
     )?;
-    let wake = if message.publish {
-        route(
+    let effects = match first_check_at {
+        Some(check_at) => Effects::check_due(check_at),
+        None => route(
             conn,
             message.id,
             message.topic.as_str(),
             subscriptions,
             message.now.plus(message.deliver_after),
             message.now,
-        )?
-    } else {
-        Vec::new()
+        )?,
     };
     let outcome = InsertOutcome {
         message_id: message.id,
         state,
         created: true,
     };
-    Ok((outcome, wake))
+    Ok((outcome, effects))
 }
 
 /// Creates one PENDING delivery per current subscription of the topic (`subscriptions`, read
@@ -255,10 +242,10 @@ fn route(
     conn: &Connection,
     id: MessageId,
     topic: &str,
-    subscriptions: Vec<String>,
+    subscriptions: Vec<Name>,
     due: Timestamp,
     now: Timestamp,
-) -> Result<Wake, StoreError> {
+) -> Result<Effects, StoreError> {
     execute(
         conn,
         "INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
@@ -268,7 +255,7 @@ fn route(
     if subscriptions.is_empty() {
         tracing::warn!(message_id = %id, topic, "confirmed message has no subscription: unrouted");
     }
-    Ok(subscriptions)
+    Ok(Effects::due(subscriptions))
 }
 
 /// Finds a message's id, topic, state and delivery delay by id or producer key.
@@ -309,11 +296,11 @@ pub fn decide(
     message: &MessageRef,
     decision: Decision,
     now: Timestamp,
-) -> Result<(MessageState, Wake), StoreError> {
+) -> Written<MessageState> {
     let (id, topic, current, deliver_after) = locate(conn, message)?;
     let target = match decide_transition(current, decision) {
         Transition::To(target) => target,
-        Transition::AlreadyThere(state) => return Ok((state, Vec::new())),
+        Transition::AlreadyThere(state) => return Ok((state, Effects::none())),
         Transition::Contradicts(current) => return Err(StoreError::MessageConflict { current }),
     };
     // A confirm routes: `routed` is written with the state rather than by a second UPDATE.
@@ -340,7 +327,7 @@ pub fn decide(
             "message changed under the single writer",
         ));
     }
-    let wake = match subscriptions {
+    let effects = match subscriptions {
         Some(subscriptions) => route(
             conn,
             id,
@@ -349,16 +336,16 @@ pub fn decide(
             now.plus(deliver_after),
             now,
         )?,
-        None => Vec::new(),
+        None => Effects::none(),
     };
-    Ok((target, wake))
+    Ok((target, effects))
 }
 
 pub fn register_checker(
     conn: &Connection,
     checker: CheckerRegistration,
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Written<()> {
     execute(
         conn,
         "INSERT INTO checkers (producer, endpoint, timeout_ms, updated_at) VALUES (?, ?, ?, ?) \
@@ -371,279 +358,7 @@ pub fn register_checker(
             now.as_millis(),
         ],
     )?;
-    Ok(())
-}
-
-pub fn lease(
-    conn: &Connection,
-    subscription: &Subscription,
-    max: u32,
-    now: Timestamp,
-) -> Result<Vec<LeasedDelivery>, StoreError> {
-    let lease_expires_at = now.plus(subscription.ack_deadline);
-    let due = query_all(
-        conn,
-        "SELECT d.message_id, d.attempts, d.generation, m.producer, m.topic, m.key, m.payload, \
-         m.headers, m.decided_at FROM deliveries d JOIN messages m ON m.id = d.message_id \
-         WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
-         ORDER BY d.next_attempt_at LIMIT ?",
-        params![subscription.name.as_str(), now.as_millis(), i64::from(max)],
-        |row| {
-            let message_id: String = row.get("message_id")?;
-            let attempts: i64 = row.get("attempts")?;
-            let generation: i64 = row.get("generation")?;
-            let headers: String = row.get("headers")?;
-            let published_at: Option<i64> = row.get("decided_at")?;
-            let delivery = LeasedDelivery {
-                receipt: Receipt {
-                    message_id: rows::message_id(&message_id)?,
-                    generation: u32::try_from(generation + 1).map_err(StoreError::internal)?,
-                    subscription: subscription.name.clone(),
-                },
-                topic: Name::from_trusted(row.get("topic")?),
-                producer: Name::from_trusted(row.get("producer")?),
-                key: crate::domain::MessageKey::from_trusted(row.get("key")?),
-                payload: row.get("payload")?,
-                headers: rows::headers_from_json(&headers)?,
-                attempt: u32::try_from(attempts + 1).map_err(StoreError::internal)?,
-                published_at: Timestamp::from_millis(published_at.unwrap_or_default()),
-                lease_expires_at,
-            };
-            Ok((message_id, attempts, generation, delivery))
-        },
-    )?;
-    let mut leased = Vec::with_capacity(due.len());
-    for (message_id, attempts, generation, delivery) in due {
-        execute(
-            conn,
-            "UPDATE deliveries SET state = 'LEASED', attempts = ?, generation = ?, \
-             lease_expires_at = ?, next_attempt_at = NULL, updated_at = ? \
-             WHERE subscription = ? AND message_id = ? AND state = 'PENDING' AND generation = ?",
-            params![
-                attempts + 1,
-                generation + 1,
-                lease_expires_at.as_millis(),
-                now.as_millis(),
-                subscription.name.as_str(),
-                message_id,
-                generation,
-            ],
-        )?;
-        leased.push(delivery);
-    }
-    Ok(leased)
-}
-
-/// The state, generation and attempts of a delivery, if it exists.
-fn delivery_lease(
-    conn: &Connection,
-    receipt: &Receipt,
-) -> Result<Option<(DeliveryState, u32, u32)>, StoreError> {
-    query_one(
-        conn,
-        "SELECT state, generation, attempts FROM deliveries WHERE subscription = ? AND message_id = ?",
-        [
-            receipt.subscription.as_str(),
-            &receipt.message_id.to_string(),
-        ],
-        |row| rows::lease_state(row),
-    )
-}
-
-pub fn ack(
-    conn: &Connection,
-    receipts: &[Receipt],
-    now: Timestamp,
-) -> Result<Vec<AckStatus>, StoreError> {
-    let mut statuses = Vec::with_capacity(receipts.len());
-    for receipt in receipts {
-        let current = delivery_lease(conn, receipt)?;
-        let verdict = classify_ack(current.map(|(s, g, _)| (s, g)), receipt.generation);
-        let status = match verdict {
-            AckVerdict::Acknowledge => {
-                execute(
-                    conn,
-                    "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
-                     next_attempt_at = NULL, updated_at = ? \
-                     WHERE subscription = ? AND message_id = ? AND generation = ? \
-                     AND state <> 'ACKED'",
-                    params![
-                        now.as_millis(),
-                        receipt.subscription.as_str(),
-                        receipt.message_id.to_string(),
-                        i64::from(receipt.generation),
-                    ],
-                )?;
-                AckStatus::Ok
-            }
-            AckVerdict::AlreadyAcked => AckStatus::Ok,
-            AckVerdict::LeaseLost => AckStatus::LeaseLost,
-            AckVerdict::NotFound => AckStatus::NotFound,
-        };
-        statuses.push(status);
-    }
-    Ok(statuses)
-}
-
-/// The current lease of `receipt`, or the error its holder should see.
-fn held_lease(conn: &Connection, receipt: &Receipt) -> Result<(LeaseCheck, u32), StoreError> {
-    rules::held_lease(delivery_lease(conn, receipt)?, receipt)
-}
-
-/// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
-pub(super) fn release(
-    conn: &Connection,
-    receipt: &Receipt,
-    plan: RedeliveryPlan,
-    error: &str,
-    now: Timestamp,
-) -> Result<bool, StoreError> {
-    let (state, next_attempt_at) = match plan {
-        RedeliveryPlan::RetryAt(at) => (DeliveryState::Pending, Some(at.as_millis())),
-        RedeliveryPlan::Dead => (DeliveryState::Dead, None),
-    };
-    let changed = execute(
-        conn,
-        "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_expires_at = NULL, \
-         last_error = ?, updated_at = ? \
-         WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
-        params![
-            state.as_str(),
-            next_attempt_at,
-            error,
-            now.as_millis(),
-            receipt.subscription.as_str(),
-            receipt.message_id.to_string(),
-            i64::from(receipt.generation),
-        ],
-    )?;
-    Ok(changed == 1)
-}
-
-pub fn nack(
-    conn: &Connection,
-    receipt: &Receipt,
-    delay: Option<Duration>,
-    now: Timestamp,
-) -> Result<(Option<RedeliveryPlan>, Wake), StoreError> {
-    let (check, attempts) = held_lease(conn, receipt)?;
-    if check != LeaseCheck::Held {
-        // already released by this receipt: an idempotent repeat
-        return Ok((None, Vec::new()));
-    }
-    let subscription = find_subscription(conn, &receipt.subscription)?
-        .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
-    let plan = plan_redelivery(
-        &subscription.retry_policy,
-        attempts,
-        now,
-        delay,
-        random_jitter(),
-    );
-    if !release(conn, receipt, plan, rules::NACKED, now)? {
-        return Ok((None, Vec::new()));
-    }
-    Ok((Some(plan), vec![receipt.subscription.to_string()]))
-}
-
-pub fn extend_lease(
-    conn: &Connection,
-    receipt: &Receipt,
-    extension: Duration,
-    now: Timestamp,
-) -> Result<Timestamp, StoreError> {
-    let (check, _) = held_lease(conn, receipt)?;
-    if let LeaseCheck::Released(current) = check {
-        return Err(StoreError::LeaseLost { current });
-    }
-    let lease_expires_at = now.plus(extension);
-    execute(
-        conn,
-        "UPDATE deliveries SET lease_expires_at = ?, updated_at = ? \
-         WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
-        params![
-            lease_expires_at.as_millis(),
-            now.as_millis(),
-            receipt.subscription.as_str(),
-            receipt.message_id.to_string(),
-            i64::from(receipt.generation),
-        ],
-    )?;
-    Ok(lease_expires_at)
-}
-
-pub fn reject(
-    conn: &Connection,
-    receipt: &Receipt,
-    reason: &str,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let (check, _) = held_lease(conn, receipt)?;
-    let error = rules::rejected(reason);
-    match check {
-        LeaseCheck::Released(DeliveryState::Dead) => Ok(()),
-        // Unleased again after an expiry or Nack, not leased by anyone since: still rejectable.
-        LeaseCheck::Released(_) | LeaseCheck::Held => {
-            execute(
-                conn,
-                "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, \
-                 lease_expires_at = NULL, last_error = ?, updated_at = ? \
-                 WHERE subscription = ? AND message_id = ? AND generation = ? \
-                 AND state IN ('LEASED', 'PENDING')",
-                params![
-                    error,
-                    now.as_millis(),
-                    receipt.subscription.as_str(),
-                    receipt.message_id.to_string(),
-                    i64::from(receipt.generation),
-                ],
-            )?;
-            Ok(())
-        }
-        LeaseCheck::Lost(_) | LeaseCheck::NotFound => {
-            unreachable!("held_lease returns these as errors")
-        }
-    }
-}
-
-pub fn expire_leases(
-    conn: &Connection,
-    now: Timestamp,
-) -> Result<(ExpiredLeases, Wake), StoreError> {
-    let expired = query_all(
-        conn,
-        "SELECT d.subscription, d.message_id, d.attempts, d.generation, s.max_attempts, \
-         s.initial_backoff_ms, s.max_backoff_ms, s.multiplier \
-         FROM deliveries d JOIN subscriptions s ON s.name = d.subscription \
-         WHERE d.state = 'LEASED' AND d.lease_expires_at <= ? ORDER BY d.lease_expires_at LIMIT ?",
-        params![now.as_millis(), rules::EXPIRY_BATCH],
-        |row| {
-            let subscription: String = row.get("subscription")?;
-            let message_id: String = row.get("message_id")?;
-            let attempts: i64 = row.get("attempts")?;
-            let generation: i64 = row.get("generation")?;
-            let policy = rows::retry_policy(row)?;
-            Ok((subscription, message_id, attempts, generation, policy))
-        },
-    )?;
-    let mut ended = ExpiredLeases::default();
-    let mut wake = Vec::new();
-    for (subscription, message_id, attempts, generation, policy) in expired {
-        let receipt = Receipt {
-            message_id: rows::message_id(&message_id)?,
-            generation: u32::try_from(generation).map_err(StoreError::internal)?,
-            subscription: Name::from_trusted(subscription.clone()),
-        };
-        let attempts = u32::try_from(attempts).map_err(StoreError::internal)?;
-        let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
-        if release(conn, &receipt, plan, rules::LEASE_EXPIRED, now)? {
-            ended.count(&subscription, plan == RedeliveryPlan::Dead);
-            if !wake.contains(&subscription) {
-                wake.push(subscription);
-            }
-        }
-    }
-    Ok((ended, wake))
+    Ok(((), Effects::none()))
 }
 
 pub fn redrive(
@@ -651,25 +366,27 @@ pub fn redrive(
     subscription: &Name,
     message_ids: &[MessageId],
     now: Timestamp,
-) -> Result<u64, StoreError> {
+) -> Written<u64> {
     if find_subscription(conn, subscription)?.is_none() {
         return Err(rules::subscription_not_found(subscription));
     }
     const REDRIVE: &str = "UPDATE deliveries SET state = 'PENDING', attempts = 0, \
          next_attempt_at = ?, lease_expires_at = NULL, updated_at = ? \
          WHERE subscription = ? AND state = 'DEAD'";
-    if message_ids.is_empty() {
-        return execute(
+    let redriven = if message_ids.is_empty() {
+        execute(
             conn,
             REDRIVE,
             params![now.as_millis(), now.as_millis(), subscription.as_str()],
-        );
-    }
-    let ids: Vec<String> = message_ids.iter().map(ToString::to_string).collect();
-    let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
-    execute(
-        conn,
-        &format!("{REDRIVE} AND message_id IN (SELECT value FROM json_each(?))"),
-        params![now.as_millis(), now.as_millis(), subscription.as_str(), ids],
-    )
+        )?
+    } else {
+        let ids: Vec<String> = message_ids.iter().map(ToString::to_string).collect();
+        let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
+        execute(
+            conn,
+            &format!("{REDRIVE} AND message_id IN (SELECT value FROM json_each(?))"),
+            params![now.as_millis(), now.as_millis(), subscription.as_str(), ids],
+        )?
+    };
+    Ok((redriven, Effects::redriven(subscription, redriven)))
 }

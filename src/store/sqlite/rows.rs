@@ -32,6 +32,9 @@ impl Columns for rusqlite::Row<'_> {
     fn real(&self, column: &str) -> Result<f64, StoreError> {
         Ok(self.get(column)?)
     }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.get(column)?)
+    }
     fn id(&self, column: &str) -> Result<MessageId, StoreError> {
         message_id(&self.text(column)?)
     }

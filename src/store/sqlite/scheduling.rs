@@ -6,15 +6,15 @@
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use sqlx::SqlitePool;
 
-use super::ops::{self, Wake, execute, query_all, query_one};
-use super::rows;
+use super::leases;
+use super::ops::{self, execute, query_all, query_one};
+use super::rows::{self, Columns};
 use crate::domain::{
-    DeliveryState, MessageId, MessageKey, MessageRef, MessageState, Name, Receipt, RedeliveryPlan,
+    DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan,
     Subscription, Timestamp, plan_redelivery, random_jitter,
 };
-use crate::store::{CheckRecorded, CheckVerdict, CheckerRegistration, DueCheck, StoreError};
+use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 
 /// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`.
 fn id_list(ids: &[String]) -> Result<String, StoreError> {
@@ -26,42 +26,17 @@ pub fn claim_due_checks(
     now: Timestamp,
     limit: u32,
     hold: Duration,
-) -> Result<Vec<DueCheck>, StoreError> {
+) -> Written<Vec<DueCheck>> {
     let due = query_all(
         conn,
         "SELECT m.id, m.producer, m.topic, m.key, m.headers, m.created_at, m.check_attempts, \
          c.endpoint, c.timeout_ms FROM messages m LEFT JOIN checkers c ON c.producer = m.producer \
          WHERE m.state = 'PREPARED' AND m.next_check_at <= ? ORDER BY m.next_check_at LIMIT ?",
         params![now.as_millis(), i64::from(limit)],
-        |row| {
-            let id: String = row.get("id")?;
-            let producer = Name::from_trusted(row.get("producer")?);
-            let headers: String = row.get("headers")?;
-            let check_attempts: i64 = row.get("check_attempts")?;
-            let endpoint: Option<String> = row.get("endpoint")?;
-            let timeout_ms: Option<i64> = row.get("timeout_ms")?;
-            let checker = endpoint.map(|endpoint| CheckerRegistration {
-                producer: producer.clone(),
-                endpoint,
-                timeout: Duration::from_millis(
-                    timeout_ms.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
-                ),
-            });
-            let check = DueCheck {
-                message_id: rows::message_id(&id)?,
-                producer,
-                topic: Name::from_trusted(row.get("topic")?),
-                key: MessageKey::from_trusted(row.get("key")?),
-                headers: rows::headers_from_json(&headers)?,
-                prepared_at: Timestamp::from_millis(row.get("created_at")?),
-                attempt: u32::try_from(check_attempts + 1).map_err(StoreError::internal)?,
-                checker,
-            };
-            Ok((id, check))
-        },
+        |row| Ok((row.text("id")?, rows::due_check(row)?)),
     )?;
     if due.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Effects::none()));
     }
     let (ids, claimed): (Vec<String>, Vec<DueCheck>) = due.into_iter().unzip();
     execute(
@@ -70,7 +45,7 @@ pub fn claim_due_checks(
          WHERE id IN (SELECT value FROM json_each(?)) AND state = 'PREPARED'",
         params![now.plus(hold).as_millis(), id_list(&ids)?],
     )?;
-    Ok(claimed)
+    Ok((claimed, Effects::none()))
 }
 
 pub fn record_check(
@@ -79,7 +54,7 @@ pub fn record_check(
     attempt: u32,
     verdict: CheckVerdict,
     now: Timestamp,
-) -> Result<(CheckRecorded, Wake), StoreError> {
+) -> Written<CheckRecorded> {
     let id = message_id.to_string();
     let (state, recorded) = query_one(
         conn,
@@ -94,7 +69,7 @@ pub fn record_check(
     .ok_or_else(|| StoreError::NotFound(MessageRef::Id(message_id).to_string()))?;
     let previous = i64::from(attempt) - 1;
     if state != MessageState::Prepared || recorded != previous {
-        return Ok((CheckRecorded::Stale(state), Vec::new()));
+        return Ok((CheckRecorded::Stale(state), Effects::none()));
     }
     // The guard is repeated in each UPDATE, as a backend without a single writer needs it.
     const GUARD: &str = "WHERE id = ? AND state = 'PREPARED' AND check_attempts = ?";
@@ -106,8 +81,8 @@ pub fn record_check(
                 params![i64::from(attempt), id, previous],
             )?;
             // Exactly what the producer's Confirm or Cancel does, routing included.
-            let (state, wake) = ops::decide(conn, &MessageRef::Id(message_id), decision, now)?;
-            Ok((CheckRecorded::Applied(state), wake))
+            let (state, effects) = ops::decide(conn, &MessageRef::Id(message_id), decision, now)?;
+            Ok((CheckRecorded::Applied(state), effects))
         }
         CheckVerdict::RetryAt { at, error } => {
             execute(
@@ -125,7 +100,9 @@ pub fn record_check(
                     previous
                 ],
             )?;
-            Ok((CheckRecorded::Applied(MessageState::Prepared), Vec::new()))
+            // The check loop may be sleeping until the claim's hold, after `at`.
+            let effects = Effects::check_due(at);
+            Ok((CheckRecorded::Applied(MessageState::Prepared), effects))
         }
         CheckVerdict::GiveUp { error } => {
             execute(
@@ -136,17 +113,10 @@ pub fn record_check(
                 ),
                 params![i64::from(attempt), error, now.as_millis(), id, previous],
             )?;
-            Ok((CheckRecorded::Applied(MessageState::Unresolved), Vec::new()))
+            let state = MessageState::Unresolved;
+            Ok((CheckRecorded::Applied(state), Effects::none()))
         }
     }
-}
-
-pub async fn next_check_due(pool: &SqlitePool) -> Result<Option<Timestamp>, StoreError> {
-    let due: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(next_check_at) FROM messages WHERE state = 'PREPARED'")
-            .fetch_one(pool)
-            .await?;
-    Ok(due.map(Timestamp::from_millis))
 }
 
 pub fn fail_delivery(
@@ -155,7 +125,7 @@ pub fn fail_delivery(
     receipt: &Receipt,
     error: &str,
     now: Timestamp,
-) -> Result<(Option<RedeliveryPlan>, Wake), StoreError> {
+) -> Written<Option<RedeliveryPlan>> {
     let found = query_one(
         conn,
         "SELECT state, generation, attempts FROM deliveries WHERE subscription = ? AND message_id = ?",
@@ -166,10 +136,10 @@ pub fn fail_delivery(
         |row| rows::lease_state(row),
     )?;
     let Some((state, generation, attempts)) = found else {
-        return Ok((None, Vec::new())); // deleted with its subscription meanwhile
+        return Ok((None, Effects::none())); // deleted with its subscription meanwhile
     };
     if state != DeliveryState::Leased || generation != receipt.generation {
-        return Ok((None, Vec::new()));
+        return Ok((None, Effects::none()));
     }
     let plan = plan_redelivery(
         &subscription.retry_policy,
@@ -178,15 +148,11 @@ pub fn fail_delivery(
         None,
         random_jitter(),
     );
-    ops::release(conn, receipt, plan, error, now)?;
-    Ok((Some(plan), vec![receipt.subscription.to_string()]))
+    leases::release(conn, receipt, plan, error, now)?;
+    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
 }
 
-pub fn delete_final_messages(
-    conn: &Connection,
-    cutoff: Timestamp,
-    limit: u32,
-) -> Result<u64, StoreError> {
+pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -> Written<u64> {
     let ids: Vec<String> = query_all(
         conn,
         "SELECT id FROM messages WHERE final_at IS NOT NULL AND final_at <= ? \
@@ -195,7 +161,7 @@ pub fn delete_final_messages(
         |row| Ok(row.get(0)?),
     )?;
     if ids.is_empty() {
-        return Ok(0);
+        return Ok((0, Effects::none()));
     }
     let ids = id_list(&ids)?;
     execute(
@@ -203,18 +169,11 @@ pub fn delete_final_messages(
         "DELETE FROM deliveries WHERE message_id IN (SELECT value FROM json_each(?))",
         [&ids],
     )?;
-    execute(
+    let deleted = execute(
         conn,
         "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?)) \
          AND final_at IS NOT NULL AND final_at <= ?",
         params![ids, cutoff.as_millis()],
-    )
-}
-
-pub async fn oldest_final_at(pool: &SqlitePool) -> Result<Option<Timestamp>, StoreError> {
-    let oldest: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(final_at) FROM messages WHERE final_at IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
-    Ok(oldest.map(Timestamp::from_millis))
+    )?;
+    Ok((deleted, Effects::none()))
 }

@@ -1,0 +1,320 @@
+//! Conformance: redrive, listings and statistics.
+
+use std::time::Duration;
+
+use super::TestStore;
+use super::helpers::*;
+use crate::domain::{
+    Decision, DeliveryState, MessageId, MessageOutcome, MessageState, RedeliveryPlan, Timestamp,
+};
+use crate::store::{DeliveryQuery, MessageQuery, StoreError};
+
+pub async fn redrive_dead_deliveries(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 1, now).await;
+    let ids = [
+        publish(store, "a", now).await,
+        publish(store, "b", now).await,
+        publish(store, "c", now).await,
+    ];
+    let leased = store.lease(&sub, 10, now).await.unwrap();
+    assert_eq!(leased.len(), 3);
+    for receipt in leased.iter().map(|d| &d.receipt) {
+        assert_eq!(
+            store.nack(receipt, None, now).await.unwrap(),
+            Some(RedeliveryPlan::Dead)
+        );
+    }
+    for id in ids {
+        assert_eq!(delivery(store, id).await.state, DeliveryState::Dead);
+    }
+
+    let redriven_at = later(now, 5_000);
+    let listed = store
+        .redrive(&name(SUB), &[ids[0], MessageId::new()], redriven_at)
+        .await
+        .unwrap();
+    assert_eq!(listed, 1);
+    let status = delivery(store, ids[0]).await;
+    assert_eq!(status.state, DeliveryState::Pending);
+    assert_eq!(status.attempts, 0);
+    assert_eq!(status.next_attempt_at, Some(redriven_at));
+    assert_eq!(delivery(store, ids[1]).await.state, DeliveryState::Dead);
+
+    assert_eq!(
+        store.redrive(&name(SUB), &[], redriven_at).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.redrive(&name(SUB), &[], redriven_at).await.unwrap(),
+        0
+    );
+    assert!(matches!(
+        store.redrive(&name("nobody"), &[], redriven_at).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let again = store.lease(&sub, 10, redriven_at).await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert!(
+        again
+            .iter()
+            .all(|d| d.attempt == 1 && d.receipt.generation == 2)
+    );
+}
+
+pub async fn list_messages_pages_and_filters(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    subscribe(store, 5, now).await;
+    store
+        .create_subscription(subscription("ledger", "payments", 5, now))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let topic = if i % 2 == 0 { TOPIC } else { "payments" };
+        let sent = message(topic, &format!("m{i}"), i != 4, later(now, i));
+        ids.push(store.insert_message(sent).await.unwrap().message_id);
+    }
+    let newest_first: Vec<MessageId> = ids.iter().rev().copied().collect();
+
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_messages(MessageQuery {
+                page_size: 2,
+                before,
+                ..MessageQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|m| m.id));
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(&next), seen.last());
+                before = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+
+    let list = |query: MessageQuery| async move {
+        store
+            .list_messages(MessageQuery {
+                page_size: 100,
+                ..query
+            })
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(MessageQuery {
+            topic: Some(name(TOPIC)),
+            ..MessageQuery::default()
+        })
+        .await,
+        [ids[4], ids[2], ids[0]]
+    );
+    assert_eq!(
+        list(MessageQuery {
+            state: Some(MessageState::Prepared),
+            ..MessageQuery::default()
+        })
+        .await,
+        [ids[4]]
+    );
+    assert_eq!(
+        list(MessageQuery {
+            producer: Some(name("warehouse")),
+            ..MessageQuery::default()
+        })
+        .await,
+        []
+    );
+    // Outcomes: ack one, kill one.
+    let sub = store.get_subscription(&name(SUB)).await.unwrap();
+    let leased = store.lease(&sub, 10, later(now, 10)).await.unwrap();
+    assert_eq!(leased.len(), 2);
+    store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
+    store.reject(&leased[1].receipt, "", now).await.unwrap();
+    let outcome = |outcome| MessageQuery {
+        outcome: Some(outcome),
+        ..MessageQuery::default()
+    };
+    assert_eq!(list(outcome(MessageOutcome::Delivered)).await, [ids[0]]);
+    assert_eq!(list(outcome(MessageOutcome::DeadLettered)).await, [ids[2]]);
+    assert_eq!(
+        list(outcome(MessageOutcome::Delivering)).await,
+        [ids[3], ids[1]]
+    );
+    assert_eq!(list(outcome(MessageOutcome::Prepared)).await, [ids[4]]);
+    let page = store
+        .list_messages(MessageQuery {
+            page_size: 100,
+            outcome: Some(MessageOutcome::Delivered),
+            ..MessageQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items[0].deliveries.len(),
+        1,
+        "listed messages carry their deliveries"
+    );
+}
+
+pub async fn list_deliveries_pages_and_filters(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish(store, &format!("d{i}"), later(now, i)).await);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_deliveries(DeliveryQuery {
+                subscription: name(SUB),
+                state: None,
+                page_size: 2,
+                after,
+            })
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|d| d.message_id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "oldest message first");
+
+    let leased = store.lease(&sub, 2, later(now, 10)).await.unwrap();
+    assert_eq!(leased.len(), 2);
+    let leased_ids: Vec<MessageId> = store
+        .list_deliveries(DeliveryQuery {
+            subscription: name(SUB),
+            state: Some(DeliveryState::Leased),
+            page_size: 10,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|d| d.message_id)
+        .collect();
+    assert_eq!(leased_ids, [ids[0], ids[1]]);
+    assert!(matches!(
+        store
+            .list_deliveries(DeliveryQuery {
+                subscription: name("nobody"),
+                state: None,
+                page_size: 10,
+                after: None,
+            })
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn stats_count_by_state(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    store
+        .create_subscription(subscription("idle", "payments", 5, now))
+        .await
+        .unwrap();
+    for i in 0..4 {
+        publish(store, &format!("s{i}"), now).await;
+    }
+    store
+        .insert_message(message(TOPIC, "prepared", false, now))
+        .await
+        .unwrap();
+    let cancelled = store
+        .insert_message(message(TOPIC, "cancelled", false, now))
+        .await
+        .unwrap()
+        .message_id;
+    store
+        .decide(&by_id(cancelled), Decision::Rollback, now)
+        .await
+        .unwrap();
+    let leased = store.lease(&sub, 2, now).await.unwrap();
+    store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
+    store.reject(&leased[1].receipt, "", now).await.unwrap();
+    let leased = store.lease(&sub, 1, now).await.unwrap();
+    assert_eq!(leased.len(), 1);
+
+    let stats = store.stats(later(now, 7_000)).await.unwrap();
+    assert_eq!(stats.unrouted_confirms, 0);
+    assert_eq!(stats.topics.len(), 1);
+    let orders = &stats.topics[0];
+    assert_eq!(orders.topic, TOPIC);
+    assert_eq!(
+        (
+            orders.prepared,
+            orders.confirmed,
+            orders.cancelled,
+            orders.unresolved
+        ),
+        (1, 4, 1, 0)
+    );
+    let subs: Vec<_> = stats
+        .subscriptions
+        .iter()
+        .map(|s| {
+            (
+                s.subscription.as_str(),
+                s.topic.as_str(),
+                s.pending,
+                s.leased,
+                s.acked,
+                s.dead,
+                s.oldest_pending_age,
+            )
+        })
+        .collect();
+    assert_eq!(
+        subs,
+        [
+            ("billing", TOPIC, 1, 1, 1, 1, Some(Duration::from_secs(7))),
+            ("idle", "payments", 0, 0, 0, 0, None),
+        ]
+    );
+}
+
+pub async fn unrouted_confirm_is_counted(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    subscribe(store, 5, now).await;
+    let id = store
+        .insert_message(message(TOPIC, "k", false, now))
+        .await
+        .unwrap()
+        .message_id;
+    store.delete_subscription(&name(SUB)).await.unwrap();
+    let state = store
+        .decide(&by_id(id), Decision::Commit, now)
+        .await
+        .unwrap();
+    assert_eq!(state, MessageState::Confirmed);
+    let record = store.get_message(&by_id(id)).await.unwrap();
+    assert!(record.deliveries.is_empty());
+    assert_eq!(record.outcome(), MessageOutcome::Delivering);
+    let stats = store.stats(now).await.unwrap();
+    assert_eq!(stats.unrouted_confirms, 1);
+    assert_eq!(stats.topics[0].unrouted, 1);
+}

@@ -1,0 +1,405 @@
+//! Conformance: leases, Ack, Nack, ExtendLease and Reject, and wake-ups.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::TestStore;
+use super::helpers::*;
+use crate::domain::{
+    AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan,
+    Timestamp,
+};
+use crate::store::StoreError;
+
+pub async fn lease_then_ack(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    let sent = message(TOPIC, "k", true, now);
+    let id = store.insert_message(sent.clone()).await.unwrap().message_id;
+
+    let leased_at = later(now, 10);
+    let leased = store.lease(&sub, 10, leased_at).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    let delivery_out = &leased[0];
+    assert_eq!(delivery_out.receipt.message_id, id);
+    assert_eq!(delivery_out.receipt.subscription.as_str(), SUB);
+    assert_eq!(delivery_out.receipt.generation, 1);
+    assert_eq!(delivery_out.attempt, 1);
+    assert_eq!(delivery_out.topic.as_str(), TOPIC);
+    assert_eq!(delivery_out.producer.as_str(), PRODUCER);
+    assert_eq!(delivery_out.key.as_str(), "k");
+    assert_eq!(delivery_out.payload, sent.payload);
+    assert_eq!(delivery_out.headers, sent.headers);
+    assert_eq!(delivery_out.published_at, now);
+    assert_eq!(delivery_out.lease_expires_at, leased_at.plus(ACK_DEADLINE));
+    let status = delivery(store, id).await;
+    assert_eq!(status.state, DeliveryState::Leased);
+    assert_eq!(status.attempts, 1);
+    assert_eq!(status.lease_expires_at, Some(leased_at.plus(ACK_DEADLINE)));
+    assert_eq!(status.next_attempt_at, None);
+    assert_eq!(
+        store.next_lease_expiry().await.unwrap(),
+        Some(leased_at.plus(ACK_DEADLINE))
+    );
+
+    // Leased: not handed out again.
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_due(&name(SUB)).await.unwrap(), None);
+
+    let statuses = store
+        .ack(std::slice::from_ref(&delivery_out.receipt), later(now, 30))
+        .await
+        .unwrap();
+    assert_eq!(statuses, [AckStatus::Ok]);
+    let status = delivery(store, id).await;
+    assert_eq!(status.state, DeliveryState::Acked);
+    assert_eq!(status.lease_expires_at, None);
+    assert_eq!(store.next_lease_expiry().await.unwrap(), None);
+    let record = store.get_message(&by_id(id)).await.unwrap();
+    assert_eq!(record.outcome(), MessageOutcome::Delivered);
+}
+
+pub async fn ack_statuses_for_stale_unknown_and_repeated_receipts(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    let id = publish(store, "k", now).await;
+    let first = lease_one(store, &sub, now).await;
+    // The lease runs out; the delivery is leased again under a new generation.
+    assert_eq!(
+        store
+            .expire_leases(now.plus(ACK_DEADLINE))
+            .await
+            .unwrap()
+            .ended,
+        1
+    );
+    let retry_at = delivery(store, id).await.next_attempt_at.unwrap();
+    let second = lease_one(store, &sub, retry_at).await;
+    assert_eq!(second.generation, first.generation + 1);
+
+    let unknown = Receipt {
+        message_id: MessageId::new(),
+        ..first.clone()
+    };
+    let future = Receipt {
+        generation: second.generation + 1,
+        ..second.clone()
+    };
+    let other_subscription = Receipt {
+        subscription: name("nobody"),
+        ..second.clone()
+    };
+    let statuses = store
+        .ack(
+            &[
+                first.clone(),
+                unknown,
+                future,
+                other_subscription,
+                second.clone(),
+                second.clone(),
+                first.clone(),
+            ],
+            retry_at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses,
+        [
+            AckStatus::LeaseLost,
+            AckStatus::NotFound,
+            AckStatus::NotFound,
+            AckStatus::NotFound,
+            AckStatus::Ok,
+            AckStatus::Ok,
+            // Acked now: any receipt of it answers OK.
+            AckStatus::Ok,
+        ]
+    );
+    assert_eq!(delivery(store, id).await.state, DeliveryState::Acked);
+    assert_eq!(
+        store.ack(&[second], retry_at).await.unwrap(),
+        [AckStatus::Ok]
+    );
+    assert_eq!(store.ack(&[], retry_at).await.unwrap(), []);
+}
+
+pub async fn ack_with_the_latest_receipt_after_expiry(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    let id = publish(store, "k", now).await;
+    let receipt = lease_one(store, &sub, now).await;
+    assert_eq!(
+        store
+            .expire_leases(now.plus(ACK_DEADLINE))
+            .await
+            .unwrap()
+            .ended,
+        1
+    );
+    assert_eq!(delivery(store, id).await.state, DeliveryState::Pending);
+    // Nobody leased it since: the late ack still counts.
+    let statuses = store.ack(&[receipt], now.plus(ACK_DEADLINE)).await.unwrap();
+    assert_eq!(statuses, [AckStatus::Ok]);
+    assert_eq!(delivery(store, id).await.state, DeliveryState::Acked);
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 3_600_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 2, now).await;
+    let id = publish(store, "k", now).await;
+    let receipt = lease_one(store, &sub, now).await;
+    let delay = Duration::from_secs(5);
+    assert_eq!(
+        store.nack(&receipt, Some(delay), now).await.unwrap(),
+        Some(RedeliveryPlan::RetryAt(now.plus(delay)))
+    );
+    // A repeat of the same Nack changes nothing, and says so.
+    assert_eq!(
+        store.nack(&receipt, None, later(now, 100)).await.unwrap(),
+        None
+    );
+    let status = delivery(store, id).await;
+    assert_eq!(status.state, DeliveryState::Pending);
+    assert_eq!(status.next_attempt_at, Some(now.plus(delay)));
+    assert_eq!(status.last_error.as_deref(), Some("nacked by the consumer"));
+    assert_eq!(
+        store.next_due(&name(SUB)).await.unwrap(),
+        Some(now.plus(delay))
+    );
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 4_999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let second = lease_one(store, &sub, now.plus(delay)).await;
+    assert_eq!(
+        store.lease(&sub, 1, now.plus(delay)).await.unwrap().len(),
+        0
+    );
+    // The old receipt lost its lease.
+    assert!(matches!(
+        store.nack(&receipt, None, now.plus(delay)).await,
+        Err(StoreError::LeaseLost {
+            current: DeliveryState::Leased
+        })
+    ));
+    // Second and last attempt: a Nack makes it DEAD, whatever the delay.
+    assert_eq!(
+        store
+            .nack(&second, Some(delay), now.plus(delay))
+            .await
+            .unwrap(),
+        Some(RedeliveryPlan::Dead)
+    );
+    // Repeated, it answers no plan: the death is reported once.
+    assert_eq!(
+        store
+            .nack(&second, None, later(now.plus(delay), 100))
+            .await
+            .unwrap(),
+        None
+    );
+    let status = delivery(store, id).await;
+    assert_eq!(status.state, DeliveryState::Dead);
+    assert_eq!(status.attempts, 2);
+    assert_eq!(status.next_attempt_at, None);
+    let record = store.get_message(&by_id(id)).await.unwrap();
+    assert_eq!(record.outcome(), MessageOutcome::DeadLettered);
+    assert!(matches!(
+        store
+            .nack(
+                &Receipt {
+                    message_id: MessageId::new(),
+                    ..second.clone()
+                },
+                None,
+                now
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn extend_lease_keeps_the_lease(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    let id = publish(store, "k", now).await;
+    let receipt = lease_one(store, &sub, now).await;
+    let extended_at = later(now, 20_000);
+    let until = store
+        .extend_lease(&receipt, Duration::from_secs(60), extended_at)
+        .await
+        .unwrap();
+    assert_eq!(until, extended_at.plus(Duration::from_secs(60)));
+    assert_eq!(delivery(store, id).await.lease_expires_at, Some(until));
+    assert_eq!(
+        store
+            .expire_leases(now.plus(ACK_DEADLINE))
+            .await
+            .unwrap()
+            .ended,
+        0
+    );
+    assert_eq!(delivery(store, id).await.state, DeliveryState::Leased);
+    assert_eq!(store.expire_leases(until).await.unwrap().ended, 1);
+    // Expired: the receipt can no longer extend.
+    assert!(matches!(
+        store
+            .extend_lease(&receipt, Duration::from_secs(60), until)
+            .await,
+        Err(StoreError::LeaseLost {
+            current: DeliveryState::Pending
+        })
+    ));
+    let stale = Receipt {
+        generation: 0,
+        ..receipt.clone()
+    };
+    assert!(matches!(
+        store
+            .extend_lease(&stale, Duration::from_secs(60), until)
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let unknown = Receipt {
+        generation: 9,
+        ..receipt
+    };
+    assert!(matches!(
+        store
+            .extend_lease(&unknown, Duration::from_secs(60), until)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn reject_parks_the_delivery(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    let id = publish(store, "k", now).await;
+    let receipt = lease_one(store, &sub, now).await;
+    store
+        .reject(&receipt, "malformed order", now)
+        .await
+        .unwrap();
+    store
+        .reject(&receipt, "malformed order", now)
+        .await
+        .unwrap();
+    let status = delivery(store, id).await;
+    assert_eq!(status.state, DeliveryState::Dead);
+    assert_eq!(status.attempts, 1);
+    assert_eq!(
+        status.last_error.as_deref(),
+        Some("rejected by the consumer: malformed order")
+    );
+    assert!(
+        store
+            .lease(&sub, 10, later(now, 3_600_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let other = publish(store, "k2", now).await;
+    let receipt = lease_one(store, &sub, now).await;
+    store.reject(&receipt, "", now).await.unwrap();
+    assert_eq!(
+        delivery(store, other).await.last_error.as_deref(),
+        Some("rejected by the consumer")
+    );
+    let unknown = Receipt {
+        message_id: MessageId::new(),
+        ..receipt
+    };
+    assert!(matches!(
+        store.reject(&unknown, "", now).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn confirm_wakes_the_subscription(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    subscribe(store, 5, now).await;
+    let id = store
+        .insert_message(message(TOPIC, "k", false, now))
+        .await
+        .unwrap()
+        .message_id;
+    let signal = t.wakeups.subscription(SUB);
+    let woken = signal.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    store
+        .decide(&by_id(id), Decision::Commit, now)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .expect("confirm wakes the subscription's waiters");
+}
+
+pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {
+    const MESSAGES: usize = 300;
+    let now = Timestamp::now();
+    let sub = subscribe(t.store.as_ref(), 5, now).await;
+    for i in 0..MESSAGES {
+        publish(t.store.as_ref(), &format!("c{i}"), now).await;
+    }
+    let (replica, _) = t.replica().await;
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let store = if worker % 2 == 0 {
+            t.store.clone()
+        } else {
+            replica.clone()
+        };
+        let sub = sub.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let leased = store.lease(&sub, 7, now).await.unwrap();
+                if leased.is_empty() {
+                    return mine;
+                }
+                mine.extend(leased.into_iter().map(|d| d.receipt.message_id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for task in tasks {
+        for id in task.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id), "message {id} leased twice");
+        }
+    }
+    assert_eq!(total, MESSAGES);
+    let stats = t.store.stats(now).await.unwrap();
+    assert_eq!(stats.subscriptions[0].leased, MESSAGES as u64);
+}

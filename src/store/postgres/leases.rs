@@ -1,0 +1,361 @@
+//! Consumer-side write operations on PostgreSQL, each inside the caller's transaction (or one
+//! statement committing by itself): leasing, Ack, Nack, ExtendLease, Reject and ending
+//! expired leases. Like `ops`, every read a write depends on locks its rows first and every
+//! UPDATE still names the state and generation it expects.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::notify;
+use super::ops::find_subscription;
+use super::rows::{self, Columns};
+use crate::domain::{
+    AckStatus, AckVerdict, DeliveryState, LeaseCheck, LeasedDelivery, MessageId, Name, Receipt,
+    RedeliveryPlan, Subscription, Timestamp, classify_ack, plan_redelivery, random_jitter,
+};
+use crate::store::{Effects, ExpiredLeases, StoreError, Written, rules};
+
+/// Claims up to `max` due deliveries in one statement. Rows another transaction holds (a
+/// replica leasing, acking or expiring them right now) are skipped, not waited for; the rows
+/// it claims stay locked until it commits, and the UPDATE finds them by primary key and the
+/// generation it locked, so no two replicas ever lease the same delivery. (Matching on
+/// `state` there instead let the planner, on a table without statistics yet, look each row
+/// up through the due index, reading every pending row of the subscription per claimed row.)
+///
+/// One statement, so it commits on its own. With `announce`, it also tells the other
+/// replicas that this one made leases (`notify::DEADLINES`), if it made any.
+pub async fn lease(
+    conn: &mut PgConnection,
+    subscription: &Subscription,
+    max: u32,
+    now: Timestamp,
+    announce: bool,
+) -> Written<Vec<LeasedDelivery>> {
+    let lease_expires_at = now.plus(subscription.ack_deadline);
+    let claimed = sqlx::query(
+        "WITH due AS MATERIALIZED ( \
+           SELECT subscription, message_id, generation, next_attempt_at FROM deliveries \
+           WHERE subscription = $1 AND state = 'PENDING' AND next_attempt_at <= $2 \
+           ORDER BY next_attempt_at, message_id LIMIT $3 \
+           FOR UPDATE SKIP LOCKED) \
+         UPDATE deliveries d SET state = 'LEASED', attempts = d.attempts + 1, \
+           generation = d.generation + 1, lease_expires_at = $4, next_attempt_at = NULL, \
+           updated_at = $2 \
+         FROM due JOIN messages m ON m.id = due.message_id \
+         WHERE d.subscription = due.subscription AND d.message_id = due.message_id \
+           AND d.generation = due.generation \
+         RETURNING d.message_id, d.attempts, d.generation, due.next_attempt_at AS due_at, \
+           m.producer, m.topic, m.key, m.payload, m.headers, m.decided_at, \
+           CASE WHEN $5 THEN pg_notify($6, '') END AS announced",
+    )
+    // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
+    // the whole table instead of fetching the claimed rows by key.
+    .persistent(false)
+    .bind(subscription.name.as_str())
+    .bind(now.as_millis())
+    .bind(i64::from(max))
+    .bind(lease_expires_at.as_millis())
+    .bind(announce)
+    // One per leased row; PostgreSQL sends identical notifications of a transaction once.
+    .bind(notify::DEADLINES)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut leased = Vec::with_capacity(claimed.len());
+    for row in &claimed {
+        let leased_delivery = rows::leased_delivery(row, &subscription.name, lease_expires_at)?;
+        leased.push((row.int("due_at")?, leased_delivery));
+    }
+    // RETURNING has no order: hand them out oldest due first, as SQLite does.
+    leased.sort_by(|(a_due, a), (b_due, b)| {
+        (a_due, a.receipt.message_id).cmp(&(b_due, b.receipt.message_id))
+    });
+    let leased: Vec<LeasedDelivery> = leased.into_iter().map(|(_, delivery)| delivery).collect();
+    let effects = Effects::leased(&leased);
+    Ok((leased, effects))
+}
+
+/// Locks one delivery and returns its state, generation and attempts, if it exists.
+async fn lock_delivery(
+    conn: &mut PgConnection,
+    receipt: &Receipt,
+) -> Result<Option<(DeliveryState, u32, u32)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT state, generation, attempts FROM deliveries \
+         WHERE subscription = $1 AND message_id = $2 FOR UPDATE",
+    )
+    .bind(receipt.subscription.as_str())
+    .bind(receipt.message_id.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(rows::lease_state).transpose()
+}
+
+type DeliveryKey = (String, MessageId);
+
+/// Acks a batch of receipts in one statement. It locks every named delivery in key order
+/// (two batches never deadlock), then the messages those acks may finish, in id order
+/// (`courier_mark_final_if_done` locks them; acks of one message on two subscriptions queue up
+/// instead of deadlocking), then acks each delivery its receipt still holds. Each receipt is
+/// judged in the caller's order against the states it locked, as the UPDATE judged it.
+pub async fn ack(
+    conn: &mut PgConnection,
+    receipts: &[Receipt],
+    now: Timestamp,
+) -> Written<Vec<AckStatus>> {
+    if receipts.is_empty() {
+        return Ok((Vec::new(), Effects::none()));
+    }
+    let subscriptions: Vec<&str> = receipts.iter().map(|r| r.subscription.as_str()).collect();
+    let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.as_uuid()).collect();
+    let generations: Vec<i64> = receipts.iter().map(|r| i64::from(r.generation)).collect();
+    let locked = sqlx::query(
+        "WITH acks AS ( \
+           SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
+             AS a(subscription, message_id, generation)), \
+         held AS ( \
+           SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts \
+           FROM deliveries d \
+           WHERE (d.subscription, d.message_id) IN (SELECT subscription, message_id FROM acks) \
+           ORDER BY d.subscription, d.message_id FOR UPDATE), \
+         finishing AS ( \
+           SELECT id FROM messages WHERE id IN ( \
+             SELECT h.message_id FROM held h JOIN acks a \
+               ON a.subscription = h.subscription AND a.message_id = h.message_id \
+             WHERE h.state <> 'ACKED' AND h.generation = a.generation) \
+           ORDER BY id FOR NO KEY UPDATE), \
+         acked AS ( \
+           UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
+             next_attempt_at = NULL, updated_at = $4 \
+           FROM acks a \
+           WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
+             AND d.generation = a.generation AND d.state <> 'ACKED' \
+             AND (SELECT count(*) FROM finishing) >= 0 \
+           RETURNING d.message_id) \
+         SELECT subscription, message_id, state, generation, attempts FROM held",
+    )
+    .bind(&subscriptions)
+    .bind(&ids)
+    .bind(&generations)
+    .bind(now.as_millis())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut current: HashMap<DeliveryKey, (DeliveryState, u32)> = HashMap::new();
+    for row in &locked {
+        let (state, generation, _) = rows::lease_state(row)?;
+        current.insert(
+            (row.text("subscription")?, row.id("message_id")?),
+            (state, generation),
+        );
+    }
+    let statuses = receipts
+        .iter()
+        .map(|receipt| {
+            let key = (receipt.subscription.to_string(), receipt.message_id);
+            match classify_ack(current.get(&key).copied(), receipt.generation) {
+                AckVerdict::Acknowledge => {
+                    current.insert(key, (DeliveryState::Acked, receipt.generation));
+                    AckStatus::Ok
+                }
+                AckVerdict::AlreadyAcked => AckStatus::Ok,
+                AckVerdict::LeaseLost => AckStatus::LeaseLost,
+                AckVerdict::NotFound => AckStatus::NotFound,
+            }
+        })
+        .collect();
+    Ok((statuses, Effects::none()))
+}
+
+/// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
+pub(super) async fn release(
+    conn: &mut PgConnection,
+    receipt: &Receipt,
+    plan: RedeliveryPlan,
+    error: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let (state, next_attempt_at) = plan_columns(plan);
+    let changed = sqlx::query(
+        "UPDATE deliveries SET state = $1, next_attempt_at = $2, lease_expires_at = NULL, \
+         last_error = $3, updated_at = $4 \
+         WHERE subscription = $5 AND message_id = $6 AND generation = $7 AND state = 'LEASED'",
+    )
+    .bind(state.as_str())
+    .bind(next_attempt_at)
+    .bind(error)
+    .bind(now.as_millis())
+    .bind(receipt.subscription.as_str())
+    .bind(receipt.message_id.as_uuid())
+    .bind(i64::from(receipt.generation))
+    .execute(&mut *conn)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+fn plan_columns(plan: RedeliveryPlan) -> (DeliveryState, Option<i64>) {
+    match plan {
+        RedeliveryPlan::RetryAt(at) => (DeliveryState::Pending, Some(at.as_millis())),
+        RedeliveryPlan::Dead => (DeliveryState::Dead, None),
+    }
+}
+
+pub async fn nack(
+    conn: &mut PgConnection,
+    receipt: &Receipt,
+    delay: Option<Duration>,
+    now: Timestamp,
+) -> Written<Option<RedeliveryPlan>> {
+    let (check, attempts) = rules::held_lease(lock_delivery(conn, receipt).await?, receipt)?;
+    if check != LeaseCheck::Held {
+        // already released by this receipt: an idempotent repeat
+        return Ok((None, Effects::none()));
+    }
+    let subscription = find_subscription(conn, &receipt.subscription, false)
+        .await?
+        .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
+    let plan = plan_redelivery(
+        &subscription.retry_policy,
+        attempts,
+        now,
+        delay,
+        random_jitter(),
+    );
+    if !release(conn, receipt, plan, rules::NACKED, now).await? {
+        return Ok((None, Effects::none()));
+    }
+    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
+}
+
+pub async fn extend_lease(
+    conn: &mut PgConnection,
+    receipt: &Receipt,
+    extension: Duration,
+    now: Timestamp,
+) -> Written<Timestamp> {
+    let (check, _) = rules::held_lease(lock_delivery(conn, receipt).await?, receipt)?;
+    if let LeaseCheck::Released(current) = check {
+        return Err(StoreError::LeaseLost { current });
+    }
+    let lease_expires_at = now.plus(extension);
+    sqlx::query(
+        "UPDATE deliveries SET lease_expires_at = $1, updated_at = $2 \
+         WHERE subscription = $3 AND message_id = $4 AND generation = $5 AND state = 'LEASED'",
+    )
+    .bind(lease_expires_at.as_millis())
+    .bind(now.as_millis())
+    .bind(receipt.subscription.as_str())
+    .bind(receipt.message_id.as_uuid())
+    .bind(i64::from(receipt.generation))
+    .execute(&mut *conn)
+    .await?;
+    Ok((lease_expires_at, Effects::none()))
+}
+
+pub async fn reject(
+    conn: &mut PgConnection,
+    receipt: &Receipt,
+    reason: &str,
+    now: Timestamp,
+) -> Written<()> {
+    let (check, _) = rules::held_lease(lock_delivery(conn, receipt).await?, receipt)?;
+    if check == LeaseCheck::Released(DeliveryState::Dead) {
+        return Ok(((), Effects::none()));
+    }
+    // Held, or unleased again after an expiry or Nack and not leased by anyone since: still
+    // rejectable.
+    sqlx::query(
+        "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, lease_expires_at = NULL, \
+         last_error = $1, updated_at = $2 \
+         WHERE subscription = $3 AND message_id = $4 AND generation = $5 \
+           AND state IN ('LEASED', 'PENDING')",
+    )
+    .bind(rules::rejected(reason))
+    .bind(now.as_millis())
+    .bind(receipt.subscription.as_str())
+    .bind(receipt.message_id.as_uuid())
+    .bind(i64::from(receipt.generation))
+    .execute(&mut *conn)
+    .await?;
+    Ok(((), Effects::none()))
+}
+
+/// Ends up to [`rules::EXPIRY_BATCH`] expired leases. The sweep locks the leases it ends and
+/// skips those another transaction holds (an Ack in flight, another replica's sweep); its
+/// UPDATE re-checks state and generation, so a lease acked or renewed meanwhile stays alone.
+pub async fn expire_leases(conn: &mut PgConnection, now: Timestamp) -> Written<ExpiredLeases> {
+    let expired = sqlx::query(
+        "SELECT d.subscription, d.message_id, d.attempts, d.generation, s.max_attempts, \
+         s.initial_backoff_ms, s.max_backoff_ms, s.multiplier \
+         FROM deliveries d JOIN subscriptions s ON s.name = d.subscription \
+         WHERE d.state = 'LEASED' AND d.lease_expires_at <= $1 \
+         ORDER BY d.lease_expires_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+    )
+    // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
+    // the whole table instead of fetching the claimed rows by key.
+    .persistent(false)
+    .bind(now.as_millis())
+    .bind(rules::EXPIRY_BATCH)
+    .fetch_all(&mut *conn)
+    .await?;
+    if expired.is_empty() {
+        return Ok((ExpiredLeases::default(), Effects::none()));
+    }
+    let mut plans = ExpiryPlans::default();
+    for row in &expired {
+        plans.push(row, now)?;
+    }
+    let ended: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE deliveries d SET state = e.state, next_attempt_at = e.next_attempt_at, \
+         lease_expires_at = NULL, last_error = $6, updated_at = $7 \
+         FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[]) \
+           AS e(subscription, message_id, generation, state, next_attempt_at) \
+         WHERE d.subscription = e.subscription AND d.message_id = e.message_id \
+           AND d.generation = e.generation AND d.state = 'LEASED' \
+         RETURNING d.subscription, d.state",
+    )
+    .bind(&plans.subscriptions)
+    .bind(&plans.ids)
+    .bind(&plans.generations)
+    .bind(&plans.states)
+    .bind(&plans.next_attempt_at)
+    .bind(rules::LEASE_EXPIRED)
+    .bind(now.as_millis())
+    .fetch_all(&mut *conn)
+    .await?;
+    // RETURNING answers the rows this UPDATE changed, with their new state.
+    let mut outcome = ExpiredLeases::default();
+    let mut due = Vec::with_capacity(ended.len());
+    for (subscription, state) in ended {
+        outcome.count(&subscription, state == DeliveryState::Dead.as_str());
+        due.push(Name::from_trusted(subscription));
+    }
+    Ok((outcome, Effects::due(due)))
+}
+
+/// Where each expired lease goes, as columns for one bulk UPDATE.
+#[derive(Default)]
+struct ExpiryPlans {
+    subscriptions: Vec<String>,
+    ids: Vec<Uuid>,
+    generations: Vec<i64>,
+    states: Vec<&'static str>,
+    next_attempt_at: Vec<Option<i64>>,
+}
+
+impl ExpiryPlans {
+    fn push(&mut self, row: &PgRow, now: Timestamp) -> Result<(), StoreError> {
+        let policy = rows::retry_policy(row)?;
+        let attempts = u32::try_from(row.int("attempts")?).map_err(StoreError::internal)?;
+        let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
+        let (state, next_attempt_at) = plan_columns(plan);
+        self.subscriptions.push(row.text("subscription")?);
+        self.ids.push(row.id("message_id")?.as_uuid());
+        self.generations.push(row.int("generation")?);
+        self.states.push(state.as_str());
+        self.next_attempt_at.push(next_attempt_at);
+        Ok(())
+    }
+}

@@ -1,0 +1,325 @@
+//! Every read, written once for both SQL backends. They differ here only in their
+//! [`Dialect`]: the database type (placeholders come from sqlx's `QueryBuilder`), how a message
+//! id binds, and how a query names a list of ids. Reads take no locks: SQLite serves them from
+//! its read-only pool beside the writer (WAL), PostgreSQL from the connection of its call.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use sqlx::{Database, Encode, Executor, IntoArguments, QueryBuilder, Type};
+
+use super::rows::{
+    self, Columns, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor,
+};
+use super::sql::{delivery_page, message_page};
+use super::{
+    DeliveryQuery, MessageQuery, Page, Stats, StoreError, SubscriptionStats, TopicStats, rules,
+};
+use crate::domain::{
+    CheckerRegistration, DeliveryState, DeliveryStatus, MessageId, MessageRecord, MessageRef,
+    MessageState, Name, Subscription, Timestamp,
+};
+
+/// What sets one SQL backend's reads apart.
+pub trait Dialect: Send + Sync + 'static {
+    type Db: Database;
+    /// A message id as the schema stores it (text on SQLite, uuid on PostgreSQL).
+    type Id: for<'t> Encode<'t, Self::Db> + Type<Self::Db> + Send + 'static;
+
+    fn id(id: MessageId) -> Self::Id;
+
+    /// Pushes a condition that holds when `column` is one of `ids`.
+    fn push_one_of(
+        query: &mut QueryBuilder<Self::Db>,
+        column: &str,
+        ids: &[MessageId],
+    ) -> Result<(), StoreError>;
+}
+
+/// A connection of the dialect's database.
+pub type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
+
+/// The reads of one dialect (`Reads::<SqliteDialect>::message(..)`): the trait bounds sqlx
+/// needs are written once, on this impl.
+pub struct Reads<D>(PhantomData<D>);
+
+impl<D: Dialect> Reads<D>
+where
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    <D::Db as Database>::Row: Columns,
+    for<'t> &'t str: Encode<'t, D::Db> + Type<D::Db>,
+    for<'t> i64: Encode<'t, D::Db> + Type<D::Db>,
+{
+    async fn fetch_all(
+        conn: &mut Conn<D>,
+        query: &mut QueryBuilder<D::Db>,
+    ) -> Result<Vec<<D::Db as Database>::Row>, StoreError> {
+        Ok(query.build().fetch_all(&mut *conn).await?)
+    }
+
+    async fn fetch_optional(
+        conn: &mut Conn<D>,
+        query: &mut QueryBuilder<D::Db>,
+    ) -> Result<Option<<D::Db as Database>::Row>, StoreError> {
+        Ok(query.build().fetch_optional(&mut *conn).await?)
+    }
+
+    /// The one timestamp a `SELECT MIN(…) AS at` query answers, if any.
+    async fn earliest(
+        conn: &mut Conn<D>,
+        mut query: QueryBuilder<D::Db>,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let row = Self::fetch_optional(conn, &mut query).await?;
+        let at = match row {
+            Some(row) => row.opt_int("at")?,
+            None => None,
+        };
+        Ok(at.map(Timestamp::from_millis))
+    }
+
+    pub async fn subscription(conn: &mut Conn<D>, name: &Name) -> Result<Subscription, StoreError> {
+        let mut query = QueryBuilder::new(format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE name = "
+        ));
+        query.push_bind(name.as_str());
+        let row = Self::fetch_optional(conn, &mut query)
+            .await?
+            .ok_or_else(|| rules::subscription_not_found(name))?;
+        rows::subscription(&row)
+    }
+
+    pub async fn subscriptions(
+        conn: &mut Conn<D>,
+        topic: Option<&Name>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let mut query =
+            QueryBuilder::new(format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions"));
+        if let Some(topic) = topic {
+            query.push(" WHERE topic = ").push_bind(topic.as_str());
+        }
+        query.push(" ORDER BY name");
+        let found = Self::fetch_all(conn, &mut query).await?;
+        found.iter().map(rows::subscription).collect()
+    }
+
+    pub async fn message(
+        conn: &mut Conn<D>,
+        message: &MessageRef,
+    ) -> Result<MessageRecord, StoreError> {
+        let mut query = QueryBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages m"));
+        match message {
+            MessageRef::Id(id) => {
+                query.push(" WHERE m.id = ").push_bind(D::id(*id));
+            }
+            MessageRef::ProducerKey { producer, key } => {
+                query
+                    .push(" WHERE m.producer = ")
+                    .push_bind(producer.as_str())
+                    .push(" AND m.key = ")
+                    .push_bind(key.as_str());
+            }
+        }
+        let row = Self::fetch_optional(conn, &mut query)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(message.to_string()))?;
+        let mut records = vec![rows::message(&row)?];
+        Self::attach_deliveries(conn, &mut records).await?;
+        Ok(records.remove(0))
+    }
+
+    /// Fills in the deliveries of each message with one query.
+    async fn attach_deliveries(
+        conn: &mut Conn<D>,
+        records: &mut [MessageRecord],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<MessageId> = records.iter().map(|r| r.id).collect();
+        let mut query = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE "
+        ));
+        D::push_one_of(&mut query, "d.message_id", &ids)?;
+        query.push(" ORDER BY d.subscription");
+        let found = Self::fetch_all(conn, &mut query).await?;
+        let mut by_message: HashMap<_, Vec<DeliveryStatus>> = HashMap::new();
+        for row in &found {
+            let delivery = rows::delivery(row)?;
+            by_message
+                .entry(delivery.message_id)
+                .or_default()
+                .push(delivery);
+        }
+        for record in records {
+            record.deliveries = by_message.remove(&record.id).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    pub async fn messages(
+        conn: &mut Conn<D>,
+        filter: &MessageQuery,
+    ) -> Result<Page<MessageRecord>, StoreError> {
+        let mut query = message_page::<D::Db, _>(MESSAGE_COLUMNS, filter, D::id);
+        let found = Self::fetch_all(conn, &mut query).await?;
+        let mut records = found
+            .iter()
+            .map(rows::message)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = next_cursor(&mut records, filter.page_size, |r| r.id);
+        Self::attach_deliveries(conn, &mut records).await?;
+        Ok(Page {
+            items: records,
+            next,
+        })
+    }
+
+    pub async fn deliveries(
+        conn: &mut Conn<D>,
+        filter: &DeliveryQuery,
+    ) -> Result<Page<DeliveryStatus>, StoreError> {
+        Self::subscription(conn, &filter.subscription).await?;
+        let mut query = delivery_page::<D::Db, _>(DELIVERY_COLUMNS, filter, D::id);
+        let found = Self::fetch_all(conn, &mut query).await?;
+        let mut items = found
+            .iter()
+            .map(rows::delivery)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = next_cursor(&mut items, filter.page_size, |d| d.message_id);
+        Ok(Page { items, next })
+    }
+
+    pub async fn checker(
+        conn: &mut Conn<D>,
+        producer: &Name,
+    ) -> Result<Option<CheckerRegistration>, StoreError> {
+        let mut query = QueryBuilder::new(
+            "SELECT producer, endpoint, timeout_ms FROM checkers WHERE producer = ",
+        );
+        query.push_bind(producer.as_str());
+        let row = Self::fetch_optional(conn, &mut query).await?;
+        row.as_ref().map(rows::checker).transpose()
+    }
+
+    /// Earliest time a PENDING delivery of the subscription becomes due.
+    pub async fn next_due(
+        conn: &mut Conn<D>,
+        subscription: &Name,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let mut query = QueryBuilder::new(
+            "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'PENDING' \
+             AND subscription = ",
+        );
+        query.push_bind(subscription.as_str());
+        Self::earliest(conn, query).await
+    }
+
+    /// Earliest lease end among LEASED deliveries.
+    pub async fn next_lease_expiry(conn: &mut Conn<D>) -> Result<Option<Timestamp>, StoreError> {
+        let query = QueryBuilder::new(
+            "SELECT MIN(lease_expires_at) AS at FROM deliveries WHERE state = 'LEASED'",
+        );
+        Self::earliest(conn, query).await
+    }
+
+    /// Earliest `next_check_at` among PREPARED messages.
+    pub async fn next_check_due(conn: &mut Conn<D>) -> Result<Option<Timestamp>, StoreError> {
+        let query = QueryBuilder::new(
+            "SELECT MIN(next_check_at) AS at FROM messages WHERE state = 'PREPARED'",
+        );
+        Self::earliest(conn, query).await
+    }
+
+    /// Earliest `final_at` among retained final messages.
+    pub async fn oldest_final_at(conn: &mut Conn<D>) -> Result<Option<Timestamp>, StoreError> {
+        let query = QueryBuilder::new(
+            "SELECT MIN(final_at) AS at FROM messages WHERE final_at IS NOT NULL",
+        );
+        Self::earliest(conn, query).await
+    }
+
+    pub async fn stats(conn: &mut Conn<D>, now: Timestamp) -> Result<Stats, StoreError> {
+        let topics = Self::topic_stats(conn).await?;
+        let subscriptions = Self::subscription_stats(conn, now).await?;
+        let unrouted_confirms = topics.iter().map(|t| t.unrouted).sum();
+        Ok(Stats {
+            topics,
+            subscriptions,
+            unrouted_confirms,
+        })
+    }
+
+    async fn topic_stats(conn: &mut Conn<D>) -> Result<Vec<TopicStats>, StoreError> {
+        let mut query = QueryBuilder::new(
+            "SELECT topic, state, COUNT(*) AS n, \
+             SUM(CASE WHEN state = 'CONFIRMED' AND routed = 0 THEN 1 ELSE 0 END) AS unrouted \
+             FROM messages GROUP BY topic, state ORDER BY topic",
+        );
+        let mut topics: Vec<TopicStats> = Vec::new();
+        for row in &Self::fetch_all(conn, &mut query).await? {
+            let topic = row.text("topic")?;
+            if topics.last().is_none_or(|t| t.topic != topic) {
+                topics.push(TopicStats {
+                    topic: topic.clone(),
+                    ..TopicStats::default()
+                });
+            }
+            let entry = topics.last_mut().expect("pushed above");
+            let n = count(row.int("n")?);
+            match rows::message_state(&row.text("state")?)? {
+                MessageState::Prepared => entry.prepared = n,
+                MessageState::Confirmed => entry.confirmed = n,
+                MessageState::Cancelled => entry.cancelled = n,
+                MessageState::Unresolved => entry.unresolved = n,
+            }
+            entry.unrouted += count(row.opt_int("unrouted")?.unwrap_or(0));
+        }
+        Ok(topics)
+    }
+
+    async fn subscription_stats(
+        conn: &mut Conn<D>,
+        now: Timestamp,
+    ) -> Result<Vec<SubscriptionStats>, StoreError> {
+        let mut query = QueryBuilder::new(
+            "SELECT s.name, s.topic, d.state, COUNT(d.message_id) AS n, \
+             MIN(CASE WHEN d.state = 'PENDING' AND d.next_attempt_at <= ",
+        );
+        query.push_bind(now.as_millis()).push(
+            " THEN d.next_attempt_at END) AS oldest_due \
+             FROM subscriptions s LEFT JOIN deliveries d ON d.subscription = s.name \
+             GROUP BY s.name, s.topic, d.state ORDER BY s.name",
+        );
+        let mut subscriptions: Vec<SubscriptionStats> = Vec::new();
+        for row in &Self::fetch_all(conn, &mut query).await? {
+            let name = row.text("name")?;
+            if subscriptions.last().is_none_or(|s| s.subscription != name) {
+                subscriptions.push(SubscriptionStats {
+                    subscription: name.clone(),
+                    topic: row.text("topic")?,
+                    ..SubscriptionStats::default()
+                });
+            }
+            let entry = subscriptions.last_mut().expect("pushed above");
+            let Some(state) = row.opt_text("state")? else {
+                continue; // a subscription without deliveries
+            };
+            let n = count(row.int("n")?);
+            match rows::delivery_state(&state)? {
+                DeliveryState::Pending => entry.pending = n,
+                DeliveryState::Leased => entry.leased = n,
+                DeliveryState::Acked => entry.acked = n,
+                DeliveryState::Dead => entry.dead = n,
+            }
+            if let Some(oldest) = row.opt_int("oldest_due")? {
+                entry.oldest_pending_age = Some(now.since(Timestamp::from_millis(oldest)));
+            }
+        }
+        Ok(subscriptions)
+    }
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}

@@ -1,0 +1,252 @@
+//! Consumer-side write operations on SQLite: leasing, Ack, Nack, ExtendLease, Reject and
+//! ending expired leases. Like `ops`, each runs on the writer's connection inside the group
+//! transaction, and every UPDATE still names the state and generation it expects.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use super::ops::{execute, find_subscription, query_all, query_one};
+use super::rows;
+use crate::domain::{
+    AckStatus, AckVerdict, DeliveryState, LeaseCheck, LeasedDelivery, Name, Receipt,
+    RedeliveryPlan, Subscription, Timestamp, classify_ack, plan_redelivery, random_jitter,
+};
+use crate::store::{Effects, ExpiredLeases, StoreError, Written, rules};
+
+pub fn lease(
+    conn: &Connection,
+    subscription: &Subscription,
+    max: u32,
+    now: Timestamp,
+) -> Written<Vec<LeasedDelivery>> {
+    let lease_expires_at = now.plus(subscription.ack_deadline);
+    // The row as it will be once leased: one more attempt, the next generation.
+    let leased = query_all(
+        conn,
+        "SELECT d.message_id, d.attempts + 1 AS attempts, d.generation + 1 AS generation, \
+         m.producer, m.topic, m.key, m.payload, m.headers, m.decided_at \
+         FROM deliveries d JOIN messages m ON m.id = d.message_id \
+         WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
+         ORDER BY d.next_attempt_at LIMIT ?",
+        params![subscription.name.as_str(), now.as_millis(), i64::from(max)],
+        |row| rows::leased_delivery(row, &subscription.name, lease_expires_at),
+    )?;
+    for delivery in &leased {
+        execute(
+            conn,
+            "UPDATE deliveries SET state = 'LEASED', attempts = ?, generation = ?, \
+             lease_expires_at = ?, next_attempt_at = NULL, updated_at = ? \
+             WHERE subscription = ? AND message_id = ? AND state = 'PENDING' AND generation = ?",
+            params![
+                i64::from(delivery.attempt),
+                i64::from(delivery.receipt.generation),
+                lease_expires_at.as_millis(),
+                now.as_millis(),
+                subscription.name.as_str(),
+                delivery.receipt.message_id.to_string(),
+                i64::from(delivery.receipt.generation) - 1,
+            ],
+        )?;
+    }
+    let effects = Effects::leased(&leased);
+    Ok((leased, effects))
+}
+
+/// The state, generation and attempts of a delivery, if it exists.
+fn delivery_lease(
+    conn: &Connection,
+    receipt: &Receipt,
+) -> Result<Option<(DeliveryState, u32, u32)>, StoreError> {
+    query_one(
+        conn,
+        "SELECT state, generation, attempts FROM deliveries WHERE subscription = ? AND message_id = ?",
+        [
+            receipt.subscription.as_str(),
+            &receipt.message_id.to_string(),
+        ],
+        |row| rows::lease_state(row),
+    )
+}
+
+pub fn ack(conn: &Connection, receipts: &[Receipt], now: Timestamp) -> Written<Vec<AckStatus>> {
+    let mut statuses = Vec::with_capacity(receipts.len());
+    for receipt in receipts {
+        let current = delivery_lease(conn, receipt)?;
+        let verdict = classify_ack(current.map(|(s, g, _)| (s, g)), receipt.generation);
+        let status = match verdict {
+            AckVerdict::Acknowledge => {
+                execute(
+                    conn,
+                    "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
+                     next_attempt_at = NULL, updated_at = ? \
+                     WHERE subscription = ? AND message_id = ? AND generation = ? \
+                     AND state <> 'ACKED'",
+                    params![
+                        now.as_millis(),
+                        receipt.subscription.as_str(),
+                        receipt.message_id.to_string(),
+                        i64::from(receipt.generation),
+                    ],
+                )?;
+                AckStatus::Ok
+            }
+            AckVerdict::AlreadyAcked => AckStatus::Ok,
+            AckVerdict::LeaseLost => AckStatus::LeaseLost,
+            AckVerdict::NotFound => AckStatus::NotFound,
+        };
+        statuses.push(status);
+    }
+    Ok((statuses, Effects::none()))
+}
+
+/// The current lease of `receipt`, or the error its holder should see.
+fn held_lease(conn: &Connection, receipt: &Receipt) -> Result<(LeaseCheck, u32), StoreError> {
+    rules::held_lease(delivery_lease(conn, receipt)?, receipt)
+}
+
+/// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
+pub(super) fn release(
+    conn: &Connection,
+    receipt: &Receipt,
+    plan: RedeliveryPlan,
+    error: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let (state, next_attempt_at) = match plan {
+        RedeliveryPlan::RetryAt(at) => (DeliveryState::Pending, Some(at.as_millis())),
+        RedeliveryPlan::Dead => (DeliveryState::Dead, None),
+    };
+    let changed = execute(
+        conn,
+        "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_expires_at = NULL, \
+         last_error = ?, updated_at = ? \
+         WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
+        params![
+            state.as_str(),
+            next_attempt_at,
+            error,
+            now.as_millis(),
+            receipt.subscription.as_str(),
+            receipt.message_id.to_string(),
+            i64::from(receipt.generation),
+        ],
+    )?;
+    Ok(changed == 1)
+}
+
+pub fn nack(
+    conn: &Connection,
+    receipt: &Receipt,
+    delay: Option<Duration>,
+    now: Timestamp,
+) -> Written<Option<RedeliveryPlan>> {
+    let (check, attempts) = held_lease(conn, receipt)?;
+    if check != LeaseCheck::Held {
+        // already released by this receipt: an idempotent repeat
+        return Ok((None, Effects::none()));
+    }
+    let subscription = find_subscription(conn, &receipt.subscription)?
+        .ok_or_else(|| rules::subscription_not_found(&receipt.subscription))?;
+    let plan = plan_redelivery(
+        &subscription.retry_policy,
+        attempts,
+        now,
+        delay,
+        random_jitter(),
+    );
+    if !release(conn, receipt, plan, rules::NACKED, now)? {
+        return Ok((None, Effects::none()));
+    }
+    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
+}
+
+pub fn extend_lease(
+    conn: &Connection,
+    receipt: &Receipt,
+    extension: Duration,
+    now: Timestamp,
+) -> Written<Timestamp> {
+    let (check, _) = held_lease(conn, receipt)?;
+    if let LeaseCheck::Released(current) = check {
+        return Err(StoreError::LeaseLost { current });
+    }
+    let lease_expires_at = now.plus(extension);
+    execute(
+        conn,
+        "UPDATE deliveries SET lease_expires_at = ?, updated_at = ? \
+         WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
+        params![
+            lease_expires_at.as_millis(),
+            now.as_millis(),
+            receipt.subscription.as_str(),
+            receipt.message_id.to_string(),
+            i64::from(receipt.generation),
+        ],
+    )?;
+    Ok((lease_expires_at, Effects::none()))
+}
+
+pub fn reject(conn: &Connection, receipt: &Receipt, reason: &str, now: Timestamp) -> Written<()> {
+    let (check, _) = held_lease(conn, receipt)?;
+    let error = rules::rejected(reason);
+    match check {
+        LeaseCheck::Released(DeliveryState::Dead) => Ok(((), Effects::none())),
+        // Unleased again after an expiry or Nack, not leased by anyone since: still rejectable.
+        LeaseCheck::Released(_) | LeaseCheck::Held => {
+            execute(
+                conn,
+                "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, \
+                 lease_expires_at = NULL, last_error = ?, updated_at = ? \
+                 WHERE subscription = ? AND message_id = ? AND generation = ? \
+                 AND state IN ('LEASED', 'PENDING')",
+                params![
+                    error,
+                    now.as_millis(),
+                    receipt.subscription.as_str(),
+                    receipt.message_id.to_string(),
+                    i64::from(receipt.generation),
+                ],
+            )?;
+            Ok(((), Effects::none()))
+        }
+        LeaseCheck::Lost(_) | LeaseCheck::NotFound => {
+            unreachable!("held_lease returns these as errors")
+        }
+    }
+}
+
+pub fn expire_leases(conn: &Connection, now: Timestamp) -> Written<ExpiredLeases> {
+    let expired = query_all(
+        conn,
+        "SELECT d.subscription, d.message_id, d.attempts, d.generation, s.max_attempts, \
+         s.initial_backoff_ms, s.max_backoff_ms, s.multiplier \
+         FROM deliveries d JOIN subscriptions s ON s.name = d.subscription \
+         WHERE d.state = 'LEASED' AND d.lease_expires_at <= ? ORDER BY d.lease_expires_at LIMIT ?",
+        params![now.as_millis(), rules::EXPIRY_BATCH],
+        |row| {
+            let subscription: String = row.get("subscription")?;
+            let message_id: String = row.get("message_id")?;
+            let attempts: i64 = row.get("attempts")?;
+            let generation: i64 = row.get("generation")?;
+            let policy = rows::retry_policy(row)?;
+            Ok((subscription, message_id, attempts, generation, policy))
+        },
+    )?;
+    let mut ended = ExpiredLeases::default();
+    let mut due = Vec::new();
+    for (subscription, message_id, attempts, generation, policy) in expired {
+        let receipt = Receipt {
+            message_id: rows::message_id(&message_id)?,
+            generation: u32::try_from(generation).map_err(StoreError::internal)?,
+            subscription: Name::from_trusted(subscription.clone()),
+        };
+        let attempts = u32::try_from(attempts).map_err(StoreError::internal)?;
+        let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
+        if release(conn, &receipt, plan, rules::LEASE_EXPIRED, now)? {
+            ended.count(&subscription, plan == RedeliveryPlan::Dead);
+            due.push(receipt.subscription);
+        }
+    }
+    Ok((ended, Effects::due(due)))
+}
