@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use courier::config::Config;
 use courier::proto::{MessageState, RegisterCheckerRequest, Subscription};
-use courier::store::{Wakeups, testing::TestDatabase as PostgresDatabase};
+use courier::store::testing::TestDatabase as PostgresDatabase;
+use courier::wakeups::Wakeups;
 use serde_json::Value;
 use tokio::process::Command;
 
