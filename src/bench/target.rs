@@ -17,7 +17,7 @@ use crate::proto;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::consumer_client::ConsumerClient;
 use crate::proto::producer_client::ProducerClient;
-use crate::store::Store;
+use crate::store::{Batch, Store};
 use crate::wakeups::Wakeups;
 
 /// The producer name every bench message carries.
@@ -191,6 +191,7 @@ impl Consumer for GrpcConsumer {
                 subscription: self.subscription.clone(),
                 max_messages: max,
                 wait: Some(wait),
+                max_bytes: 0,
             })
             .await
             .map_err(BenchError::rpc("Receive"))?;
@@ -346,7 +347,7 @@ impl Consumer for StoreConsumer {
             notified.as_mut().enable();
             let leased = self
                 .store
-                .lease(&self.subscription, max, Timestamp::now())
+                .lease(&self.subscription, Batch::messages(max), Timestamp::now())
                 .await?;
             if !leased.is_empty() || Instant::now() >= deadline {
                 return Ok(leased

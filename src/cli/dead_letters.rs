@@ -1,4 +1,4 @@
-//! `courier dead-letters list|redrive`.
+//! `courier dead-letters list|redrive|discard`.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -27,6 +27,9 @@ enum DeadLettersCommand {
         /// Continue a previous listing where it stopped.
         #[arg(long, value_name = "TOKEN")]
         page_token: Option<String>,
+        /// Only dead heads that hold their lane (ordered subscriptions that block on them).
+        #[arg(long)]
+        blocking: bool,
     },
     /// Make dead deliveries PENDING again with their attempts reset: the listed messages'
     /// (ids that are not dead are skipped), or with --all every dead one of the subscription.
@@ -35,6 +38,17 @@ enum DeadLettersCommand {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         message_ids: Vec<String>,
         /// Redrive every dead delivery of the subscription.
+        #[arg(long)]
+        all: bool,
+    },
+    /// End dead deliveries for good (DISCARDED, never delivered again): the listed messages'
+    /// (ids that are not dead are skipped), or with --all every dead one of the subscription.
+    /// A lane a discarded head held goes on.
+    Discard {
+        subscription: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        message_ids: Vec<String>,
+        /// Discard every dead delivery of the subscription.
         #[arg(long)]
         all: bool,
     },
@@ -47,7 +61,11 @@ pub async fn run(args: DeadLettersArgs) -> Result<(), CliError> {
             subscription,
             limit,
             page_token,
-        } => list(&server, subscription, limit, page_token.unwrap_or_default()).await,
+            blocking,
+        } => {
+            let page_token = page_token.unwrap_or_default();
+            list(&server, subscription, limit, page_token, blocking).await
+        }
         DeadLettersCommand::Redrive {
             subscription,
             message_ids,
@@ -77,6 +95,35 @@ pub async fn run(args: DeadLettersArgs) -> Result<(), CliError> {
                 "redrove {redriven} dead {noun} of subscription {subscription}\n"
             ))
         }
+        DeadLettersCommand::Discard {
+            subscription,
+            message_ids,
+            all: _,
+        } => {
+            let discarded = server
+                .admin()
+                .discard_dead_letters(proto::DiscardDeadLettersRequest {
+                    subscription: subscription.clone(),
+                    message_ids,
+                })
+                .await?
+                .into_inner()
+                .discarded;
+            if server.json {
+                return output::print_json(&json!({
+                    "subscription": subscription,
+                    "discarded": discarded,
+                }));
+            }
+            let noun = if discarded == 1 {
+                "delivery"
+            } else {
+                "deliveries"
+            };
+            output::print(&format!(
+                "discarded {discarded} dead {noun} of subscription {subscription}\n"
+            ))
+        }
     }
 }
 
@@ -85,6 +132,7 @@ async fn list(
     subscription: String,
     limit: u32,
     mut page_token: String,
+    blocking_only: bool,
 ) -> Result<(), CliError> {
     let mut admin = server.admin();
     let mut dead = Vec::new();
@@ -95,6 +143,7 @@ async fn list(
                 state: proto::DeliveryState::Dead as i32,
                 page_size: next_page_size(limit, dead.len()),
                 page_token,
+                blocking_only,
             })
             .await?
             .into_inner();
@@ -112,10 +161,11 @@ async fn list(
             "next_page_token": (!page_token.is_empty()).then_some(&page_token),
         }));
     }
-    let mut table = Table::new(&["MESSAGE ID", "ATTEMPTS", "LAST ERROR"]);
+    let mut table = Table::new(&["MESSAGE ID", "ORDERING KEY", "ATTEMPTS", "LAST ERROR"]);
     for d in &dead {
         table.row(vec![
             d.message_id.clone(),
+            output::or_dash(&d.ordering_key),
             d.attempts.to_string(),
             output::or_dash(&d.last_error),
         ]);

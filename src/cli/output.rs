@@ -175,6 +175,14 @@ pub fn message_outcome(value: i32) -> String {
     )
 }
 
+pub fn dead_head(value: i32) -> String {
+    match proto::DeadHead::try_from(value) {
+        Ok(proto::DeadHead::Unspecified) => "BLOCK".to_owned(),
+        Ok(policy) => short_name(policy.as_str_name(), "DEAD_HEAD_"),
+        Err(_) => format!("UNKNOWN({value})"),
+    }
+}
+
 pub fn delivery_state(value: i32) -> String {
     proto::DeliveryState::try_from(value).map_or_else(
         |_| format!("UNKNOWN({value})"),
@@ -205,6 +213,8 @@ pub fn subscription_json(subscription: &proto::Subscription) -> Value {
             "multiplier": retry.multiplier,
         },
         "push_endpoint": non_empty(&subscription.push_endpoint),
+        "ordered": subscription.ordered,
+        "dead_head": dead_head(subscription.dead_head),
         "created_at": time_json(&subscription.created_at),
     })
 }
@@ -233,6 +243,20 @@ pub fn subscription_fields(subscription: &proto::Subscription) -> String {
                 format!("push to {}", subscription.push_endpoint)
             },
         ),
+        (
+            "order",
+            if subscription.ordered {
+                format!(
+                    "one at a time per ordering key; a dead head {}",
+                    match dead_head(subscription.dead_head).as_str() {
+                        "SKIP" => "is skipped",
+                        _ => "blocks its lane",
+                    }
+                )
+            } else {
+                "none".to_owned()
+            },
+        ),
         ("created", time_cell(&subscription.created_at)),
     ])
 }
@@ -246,6 +270,7 @@ pub fn delivery_json(delivery: &proto::DeliveryStatus) -> Value {
         "next_attempt_at": time_json(&delivery.next_attempt_at),
         "lease_expires_at": time_json(&delivery.lease_expires_at),
         "last_error": non_empty(&delivery.last_error),
+        "ordering_key": non_empty(&delivery.ordering_key),
     })
 }
 

@@ -48,6 +48,8 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
         "LEASED",
         "ACKED",
         "DEAD",
+        "DISCARDED",
+        "BLOCKED LANES",
         "OLDEST PENDING",
     ]);
     for s in &stats.subscriptions {
@@ -58,6 +60,8 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
             s.leased.to_string(),
             s.acked.to_string(),
             s.dead.to_string(),
+            s.discarded.to_string(),
+            s.blocked_lanes.to_string(),
             output::duration_cell(&s.oldest_pending_age),
         ]);
     }
@@ -72,6 +76,13 @@ pub async fn run(args: StatsArgs) -> Result<(), CliError> {
         text.push_str("no subscriptions\n");
     } else {
         text.push_str(&subscriptions.render());
+    }
+    let blocked: u64 = stats.subscriptions.iter().map(|s| s.blocked_lanes).sum();
+    if blocked > 0 {
+        text.push_str(&format!(
+            "\n{blocked} ordered lanes are held by a dead head: \
+             `courier dead-letters list SUBSCRIPTION --blocking`, then redrive or discard them\n"
+        ));
     }
     if stats.unrouted_confirms > 0 {
         text.push_str(&format!(
@@ -108,6 +119,8 @@ fn stats_json(stats: &proto::GetStatsResponse) -> serde_json::Value {
                 "leased": s.leased,
                 "acked": s.acked,
                 "dead": s.dead,
+                "discarded": s.discarded,
+                "blocked_lanes": s.blocked_lanes,
                 "oldest_pending_age_seconds": output::seconds_json(&s.oldest_pending_age),
             })
         })

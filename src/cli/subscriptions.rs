@@ -55,6 +55,13 @@ struct CreateArgs {
     /// Push deliveries to this Receiver (http://host:port) instead of serving Receive.
     #[arg(long, value_name = "URL")]
     push_endpoint: Option<String>,
+    /// Deliver messages that share an ordering key one at a time, in confirm order.
+    #[arg(long)]
+    ordered: bool,
+    /// In an ordered subscription, what a dead head does to its lane: block (the default) or
+    /// skip.
+    #[arg(long, value_name = "POLICY", value_parser = ["block", "skip"])]
+    dead_head: Option<String>,
 }
 
 fn proto_duration(duration: Option<Duration>) -> Option<prost_types::Duration> {
@@ -79,6 +86,12 @@ impl CreateArgs {
             }),
             push_endpoint: self.push_endpoint.unwrap_or_default(),
             created_at: None,
+            ordered: self.ordered,
+            dead_head: match self.dead_head.as_deref() {
+                Some("skip") => proto::DeadHead::Skip,
+                Some(_) => proto::DeadHead::Block,
+                None => proto::DeadHead::Unspecified,
+            } as i32,
         }
     }
 }

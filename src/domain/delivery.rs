@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{MessageId, Name, RetryPolicy, Timestamp, backoff};
+use super::{MessageId, Name, OrderingKey, RetryPolicy, Timestamp, backoff};
 
 /// State of one delivery (one per message and subscription).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -10,10 +10,18 @@ pub enum DeliveryState {
     Leased,
     Acked,
     Dead,
+    /// Ended for good by an operator (Admin/DiscardDeadLetters): never delivered again.
+    Discarded,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 4] = [Self::Pending, Self::Leased, Self::Acked, Self::Dead];
+    pub const ALL: [DeliveryState; 5] = [
+        Self::Pending,
+        Self::Leased,
+        Self::Acked,
+        Self::Dead,
+        Self::Discarded,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -21,6 +29,7 @@ impl DeliveryState {
             Self::Leased => "LEASED",
             Self::Acked => "ACKED",
             Self::Dead => "DEAD",
+            Self::Discarded => "DISCARDED",
         }
     }
 
@@ -45,6 +54,8 @@ pub struct DeliveryStatus {
     pub next_attempt_at: Option<Timestamp>,
     pub lease_expires_at: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// The lane the delivery is in (ordered subscriptions, keyed messages only).
+    pub ordering_key: Option<OrderingKey>,
 }
 
 /// Names one lease: the delivery (subscription, message) and the lease generation. Encoded as
@@ -93,20 +104,25 @@ pub enum AckVerdict {
     NotFound,
 }
 
-/// The ack rule: the current receipt acks a leased delivery, and also one that is unleased
-/// again after an expiry (PENDING or DEAD, not leased by anyone since). An ACKED delivery stays
-/// ACKED for any receipt. An older receipt lost its lease.
+/// The ack rule: only the latest lease's receipt acks. It acks a leased delivery, and also one
+/// that is unleased again after an expiry (PENDING or DEAD, not leased by anyone since);
+/// repeating it on the ACKED delivery stays OK. An older receipt lost its lease even once the
+/// newer holder acked: its holder must learn that its work was duplicated. A DISCARDED
+/// delivery was ended by an operator and cannot be acked.
 pub fn classify_ack(current: Option<(DeliveryState, u32)>, receipt_generation: u32) -> AckVerdict {
     let Some((state, generation)) = current else {
         return AckVerdict::NotFound;
     };
-    if state == DeliveryState::Acked {
-        return AckVerdict::AlreadyAcked;
-    }
     match receipt_generation.cmp(&generation) {
-        std::cmp::Ordering::Equal => AckVerdict::Acknowledge,
-        std::cmp::Ordering::Less => AckVerdict::LeaseLost,
         std::cmp::Ordering::Greater => AckVerdict::NotFound,
+        std::cmp::Ordering::Less => AckVerdict::LeaseLost,
+        std::cmp::Ordering::Equal => match state {
+            DeliveryState::Acked => AckVerdict::AlreadyAcked,
+            DeliveryState::Discarded => AckVerdict::LeaseLost,
+            DeliveryState::Pending | DeliveryState::Leased | DeliveryState::Dead => {
+                AckVerdict::Acknowledge
+            }
+        },
     }
 }
 
@@ -129,7 +145,9 @@ pub fn check_lease(current: Option<(DeliveryState, u32)>, receipt_generation: u3
     if receipt_generation > generation {
         return LeaseCheck::NotFound;
     }
-    if receipt_generation < generation || state == DeliveryState::Acked {
+    if receipt_generation < generation
+        || matches!(state, DeliveryState::Acked | DeliveryState::Discarded)
+    {
         return LeaseCheck::Lost(state);
     }
     match state {
@@ -185,7 +203,10 @@ mod tests {
         assert_eq!(classify_ack(Some((Leased, 2)), 2), AckVerdict::Acknowledge);
         assert_eq!(classify_ack(Some((Pending, 2)), 2), AckVerdict::Acknowledge);
         assert_eq!(classify_ack(Some((Leased, 3)), 2), AckVerdict::LeaseLost);
-        assert_eq!(classify_ack(Some((Acked, 3)), 2), AckVerdict::AlreadyAcked);
+        assert_eq!(classify_ack(Some((Acked, 2)), 2), AckVerdict::AlreadyAcked);
+        // A stale receipt learns its work was duplicated, whether or not the newer lease acked.
+        assert_eq!(classify_ack(Some((Acked, 3)), 2), AckVerdict::LeaseLost);
+        assert_eq!(classify_ack(Some((Discarded, 2)), 2), AckVerdict::LeaseLost);
         assert_eq!(classify_ack(Some((Leased, 1)), 2), AckVerdict::NotFound);
         assert_eq!(classify_ack(None, 1), AckVerdict::NotFound);
     }

@@ -1,7 +1,7 @@
 //! What a consumer holds: a leased delivery with everything it needs, and how each Ack of a
 //! receipt ended.
 
-use super::{Headers, MessageKey, Name, Receipt, Timestamp};
+use super::{Headers, MessageKey, Name, OrderingKey, Receipt, Timestamp};
 
 /// A delivery handed out by a lease, with everything a consumer needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,6 +10,7 @@ pub struct LeasedDelivery {
     pub topic: Name,
     pub producer: Name,
     pub key: MessageKey,
+    pub ordering_key: OrderingKey,
     pub payload: Vec<u8>,
     pub headers: Headers,
     pub attempt: u32,

@@ -1,7 +1,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{DeliveryState, DeliveryStatus, MessageId, MessageKey, Name, Quoted, Timestamp};
+use super::{
+    DeliveryState, DeliveryStatus, MessageId, MessageKey, Name, OrderingKey, Quoted, Timestamp,
+};
 
 /// Message headers, kept sorted so equal maps serialize (and compare) identically.
 pub type Headers = BTreeMap<String, String>;
@@ -112,7 +114,8 @@ pub fn outcome(
                 any = true;
                 match delivery {
                     DeliveryState::Pending | DeliveryState::Leased => open = true,
-                    DeliveryState::Dead => dead = true,
+                    // A discarded delivery was given up like a dead one, for good.
+                    DeliveryState::Dead | DeliveryState::Discarded => dead = true,
                     DeliveryState::Acked => {}
                 }
             }
@@ -156,6 +159,7 @@ pub struct MessageRecord {
     pub producer: Name,
     pub topic: Name,
     pub key: MessageKey,
+    pub ordering_key: OrderingKey,
     pub headers: Headers,
     pub payload_bytes: u64,
     pub state: MessageState,

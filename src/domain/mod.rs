@@ -26,7 +26,7 @@ pub use message::{
     Decision, Headers, MessageOutcome, MessageRecord, MessageRef, MessageState, Transition, decide,
     outcome,
 };
-pub use names::{FieldViolation, MessageKey, Name};
-pub use subscription::{RetryPolicy, Subscription};
+pub use names::{FieldViolation, MessageKey, Name, OrderingKey};
+pub use subscription::{DeadHeadPolicy, RetryPolicy, Subscription};
 pub use text::{Quoted, storable_lossy, storable_text};
 pub use time::Timestamp;

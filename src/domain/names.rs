@@ -113,6 +113,40 @@ impl fmt::Display for MessageKey {
     }
 }
 
+/// A message's ordering key: 0 to 256 bytes of UTF-8 without U+0000. Empty means unordered;
+/// in an ordered subscription, deliveries that share a key form a lane.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct OrderingKey(String);
+
+impl OrderingKey {
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldViolation> {
+        if value.len() > MAX_KEY_BYTES {
+            return Err(FieldViolation::new(
+                field,
+                format!(
+                    "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+                    value.len()
+                ),
+            ));
+        }
+        storable_text(field, value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key as a lane names it: `None` when the message is unordered.
+    pub fn lane(&self) -> Option<&str> {
+        (!self.0.is_empty()).then_some(self.0.as_str())
+    }
+
+    pub fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +175,16 @@ mod tests {
         assert!(MessageKey::parse("key", &"é".repeat(129)).is_err());
         assert!(MessageKey::parse("key", "").is_err());
         assert!(MessageKey::parse("key", "order\0").is_err());
+    }
+
+    #[test]
+    fn ordering_keys_may_be_empty_but_not_long_or_nul() {
+        assert_eq!(OrderingKey::parse("ordering_key", "").unwrap().lane(), None);
+        assert_eq!(
+            OrderingKey::parse("ordering_key", "account-7").unwrap().lane(),
+            Some("account-7")
+        );
+        assert!(OrderingKey::parse("ordering_key", &"k".repeat(257)).is_err());
+        assert!(OrderingKey::parse("ordering_key", "a\0").is_err());
     }
 }

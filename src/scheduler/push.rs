@@ -22,7 +22,7 @@ use crate::callbacks::Callbacks;
 use crate::config::PushConfig;
 use crate::domain::{AckStatus, LeasedDelivery, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 use crate::wakeups::Wakeups;
 
 /// A pushed delivery's lease outlasts the call's deadline (the ack deadline) by this much, so
@@ -164,7 +164,7 @@ impl Dispatcher {
                 ack_deadline: subscription.ack_deadline + LEASE_GRACE,
                 ..subscription.clone()
             };
-            let deliveries = self.store.lease(&lease, max, now).await?;
+            let deliveries = self.store.lease(&lease, Batch::messages(max), now).await?;
             metrics::deliveries_leased(subscription.name.as_str(), &deliveries);
             let subscription = Arc::new(subscription);
             let slots = lane_slots.into_iter().zip(overall_slots);

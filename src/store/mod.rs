@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod conformance;
 mod effects;
+mod lanes;
 mod error;
 pub mod postgres;
 mod reads;
@@ -80,11 +81,12 @@ pub trait Store: Send + Sync + 'static {
 
     // --- consumer ---
 
-    /// Leases up to `max` due PENDING deliveries of a subscription, oldest due first.
+    /// Leases due PENDING deliveries of a subscription, oldest due first: as many as `batch`
+    /// allows, and at least one when any is due.
     async fn lease(
         &self,
         subscription: &Subscription,
-        max: u32,
+        batch: Batch,
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError>;
     /// Acks each receipt; one status per receipt, in order.
@@ -221,8 +223,18 @@ pub trait Store: Send + Sync + 'static {
         query: DeliveryQuery,
     ) -> Result<Page<crate::domain::DeliveryStatus>, StoreError>;
     /// Makes DEAD deliveries PENDING (due now) with attempts reset: all of the subscription's,
-    /// or only those of the listed messages. Returns how many.
+    /// or only those of the listed messages. Returns how many. A delivery in a lane waits for
+    /// its turn there; a head that blocked its lane is delivered first.
     async fn redrive(
+        &self,
+        subscription: &Name,
+        message_ids: &[MessageId],
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+    /// Ends DEAD deliveries of `subscription` for good (all, or those of `message_ids`):
+    /// DISCARDED, never delivered again, final for their messages. A lane a discarded head
+    /// held goes on. Answers how many it discarded; NOT_FOUND for an unknown subscription.
+    async fn discard_dead_letters(
         &self,
         subscription: &Name,
         message_ids: &[MessageId],

@@ -11,7 +11,7 @@ use sqlx::{Database, Encode, Executor, IntoArguments, QueryBuilder, Type};
 use super::rows::{
     self, Columns, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor,
 };
-use super::sql::{delivery_page, message_page};
+use super::sql::{self, delivery_page, message_page};
 use super::{
     DeliveryQuery, MessageQuery, Page, Stats, StoreError, SubscriptionStats, TopicStats, rules,
 };
@@ -311,9 +311,17 @@ where
                 DeliveryState::Leased => entry.leased = n,
                 DeliveryState::Acked => entry.acked = n,
                 DeliveryState::Dead => entry.dead = n,
+                DeliveryState::Discarded => entry.discarded = n,
             }
             if let Some(oldest) = row.opt_int("oldest_due")? {
                 entry.oldest_pending_age = Some(now.since(Timestamp::from_millis(oldest)));
+            }
+        }
+        let mut blocked = QueryBuilder::new(sql::BLOCKED_LANES);
+        for row in &Self::fetch_all(conn, &mut blocked).await? {
+            let name = row.text("subscription")?;
+            if let Some(entry) = subscriptions.iter_mut().find(|s| s.subscription == name) {
+                entry.blocked_lanes = count(row.int("lanes")?);
             }
         }
         Ok(subscriptions)

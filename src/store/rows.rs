@@ -8,20 +8,21 @@ use std::time::Duration;
 
 use crate::domain::{
     CheckerRegistration, DeliveryState, DeliveryStatus, DueCheck, Headers, LeasedDelivery,
-    MessageId, MessageKey, MessageRecord, MessageState, Name, Receipt, RetryPolicy, Subscription,
-    Timestamp,
+    MessageId, MessageKey, MessageRecord, MessageState, Name, OrderingKey, Receipt, RetryPolicy,
+    Subscription, Timestamp, DeadHeadPolicy,
 };
 use crate::store::StoreError;
 
 pub const SUBSCRIPTION_COLUMNS: &str = "name, topic, ack_deadline_ms, max_attempts, \
-    initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at";
+    initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at, \
+    CAST(CASE WHEN ordered THEN 1 ELSE 0 END AS BIGINT) AS ordered, dead_head";
 
-pub const MESSAGE_COLUMNS: &str = "m.id, m.producer, m.topic, m.key, m.headers, \
+pub const MESSAGE_COLUMNS: &str = "m.id, m.producer, m.topic, m.key, m.ordering_key, m.headers, \
     CAST(length(m.payload) AS BIGINT) AS payload_bytes, m.state, m.created_at, m.updated_at, \
     m.check_attempts, m.next_check_at, m.last_check_error";
 
 pub const DELIVERY_COLUMNS: &str = "d.subscription, d.message_id, d.state, d.attempts, \
-    d.next_attempt_at, d.lease_expires_at, d.last_error";
+    d.next_attempt_at, d.lease_expires_at, d.last_error, d.ordering_key";
 
 /// Typed access to a row's columns, by name. Integers are 64-bit in both schemas.
 pub trait Columns {
@@ -121,17 +122,25 @@ pub fn subscription(row: &impl Columns) -> Result<Subscription, StoreError> {
         ack_deadline: duration(row, "ack_deadline_ms")?,
         retry_policy: retry_policy(row)?,
         push_endpoint: row.opt_text("push_endpoint")?,
+        ordered: row.int("ordered")? != 0,
+        dead_head: dead_head(&row.text("dead_head")?)?,
         created_at: Timestamp::from_millis(row.int("created_at")?),
     })
 }
 
 /// A message row (selected with [`MESSAGE_COLUMNS`]) without its deliveries.
+pub fn dead_head(value: &str) -> Result<DeadHeadPolicy, StoreError> {
+    DeadHeadPolicy::parse(value)
+        .ok_or_else(|| StoreError::internal(format!("corrupt dead-head policy {value:?}")))
+}
+
 pub fn message(row: &impl Columns) -> Result<MessageRecord, StoreError> {
     Ok(MessageRecord {
         id: row.id("id")?,
         producer: Name::from_trusted(row.text("producer")?),
         topic: Name::from_trusted(row.text("topic")?),
         key: MessageKey::from_trusted(row.text("key")?),
+        ordering_key: OrderingKey::from_trusted(row.text("ordering_key")?),
         headers: headers_from_json(&row.text("headers")?)?,
         payload_bytes: u64::try_from(row.int("payload_bytes")?).unwrap_or(0),
         state: message_state(&row.text("state")?)?,
@@ -154,6 +163,7 @@ pub fn delivery(row: &impl Columns) -> Result<DeliveryStatus, StoreError> {
         next_attempt_at: timestamp(row, "next_attempt_at")?,
         lease_expires_at: timestamp(row, "lease_expires_at")?,
         last_error: row.opt_text("last_error")?,
+        ordering_key: row.opt_text("ordering_key")?.map(OrderingKey::from_trusted),
     })
 }
 
@@ -182,6 +192,7 @@ pub fn leased_delivery(
         topic: Name::from_trusted(row.text("topic")?),
         producer: Name::from_trusted(row.text("producer")?),
         key: MessageKey::from_trusted(row.text("key")?),
+        ordering_key: OrderingKey::from_trusted(row.text("ordering_key")?),
         payload: row.bytes("payload")?,
         headers: headers_from_json(&row.text("headers")?)?,
         attempt: count(row.int("attempts")?)?,

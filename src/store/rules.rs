@@ -3,9 +3,30 @@
 //! operators see. Keeping them here makes the two backends answer the same way.
 
 use crate::domain::{
-    DeliveryState, LeaseCheck, MessageId, MessageKey, Name, Quoted, Receipt, check_lease,
+    DeliveryState, LeaseCheck, MessageId, MessageKey, Name, Quoted, Receipt, Subscription,
+    check_lease,
 };
 use crate::store::StoreError;
+
+/// What a delivery counts against a Receive's byte budget besides its payload, headers (as
+/// stored, JSON), key and ordering key: an allowance for its ids, names, receipt and times, so
+/// that an answer within the budget stays within a client's message limit.
+pub const DELIVERY_ALLOWANCE: i64 = 512;
+
+/// How many of the candidates, with these sizes in lease order, one lease of `batch` hands
+/// out: those that fit in the byte budget, and always the first.
+pub fn fitting(sizes: impl IntoIterator<Item = i64>, batch: crate::store::Batch) -> usize {
+    let mut total: u64 = 0;
+    let mut count = 0;
+    for size in sizes {
+        total = total.saturating_add(u64::try_from(size).unwrap_or(0));
+        if count > 0 && total > batch.bytes {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
 
 /// Most expired leases one `expire_leases` call ends, so a sweep never holds locks for long.
 pub const EXPIRY_BATCH: i64 = 1000;
@@ -48,10 +69,23 @@ pub fn subscription_conflict(name: &Name) -> StoreError {
     ))
 }
 
-pub fn topic_is_immutable(name: &Name, topic: &Name) -> StoreError {
-    StoreError::FailedPrecondition(format!(
-        "the topic of subscription {name} is {topic} and cannot change"
-    ))
+/// What an update may not change: the topic, and whether the subscription is ordered (its
+/// deliveries were routed into lanes, or not, from the start).
+pub fn check_update(existing: &Subscription, update: &Subscription) -> Result<(), StoreError> {
+    let name = &existing.name;
+    if existing.topic != update.topic {
+        return Err(StoreError::FailedPrecondition(format!(
+            "the topic of subscription {name} is {} and cannot change",
+            existing.topic
+        )));
+    }
+    if existing.ordered != update.ordered {
+        let is = if existing.ordered { "ordered" } else { "not ordered" };
+        return Err(StoreError::FailedPrecondition(format!(
+            "subscription {name} is {is}; that is set at creation and cannot change"
+        )));
+    }
+    Ok(())
 }
 
 pub fn no_subscription(topic: &Name) -> StoreError {

@@ -6,6 +6,24 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use crate::domain::{MessageId, MessageOutcome};
 use crate::store::{DeliveryQuery, MessageQuery};
 
+/// A WHERE condition on a delivery aliased `$d`: it is a DEAD head holding its lane, in a
+/// subscription that blocks on one.
+macro_rules! blocking_dead_head {
+    ($d:literal) => {
+        concat!(
+            $d, ".state = 'DEAD' AND ", $d, ".ordering_key IS NOT NULL AND EXISTS (SELECT 1 FROM \
+             subscriptions s WHERE s.name = ", $d, ".subscription AND s.dead_head = 'BLOCK')"
+        )
+    };
+}
+
+/// How many lanes a DEAD head holds, by subscription.
+pub const BLOCKED_LANES: &str = concat!(
+    "SELECT d.subscription, COUNT(DISTINCT d.ordering_key) AS lanes FROM deliveries d WHERE ",
+    blocking_dead_head!("d"),
+    " GROUP BY d.subscription"
+);
+
 /// The query of one ListMessages page, newest first, one row longer than the page so the
 /// caller learns whether another follows. The backends differ only in their column list and
 /// in how an id binds (`bind_id`).
@@ -63,6 +81,9 @@ where
     if let Some(state) = filter.state {
         query.push(" AND d.state = ").push_bind(state.as_str());
     }
+    if filter.blocking_only {
+        query.push(concat!(" AND ", blocking_dead_head!("d")));
+    }
     if let Some(after) = filter.after {
         query.push(" AND d.message_id > ").push_bind(bind_id(after));
     }
@@ -90,7 +111,7 @@ pub fn outcome_condition(outcome: MessageOutcome) -> &'static str {
         }
         MessageOutcome::DeadLettered => {
             "m.state = 'CONFIRMED' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id \
-             AND d.state = 'DEAD') AND NOT EXISTS (SELECT 1 FROM deliveries d \
+             AND d.state IN ('DEAD', 'DISCARDED')) AND NOT EXISTS (SELECT 1 FROM deliveries d \
              WHERE d.message_id = m.id AND d.state IN ('PENDING', 'LEASED'))"
         }
     }

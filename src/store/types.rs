@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::domain::{
     DeliveryState, Headers, MessageId, MessageKey, MessageOutcome, MessageRecord, MessageState,
-    Name, Timestamp,
+    Name, OrderingKey, Timestamp,
 };
 
 /// A message to store, already validated.
@@ -14,6 +14,8 @@ pub struct NewMessage {
     pub producer: Name,
     pub topic: Name,
     pub key: MessageKey,
+    /// The lane the message joins in ordered subscriptions; empty for none.
+    pub ordering_key: OrderingKey,
     pub payload: Vec<u8>,
     pub headers: Headers,
     /// When the scheduler first asks the producer's checker (ignored for publish).
@@ -34,7 +36,26 @@ impl NewMessage {
     /// Bytes of content the message carries: payload, header names and values, key.
     pub fn size(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        self.payload.len() + headers + self.key.as_str().len()
+        self.payload.len() + headers + self.key.as_str().len() + self.ordering_key.as_str().len()
+    }
+}
+
+/// How much one lease may hand out: at most `messages` deliveries, and no more `bytes` than
+/// fit (a delivery counts its payload, headers, keys and a fixed allowance for its other
+/// fields), but always at least one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub messages: u32,
+    pub bytes: u64,
+}
+
+impl Batch {
+    /// Up to `messages` deliveries, whatever their size.
+    pub fn messages(messages: u32) -> Self {
+        Self {
+            messages,
+            bytes: u64::MAX,
+        }
     }
 }
 
@@ -64,6 +85,9 @@ pub struct MessageQuery {
 pub struct DeliveryQuery {
     pub subscription: Name,
     pub state: Option<DeliveryState>,
+    /// Only DEAD deliveries that hold their lane (ordered subscriptions that block on a dead
+    /// head).
+    pub blocking_only: bool,
     pub page_size: u32,
     /// Only deliveries of messages with an id above this one.
     pub after: Option<MessageId>,
@@ -103,6 +127,9 @@ pub struct SubscriptionStats {
     pub leased: u64,
     pub acked: u64,
     pub dead: u64,
+    pub discarded: u64,
+    /// Lanes held by a DEAD head (ordered subscriptions that block on one).
+    pub blocked_lanes: u64,
     pub oldest_pending_age: Option<Duration>,
 }
 

@@ -7,7 +7,7 @@ use super::helpers::*;
 use crate::domain::{
     Decision, DeliveryState, MessageId, MessageOutcome, MessageState, RedeliveryPlan, Timestamp,
 };
-use crate::store::{DeliveryQuery, MessageQuery, StoreError};
+use crate::store::{Batch, DeliveryQuery, MessageQuery, StoreError};
 
 pub async fn redrive_dead_deliveries(t: &TestStore) {
     let store = t.store.as_ref();
@@ -18,7 +18,7 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
         publish(store, "b", now).await,
         publish(store, "c", now).await,
     ];
-    let leased = store.lease(&sub, 10, now).await.unwrap();
+    let leased = store.lease(&sub, Batch::messages(10), now).await.unwrap();
     assert_eq!(leased.len(), 3);
     for receipt in leased.iter().map(|d| &d.receipt) {
         assert_eq!(
@@ -54,7 +54,7 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
         store.redrive(&name("nobody"), &[], redriven_at).await,
         Err(StoreError::NotFound(_))
     ));
-    let again = store.lease(&sub, 10, redriven_at).await.unwrap();
+    let again = store.lease(&sub, Batch::messages(10), redriven_at).await.unwrap();
     assert_eq!(again.len(), 3);
     assert!(
         again
@@ -141,7 +141,7 @@ pub async fn list_messages_pages_and_filters(t: &TestStore) {
     );
     // Outcomes: ack one, kill one.
     let sub = store.get_subscription(&name(SUB)).await.unwrap();
-    let leased = store.lease(&sub, 10, later(now, 10)).await.unwrap();
+    let leased = store.lease(&sub, Batch::messages(10), later(now, 10)).await.unwrap();
     assert_eq!(leased.len(), 2);
     store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
     store.reject(&leased[1].receipt, "", now).await.unwrap();
@@ -186,6 +186,7 @@ pub async fn list_deliveries_pages_and_filters(t: &TestStore) {
             .list_deliveries(DeliveryQuery {
                 subscription: name(SUB),
                 state: None,
+                blocking_only: false,
                 page_size: 2,
                 after,
             })
@@ -199,12 +200,13 @@ pub async fn list_deliveries_pages_and_filters(t: &TestStore) {
     }
     assert_eq!(seen, ids, "oldest message first");
 
-    let leased = store.lease(&sub, 2, later(now, 10)).await.unwrap();
+    let leased = store.lease(&sub, Batch::messages(2), later(now, 10)).await.unwrap();
     assert_eq!(leased.len(), 2);
     let leased_ids: Vec<MessageId> = store
         .list_deliveries(DeliveryQuery {
             subscription: name(SUB),
             state: Some(DeliveryState::Leased),
+            blocking_only: false,
             page_size: 10,
             after: None,
         })
@@ -220,6 +222,7 @@ pub async fn list_deliveries_pages_and_filters(t: &TestStore) {
             .list_deliveries(DeliveryQuery {
                 subscription: name("nobody"),
                 state: None,
+                blocking_only: false,
                 page_size: 10,
                 after: None,
             })
@@ -252,10 +255,10 @@ pub async fn stats_count_by_state(t: &TestStore) {
         .decide(&by_id(cancelled), Decision::Rollback, now)
         .await
         .unwrap();
-    let leased = store.lease(&sub, 2, now).await.unwrap();
+    let leased = store.lease(&sub, Batch::messages(2), now).await.unwrap();
     store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
     store.reject(&leased[1].receipt, "", now).await.unwrap();
-    let leased = store.lease(&sub, 1, now).await.unwrap();
+    let leased = store.lease(&sub, Batch::messages(1), now).await.unwrap();
     assert_eq!(leased.len(), 1);
 
     let stats = store.stats(later(now, 7_000)).await.unwrap();

@@ -9,7 +9,7 @@ use crate::domain::{
     AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan,
     Timestamp,
 };
-use crate::store::StoreError;
+use crate::store::{Batch, StoreError};
 
 pub async fn lease_then_ack(t: &TestStore) {
     let store = t.store.as_ref();
@@ -19,7 +19,7 @@ pub async fn lease_then_ack(t: &TestStore) {
     let id = store.insert_message(sent.clone()).await.unwrap().message_id;
 
     let leased_at = later(now, 10);
-    let leased = store.lease(&sub, 10, leased_at).await.unwrap();
+    let leased = store.lease(&sub, Batch::messages(10), leased_at).await.unwrap();
     assert_eq!(leased.len(), 1);
     let delivery_out = &leased[0];
     assert_eq!(delivery_out.receipt.message_id, id);
@@ -46,7 +46,7 @@ pub async fn lease_then_ack(t: &TestStore) {
     // Leased: not handed out again.
     assert!(
         store
-            .lease(&sub, 10, later(now, 20))
+            .lease(&sub, Batch::messages(10), later(now, 20))
             .await
             .unwrap()
             .is_empty()
@@ -121,8 +121,9 @@ pub async fn ack_statuses_for_stale_unknown_and_repeated_receipts(t: &TestStore)
             AckStatus::NotFound,
             AckStatus::Ok,
             AckStatus::Ok,
-            // Acked now: any receipt of it answers OK.
-            AckStatus::Ok,
+            // Acked now, by the newer lease: the stale receipt still learns its lease was lost
+            // (its work was duplicated).
+            AckStatus::LeaseLost,
         ]
     );
     assert_eq!(delivery(store, id).await.state, DeliveryState::Acked);
@@ -154,7 +155,7 @@ pub async fn ack_with_the_latest_receipt_after_expiry(t: &TestStore) {
     assert_eq!(delivery(store, id).await.state, DeliveryState::Acked);
     assert!(
         store
-            .lease(&sub, 10, later(now, 3_600_000))
+            .lease(&sub, Batch::messages(10), later(now, 3_600_000))
             .await
             .unwrap()
             .is_empty()
@@ -187,7 +188,7 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
     );
     assert!(
         store
-            .lease(&sub, 10, later(now, 4_999))
+            .lease(&sub, Batch::messages(10), later(now, 4_999))
             .await
             .unwrap()
             .is_empty()
@@ -195,7 +196,7 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
 
     let second = lease_one(store, &sub, now.plus(delay)).await;
     assert_eq!(
-        store.lease(&sub, 1, now.plus(delay)).await.unwrap().len(),
+        store.lease(&sub, Batch::messages(1), now.plus(delay)).await.unwrap().len(),
         0
     );
     // The old receipt lost its lease.
@@ -319,7 +320,7 @@ pub async fn reject_parks_the_delivery(t: &TestStore) {
     );
     assert!(
         store
-            .lease(&sub, 10, later(now, 3_600_000))
+            .lease(&sub, Batch::messages(10), later(now, 3_600_000))
             .await
             .unwrap()
             .is_empty()
@@ -383,7 +384,7 @@ pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let leased = store.lease(&sub, 7, now).await.unwrap();
+                let leased = store.lease(&sub, Batch::messages(7), now).await.unwrap();
                 if leased.is_empty() {
                     return mine;
                 }

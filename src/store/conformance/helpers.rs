@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::domain::{
-    DeliveryStatus, MessageId, MessageKey, MessageRef, Name, Receipt, RetryPolicy, Subscription,
-    Timestamp,
+    DeadHeadPolicy, DeliveryStatus, MessageId, MessageKey, MessageRef, Name, OrderingKey, Receipt,
+    RetryPolicy, Subscription, Timestamp,
 };
-use crate::store::{NewMessage, Store};
+use crate::store::{Batch, NewMessage, Store};
 
 pub fn name(value: &str) -> Name {
     Name::parse("name", value).unwrap()
@@ -38,6 +38,8 @@ pub fn subscription(sub: &str, topic: &str, max_attempts: u32, now: Timestamp) -
         ack_deadline: ACK_DEADLINE,
         retry_policy: policy(max_attempts),
         push_endpoint: None,
+        ordered: false,
+        dead_head: DeadHeadPolicy::default(),
         created_at: now,
     }
 }
@@ -48,6 +50,7 @@ pub fn message(topic: &str, message_key: &str, publish: bool, now: Timestamp) ->
         producer: name(PRODUCER),
         topic: name(topic),
         key: key(message_key),
+        ordering_key: OrderingKey::default(),
         payload: format!("payload of {message_key}").into_bytes(),
         headers: BTreeMap::from([("trace".to_owned(), message_key.to_owned())]),
         check_after: CHECK_AFTER,
@@ -90,7 +93,7 @@ pub async fn delivery(store: &dyn Store, id: MessageId) -> DeliveryStatus {
 }
 
 pub async fn lease_one(store: &dyn Store, sub: &Subscription, now: Timestamp) -> Receipt {
-    let leased = store.lease(sub, 1, now).await.unwrap();
+    let leased = store.lease(sub, Batch::messages(1), now).await.unwrap();
     assert_eq!(leased.len(), 1, "one delivery due at {now:?}");
     leased[0].receipt.clone()
 }

@@ -10,6 +10,7 @@ mod admin;
 mod checks;
 mod consumer;
 mod helpers;
+mod lanes;
 mod producer;
 mod scheduler;
 mod subscriptions;
@@ -129,6 +130,16 @@ macro_rules! store_test_suite {
             fail_delivery_retries_then_parks_and_ignores_stale_receipts,
             final_messages_are_kept_then_deleted,
             concurrent_acks_on_two_subscriptions_finish_the_message,
+            lanes_follow_confirm_order_not_id_order,
+            failed_heads_hold_their_lane,
+            lanes_never_wait_for_each_other,
+            unordered_subscriptions_do_not_hold_keys,
+            dead_head_blocks_until_redrive_or_discard,
+            dead_head_skip_lets_the_lane_go_on,
+            switching_to_skip_releases_blocked_lanes,
+            deliver_after_delays_the_lane,
+            lanes_survive_a_restart,
+            lease_stops_at_the_byte_budget,
         );
     };
     (@tests $open:path; $($test:ident),* $(,)?) => {
@@ -145,6 +156,7 @@ macro_rules! store_test_suite {
 pub use admin::*;
 pub use checks::*;
 pub use consumer::*;
+pub use lanes::*;
 pub use producer::*;
 pub use scheduler::*;
 pub use subscriptions::*;

@@ -8,7 +8,7 @@ use super::helpers::*;
 use crate::domain::{
     Decision, DeliveryState, MessageId, MessageOutcome, MessageRef, MessageState, Timestamp,
 };
-use crate::store::{NewMessage, StoreError};
+use crate::store::{Batch, NewMessage, StoreError};
 
 pub async fn insert_requires_a_subscription(t: &TestStore) {
     let store = t.store.as_ref();
@@ -389,10 +389,10 @@ pub async fn deliver_after_delays_the_first_delivery(t: &TestStore) {
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), Some(due));
     assert!(
         store
-            .lease(&sub, 10, later(confirmed_at, 59_999))
+            .lease(&sub, Batch::messages(10), later(confirmed_at, 59_999))
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.lease(&sub, 10, due).await.unwrap().len(), 1);
+    assert_eq!(store.lease(&sub, Batch::messages(10), due).await.unwrap().len(), 1);
 }

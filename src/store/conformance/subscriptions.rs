@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::TestStore;
 use super::helpers::*;
 use crate::domain::{CheckerRegistration, Timestamp};
-use crate::store::StoreError;
+use crate::store::{Batch, StoreError};
 
 pub async fn subscriptions_create_get_list_update_delete(t: &TestStore) {
     let store = t.store.as_ref();
@@ -128,7 +128,7 @@ pub async fn delete_subscription_removes_its_deliveries(t: &TestStore) {
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), None);
     // Created again under the same name, it starts empty.
     let sub = subscribe(store, 5, now).await;
-    assert!(store.lease(&sub, 10, now).await.unwrap().is_empty());
+    assert!(store.lease(&sub, Batch::messages(10), now).await.unwrap().is_empty());
 }
 
 pub async fn checkers_register_and_replace(t: &TestStore) {

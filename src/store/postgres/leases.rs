@@ -10,6 +10,7 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
+use super::lanes;
 use super::notify;
 use super::ops::find_subscription;
 use super::rows::{self, Columns};
@@ -17,7 +18,8 @@ use crate::domain::{
     AckStatus, AckVerdict, DeliveryState, LeaseCheck, LeasedDelivery, MessageId, Name, Receipt,
     RedeliveryPlan, Subscription, Timestamp, classify_ack, plan_redelivery, random_jitter,
 };
-use crate::store::{Effects, ExpiredLeases, StoreError, Written, rules};
+use crate::store::lanes::distinct_lanes;
+use crate::store::{Batch, Effects, ExpiredLeases, StoreError, Written, rules};
 
 /// Claims up to `max` due deliveries in one statement. Rows another transaction holds (a
 /// replica leasing, acking or expiring them right now) are skipped, not waited for; the rows
@@ -31,7 +33,7 @@ use crate::store::{Effects, ExpiredLeases, StoreError, Written, rules};
 pub async fn lease(
     conn: &mut PgConnection,
     subscription: &Subscription,
-    max: u32,
+    batch: Batch,
     now: Timestamp,
     announce: bool,
 ) -> Written<Vec<LeasedDelivery>> {
@@ -41,15 +43,24 @@ pub async fn lease(
            SELECT subscription, message_id, generation, next_attempt_at FROM deliveries \
            WHERE subscription = $1 AND state = 'PENDING' AND next_attempt_at <= $2 \
            ORDER BY next_attempt_at, message_id LIMIT $3 \
-           FOR UPDATE SKIP LOCKED) \
+           FOR UPDATE SKIP LOCKED), \
+         sized AS ( \
+           SELECT due.*, \
+             sum(octet_length(m.payload) + octet_length(m.headers) + octet_length(m.key) \
+               + octet_length(m.ordering_key) + $7) \
+               OVER (ORDER BY due.next_attempt_at, due.message_id ROWS UNBOUNDED PRECEDING) \
+               AS running, \
+             row_number() OVER (ORDER BY due.next_attempt_at, due.message_id) AS n \
+           FROM due JOIN messages m ON m.id = due.message_id), \
+         fits AS (SELECT * FROM sized WHERE n = 1 OR running <= $8) \
          UPDATE deliveries d SET state = 'LEASED', attempts = d.attempts + 1, \
            generation = d.generation + 1, lease_expires_at = $4, next_attempt_at = NULL, \
            updated_at = $2 \
-         FROM due JOIN messages m ON m.id = due.message_id \
+         FROM fits due JOIN messages m ON m.id = due.message_id \
          WHERE d.subscription = due.subscription AND d.message_id = due.message_id \
            AND d.generation = due.generation \
          RETURNING d.message_id, d.attempts, d.generation, due.next_attempt_at AS due_at, \
-           m.producer, m.topic, m.key, m.payload, m.headers, m.decided_at, \
+           m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
            CASE WHEN $5 THEN pg_notify($6, '') END AS announced",
     )
     // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
@@ -57,11 +68,13 @@ pub async fn lease(
     .persistent(false)
     .bind(subscription.name.as_str())
     .bind(now.as_millis())
-    .bind(i64::from(max))
+    .bind(i64::from(batch.messages))
     .bind(lease_expires_at.as_millis())
     .bind(announce)
     // One per leased row; PostgreSQL sends identical notifications of a transaction once.
     .bind(notify::DEADLINES)
+    .bind(rules::DELIVERY_ALLOWANCE)
+    .bind(i64::try_from(batch.bytes).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
     let mut leased = Vec::with_capacity(claimed.len());
@@ -96,7 +109,8 @@ async fn lock_delivery(
 
 type DeliveryKey = (String, MessageId);
 
-/// Acks a batch of receipts in one statement. It locks every named delivery in key order
+/// Acks a batch of receipts in one statement (then lets the lanes it ended heads of go on).
+/// It locks every named delivery in key order
 /// (two batches never deadlock), then the messages those acks may finish, in id order
 /// (`courier_mark_final_if_done` locks them; acks of one message on two subscriptions queue up
 /// instead of deadlocking), then acks each delivery its receipt still holds. Each receipt is
@@ -117,7 +131,8 @@ pub async fn ack(
            SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
              AS a(subscription, message_id, generation)), \
          held AS ( \
-           SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts \
+           SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts, \
+             d.ordering_key \
            FROM deliveries d \
            WHERE (d.subscription, d.message_id) IN (SELECT subscription, message_id FROM acks) \
            ORDER BY d.subscription, d.message_id FOR UPDATE), \
@@ -125,17 +140,17 @@ pub async fn ack(
            SELECT id FROM messages WHERE id IN ( \
              SELECT h.message_id FROM held h JOIN acks a \
                ON a.subscription = h.subscription AND a.message_id = h.message_id \
-             WHERE h.state <> 'ACKED' AND h.generation = a.generation) \
+             WHERE h.state IN ('PENDING', 'LEASED', 'DEAD') AND h.generation = a.generation) \
            ORDER BY id FOR NO KEY UPDATE), \
          acked AS ( \
            UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
              next_attempt_at = NULL, updated_at = $4 \
            FROM acks a \
            WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
-             AND d.generation = a.generation AND d.state <> 'ACKED' \
+             AND d.generation = a.generation AND d.state IN ('PENDING', 'LEASED', 'DEAD') \
              AND (SELECT count(*) FROM finishing) >= 0 \
            RETURNING d.message_id) \
-         SELECT subscription, message_id, state, generation, attempts FROM held",
+         SELECT subscription, message_id, state, generation, attempts, ordering_key FROM held",
     )
     .bind(&subscriptions)
     .bind(&ids)
@@ -144,19 +159,25 @@ pub async fn ack(
     .fetch_all(&mut *conn)
     .await?;
     let mut current: HashMap<DeliveryKey, (DeliveryState, u32)> = HashMap::new();
+    let mut lane_keys: HashMap<DeliveryKey, String> = HashMap::new();
     for row in &locked {
         let (state, generation, _) = rows::lease_state(row)?;
-        current.insert(
-            (row.text("subscription")?, row.id("message_id")?),
-            (state, generation),
-        );
+        let key = (row.text("subscription")?, row.id("message_id")?);
+        if let Some(lane_key) = row.opt_text("ordering_key")? {
+            lane_keys.insert(key.clone(), lane_key);
+        }
+        current.insert(key, (state, generation));
     }
+    let mut acked_in_lanes = Vec::new();
     let statuses = receipts
         .iter()
         .map(|receipt| {
             let key = (receipt.subscription.to_string(), receipt.message_id);
             match classify_ack(current.get(&key).copied(), receipt.generation) {
                 AckVerdict::Acknowledge => {
+                    if let Some(lane_key) = lane_keys.get(&key) {
+                        acked_in_lanes.push((receipt.subscription.as_str(), Some(lane_key.as_str())));
+                    }
                     current.insert(key, (DeliveryState::Acked, receipt.generation));
                     AckStatus::Ok
                 }
@@ -166,22 +187,26 @@ pub async fn ack(
             }
         })
         .collect();
-    Ok((statuses, Effects::none()))
+    let effects = lanes::advance(conn, &distinct_lanes(acked_in_lanes), now).await?;
+    Ok((statuses, effects))
 }
 
 /// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
+/// Answers whether it moved it; a dead head lets its lane go on where the subscription skips
+/// dead heads.
 pub(super) async fn release(
     conn: &mut PgConnection,
     receipt: &Receipt,
     plan: RedeliveryPlan,
     error: &str,
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Effects>, StoreError> {
     let (state, next_attempt_at) = plan_columns(plan);
-    let changed = sqlx::query(
+    let released: Option<Option<String>> = sqlx::query_scalar(
         "UPDATE deliveries SET state = $1, next_attempt_at = $2, lease_expires_at = NULL, \
          last_error = $3, updated_at = $4 \
-         WHERE subscription = $5 AND message_id = $6 AND generation = $7 AND state = 'LEASED'",
+         WHERE subscription = $5 AND message_id = $6 AND generation = $7 AND state = 'LEASED' \
+         RETURNING ordering_key",
     )
     .bind(state.as_str())
     .bind(next_attempt_at)
@@ -190,9 +215,28 @@ pub(super) async fn release(
     .bind(receipt.subscription.as_str())
     .bind(receipt.message_id.as_uuid())
     .bind(i64::from(receipt.generation))
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(changed.rows_affected() == 1)
+    let Some(lane_key) = released else {
+        return Ok(None);
+    };
+    let due = Effects::due([receipt.subscription.clone()]);
+    Ok(Some(match plan {
+        RedeliveryPlan::Dead => due.and(dead_in_lane(conn, receipt, lane_key, now).await?),
+        RedeliveryPlan::RetryAt(_) => due,
+    }))
+}
+
+/// A delivery of `receipt` went DEAD: its lane (if it is in one) goes on unless the
+/// subscription blocks on a dead head.
+async fn dead_in_lane(
+    conn: &mut PgConnection,
+    receipt: &Receipt,
+    lane_key: Option<String>,
+    now: Timestamp,
+) -> Result<Effects, StoreError> {
+    let lanes = distinct_lanes([(receipt.subscription.as_str(), lane_key.as_deref())]);
+    lanes::advance(conn, &lanes, now).await
 }
 
 fn plan_columns(plan: RedeliveryPlan) -> (DeliveryState, Option<i64>) {
@@ -223,10 +267,10 @@ pub async fn nack(
         delay,
         random_jitter(),
     );
-    if !release(conn, receipt, plan, rules::NACKED, now).await? {
-        return Ok((None, Effects::none()));
+    match release(conn, receipt, plan, rules::NACKED, now).await? {
+        Some(effects) => Ok((Some(plan), effects)),
+        None => Ok((None, Effects::none())),
     }
-    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
 }
 
 pub async fn extend_lease(
@@ -266,20 +310,24 @@ pub async fn reject(
     }
     // Held, or unleased again after an expiry or Nack and not leased by anyone since: still
     // rejectable.
-    sqlx::query(
+    let rejected: Option<Option<String>> = sqlx::query_scalar(
         "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, lease_expires_at = NULL, \
          last_error = $1, updated_at = $2 \
          WHERE subscription = $3 AND message_id = $4 AND generation = $5 \
-           AND state IN ('LEASED', 'PENDING')",
+           AND state IN ('LEASED', 'PENDING') RETURNING ordering_key",
     )
     .bind(rules::rejected(reason))
     .bind(now.as_millis())
     .bind(receipt.subscription.as_str())
     .bind(receipt.message_id.as_uuid())
     .bind(i64::from(receipt.generation))
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(((), Effects::none()))
+    let effects = match rejected {
+        Some(lane_key) => dead_in_lane(conn, receipt, lane_key, now).await?,
+        None => Effects::none(),
+    };
+    Ok(((), effects))
 }
 
 /// Ends up to [`rules::EXPIRY_BATCH`] expired leases. The sweep locks the leases it ends and
@@ -307,14 +355,14 @@ pub async fn expire_leases(conn: &mut PgConnection, now: Timestamp) -> Written<E
     for row in &expired {
         plans.push(row, now)?;
     }
-    let ended: Vec<(String, String)> = sqlx::query_as(
+    let ended: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "UPDATE deliveries d SET state = e.state, next_attempt_at = e.next_attempt_at, \
          lease_expires_at = NULL, last_error = $6, updated_at = $7 \
          FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[]) \
            AS e(subscription, message_id, generation, state, next_attempt_at) \
          WHERE d.subscription = e.subscription AND d.message_id = e.message_id \
            AND d.generation = e.generation AND d.state = 'LEASED' \
-         RETURNING d.subscription, d.state",
+         RETURNING d.subscription, d.state, d.ordering_key",
     )
     .bind(&plans.subscriptions)
     .bind(&plans.ids)
@@ -328,11 +376,17 @@ pub async fn expire_leases(conn: &mut PgConnection, now: Timestamp) -> Written<E
     // RETURNING answers the rows this UPDATE changed, with their new state.
     let mut outcome = ExpiredLeases::default();
     let mut due = Vec::with_capacity(ended.len());
-    for (subscription, state) in ended {
-        outcome.count(&subscription, state == DeliveryState::Dead.as_str());
-        due.push(Name::from_trusted(subscription));
+    let mut dead_in_lanes = Vec::new();
+    for (subscription, state, lane_key) in &ended {
+        let dead = state == DeliveryState::Dead.as_str();
+        outcome.count(subscription, dead);
+        due.push(Name::from_trusted(subscription.clone()));
+        if dead {
+            dead_in_lanes.push((subscription.as_str(), lane_key.as_deref()));
+        }
     }
-    Ok((outcome, Effects::due(due)))
+    let lanes = lanes::advance(conn, &distinct_lanes(dead_in_lanes), now).await?;
+    Ok((outcome, Effects::due(due).and(lanes)))
 }
 
 /// Where each expired lease goes, as columns for one bulk UPDATE.

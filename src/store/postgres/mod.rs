@@ -14,6 +14,7 @@ mod batcher;
 mod calls;
 mod connect;
 pub(super) mod error;
+mod lanes;
 mod leases;
 mod listener;
 mod notify;
@@ -44,7 +45,7 @@ use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
 
 use super::{
-    CheckRecorded, CheckVerdict, DeliveryQuery, Effects, ExpiredLeases, InsertOutcome,
+    Batch, CheckRecorded, CheckVerdict, DeliveryQuery, Effects, ExpiredLeases, InsertOutcome,
     MessageQuery, NewMessage, Page, Stats, Store, StoreError,
 };
 use crate::config::PostgresConfig;
@@ -180,14 +181,18 @@ impl PostgresStore {
                 Outcome::Failed(error) => return Err(error),
                 Outcome::FallBack => {}
             }
-        } else if let Some(published) = self
-            .write_statement(|tx| Box::pin(one_statement::publish(tx.into_connection(), message)))
-            .await?
+        } else if message.ordering_key.lane().is_none()
+            && let Some(published) = self
+                .write_statement(|tx| {
+                    Box::pin(one_statement::publish(tx.into_connection(), message))
+                })
+                .await?
         {
             return Ok(published);
         }
-        // A Prepare here was left alone by its batch, a Publish by its statement: only the
-        // transaction answers it.
+        // A Prepare here was left alone by its batch, a Publish by its statement (or has an
+        // ordering key, whose lanes the statement does not know): only the transaction
+        // answers it.
         self.write(|tx| Box::pin(ops::insert_message(tx.into_connection(), message)))
             .await
     }
@@ -266,8 +271,15 @@ impl Store for PostgresStore {
         subscription: Subscription,
     ) -> Result<Subscription, StoreError> {
         let subscription = &subscription;
-        self.write(|tx| Box::pin(ops::update_subscription(tx.into_connection(), subscription)))
-            .await
+        let now = Timestamp::now();
+        self.write(|tx| {
+            Box::pin(ops::update_subscription(
+                tx.into_connection(),
+                subscription,
+                now,
+            ))
+        })
+        .await
     }
 
     async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
@@ -335,7 +347,7 @@ impl Store for PostgresStore {
     async fn lease(
         &self,
         subscription: &Subscription,
-        max: u32,
+        batch: Batch,
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
         // Other replicas' lease-expiry loops must hear of these deadlines: they end the leases
@@ -346,7 +358,7 @@ impl Store for PostgresStore {
                 Box::pin(leases::lease(
                     tx.into_connection(),
                     subscription,
-                    max,
+                    batch,
                     now,
                     announce,
                 ))
@@ -367,7 +379,9 @@ impl Store for PostgresStore {
         receipts: &[Receipt],
         now: Timestamp,
     ) -> Result<Vec<AckStatus>, StoreError> {
-        self.write_statement(|tx| Box::pin(leases::ack(tx.into_connection(), receipts, now)))
+        // A transaction, not one statement: an ack that ends the head of a lane then locks the
+        // lane and promotes the next delivery, each seeing what was committed before.
+        self.write(|tx| Box::pin(leases::ack(tx.into_connection(), receipts, now)))
             .await
     }
 
@@ -521,6 +535,23 @@ impl Store for PostgresStore {
     ) -> Result<u64, StoreError> {
         self.write(|tx| {
             Box::pin(ops::redrive(
+                tx.into_connection(),
+                subscription,
+                message_ids,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        subscription: &Name,
+        message_ids: &[MessageId],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            Box::pin(ops::discard(
                 tx.into_connection(),
                 subscription,
                 message_ids,

@@ -46,12 +46,13 @@ SELECT subscription, pg_notify($10, subscription) AS notified FROM routed";
 /// Rows are inserted in key order, so two batches never wait on each other's keys in a cycle.
 const PREPARE_BATCH: &str = "\
 INSERT INTO messages (id, producer, topic, key, payload, headers, state, deliver_after_ms, \
-  created_at, updated_at, next_check_at) \
+  created_at, updated_at, next_check_at, ordering_key) \
 SELECT b.id, b.producer, b.topic, b.key, b.payload, b.headers, 'PREPARED', b.deliver_after_ms, \
-  b.created_at, b.created_at, b.next_check_at \
+  b.created_at, b.created_at, b.next_check_at, b.ordering_key \
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], \
-  $7::bigint[], $8::bigint[], $9::bigint[]) \
-  AS b(id, producer, topic, key, payload, headers, deliver_after_ms, created_at, next_check_at) \
+  $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) \
+  AS b(id, producer, topic, key, payload, headers, deliver_after_ms, created_at, next_check_at, \
+    ordering_key) \
 WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE s.topic = b.topic) \
 ORDER BY b.producer, b.key \
 ON CONFLICT (producer, key) DO NOTHING \
@@ -60,13 +61,15 @@ RETURNING id";
 /// Confirms a batch of open (PREPARED or UNRESOLVED) messages by id, each at its own time, and
 /// routes them as `ops::decide` does and in its lock order: the messages first (in id order,
 /// as every batch locks them), then their topics' subscriptions (share), so each `routed`
-/// counts exactly the subscriptions that get a PENDING delivery. Decided or unknown messages
-/// are neither locked nor returned.
+/// counts exactly the subscriptions that get a PENDING delivery. Decided or unknown messages,
+/// and messages with an ordering key (their lanes need `ops::decide`), are neither locked nor
+/// returned.
 const CONFIRM_BATCH: &str = "\
 WITH msg AS ( \
   SELECT m.id, m.topic, b.at FROM messages m \
   JOIN unnest($1::uuid[], $2::bigint[]) AS b(id, at) ON b.id = m.id \
-  WHERE m.state IN ('PREPARED', 'UNRESOLVED') ORDER BY m.id FOR NO KEY UPDATE OF m), \
+  WHERE m.state IN ('PREPARED', 'UNRESOLVED') AND m.ordering_key = '' \
+  ORDER BY m.id FOR NO KEY UPDATE OF m), \
 targets AS ( \
   SELECT s.name, s.topic FROM subscriptions s WHERE s.topic IN (SELECT topic FROM msg) \
   ORDER BY s.name FOR SHARE OF s), \
@@ -137,6 +140,7 @@ pub async fn prepare_batch(
         .bind(columns.deliver_after)
         .bind(columns.created_at)
         .bind(columns.next_check_at)
+        .bind(columns.ordering_keys)
         .fetch_all(&mut *conn)
         .await?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
@@ -166,6 +170,7 @@ struct PrepareColumns {
     deliver_after: Vec<i64>,
     created_at: Vec<i64>,
     next_check_at: Vec<i64>,
+    ordering_keys: Vec<String>,
 }
 
 impl PrepareColumns {
@@ -180,6 +185,8 @@ impl PrepareColumns {
         self.created_at.push(message.now.as_millis());
         self.next_check_at
             .push(message.now.plus(message.check_after).as_millis());
+        self.ordering_keys
+            .push(message.ordering_key.as_str().to_owned());
     }
 }
 

@@ -10,11 +10,13 @@ use std::time::Duration;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
+use super::lanes;
 use super::rows::{self, Columns, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
-    CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, Subscription,
-    Timestamp, Transition, decide as decide_transition,
+    CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, OrderingKey,
+    Subscription, Timestamp, Transition, decide as decide_transition,
 };
+use crate::store::lanes as store_lanes;
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// How often a write that lost a race to a concurrent delete looks again.
@@ -29,8 +31,9 @@ pub async fn create_subscription(
         // Insert first: of two replicas creating the same name, exactly one inserts.
         let inserted = sqlx::query(
             "INSERT INTO subscriptions (name, topic, ack_deadline_ms, max_attempts, \
-             initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
+             initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at, ordered, \
+             dead_head) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(subscription.name.as_str())
         .bind(subscription.topic.as_str())
@@ -41,6 +44,8 @@ pub async fn create_subscription(
         .bind(policy.multiplier)
         .bind(subscription.push_endpoint.as_deref())
         .bind(subscription.created_at.as_millis())
+        .bind(subscription.ordered)
+        .bind(subscription.dead_head.as_str())
         .execute(&mut *conn)
         .await?;
         if inserted.rows_affected() == 1 {
@@ -65,18 +70,17 @@ pub async fn create_subscription(
 pub async fn update_subscription(
     conn: &mut PgConnection,
     subscription: &Subscription,
+    now: Timestamp,
 ) -> Written<Subscription> {
     let existing = find_subscription(conn, &subscription.name, true)
         .await?
         .ok_or_else(|| rules::subscription_not_found(&subscription.name))?;
-    if existing.topic != subscription.topic {
-        return Err(rules::topic_is_immutable(&existing.name, &existing.topic));
-    }
+    rules::check_update(&existing, subscription)?;
     let policy = &subscription.retry_policy;
     sqlx::query(
         "UPDATE subscriptions SET ack_deadline_ms = $1, max_attempts = $2, \
-         initial_backoff_ms = $3, max_backoff_ms = $4, multiplier = $5, push_endpoint = $6 \
-         WHERE name = $7",
+         initial_backoff_ms = $3, max_backoff_ms = $4, multiplier = $5, push_endpoint = $6, \
+         dead_head = $8 WHERE name = $7",
     )
     .bind(millis(subscription.ack_deadline))
     .bind(i64::from(policy.max_attempts))
@@ -85,14 +89,29 @@ pub async fn update_subscription(
     .bind(policy.multiplier)
     .bind(subscription.push_endpoint.as_deref())
     .bind(subscription.name.as_str())
+    .bind(subscription.dead_head.as_str())
     .execute(&mut *conn)
     .await?;
     let updated = Subscription {
         created_at: existing.created_at,
         ..subscription.clone()
     };
-    // A changed policy may make deliveries due sooner.
-    let effects = Effects::due([updated.name.clone()]).and(Effects::subscriptions_changed());
+    // A changed policy may make deliveries due sooner, and lanes a dead head no longer
+    // blocks go on.
+    let mut effects = Effects::due([updated.name.clone()]).and(Effects::subscriptions_changed());
+    if existing.dead_head != updated.dead_head {
+        let held: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT ordering_key FROM deliveries WHERE subscription = $1 \
+             AND ordering_key IS NOT NULL AND state IN ('PENDING', 'LEASED', 'DEAD') \
+             AND state = 'DEAD'",
+        )
+        .bind(updated.name.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        let held = held.iter().map(|key| (updated.name.as_str(), Some(key.as_str())));
+        let lanes = store_lanes::distinct_lanes(held);
+        effects = effects.and(lanes::advance(conn, &lanes, now).await?);
+    }
     Ok((updated, effects))
 }
 
@@ -149,7 +168,8 @@ async fn existing_message(
     headers: &str,
 ) -> Result<Option<InsertOutcome>, StoreError> {
     let existing = sqlx::query(
-        "SELECT id, topic, payload, headers, state FROM messages WHERE producer = $1 AND key = $2",
+        "SELECT id, topic, ordering_key, payload, headers, state FROM messages \
+         WHERE producer = $1 AND key = $2",
     )
     .bind(message.producer.as_str())
     .bind(message.key.as_str())
@@ -160,6 +180,7 @@ async fn existing_message(
     };
     let id = row.id("id")?;
     let same = row.text("topic")? == message.topic.as_str()
+        && row.text("ordering_key")? == message.ordering_key.as_str()
         && row.try_get::<Vec<u8>, _>("payload")? == message.payload
         && row.text("headers")? == headers;
     if !same {
@@ -199,8 +220,8 @@ pub async fn insert_message(
     // for it to commit, inserts nothing, and answers with the winner's message.
     let inserted = sqlx::query(
         "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
-         deliver_after_ms, created_at, updated_at, decided_at, next_check_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         deliver_after_ms, created_at, updated_at, decided_at, next_check_at, ordering_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (producer, key) DO NOTHING",
     )
     .bind(message.id.as_uuid())
@@ -215,6 +236,7 @@ pub async fn insert_message(
     .bind(now)
     .bind(decided_at)
     .bind(next_check_at)
+    .bind(message.ordering_key.as_str())
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -230,7 +252,8 @@ pub async fn insert_message(
         Some(check_at) => Effects::check_due(check_at),
         None => {
             let due = message.now.plus(message.deliver_after);
-            route(conn, message.id, &message.topic, due, message.now).await?
+            let message_lane = (&message.topic, &message.ordering_key);
+            route(conn, message.id, message_lane, due, message.now).await?
         }
     };
     let outcome = InsertOutcome {
@@ -241,28 +264,45 @@ pub async fn insert_message(
     Ok((outcome, effects))
 }
 
-/// Creates one PENDING delivery per current subscription of the topic, due at `due`, and
+/// Creates one PENDING delivery per current subscription of the topic, due at `due` (or
+/// waiting in its lane, for a message with an ordering key in an ordered subscription), and
 /// records how many there were (0: unrouted). The subscriptions are share-locked, so one
 /// being deleted right now is either gone already or deleted after this commits, with its
 /// deliveries.
 async fn route(
     conn: &mut PgConnection,
     id: MessageId,
-    topic: &Name,
+    (topic, ordering_key): (&Name, &OrderingKey),
     due: Timestamp,
     now: Timestamp,
 ) -> Result<Effects, StoreError> {
-    let subscriptions: Vec<String> = sqlx::query_scalar(
-        "WITH targets AS (SELECT name FROM subscriptions WHERE topic = $1 ORDER BY name FOR SHARE) \
-         INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
-         SELECT name, $2, 'PENDING', $3, $4 FROM targets RETURNING subscription",
-    )
-    .bind(topic.as_str())
-    .bind(id.as_uuid())
-    .bind(due.as_millis())
-    .bind(now.as_millis())
-    .fetch_all(&mut *conn)
-    .await?;
+    let subscriptions: Vec<String> = if ordering_key.lane().is_some() {
+        let targets: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT name, ordered FROM subscriptions WHERE topic = $1 ORDER BY name FOR SHARE",
+        )
+        .bind(topic.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        let ordered: Vec<String> = targets
+            .into_iter()
+            .filter_map(|(name, ordered)| ordered.then_some(name))
+            .collect();
+        let message_lane = (topic, ordering_key);
+        lanes::route_keyed(conn, id, message_lane, &ordered, due, now).await?
+    } else {
+        sqlx::query_scalar(
+            "WITH targets AS (SELECT name FROM subscriptions WHERE topic = $1 ORDER BY name \
+             FOR SHARE) \
+             INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
+             SELECT name, $2, 'PENDING', $3, $4 FROM targets RETURNING subscription",
+        )
+        .bind(topic.as_str())
+        .bind(id.as_uuid())
+        .bind(due.as_millis())
+        .bind(now.as_millis())
+        .fetch_all(&mut *conn)
+        .await?
+    };
     sqlx::query("UPDATE messages SET routed = $1 WHERE id = $2")
         .bind(subscriptions.len() as i64)
         .bind(id.as_uuid())
@@ -276,19 +316,25 @@ async fn route(
     ))
 }
 
-/// Finds and locks a message by id or producer key: its id, topic, state and delivery delay.
-async fn locate(
-    conn: &mut PgConnection,
-    message: &MessageRef,
-) -> Result<(MessageId, Name, MessageState, Duration), StoreError> {
+/// What a decision needs to know of a message.
+struct Located {
+    id: MessageId,
+    topic: Name,
+    ordering_key: OrderingKey,
+    state: MessageState,
+    deliver_after: Duration,
+}
+
+/// Finds and locks a message by id or producer key.
+async fn locate(conn: &mut PgConnection, message: &MessageRef) -> Result<Located, StoreError> {
     let query = match message {
         MessageRef::Id(id) => sqlx::query(
-            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE id = $1 \
+            "SELECT id, topic, ordering_key, state, deliver_after_ms FROM messages WHERE id = $1 \
              FOR NO KEY UPDATE",
         )
         .bind(id.as_uuid()),
         MessageRef::ProducerKey { producer, key } => sqlx::query(
-            "SELECT id, topic, state, deliver_after_ms FROM messages \
+            "SELECT id, topic, ordering_key, state, deliver_after_ms FROM messages \
              WHERE producer = $1 AND key = $2 FOR NO KEY UPDATE",
         )
         .bind(producer.as_str())
@@ -298,12 +344,15 @@ async fn locate(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::NotFound(message.to_string()))?;
-    Ok((
-        row.id("id")?,
-        Name::from_trusted(row.text("topic")?),
-        rows::message_state(&row.text("state")?)?,
-        Duration::from_millis(u64::try_from(row.int("deliver_after_ms")?).unwrap_or(0)),
-    ))
+    Ok(Located {
+        id: row.id("id")?,
+        topic: Name::from_trusted(row.text("topic")?),
+        ordering_key: OrderingKey::from_trusted(row.text("ordering_key")?),
+        state: rows::message_state(&row.text("state")?)?,
+        deliver_after: Duration::from_millis(
+            u64::try_from(row.int("deliver_after_ms")?).unwrap_or(0),
+        ),
+    })
 }
 
 pub async fn decide(
@@ -314,7 +363,13 @@ pub async fn decide(
 ) -> Written<MessageState> {
     // The row lock makes a racing Confirm, Cancel, Resolve or check result wait and then see
     // this decision: exactly one of them moves the message.
-    let (id, topic, current, deliver_after) = locate(conn, message).await?;
+    let Located {
+        id,
+        topic,
+        ordering_key,
+        state: current,
+        deliver_after,
+    } = locate(conn, message).await?;
     let target = match decide_transition(current, decision) {
         Transition::To(target) => target,
         Transition::AlreadyThere(state) => return Ok((state, Effects::none())),
@@ -334,7 +389,8 @@ pub async fn decide(
         return Err(StoreError::internal("message changed under its row lock"));
     }
     let effects = if target == MessageState::Confirmed {
-        route(conn, id, &topic, now.plus(deliver_after), now).await?
+        let due = now.plus(deliver_after);
+        route(conn, id, (&topic, &ordering_key), due, now).await?
     } else {
         Effects::none()
     };
@@ -366,29 +422,56 @@ pub async fn redrive(
     message_ids: &[MessageId],
     now: Timestamp,
 ) -> Written<u64> {
+    let set = format!(
+        "state = 'PENDING', attempts = 0, next_attempt_at = {}, lease_expires_at = NULL, \
+         updated_at = $1",
+        store_lanes::REDRIVEN_DUE_AT
+    );
+    let (redriven, effects) = end_dead(conn, subscription, message_ids, &set, now).await?;
+    Ok((redriven, effects.and(Effects::redriven(subscription, redriven))))
+}
+
+pub async fn discard(
+    conn: &mut PgConnection,
+    subscription: &Name,
+    message_ids: &[MessageId],
+    now: Timestamp,
+) -> Written<u64> {
+    let set = "state = 'DISCARDED', next_attempt_at = NULL, lease_expires_at = NULL, \
+               updated_at = $1";
+    end_dead(conn, subscription, message_ids, set, now).await
+}
+
+/// Applies `set` (which binds `now` as `$1`) to the DEAD deliveries of `subscription` (all, or
+/// those of `message_ids`), then lets the lanes they were in go on.
+async fn end_dead(
+    conn: &mut PgConnection,
+    subscription: &Name,
+    message_ids: &[MessageId],
+    set: &str,
+    now: Timestamp,
+) -> Written<u64> {
     if find_subscription(conn, subscription, false)
         .await?
         .is_none()
     {
         return Err(rules::subscription_not_found(subscription));
     }
-    let sql = "UPDATE deliveries SET state = 'PENDING', attempts = 0, next_attempt_at = $1, \
-               lease_expires_at = NULL, updated_at = $1 WHERE subscription = $2 AND state = 'DEAD'";
-    let result = if message_ids.is_empty() {
-        sqlx::query(sql)
-            .bind(now.as_millis())
-            .bind(subscription.as_str())
-            .execute(&mut *conn)
-            .await?
-    } else {
-        let ids: Vec<Uuid> = message_ids.iter().map(MessageId::as_uuid).collect();
-        sqlx::query(AssertSqlSafe(format!("{sql} AND message_id = ANY($3)")))
-            .bind(now.as_millis())
-            .bind(subscription.as_str())
-            .bind(ids)
-            .execute(&mut *conn)
-            .await?
-    };
-    let redriven = result.rows_affected();
-    Ok((redriven, Effects::redriven(subscription, redriven)))
+    let ids: Vec<Uuid> = message_ids.iter().map(MessageId::as_uuid).collect();
+    let ended: Vec<Option<String>> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "UPDATE deliveries SET {set} WHERE subscription = $2 AND state = 'DEAD' \
+         AND (cardinality($3::uuid[]) = 0 OR message_id = ANY($3)) RETURNING ordering_key"
+    )))
+    .bind(now.as_millis())
+    .bind(subscription.as_str())
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let lanes = store_lanes::distinct_lanes(
+        ended
+            .iter()
+            .map(|key| (subscription.as_str(), key.as_deref())),
+    );
+    let effects = lanes::advance(conn, &lanes, now).await?;
+    Ok((ended.len() as u64, effects))
 }

@@ -157,8 +157,10 @@ pub async fn fail_delivery(
         None,
         random_jitter(),
     );
-    leases::release(conn, receipt, plan, error, now).await?;
-    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
+    match leases::release(conn, receipt, plan, error, now).await? {
+        Some(effects) => Ok((Some(plan), effects)),
+        None => Ok((None, Effects::none())),
+    }
 }
 
 /// Deletes up to `limit` messages final since `cutoff`, oldest first; their deliveries go

@@ -6,32 +6,47 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+use super::lanes;
 use super::ops::{execute, find_subscription, query_all, query_one};
 use super::rows;
 use crate::domain::{
     AckStatus, AckVerdict, DeliveryState, LeaseCheck, LeasedDelivery, Name, Receipt,
     RedeliveryPlan, Subscription, Timestamp, classify_ack, plan_redelivery, random_jitter,
 };
-use crate::store::{Effects, ExpiredLeases, StoreError, Written, rules};
+use crate::store::lanes::distinct_lanes;
+use crate::store::{Batch, Effects, ExpiredLeases, StoreError, Written, rules};
 
 pub fn lease(
     conn: &Connection,
     subscription: &Subscription,
-    max: u32,
+    batch: Batch,
     now: Timestamp,
 ) -> Written<Vec<LeasedDelivery>> {
     let lease_expires_at = now.plus(subscription.ack_deadline);
     // The row as it will be once leased: one more attempt, the next generation.
-    let leased = query_all(
+    let mut candidates = query_all(
         conn,
         "SELECT d.message_id, d.attempts + 1 AS attempts, d.generation + 1 AS generation, \
-         m.producer, m.topic, m.key, m.payload, m.headers, m.decided_at \
+         m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
+         length(m.payload) + length(CAST(m.headers AS BLOB)) + length(CAST(m.key AS BLOB)) \
+           + length(CAST(m.ordering_key AS BLOB)) + ? AS size \
          FROM deliveries d JOIN messages m ON m.id = d.message_id \
          WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
          ORDER BY d.next_attempt_at LIMIT ?",
-        params![subscription.name.as_str(), now.as_millis(), i64::from(max)],
-        |row| rows::leased_delivery(row, &subscription.name, lease_expires_at),
+        params![
+            rules::DELIVERY_ALLOWANCE,
+            subscription.name.as_str(),
+            now.as_millis(),
+            i64::from(batch.messages)
+        ],
+        |row| {
+            let size: i64 = row.get("size")?;
+            let delivery = rows::leased_delivery(row, &subscription.name, lease_expires_at)?;
+            Ok((size, delivery))
+        },
     )?;
+    candidates.truncate(rules::fitting(candidates.iter().map(|(size, _)| *size), batch));
+    let leased: Vec<LeasedDelivery> = candidates.into_iter().map(|(_, d)| d).collect();
     for delivery in &leased {
         execute(
             conn,
@@ -53,35 +68,40 @@ pub fn lease(
     Ok((leased, effects))
 }
 
-/// The state, generation and attempts of a delivery, if it exists.
+/// The state, generation and attempts of a delivery, and its lane's key, if it exists.
 fn delivery_lease(
     conn: &Connection,
     receipt: &Receipt,
-) -> Result<Option<(DeliveryState, u32, u32)>, StoreError> {
+) -> Result<Option<((DeliveryState, u32, u32), Option<String>)>, StoreError> {
     query_one(
         conn,
-        "SELECT state, generation, attempts FROM deliveries WHERE subscription = ? AND message_id = ?",
+        "SELECT state, generation, attempts, ordering_key FROM deliveries \
+         WHERE subscription = ? AND message_id = ?",
         [
             receipt.subscription.as_str(),
             &receipt.message_id.to_string(),
         ],
-        |row| rows::lease_state(row),
+        |row| Ok((rows::lease_state(row)?, row.get("ordering_key")?)),
     )
 }
 
 pub fn ack(conn: &Connection, receipts: &[Receipt], now: Timestamp) -> Written<Vec<AckStatus>> {
     let mut statuses = Vec::with_capacity(receipts.len());
+    let mut acked_in_lanes = Vec::new();
     for receipt in receipts {
         let current = delivery_lease(conn, receipt)?;
-        let verdict = classify_ack(current.map(|(s, g, _)| (s, g)), receipt.generation);
-        let status = match verdict {
+        let lease = current.as_ref().map(|((s, g, _), _)| (*s, *g));
+        let status = match classify_ack(lease, receipt.generation) {
             AckVerdict::Acknowledge => {
+                if let Some((_, Some(key))) = current {
+                    acked_in_lanes.push((receipt.subscription.as_str(), key));
+                }
                 execute(
                     conn,
                     "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
                      next_attempt_at = NULL, updated_at = ? \
                      WHERE subscription = ? AND message_id = ? AND generation = ? \
-                     AND state <> 'ACKED'",
+                     AND state IN ('PENDING', 'LEASED', 'DEAD')",
                     params![
                         now.as_millis(),
                         receipt.subscription.as_str(),
@@ -97,31 +117,40 @@ pub fn ack(conn: &Connection, receipts: &[Receipt], now: Timestamp) -> Written<V
         };
         statuses.push(status);
     }
-    Ok((statuses, Effects::none()))
+    let lanes = distinct_lanes(
+        acked_in_lanes
+            .iter()
+            .map(|(subscription, key)| (*subscription, Some(key.as_str()))),
+    );
+    let effects = lanes::advance(conn, &lanes, now)?;
+    Ok((statuses, effects))
 }
 
 /// The current lease of `receipt`, or the error its holder should see.
 fn held_lease(conn: &Connection, receipt: &Receipt) -> Result<(LeaseCheck, u32), StoreError> {
-    rules::held_lease(delivery_lease(conn, receipt)?, receipt)
+    rules::held_lease(delivery_lease(conn, receipt)?.map(|(lease, _)| lease), receipt)
 }
 
 /// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
+/// Answers whether it moved it; a dead head lets its lane go on where the subscription skips
+/// dead heads.
 pub(super) fn release(
     conn: &Connection,
     receipt: &Receipt,
     plan: RedeliveryPlan,
     error: &str,
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Effects>, StoreError> {
     let (state, next_attempt_at) = match plan {
         RedeliveryPlan::RetryAt(at) => (DeliveryState::Pending, Some(at.as_millis())),
         RedeliveryPlan::Dead => (DeliveryState::Dead, None),
     };
-    let changed = execute(
+    let released = query_one(
         conn,
         "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_expires_at = NULL, \
          last_error = ?, updated_at = ? \
-         WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
+         WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED' \
+         RETURNING ordering_key",
         params![
             state.as_str(),
             next_attempt_at,
@@ -131,8 +160,28 @@ pub(super) fn release(
             receipt.message_id.to_string(),
             i64::from(receipt.generation),
         ],
+        |row| Ok(row.get::<_, Option<String>>(0)?),
     )?;
-    Ok(changed == 1)
+    let Some(lane_key) = released else {
+        return Ok(None);
+    };
+    let due = Effects::due([receipt.subscription.clone()]);
+    Ok(Some(match plan {
+        RedeliveryPlan::Dead => due.and(dead_in_lane(conn, receipt, lane_key, now)?),
+        RedeliveryPlan::RetryAt(_) => due,
+    }))
+}
+
+/// A delivery of `receipt` went DEAD: its lane (if it is in one) goes on unless the
+/// subscription blocks on a dead head.
+fn dead_in_lane(
+    conn: &Connection,
+    receipt: &Receipt,
+    lane_key: Option<String>,
+    now: Timestamp,
+) -> Result<Effects, StoreError> {
+    let lanes = distinct_lanes([(receipt.subscription.as_str(), lane_key.as_deref())]);
+    lanes::advance(conn, &lanes, now)
 }
 
 pub fn nack(
@@ -155,10 +204,10 @@ pub fn nack(
         delay,
         random_jitter(),
     );
-    if !release(conn, receipt, plan, rules::NACKED, now)? {
-        return Ok((None, Effects::none()));
+    match release(conn, receipt, plan, rules::NACKED, now)? {
+        Some(effects) => Ok((Some(plan), effects)),
+        None => Ok((None, Effects::none())),
     }
-    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
 }
 
 pub fn extend_lease(
@@ -194,12 +243,12 @@ pub fn reject(conn: &Connection, receipt: &Receipt, reason: &str, now: Timestamp
         LeaseCheck::Released(DeliveryState::Dead) => Ok(((), Effects::none())),
         // Unleased again after an expiry or Nack, not leased by anyone since: still rejectable.
         LeaseCheck::Released(_) | LeaseCheck::Held => {
-            execute(
+            let rejected = query_one(
                 conn,
                 "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, \
                  lease_expires_at = NULL, last_error = ?, updated_at = ? \
                  WHERE subscription = ? AND message_id = ? AND generation = ? \
-                 AND state IN ('LEASED', 'PENDING')",
+                 AND state IN ('LEASED', 'PENDING') RETURNING ordering_key",
                 params![
                     error,
                     now.as_millis(),
@@ -207,8 +256,13 @@ pub fn reject(conn: &Connection, receipt: &Receipt, reason: &str, now: Timestamp
                     receipt.message_id.to_string(),
                     i64::from(receipt.generation),
                 ],
+                |row| Ok(row.get::<_, Option<String>>(0)?),
             )?;
-            Ok(((), Effects::none()))
+            let effects = match rejected {
+                Some(lane_key) => dead_in_lane(conn, receipt, lane_key, now)?,
+                None => Effects::none(),
+            };
+            Ok(((), effects))
         }
         LeaseCheck::Lost(_) | LeaseCheck::NotFound => {
             unreachable!("held_lease returns these as errors")
@@ -234,7 +288,7 @@ pub fn expire_leases(conn: &Connection, now: Timestamp) -> Written<ExpiredLeases
         },
     )?;
     let mut ended = ExpiredLeases::default();
-    let mut due = Vec::new();
+    let mut effects = Effects::none();
     for (subscription, message_id, attempts, generation, policy) in expired {
         let receipt = Receipt {
             message_id: rows::message_id(&message_id)?,
@@ -243,10 +297,10 @@ pub fn expire_leases(conn: &Connection, now: Timestamp) -> Written<ExpiredLeases
         };
         let attempts = u32::try_from(attempts).map_err(StoreError::internal)?;
         let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
-        if release(conn, &receipt, plan, rules::LEASE_EXPIRED, now)? {
+        if let Some(released) = release(conn, &receipt, plan, rules::LEASE_EXPIRED, now)? {
             ended.count(&subscription, plan == RedeliveryPlan::Dead);
-            due.push(receipt.subscription);
+            effects = effects.and(released);
         }
     }
-    Ok((ended, Effects::due(due)))
+    Ok((ended, effects))
 }

@@ -3,6 +3,7 @@
 //! (sqlx, which also runs the migrations).
 
 pub(super) mod error;
+mod lanes;
 mod leases;
 mod ops;
 mod reads;
@@ -25,7 +26,7 @@ use writer::Writer;
 pub use writer::commits_to;
 
 use super::{
-    CheckRecorded, CheckVerdict, DeliveryQuery, ExpiredLeases, InsertOutcome, MessageQuery,
+    Batch, CheckRecorded, CheckVerdict, DeliveryQuery, ExpiredLeases, InsertOutcome, MessageQuery,
     NewMessage, Page, Stats, Store, StoreError, Written,
 };
 use crate::config::SqliteConfig;
@@ -157,7 +158,7 @@ impl Store for SqliteStore {
         &self,
         subscription: Subscription,
     ) -> Result<Subscription, StoreError> {
-        self.write(move |conn| ops::update_subscription(conn, subscription))
+        self.write(move |conn| ops::update_subscription(conn, subscription, Timestamp::now()))
             .await
     }
 
@@ -207,11 +208,11 @@ impl Store for SqliteStore {
     async fn lease(
         &self,
         subscription: &Subscription,
-        max: u32,
+        batch: Batch,
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
         let subscription = subscription.clone();
-        self.write(move |conn| leases::lease(conn, &subscription, max, now))
+        self.write(move |conn| leases::lease(conn, &subscription, batch, now))
             .await
     }
 
@@ -339,6 +340,17 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         let (name, ids) = (subscription.clone(), message_ids.to_vec());
         self.write(move |conn| ops::redrive(conn, &name, &ids, now))
+            .await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        subscription: &Name,
+        message_ids: &[MessageId],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (name, ids) = (subscription.clone(), message_ids.to_vec());
+        self.write(move |conn| ops::discard(conn, &name, &ids, now))
             .await
     }
 

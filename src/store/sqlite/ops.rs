@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Params, Row, params};
 
+use super::lanes;
 use super::rows::{self, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use crate::domain::{
-    CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, Subscription,
-    Timestamp, Transition, decide as decide_transition,
+    CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, OrderingKey,
+    Subscription, Timestamp, Transition, decide as decide_transition,
 };
+use crate::store::lanes::{self as store_lanes, numbered};
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// Runs a cached statement; returns how many rows it changed.
@@ -69,8 +71,8 @@ pub fn create_subscription(
     execute(
         conn,
         "INSERT INTO subscriptions (name, topic, ack_deadline_ms, max_attempts, \
-         initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at, ordered, \
+         dead_head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params![
             subscription.name.as_str(),
             subscription.topic.as_str(),
@@ -81,22 +83,26 @@ pub fn create_subscription(
             policy.multiplier,
             subscription.push_endpoint.as_deref(),
             subscription.created_at.as_millis(),
+            subscription.ordered,
+            subscription.dead_head.as_str(),
         ],
     )?;
     Ok(((subscription, true), Effects::subscriptions_changed()))
 }
 
-pub fn update_subscription(conn: &Connection, subscription: Subscription) -> Written<Subscription> {
+pub fn update_subscription(
+    conn: &Connection,
+    subscription: Subscription,
+    now: Timestamp,
+) -> Written<Subscription> {
     let existing = find_subscription(conn, &subscription.name)?
         .ok_or_else(|| rules::subscription_not_found(&subscription.name))?;
-    if existing.topic != subscription.topic {
-        return Err(rules::topic_is_immutable(&existing.name, &existing.topic));
-    }
+    rules::check_update(&existing, &subscription)?;
     let policy = &subscription.retry_policy;
     execute(
         conn,
         "UPDATE subscriptions SET ack_deadline_ms = ?, max_attempts = ?, initial_backoff_ms = ?, \
-         max_backoff_ms = ?, multiplier = ?, push_endpoint = ? WHERE name = ?",
+         max_backoff_ms = ?, multiplier = ?, push_endpoint = ?, dead_head = ? WHERE name = ?",
         params![
             millis(subscription.ack_deadline),
             i64::from(policy.max_attempts),
@@ -104,6 +110,7 @@ pub fn update_subscription(conn: &Connection, subscription: Subscription) -> Wri
             millis(policy.max_backoff),
             policy.multiplier,
             subscription.push_endpoint.as_deref(),
+            subscription.dead_head.as_str(),
             subscription.name.as_str(),
         ],
     )?;
@@ -111,8 +118,21 @@ pub fn update_subscription(conn: &Connection, subscription: Subscription) -> Wri
         created_at: existing.created_at,
         ..subscription
     };
-    // A changed policy may make deliveries due sooner.
-    let effects = Effects::due([updated.name.clone()]).and(Effects::subscriptions_changed());
+    // A changed policy may make deliveries due sooner, and lanes a dead head no longer
+    // blocks go on.
+    let mut effects = Effects::due([updated.name.clone()]).and(Effects::subscriptions_changed());
+    if existing.dead_head != updated.dead_head {
+        let held = query_all(
+            conn,
+            "SELECT DISTINCT ordering_key FROM deliveries WHERE subscription = ? \
+             AND ordering_key IS NOT NULL AND state IN ('PENDING', 'LEASED', 'DEAD') \
+             AND state = 'DEAD'",
+            [updated.name.as_str()],
+            |row| Ok(row.get::<_, String>(0)?),
+        )?;
+        let held = held.iter().map(|key| (updated.name.as_str(), Some(key.as_str())));
+        effects = effects.and(lanes::advance(conn, &store_lanes::distinct_lanes(held), now)?);
+    }
     Ok((updated, effects))
 }
 
@@ -154,11 +174,13 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
     let headers = headers_to_json(&message.headers);
     let existing = query_one(
         conn,
-        "SELECT id, topic, payload, headers, state FROM messages WHERE producer = ? AND key = ?",
+        "SELECT id, topic, ordering_key, payload, headers, state FROM messages \
+         WHERE producer = ? AND key = ?",
         [message.producer.as_str(), message.key.as_str()],
         |row| {
             let id: String = row.get("id")?;
             let same = row.get_ref("topic")?.as_str()? == message.topic.as_str()
+                && row.get_ref("ordering_key")?.as_str()? == message.ordering_key.as_str()
                 && row.get_ref("payload")?.as_blob()? == message.payload.as_slice()
                 && row.get_ref("headers")?.as_str()? == headers;
             let state: String = row.get("state")?;
@@ -198,8 +220,8 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
     execute(
         conn,
         "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
-         deliver_after_ms, created_at, updated_at, decided_at, next_check_at, routed) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         deliver_after_ms, created_at, updated_at, decided_at, next_check_at, routed, \
+         ordering_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params![
             message.id.to_string(),
             message.producer.as_str(),
@@ -214,6 +236,7 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
             decided_at,
             next_check_at,
             routed,
+            message.ordering_key.as_str(),
         ],
     )?;
     let effects = match first_check_at {
@@ -221,7 +244,7 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
         None => route(
             conn,
             message.id,
-            message.topic.as_str(),
+            (message.topic.as_str(), &message.ordering_key),
             subscriptions,
             message.now.plus(message.deliver_after),
             message.now,
@@ -236,54 +259,67 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
 }
 
 /// Creates one PENDING delivery per current subscription of the topic (`subscriptions`, read
-/// in this transaction), due at `due`. The caller records their number as `routed` (0:
-/// unrouted) in its own write of the message.
+/// in this transaction), due at `due`, or waiting in its lane where the subscription is
+/// ordered and the message has an ordering key. The caller records their number as `routed`
+/// (0: unrouted) in its own write of the message.
 fn route(
     conn: &Connection,
     id: MessageId,
-    topic: &str,
+    (topic, ordering_key): (&str, &OrderingKey),
     subscriptions: Vec<Name>,
     due: Timestamp,
     now: Timestamp,
 ) -> Result<Effects, StoreError> {
-    execute(
-        conn,
-        "INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
-         SELECT name, ?, 'PENDING', ?, ? FROM subscriptions WHERE topic = ?",
-        params![id.to_string(), due.as_millis(), now.as_millis(), topic],
-    )?;
+    if ordering_key.lane().is_some() {
+        lanes::route_keyed(conn, id, topic, ordering_key, due, now)?;
+    } else {
+        execute(
+            conn,
+            "INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, \
+             updated_at) SELECT name, ?, 'PENDING', ?, ? FROM subscriptions WHERE topic = ?",
+            params![id.to_string(), due.as_millis(), now.as_millis(), topic],
+        )?;
+    }
     if subscriptions.is_empty() {
         tracing::warn!(message_id = %id, topic, "confirmed message has no subscription: unrouted");
     }
     Ok(Effects::due(subscriptions))
 }
 
-/// Finds a message's id, topic, state and delivery delay by id or producer key.
-fn locate(
-    conn: &Connection,
-    message: &MessageRef,
-) -> Result<(MessageId, String, MessageState, Duration), StoreError> {
+/// What a decision needs to know of a message.
+struct Located {
+    id: MessageId,
+    topic: String,
+    ordering_key: OrderingKey,
+    state: MessageState,
+    deliver_after: Duration,
+}
+
+/// Finds a message by id or producer key.
+fn locate(conn: &Connection, message: &MessageRef) -> Result<Located, StoreError> {
     let decode = |row: &Row<'_>| {
         let id: String = row.get("id")?;
         let state: String = row.get("state")?;
         let deliver_after: i64 = row.get("deliver_after_ms")?;
-        Ok((
-            rows::message_id(&id)?,
-            row.get("topic")?,
-            rows::message_state(&state)?,
-            Duration::from_millis(u64::try_from(deliver_after).unwrap_or(0)),
-        ))
+        Ok(Located {
+            id: rows::message_id(&id)?,
+            topic: row.get("topic")?,
+            ordering_key: OrderingKey::from_trusted(row.get("ordering_key")?),
+            state: rows::message_state(&state)?,
+            deliver_after: Duration::from_millis(u64::try_from(deliver_after).unwrap_or(0)),
+        })
     };
     let found = match message {
         MessageRef::Id(id) => query_one(
             conn,
-            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE id = ?",
+            "SELECT id, topic, ordering_key, state, deliver_after_ms FROM messages WHERE id = ?",
             [id.to_string()],
             decode,
         )?,
         MessageRef::ProducerKey { producer, key } => query_one(
             conn,
-            "SELECT id, topic, state, deliver_after_ms FROM messages WHERE producer = ? AND key = ?",
+            "SELECT id, topic, ordering_key, state, deliver_after_ms FROM messages \
+             WHERE producer = ? AND key = ?",
             [producer.as_str(), key.as_str()],
             decode,
         )?,
@@ -297,7 +333,13 @@ pub fn decide(
     decision: Decision,
     now: Timestamp,
 ) -> Written<MessageState> {
-    let (id, topic, current, deliver_after) = locate(conn, message)?;
+    let Located {
+        id,
+        topic,
+        ordering_key,
+        state: current,
+        deliver_after,
+    } = locate(conn, message)?;
     let target = match decide_transition(current, decision) {
         Transition::To(target) => target,
         Transition::AlreadyThere(state) => return Ok((state, Effects::none())),
@@ -331,7 +373,7 @@ pub fn decide(
         Some(subscriptions) => route(
             conn,
             id,
-            &topic,
+            (&topic, &ordering_key),
             subscriptions,
             now.plus(deliver_after),
             now,
@@ -367,26 +409,55 @@ pub fn redrive(
     message_ids: &[MessageId],
     now: Timestamp,
 ) -> Written<u64> {
+    let set = format!(
+        "state = 'PENDING', attempts = 0, next_attempt_at = {}, lease_expires_at = NULL, \
+         updated_at = ?1",
+        numbered(store_lanes::REDRIVEN_DUE_AT)
+    );
+    let (redriven, effects) = end_dead(conn, subscription, message_ids, &set, now)?;
+    Ok((redriven, effects.and(Effects::redriven(subscription, redriven))))
+}
+
+pub fn discard(
+    conn: &Connection,
+    subscription: &Name,
+    message_ids: &[MessageId],
+    now: Timestamp,
+) -> Written<u64> {
+    let set = "state = 'DISCARDED', next_attempt_at = NULL, lease_expires_at = NULL, \
+               updated_at = ?1";
+    end_dead(conn, subscription, message_ids, set, now)
+}
+
+/// Applies `set` (which binds `now` as `?1`) to the DEAD deliveries of `subscription` (all, or
+/// those of `message_ids`), then lets the lanes they were in go on.
+fn end_dead(
+    conn: &Connection,
+    subscription: &Name,
+    message_ids: &[MessageId],
+    set: &str,
+    now: Timestamp,
+) -> Written<u64> {
     if find_subscription(conn, subscription)?.is_none() {
         return Err(rules::subscription_not_found(subscription));
     }
-    const REDRIVE: &str = "UPDATE deliveries SET state = 'PENDING', attempts = 0, \
-         next_attempt_at = ?, lease_expires_at = NULL, updated_at = ? \
-         WHERE subscription = ? AND state = 'DEAD'";
-    let redriven = if message_ids.is_empty() {
-        execute(
-            conn,
-            REDRIVE,
-            params![now.as_millis(), now.as_millis(), subscription.as_str()],
-        )?
-    } else {
-        let ids: Vec<String> = message_ids.iter().map(ToString::to_string).collect();
-        let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
-        execute(
-            conn,
-            &format!("{REDRIVE} AND message_id IN (SELECT value FROM json_each(?))"),
-            params![now.as_millis(), now.as_millis(), subscription.as_str(), ids],
-        )?
-    };
-    Ok((redriven, Effects::redriven(subscription, redriven)))
+    let ids: Vec<String> = message_ids.iter().map(ToString::to_string).collect();
+    let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
+    let ended = query_all(
+        conn,
+        &format!(
+            "UPDATE deliveries SET {set} WHERE subscription = ?2 AND state = 'DEAD' \
+             AND (?3 = '[]' OR message_id IN (SELECT value FROM json_each(?3))) \
+             RETURNING ordering_key"
+        ),
+        params![now.as_millis(), subscription.as_str(), ids],
+        |row| Ok(row.get::<_, Option<String>>(0)?),
+    )?;
+    let lanes = store_lanes::distinct_lanes(
+        ended
+            .iter()
+            .map(|key| (subscription.as_str(), key.as_deref())),
+    );
+    let effects = lanes::advance(conn, &lanes, now)?;
+    Ok((ended.len() as u64, effects))
 }

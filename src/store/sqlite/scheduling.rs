@@ -148,8 +148,10 @@ pub fn fail_delivery(
         None,
         random_jitter(),
     );
-    leases::release(conn, receipt, plan, error, now)?;
-    Ok((Some(plan), Effects::due([receipt.subscription.clone()])))
+    match leases::release(conn, receipt, plan, error, now)? {
+        Some(effects) => Ok((Some(plan), effects)),
+        None => Ok((None, Effects::none())),
+    }
 }
 
 pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -> Written<u64> {
