@@ -145,6 +145,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Sum of the lengths of every header name and value.
     pub max_header_bytes: usize,
+    /// Most bytes one Receive answers (ReceiveRequest.max_bytes may ask for less). The default
+    /// keeps an answer within a default gRPC client's 4 MiB message limit.
+    pub max_receive_bytes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +260,7 @@ impl Default for Limits {
             max_payload_bytes: 1024 * 1024,
             max_headers: 64,
             max_header_bytes: 16 * 1024,
+            max_receive_bytes: 4_000_000,
         }
     }
 }
@@ -422,6 +426,9 @@ impl Config {
         }
         if self.limits.max_payload_bytes == 0 || self.limits.max_payload_bytes > 64 * 1024 * 1024 {
             return invalid("limits.max_payload_bytes", "must be between 1 and 64 MiB");
+        }
+        if self.limits.max_receive_bytes < 64 * 1024 {
+            return invalid("limits.max_receive_bytes", "must be at least 64 KiB");
         }
         if self.retention.final_messages.is_zero() {
             return invalid("retention.final_messages", "must be more than 0");

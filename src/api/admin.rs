@@ -1,4 +1,5 @@
-//! Admin: subscriptions, inspection, dead letters (Redrive) and stuck messages (Resolve).
+//! Admin: subscriptions, inspection, dead letters (Redrive, DiscardDeadLetters) and stuck
+//! messages (Resolve).
 
 use std::sync::Arc;
 
@@ -199,6 +200,30 @@ impl Admin for AdminService {
             "dead deliveries redriven"
         );
         Ok(Response::new(proto::RedriveResponse { redriven }))
+    }
+
+    #[instrument(skip_all, fields(subscription = Empty))]
+    async fn discard_dead_letters(
+        &self,
+        request: Request<proto::DiscardDeadLettersRequest>,
+    ) -> Result<Response<proto::DiscardDeadLettersResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.authorize(None)?;
+        let params = convert::discard_dead_letters(request.into_inner())?;
+        record("subscription", &params.subscription);
+        let discarded = self
+            .context
+            .store
+            .discard_dead_letters(&params.subscription, &params.message_ids, Timestamp::now())
+            .await?;
+        crate::audit!(
+            caller,
+            subscription = %params.subscription,
+            message_ids = %crate::api::auth::audit::ids(&params.message_ids),
+            discarded,
+            "dead deliveries discarded"
+        );
+        Ok(Response::new(proto::DiscardDeadLettersResponse { discarded }))
     }
 
     #[instrument(skip_all, fields(message_id = Empty, producer = Empty, key = Empty))]

@@ -16,7 +16,7 @@ use super::convert;
 use crate::domain::{AckStatus, LeasedDelivery, Receipt, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
 use crate::proto::{self, consumer_server::Consumer};
-use crate::store::StoreError;
+use crate::store::{Batch, StoreError};
 
 /// Floor on a long poll's sleep when the store reports work due that a lease did not find
 /// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.
@@ -38,7 +38,7 @@ impl ConsumerService {
     async fn long_poll(
         &self,
         subscription: &Subscription,
-        max_messages: u32,
+        batch: Batch,
         wait: Duration,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
         let store = &self.context.store;
@@ -55,7 +55,7 @@ impl ConsumerService {
             notified.as_mut().enable();
 
             let leased = store
-                .lease(subscription, max_messages, Timestamp::now())
+                .lease(subscription, batch, Timestamp::now())
                 .await?;
             let now = Instant::now();
             if !leased.is_empty() || now >= deadline || self.context.shutdown.is_cancelled() {
@@ -131,7 +131,8 @@ impl Consumer for ConsumerService {
     ) -> Result<Response<proto::ReceiveResponse>, Status> {
         let caller = Caller::of(&request)?;
         let client_timeout = client_timeout(request.metadata());
-        let mut params = convert::receive(request.into_inner())?;
+        let ceiling = self.context.config.limits.max_receive_bytes;
+        let mut params = convert::receive(request.into_inner(), ceiling)?;
         crate::telemetry::record("subscription", &params.subscription);
         caller.authorize(Some(params.subscription.as_str()))?;
         if let Some(timeout) = client_timeout {
@@ -146,7 +147,7 @@ impl Consumer for ConsumerService {
             return Err(push_subscription(&subscription, endpoint));
         }
         let leased = self
-            .long_poll(&subscription, params.max_messages, params.wait)
+            .long_poll(&subscription, params.batch, params.wait)
             .await?;
         metrics::deliveries_leased(subscription.name.as_str(), &leased);
         debug!(subscription = %subscription.name, count = leased.len(), "received");

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use crate::config::{Config, Limits, SubscriptionDefaults};
 use crate::domain::{
-    self, CheckerRegistration, DeliveryState, FieldViolation, Headers, LeasedDelivery, MessageId,
-    MessageKey, MessageOutcome, MessageRecord, MessageRef, MessageState, Name, Receipt,
-    RetryPolicy, Subscription, Timestamp,
+    self, CheckerRegistration, DeadHeadPolicy, DeliveryState, FieldViolation, Headers,
+    LeasedDelivery, MessageId, MessageKey, MessageOutcome, MessageRecord, MessageRef,
+    MessageState, Name, OrderingKey, Receipt, RetryPolicy, Subscription, Timestamp,
 };
 use crate::proto;
-use crate::store::{DeliveryQuery, InsertOutcome, MessageQuery, NewMessage, Page, Stats};
+use crate::store::{Batch, DeliveryQuery, InsertOutcome, MessageQuery, NewMessage, Page, Stats};
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -278,6 +278,22 @@ fn delivery_state(state: DeliveryState) -> proto::DeliveryState {
         DeliveryState::Leased => proto::DeliveryState::Leased,
         DeliveryState::Acked => proto::DeliveryState::Acked,
         DeliveryState::Dead => proto::DeliveryState::Dead,
+        DeliveryState::Discarded => proto::DeliveryState::Discarded,
+    }
+}
+
+fn dead_head(policy: DeadHeadPolicy) -> proto::DeadHead {
+    match policy {
+        DeadHeadPolicy::Block => proto::DeadHead::Block,
+        DeadHeadPolicy::Skip => proto::DeadHead::Skip,
+    }
+}
+
+/// A dead-head policy: UNSPECIFIED means the default, BLOCK.
+fn dead_head_policy(field: &str, value: i32) -> Result<DeadHeadPolicy, FieldViolation> {
+    match proto::DeadHead::try_from(value).map_err(|_| unknown_enum(field, value))? {
+        proto::DeadHead::Unspecified | proto::DeadHead::Block => Ok(DeadHeadPolicy::Block),
+        proto::DeadHead::Skip => Ok(DeadHeadPolicy::Skip),
     }
 }
 
@@ -328,6 +344,7 @@ fn delivery_state_filter(field: &str, value: i32) -> Result<Option<DeliveryState
         proto::DeliveryState::Leased => Ok(Some(DeliveryState::Leased)),
         proto::DeliveryState::Acked => Ok(Some(DeliveryState::Acked)),
         proto::DeliveryState::Dead => Ok(Some(DeliveryState::Dead)),
+        proto::DeliveryState::Discarded => Ok(Some(DeliveryState::Discarded)),
     }
 }
 
@@ -398,6 +415,7 @@ pub struct MessageFields {
     pub headers: HashMap<String, String>,
     pub check_after: Option<prost_types::Duration>,
     pub deliver_after: Option<prost_types::Duration>,
+    pub ordering_key: String,
 }
 
 impl From<proto::PrepareRequest> for MessageFields {
@@ -410,6 +428,7 @@ impl From<proto::PrepareRequest> for MessageFields {
             headers: request.headers,
             check_after: request.check_after,
             deliver_after: request.deliver_after,
+            ordering_key: request.ordering_key,
         }
     }
 }
@@ -424,6 +443,7 @@ impl From<proto::PublishRequest> for MessageFields {
             headers: request.headers,
             check_after: None,
             deliver_after: request.deliver_after,
+            ordering_key: request.ordering_key,
         }
     }
 }
@@ -438,6 +458,7 @@ pub fn new_message(
     let producer = checks.take(Name::parse("producer", &fields.producer));
     let topic = checks.take(Name::parse("topic", &fields.topic));
     let key = checks.take(MessageKey::parse("key", &fields.key));
+    let ordering_key = checks.take(OrderingKey::parse("ordering_key", &fields.ordering_key));
     check_payload(&mut checks, &fields.payload, &config.limits);
     let headers = headers(&mut checks, fields.headers, &config.limits);
     let check_after = checks
@@ -451,8 +472,14 @@ pub fn new_message(
         ))
         .map(Option::unwrap_or_default);
 
-    let (Some(producer), Some(topic), Some(key), Some(check_after), Some(deliver_after)) =
-        (producer, topic, key, check_after, deliver_after)
+    let (
+        Some(producer),
+        Some(topic),
+        Some(key),
+        Some(ordering_key),
+        Some(check_after),
+        Some(deliver_after),
+    ) = (producer, topic, key, ordering_key, check_after, deliver_after)
     else {
         return Err(checks.into_error());
     };
@@ -462,6 +489,7 @@ pub fn new_message(
         producer,
         topic,
         key,
+        ordering_key,
         payload: fields.payload,
         headers,
         check_after,
@@ -602,6 +630,7 @@ pub fn message(record: MessageRecord) -> proto::Message {
         deliveries: record.deliveries.into_iter().map(delivery_status).collect(),
         last_check_error: record.last_check_error.unwrap_or_default(),
         payload_bytes: record.payload_bytes,
+        ordering_key: record.ordering_key.as_str().to_owned(),
     }
 }
 
@@ -614,6 +643,10 @@ fn delivery_status(status: domain::DeliveryStatus) -> proto::DeliveryStatus {
         next_attempt_at: status.next_attempt_at.map(timestamp),
         lease_expires_at: status.lease_expires_at.map(timestamp),
         last_error: status.last_error.unwrap_or_default(),
+        ordering_key: status
+            .ordering_key
+            .map(|key| key.as_str().to_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -624,11 +657,15 @@ fn delivery_status(status: domain::DeliveryStatus) -> proto::DeliveryStatus {
 #[derive(Debug)]
 pub struct ReceiveParams {
     pub subscription: Name,
-    pub max_messages: u32,
+    pub batch: Batch,
     pub wait: Duration,
 }
 
-pub fn receive(request: proto::ReceiveRequest) -> Result<ReceiveParams, RequestError> {
+/// A Receive: `max_bytes` 0 means `ceiling` (`limits.max_receive_bytes`), more is refused.
+pub fn receive(
+    request: proto::ReceiveRequest,
+    ceiling: u32,
+) -> Result<ReceiveParams, RequestError> {
     let mut checks = Checks::default();
     let subscription = checks.take(Name::parse("subscription", &request.subscription));
     let max_messages = match request.max_messages {
@@ -642,17 +679,32 @@ pub fn receive(request: proto::ReceiveRequest) -> Result<ReceiveParams, RequestE
             None
         }
     };
+    let max_bytes = match request.max_bytes {
+        0 => Some(ceiling),
+        bytes if bytes <= ceiling => Some(bytes),
+        other => {
+            checks.field(
+                "max_bytes",
+                format!("is {other}; at most {ceiling} are allowed (limits.max_receive_bytes)"),
+            );
+            None
+        }
+    };
     let wait = checks
         .take(duration("wait", request.wait, &RECEIVE_WAIT))
         .map(Option::unwrap_or_default);
-    let (Some(subscription), Some(max_messages), Some(wait)) = (subscription, max_messages, wait)
+    let (Some(subscription), Some(messages), Some(max_bytes), Some(wait)) =
+        (subscription, max_messages, max_bytes, wait)
     else {
         return Err(checks.into_error());
     };
     checks.finish()?;
     Ok(ReceiveParams {
         subscription,
-        max_messages,
+        batch: Batch {
+            messages,
+            bytes: u64::from(max_bytes),
+        },
         wait,
     })
 }
@@ -670,6 +722,7 @@ pub fn delivery(leased: LeasedDelivery) -> proto::Delivery {
         attempt: leased.attempt,
         published_at: Some(timestamp(leased.published_at)),
         lease_expires_at: Some(timestamp(leased.lease_expires_at)),
+        ordering_key: leased.ordering_key.as_str().to_owned(),
     }
 }
 
@@ -851,6 +904,8 @@ pub struct SubscriptionSpec {
     pub ack_deadline: Duration,
     pub retry_policy: RetryPolicy,
     pub push_endpoint: Option<String>,
+    pub ordered: bool,
+    pub dead_head: DeadHeadPolicy,
 }
 
 impl SubscriptionSpec {
@@ -861,6 +916,8 @@ impl SubscriptionSpec {
             ack_deadline: self.ack_deadline,
             retry_policy: self.retry_policy,
             push_endpoint: self.push_endpoint,
+            ordered: self.ordered,
+            dead_head: self.dead_head,
             created_at,
         }
     }
@@ -923,11 +980,14 @@ fn subscription_fields(
             .take(endpoint("subscription.push_endpoint", &value.push_endpoint))
             .map(Some)
     };
+    let dead_head = checks.take(dead_head_policy("subscription.dead_head", value.dead_head));
     Some(SubscriptionSpec {
         name: name?,
         ack_deadline: ack_deadline?,
         retry_policy: retry_policy?,
         push_endpoint: push_endpoint?,
+        ordered: value.ordered,
+        dead_head: dead_head?,
     })
 }
 
@@ -1011,6 +1071,8 @@ pub fn subscription(subscription: Subscription) -> proto::Subscription {
         }),
         push_endpoint: subscription.push_endpoint.unwrap_or_default(),
         created_at: Some(timestamp(subscription.created_at)),
+        ordered: subscription.ordered,
+        dead_head: dead_head(subscription.dead_head).into(),
     }
 }
 
@@ -1066,6 +1128,7 @@ pub fn list_deliveries(
     Ok(DeliveryQuery {
         subscription,
         state,
+        blocking_only: request.blocking_only,
         page_size,
         after,
     })
@@ -1080,17 +1143,28 @@ pub fn list_deliveries_response(
     }
 }
 
+/// The dead letters Redrive or DiscardDeadLetters act on: all of the subscription's when
+/// `message_ids` is empty.
 #[derive(Debug)]
-pub struct RedriveParams {
+pub struct DeadLetters {
     pub subscription: Name,
     pub message_ids: Vec<MessageId>,
 }
 
-pub fn redrive(request: proto::RedriveRequest) -> Result<RedriveParams, RequestError> {
+pub fn redrive(request: proto::RedriveRequest) -> Result<DeadLetters, RequestError> {
+    dead_letters(&request.subscription, &request.message_ids)
+}
+
+pub fn discard_dead_letters(
+    request: proto::DiscardDeadLettersRequest,
+) -> Result<DeadLetters, RequestError> {
+    dead_letters(&request.subscription, &request.message_ids)
+}
+
+fn dead_letters(subscription: &str, message_ids: &[String]) -> Result<DeadLetters, RequestError> {
     let mut checks = Checks::default();
-    let subscription = checks.take(Name::parse("subscription", &request.subscription));
-    let message_ids: Option<Vec<MessageId>> = request
-        .message_ids
+    let subscription = checks.take(Name::parse("subscription", subscription));
+    let message_ids: Option<Vec<MessageId>> = message_ids
         .iter()
         .enumerate()
         .map(|(index, id)| checks.take(message_id(&format!("message_ids[{index}]"), id)))
@@ -1101,7 +1175,7 @@ pub fn redrive(request: proto::RedriveRequest) -> Result<RedriveParams, RequestE
         return Err(checks.into_error());
     };
     checks.finish()?;
-    Ok(RedriveParams {
+    Ok(DeadLetters {
         subscription,
         message_ids,
     })
@@ -1144,6 +1218,8 @@ pub fn stats(stats: Stats) -> proto::GetStatsResponse {
             acked: subscription.acked,
             dead: subscription.dead,
             oldest_pending_age: subscription.oldest_pending_age.map(proto_duration),
+            discarded: subscription.discarded,
+            blocked_lanes: subscription.blocked_lanes,
         })
         .collect();
     proto::GetStatsResponse {
@@ -1330,19 +1406,35 @@ mod tests {
 
     #[test]
     fn receive_limits_and_defaults() {
-        let params = receive(proto::ReceiveRequest {
-            subscription: "billing".into(),
-            ..Default::default()
-        })
+        let params = receive(
+            proto::ReceiveRequest {
+                subscription: "billing".into(),
+                ..Default::default()
+            },
+            4_000_000,
+        )
         .unwrap();
-        assert_eq!((params.max_messages, params.wait), (1, Duration::ZERO));
-        let error = receive(proto::ReceiveRequest {
-            subscription: "billing".into(),
-            max_messages: 1001,
-            wait: seconds(31),
-        })
+        assert_eq!(
+            (params.batch, params.wait),
+            (
+                Batch {
+                    messages: 1,
+                    bytes: 4_000_000
+                },
+                Duration::ZERO
+            )
+        );
+        let error = receive(
+            proto::ReceiveRequest {
+                subscription: "billing".into(),
+                max_messages: 1001,
+                wait: seconds(31),
+                max_bytes: 4_000_001,
+            },
+            4_000_000,
+        )
         .unwrap_err();
-        assert_eq!(fields(error), ["max_messages", "wait"]);
+        assert_eq!(fields(error), ["max_messages", "max_bytes", "wait"]);
     }
 
     #[test]
@@ -1374,6 +1466,8 @@ mod tests {
             }),
             push_endpoint: "nope".into(),
             created_at: None,
+            ordered: true,
+            dead_head: 7,
         };
         assert_eq!(
             fields(create_subscription(Some(bad), &defaults).unwrap_err()),
@@ -1383,6 +1477,7 @@ mod tests {
                 "subscription.retry_policy.max_attempts",
                 "subscription.retry_policy.multiplier",
                 "subscription.push_endpoint",
+                "subscription.dead_head",
             ]
         );
     }

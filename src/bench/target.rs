@@ -303,6 +303,7 @@ impl StoreProducer {
             headers: Default::default(),
             check_after: None,
             deliver_after: None,
+            ordering_key: String::new(),
         };
         let message = convert::new_message(fields, publish, &self.config)
             .map_err(|error| BenchError::Server(format!("message: {error:?}")))?;

@@ -213,6 +213,7 @@ async fn a_receipt_whose_delivery_is_gone_is_not_found() {
     };
     assert_code(consumer.ack(ack).await, Code::NotFound);
     let receive = ReceiveRequest {
+        max_bytes: 0,
         subscription: SUB.into(),
         max_messages: 1,
         wait: None,
@@ -597,6 +598,7 @@ async fn a_waiting_receive_returns_soon_after_a_confirm() {
     let waiting = tokio::spawn(async move {
         let deliveries = consumer
             .receive(ReceiveRequest {
+                max_bytes: 0,
                 subscription: SUB.into(),
                 max_messages: 1,
                 wait: secs(10),
@@ -659,6 +661,7 @@ async fn receive_on_a_push_subscription_fails_precondition() {
     let result = server
         .consumer()
         .receive(ReceiveRequest {
+            max_bytes: 0,
             subscription: SUB.into(),
             max_messages: 1,
             wait: None,

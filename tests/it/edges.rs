@@ -283,6 +283,7 @@ async fn malformed_durations_are_refused_in_every_field() {
         assert_invalid_field(producer.register_checker(register).await, "timeout");
 
         let receive = ReceiveRequest {
+            max_bytes: 0,
             subscription: SUB.into(),
             max_messages: 1,
             wait: bad,

@@ -328,6 +328,7 @@ impl Api {
                 subscription: subscription.into(),
                 max_messages,
                 wait: Some(duration(wait)),
+                max_bytes: 0,
             })
             .await
             .expect("Receive")
@@ -512,6 +513,7 @@ pub fn prepare_request(producer: &str, topic: &str, key: &str) -> PrepareRequest
         headers: headers_of(key),
         check_after: None,
         deliver_after: None,
+        ordering_key: String::new(),
     }
 }
 
@@ -524,6 +526,7 @@ pub fn publish_request(producer: &str, topic: &str, key: &str) -> PublishRequest
         payload: payload_of(key),
         headers: headers_of(key),
         deliver_after: None,
+        ordering_key: String::new(),
     }
 }
 

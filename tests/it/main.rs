@@ -19,6 +19,7 @@ mod harness;
 mod metrics;
 mod postgres;
 mod producer;
+mod ordering;
 mod scheduler;
 mod scopes;
 mod secure_binary;

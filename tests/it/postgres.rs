@@ -246,6 +246,7 @@ async fn a_confirm_on_one_replica_wakes_a_long_poll_on_another() {
         let poll = tokio::spawn(async move {
             let deliveries = consumer
                 .receive(ReceiveRequest {
+                    max_bytes: 0,
                     subscription: SUB.into(),
                     max_messages: 1,
                     wait: secs(20),
@@ -447,4 +448,18 @@ async fn a_cut_database_answers_unavailable_then_serves_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_network_path_answers_unavailable_then_serves_again() {
     outage(Link::Blackhole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lanes_keep_confirm_order_across_two_replicas() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let a = Replica::start(database.url(), |_| {}).await;
+    let b = Replica::start(database.url(), |_| {}).await;
+    crate::ordering::random_failures_keep_every_lane_in_confirm_order(&[
+        a.api.clone(),
+        b.api.clone(),
+    ])
+    .await;
 }

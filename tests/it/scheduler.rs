@@ -195,6 +195,7 @@ async fn status(channel: &Channel, message_id: &str) -> courier::proto::Message 
 async fn receive(channel: &Channel, subscription: &str, wait: Duration) -> Vec<Delivery> {
     courier::proto::consumer_client::ConsumerClient::new(channel.clone())
         .receive(courier::proto::ReceiveRequest {
+            max_bytes: 0,
             subscription: subscription.into(),
             max_messages: 10,
             wait: Some(duration(wait)),
@@ -760,6 +761,7 @@ async fn a_push_answered_ok_acknowledges_the_delivery() {
     // Pull consumers are turned away from a push subscription.
     let refused = courier::proto::consumer_client::ConsumerClient::new(ch.clone())
         .receive(courier::proto::ReceiveRequest {
+            max_bytes: 0,
             subscription: PUSH_SUB.into(),
             max_messages: 1,
             wait: None,

@@ -186,6 +186,7 @@ fn cases() -> Vec<Case> {
                 async move {
                     ok(c.consumer
                         .receive(ReceiveRequest {
+                            max_bytes: 0,
                             subscription: SHOP_SUB.into(),
                             max_messages: 1,
                             wait: None,
@@ -468,6 +469,7 @@ async fn fixture(server: &TestServer) -> Fixture {
     let receipt = admin
         .consumer
         .receive(ReceiveRequest {
+            max_bytes: 0,
             subscription: SHOP_SUB.into(),
             max_messages: 1,
             wait: secs(5),

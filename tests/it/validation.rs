@@ -374,6 +374,7 @@ async fn consumer_requests_are_validated() {
     let receipt = server.receive_one(SUB, Duration::ZERO).await.receipt;
     let mut consumer = server.consumer();
     let receive = |subscription: &str, max_messages, wait| ReceiveRequest {
+        max_bytes: 0,
         subscription: subscription.into(),
         max_messages,
         wait,

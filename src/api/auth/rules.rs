@@ -37,6 +37,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/courier.v1.Admin/UpdateSubscription", Rule::Admin),
     ("/courier.v1.Admin/DeleteSubscription", Rule::Admin),
     ("/courier.v1.Admin/Redrive", Rule::Admin),
+    ("/courier.v1.Admin/DiscardDeadLetters", Rule::Admin),
     ("/courier.v1.Admin/Resolve", Rule::Admin),
 ];
 

@@ -67,6 +67,16 @@ async fn ack_one(store: &dyn Store, sub: &Subscription, now: Timestamp) -> Messa
     receipt.message_id
 }
 
+/// The delivery of `id` to the ordered subscription.
+async fn lane_delivery(store: &dyn Store, id: MessageId) -> crate::domain::DeliveryStatus {
+    let record = store.get_message(&by_id(id)).await.unwrap();
+    record
+        .deliveries
+        .into_iter()
+        .find(|d| d.subscription.as_str() == ORDERED)
+        .expect("a delivery to the ordered subscription")
+}
+
 fn sorted(mut ids: Vec<MessageId>) -> Vec<MessageId> {
     ids.sort();
     ids
@@ -107,9 +117,9 @@ pub async fn lanes_follow_confirm_order_not_id_order(t: &TestStore) {
     let b_receipt = store.get_message(&by_id(b)).await.unwrap();
     assert_eq!(b_receipt.ordering_key.as_str(), "account-1");
     // Acking B lets A go.
-    let leased_b = delivery(store, b).await;
+    let leased_b = lane_delivery(store, b).await;
     assert_eq!(leased_b.state, DeliveryState::Leased);
-    let waiting_a = delivery(store, a).await;
+    let waiting_a = lane_delivery(store, a).await;
     assert_eq!(waiting_a.state, DeliveryState::Pending);
     assert_eq!(waiting_a.next_attempt_at, None, "waiting behind B");
     assert_eq!(
@@ -117,17 +127,14 @@ pub async fn lanes_follow_confirm_order_not_id_order(t: &TestStore) {
         Some("account-1")
     );
     expire_and_ack(store, &sub, b, at).await;
-    assert_eq!(ack_one(store, &sub, later(at, 1)).await, a);
+    assert_eq!(ack_one(store, &sub, later(at, 3_600_000)).await, a);
 }
 
-/// Expires nothing; acks the current lease of `id` at `at` through a fresh lease of the
-/// delivery it names.
+/// Lets the lease of `id` (leased at `at`) run out, leases it again and acks that lease.
 async fn expire_and_ack(store: &dyn Store, sub: &Subscription, id: MessageId, at: Timestamp) {
-    // The delivery was leased by `lease_ids`; lease it again after its deadline to get a
-    // receipt, then ack it.
     let again = later(at, ACK_DEADLINE.as_millis() as u64);
     store.expire_leases(again).await.unwrap();
-    let retry_at = delivery(store, id).await.next_attempt_at.unwrap();
+    let retry_at = lane_delivery(store, id).await.next_attempt_at.unwrap();
     assert_eq!(ack_one(store, sub, retry_at).await, id);
 }
 
@@ -151,17 +158,17 @@ pub async fn failed_heads_hold_their_lane(t: &TestStore) {
     let expired_at = later(now, 4).plus(ACK_DEADLINE);
     assert_eq!(store.expire_leases(expired_at).await.unwrap().ended, 1);
     // And a failed push.
-    let retry_at = delivery(store, first).await.next_attempt_at.unwrap();
+    let retry_at = lane_delivery(store, first).await.next_attempt_at.unwrap();
     let receipt = lease_one(store, &sub, retry_at).await;
     assert_eq!(receipt.message_id, first);
     store
         .fail_delivery(&sub, &receipt, "receiver unavailable", retry_at)
         .await
         .unwrap();
-    let retry_at = delivery(store, first).await.next_attempt_at.unwrap();
+    let retry_at = lane_delivery(store, first).await.next_attempt_at.unwrap();
     let far = later(retry_at, 3_600_000);
     assert_eq!(lease_ids(store, &sub, far).await, [first]);
-    assert_eq!(delivery(store, second).await.next_attempt_at, None);
+    assert_eq!(lane_delivery(store, second).await.next_attempt_at, None);
     // Only the ack moves the lane on.
     expire_and_ack(store, &sub, first, far).await;
     let after = later(far, 3_600_000);
@@ -238,12 +245,12 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     assert!(receipt.is_empty());
     // It dies again; discarding it lets the lane go on with B.
     store.expire_leases(at.plus(ACK_DEADLINE)).await.unwrap();
-    assert_eq!(delivery(store, a).await.state, DeliveryState::Dead);
+    assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Dead);
     let after = later(at.plus(ACK_DEADLINE), 1);
     assert_eq!(store.discard_dead_letters(&sub.name, &[], after).await.unwrap(), 1);
-    assert_eq!(delivery(store, a).await.state, DeliveryState::Discarded);
+    assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Discarded);
     assert_eq!(lease_ids(store, &sub, after).await, [b]);
-    assert_eq!(delivery(store, c).await.next_attempt_at, None);
+    assert_eq!(lane_delivery(store, c).await.next_attempt_at, None);
     let stats = store.stats(after).await.unwrap();
     let stats = stats
         .subscriptions
@@ -263,7 +270,7 @@ pub async fn dead_head_skip_lets_the_lane_go_on(t: &TestStore) {
     assert_eq!(receipt.message_id, a);
     // Out of attempts: DEAD, and the lane goes on.
     store.nack(&receipt, None, later(now, 1)).await.unwrap();
-    assert_eq!(delivery(store, a).await.state, DeliveryState::Dead);
+    assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Dead);
     assert_eq!(lease_ids(store, &sub, later(now, 2)).await, [b]);
     let stats = store.stats(later(now, 2)).await.unwrap();
     assert!(stats.subscriptions.iter().all(|s| s.blocked_lanes == 0));
@@ -277,7 +284,7 @@ pub async fn switching_to_skip_releases_blocked_lanes(t: &TestStore) {
     let b = publish_in(store, "b", "k", now).await;
     let receipt = lease_one(store, &sub, now).await;
     store.reject(&receipt, "poison", now).await.unwrap();
-    assert_eq!(delivery(store, a).await.state, DeliveryState::Dead);
+    assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Dead);
     assert!(lease_ids(store, &sub, later(now, 1)).await.is_empty());
     let skip = Subscription {
         dead_head: DeadHeadPolicy::Skip,

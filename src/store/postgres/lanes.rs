@@ -53,7 +53,8 @@ pub async fn route_keyed(
         .bind(topic.as_str())
         .fetch_all(&mut *conn)
         .await?;
-    promote(conn, &lanes, now).await?;
+    // What it made due needs no wake-up of its own: the caller wakes every routed subscription.
+    let _ = promote(conn, &lanes, now).await?;
     Ok(routed
         .into_iter()
         .map(|(subscription, _)| subscription)

@@ -94,6 +94,8 @@ mod tests {
                 multiplier: 2.0,
             },
             push_endpoint: None,
+            ordered: false,
+            dead_head: Default::default(),
             created_at: Timestamp::from_millis(0),
         }
     }

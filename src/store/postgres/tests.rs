@@ -36,6 +36,8 @@ fn subscription(now: Timestamp) -> Subscription {
             multiplier: 2.0,
         },
         push_endpoint: None,
+        ordered: false,
+        dead_head: Default::default(),
         created_at: now,
     }
 }
@@ -46,6 +48,7 @@ fn message(key: &str, publish: bool) -> NewMessage {
         producer: name("shop"),
         topic: name(TOPIC),
         key: MessageKey::parse("key", key).unwrap(),
+        ordering_key: Default::default(),
         payload: b"{}".to_vec(),
         headers: Default::default(),
         check_after: Duration::from_secs(10),

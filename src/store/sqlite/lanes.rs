@@ -43,7 +43,8 @@ pub fn route_keyed(
         .iter()
         .filter(|(_, in_lane)| *in_lane)
         .map(|(subscription, _)| (subscription.as_str(), Some(key.as_str())));
-    advance(conn, &lanes::distinct_lanes(joined), now)?;
+    // What it made due needs no wake-up of its own: the caller wakes every routed subscription.
+    let _ = advance(conn, &lanes::distinct_lanes(joined), now)?;
     Ok(routed
         .into_iter()
         .map(|(subscription, _)| Name::from_trusted(subscription))
