@@ -8,7 +8,8 @@ use tracing::{debug, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::{convert, endpoints};
+use super::endpoints;
+use crate::convert;
 use crate::domain::Timestamp;
 use crate::metrics;
 use crate::proto::{self, admin_server::Admin};

@@ -12,7 +12,7 @@ use tracing::{debug, error, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::convert;
+use crate::convert;
 use crate::domain::{AckStatus, LeasedDelivery, Receipt, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
 use crate::proto::{self, consumer_server::Consumer};
