@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod convert;
 pub mod domain;
 pub mod health;
 pub mod metrics;

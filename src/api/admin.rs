@@ -9,7 +9,8 @@ use tracing::{debug, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::{convert, endpoints};
+use super::endpoints;
+use crate::convert;
 use crate::domain::Timestamp;
 use crate::metrics;
 use crate::proto::{self, admin_server::Admin};
@@ -223,7 +224,9 @@ impl Admin for AdminService {
             discarded,
             "dead deliveries discarded"
         );
-        Ok(Response::new(proto::DiscardDeadLettersResponse { discarded }))
+        Ok(Response::new(proto::DiscardDeadLettersResponse {
+            discarded,
+        }))
     }
 
     #[instrument(skip_all, fields(message_id = Empty, producer = Empty, key = Empty))]

@@ -12,7 +12,7 @@ use tracing::{debug, error, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::convert;
+use crate::convert;
 use crate::domain::{AckStatus, LeasedDelivery, Receipt, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
 use crate::proto::{self, consumer_server::Consumer};
@@ -54,9 +54,7 @@ impl ConsumerService {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let leased = store
-                .lease(subscription, batch, Timestamp::now())
-                .await?;
+            let leased = store.lease(subscription, batch, Timestamp::now()).await?;
             let now = Instant::now();
             if !leased.is_empty() || now >= deadline || self.context.shutdown.is_cancelled() {
                 return Ok(leased);

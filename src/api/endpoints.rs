@@ -4,9 +4,8 @@
 
 use crate::callbacks::AllowedHosts;
 use crate::config::Config;
+use crate::convert::RequestError;
 use crate::domain::FieldViolation;
-
-use super::convert::RequestError;
 
 /// Refuses `endpoint` (already validated as a URL) unless its host is allowed.
 pub fn must_be_allowed(field: &str, endpoint: &str, config: &Config) -> Result<(), RequestError> {

@@ -1,9 +1,8 @@
 //! The gRPC transport: thin tonic handlers for Producer, Consumer and Admin. Each handler
-//! decodes and validates through [`convert`], calls the [`Store`], and maps errors through
+//! decodes and validates through [`crate::convert`], calls the [`Store`], and maps errors through
 //! [`status`]; no business rule lives here.
 
 pub mod auth;
-pub mod convert;
 pub mod status;
 
 mod admin;
@@ -11,7 +10,6 @@ mod answers;
 mod consumer;
 mod endpoints;
 mod producer;
-mod well_known;
 
 use std::sync::Arc;
 

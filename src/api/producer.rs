@@ -9,7 +9,8 @@ use tracing::{debug, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::{convert, endpoints};
+use super::endpoints;
+use crate::convert;
 use crate::domain::{Decision, MessageRef, Timestamp};
 use crate::metrics;
 use crate::proto::{self, producer_server::Producer};

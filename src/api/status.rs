@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{error, warn};
 
-use super::convert::RequestError;
+use crate::convert::RequestError;
 use crate::store::StoreError;
 
 /// Maps a store error to the status a client sees. Exhaustive on purpose: a new variant must
@@ -99,7 +99,7 @@ impl fmt::Display for ErrorChain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::LimitViolation;
+    use crate::convert::LimitViolation;
     use crate::domain::{DeliveryState, FieldViolation, MessageState};
 
     #[test]

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{BenchError, BenchOptions};
-use crate::api::convert::{self, MessageFields};
 use crate::config::Config;
+use crate::convert::{self, MessageFields};
 use crate::domain::{AckStatus, Decision, MessageId, MessageRef, Receipt, Subscription, Timestamp};
 use crate::proto;
 use crate::proto::admin_client::AdminClient;

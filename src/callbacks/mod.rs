@@ -23,8 +23,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 pub use hosts::{AllowedHosts, HostPattern};
 pub use keys::{Keyring, SigningKey};
 
-use crate::api::convert;
 use crate::config::CallbacksConfig;
+use crate::convert;
 use crate::domain::{Decision, DueCheck, LeasedDelivery};
 use crate::metrics::code_name;
 use crate::proto::checker_client::CheckerClient;

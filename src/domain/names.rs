@@ -181,7 +181,9 @@ mod tests {
     fn ordering_keys_may_be_empty_but_not_long_or_nul() {
         assert_eq!(OrderingKey::parse("ordering_key", "").unwrap().lane(), None);
         assert_eq!(
-            OrderingKey::parse("ordering_key", "account-7").unwrap().lane(),
+            OrderingKey::parse("ordering_key", "account-7")
+                .unwrap()
+                .lane(),
             Some("account-7")
         );
         assert!(OrderingKey::parse("ordering_key", &"k".repeat(257)).is_err());

@@ -5,8 +5,8 @@
 #[cfg(test)]
 mod conformance;
 mod effects;
-mod lanes;
 mod error;
+mod lanes;
 pub mod postgres;
 mod reads;
 mod rows;

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use crate::domain::{
-    CheckerRegistration, DeliveryState, DeliveryStatus, DueCheck, Headers, LeasedDelivery,
-    MessageId, MessageKey, MessageRecord, MessageState, Name, OrderingKey, Receipt, RetryPolicy,
-    Subscription, Timestamp, DeadHeadPolicy,
+    CheckerRegistration, DeadHeadPolicy, DeliveryState, DeliveryStatus, DueCheck, Headers,
+    LeasedDelivery, MessageId, MessageKey, MessageRecord, MessageState, Name, OrderingKey, Receipt,
+    RetryPolicy, Subscription, Timestamp,
 };
 use crate::store::StoreError;
 

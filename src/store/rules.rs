@@ -80,7 +80,11 @@ pub fn check_update(existing: &Subscription, update: &Subscription) -> Result<()
         )));
     }
     if existing.ordered != update.ordered {
-        let is = if existing.ordered { "ordered" } else { "not ordered" };
+        let is = if existing.ordered {
+            "ordered"
+        } else {
+            "not ordered"
+        };
         return Err(StoreError::FailedPrecondition(format!(
             "subscription {name} is {is}; that is set at creation and cannot change"
         )));

@@ -11,8 +11,13 @@ use crate::store::{DeliveryQuery, MessageQuery};
 macro_rules! blocking_dead_head {
     ($d:literal) => {
         concat!(
-            $d, ".state = 'DEAD' AND ", $d, ".ordering_key IS NOT NULL AND EXISTS (SELECT 1 FROM \
-             subscriptions s WHERE s.name = ", $d, ".subscription AND s.dead_head = 'BLOCK')"
+            $d,
+            ".state = 'DEAD' AND ",
+            $d,
+            ".ordering_key IS NOT NULL AND EXISTS (SELECT 1 FROM \
+             subscriptions s WHERE s.name = ",
+            $d,
+            ".subscription AND s.dead_head = 'BLOCK')"
         )
     };
 }

@@ -2,26 +2,30 @@
 //! database, real tonic clients over loopback, and small builders and assertions shared by
 //! every module. The server is cancelled when the `TestServer` is dropped.
 
-use std::collections::HashMap;
+mod assertions;
+mod requests;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use courier::RunOptions;
 use courier::config::Config;
+use courier::domain::Timestamp;
 use courier::proto::admin_client::AdminClient;
 use courier::proto::consumer_client::ConsumerClient;
-use courier::proto::message_ref::Ref;
 use courier::proto::producer_client::ProducerClient;
 use courier::proto::{
     AckRequest, AckStatus, CancelRequest, CheckStatusRequest, ConfirmRequest, Delivery,
-    DeliveryStatus, ListDeliveriesRequest, ListSubscriptionsRequest, Message, MessageRef,
-    MessageState, PrepareRequest, ProducerKey, PublishRequest, ReceiveRequest, RetryPolicy,
-    Subscription,
+    DeliveryStatus, ListDeliveriesRequest, ListSubscriptionsRequest, Message, MessageState,
+    ReceiveRequest, RegisterCheckerRequest, Subscription,
 };
+use courier::scheduler::{PassReport, Scheduler};
 use courier::store::testing::TestDatabase as PostgresDatabase;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -29,7 +33,9 @@ use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_types::StatusExt;
+
+pub use assertions::*;
+pub use requests::*;
 
 pub type Producer = ProducerClient<Channel>;
 pub type Consumer = ConsumerClient<Channel>;
@@ -149,6 +155,33 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         endpoint: impl FnOnce(SocketAddr) -> Endpoint,
     ) -> Self {
+        Self::launch(tweak, endpoint, RunOptions::default()).await.0
+    }
+
+    /// Starts a server whose scheduler loops are off, and hands over its scheduler: the test
+    /// runs one pass at a time, at a `now` of its choosing, with [`DrivenScheduler::pass`].
+    pub async fn start_driven(tweak: impl FnOnce(&mut Config)) -> (Self, DrivenScheduler) {
+        let (scheduler_sender, scheduler) = oneshot::channel();
+        let options = RunOptions {
+            scheduler_loops: false,
+            scheduler: Some(scheduler_sender),
+            ..RunOptions::default()
+        };
+        let (server, runtime) = Self::launch(tweak, plain_endpoint, options).await;
+        let scheduler = DrivenScheduler {
+            scheduler: scheduler.await.expect("the server opened its store"),
+            runtime,
+        };
+        (server, scheduler)
+    }
+
+    /// Starts `courier::run_with(options)` on a thread of its own; returns the server and a
+    /// handle on its runtime.
+    async fn launch(
+        tweak: impl FnOnce(&mut Config),
+        endpoint: impl FnOnce(SocketAddr) -> Endpoint,
+        options: RunOptions,
+    ) -> (Self, Handle) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
@@ -162,23 +195,21 @@ impl TestServer {
         tweak(&mut config);
 
         let shutdown = CancellationToken::new();
-        let reload = Arc::new(Notify::new());
+        let reload = options.reload.clone();
         let (exit_sender, mut exit) = oneshot::channel();
+        let (runtime_sender, runtime) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("courier-{addr}"))
             .spawn({
                 let config = config.clone();
                 let shutdown = shutdown.clone();
-                let options = courier::RunOptions {
-                    reload: reload.clone(),
-                    ..courier::RunOptions::default()
-                };
                 move || {
                     let runtime = tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(2)
                         .enable_all()
                         .build()
                         .expect("the server's runtime");
+                    let _ = runtime_sender.send(runtime.handle().clone());
                     let result = runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener).expect("a tokio listener");
                         courier::run_with(config, listener, shutdown, options).await
@@ -195,7 +226,8 @@ impl TestServer {
             result = &mut exit => panic!("the server stopped while starting: {result:?}"),
             () = wait_until_serving(api.channel(), STARTUP_DEADLINE) => {}
         }
-        Self {
+        let runtime = runtime.await.expect("the server's runtime is built");
+        let server = Self {
             config,
             addr,
             api,
@@ -204,7 +236,8 @@ impl TestServer {
             exit: Some(exit),
             _database: database,
             _dir: dir,
-        }
+        };
+        (server, runtime)
     }
 
     /// Cancels the server and returns what `run` returned.
@@ -221,6 +254,28 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// The scheduler of a server started by [`TestServer::start_driven`]. Clones share it, as
+/// replicas share a store.
+#[derive(Clone)]
+pub struct DrivenScheduler {
+    scheduler: Scheduler,
+    /// The server's runtime: a pass runs there, beside the store's connections, as the loops
+    /// would, and not on the test's (often single-threaded) runtime.
+    runtime: Handle,
+}
+
+impl DrivenScheduler {
+    /// One pass of every loop as of `now`.
+    pub async fn pass(&self, now: Timestamp) -> PassReport {
+        let scheduler = self.scheduler.clone();
+        self.runtime
+            .spawn(async move { scheduler.run_once(now).await })
+            .await
+            .expect("the pass does not panic")
+            .expect("run_once")
     }
 }
 
@@ -258,6 +313,18 @@ impl Api {
             .await
             .expect("CreateSubscription")
             .into_inner()
+    }
+
+    /// Registers `endpoint` as the Checker of `PRODUCER`, with `timeout` or the default.
+    pub async fn register_checker(&self, endpoint: &str, timeout: Option<Duration>) {
+        self.producer()
+            .register_checker(RegisterCheckerRequest {
+                producer: PRODUCER.into(),
+                endpoint: endpoint.into(),
+                timeout: timeout.map(duration),
+            })
+            .await
+            .expect("RegisterChecker");
     }
 
     /// Prepares a message built by `prepare_request` and returns its id.
@@ -315,6 +382,21 @@ impl Api {
             .into_inner()
             .message
             .expect("CheckStatus returns the message")
+    }
+
+    /// CheckStatus by id; NOT_FOUND (a message deleted, say) is `None`.
+    pub async fn find(&self, message_id: &str) -> Option<Message> {
+        let answer = self
+            .producer()
+            .check_status(CheckStatusRequest {
+                message: by_id(message_id),
+            })
+            .await;
+        match answer {
+            Ok(response) => Some(response.into_inner().message.expect("a message")),
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => panic!("CheckStatus: {status:?}"),
+        }
     }
 
     pub async fn receive(
@@ -459,154 +541,4 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-// --- request builders ---
-
-pub fn duration(value: Duration) -> prost_types::Duration {
-    prost_types::Duration::try_from(value).expect("a representable duration")
-}
-
-pub fn ms(millis: u64) -> Option<prost_types::Duration> {
-    Some(duration(Duration::from_millis(millis)))
-}
-
-pub fn secs(seconds: u64) -> Option<prost_types::Duration> {
-    Some(duration(Duration::from_secs(seconds)))
-}
-
-pub fn to_system_time(timestamp: &Option<prost_types::Timestamp>) -> std::time::SystemTime {
-    let timestamp = timestamp.expect("a timestamp");
-    std::time::SystemTime::try_from(timestamp).expect("a valid timestamp")
-}
-
-pub fn by_id(message_id: &str) -> Option<MessageRef> {
-    Some(MessageRef {
-        r#ref: Some(Ref::MessageId(message_id.into())),
-    })
-}
-
-pub fn by_key(producer: &str, key: &str) -> Option<MessageRef> {
-    Some(MessageRef {
-        r#ref: Some(Ref::ProducerKey(ProducerKey {
-            producer: producer.into(),
-            key: key.into(),
-        })),
-    })
-}
-
-pub fn payload_of(key: &str) -> Vec<u8> {
-    format!("payload of {key}").into_bytes()
-}
-
-pub fn headers_of(key: &str) -> HashMap<String, String> {
-    HashMap::from([("trace-id".to_string(), format!("trace-{key}"))])
-}
-
-/// A Prepare with a payload and one header derived from the key.
-pub fn prepare_request(producer: &str, topic: &str, key: &str) -> PrepareRequest {
-    PrepareRequest {
-        producer: producer.into(),
-        topic: topic.into(),
-        key: key.into(),
-        payload: payload_of(key),
-        headers: headers_of(key),
-        check_after: None,
-        deliver_after: None,
-        ordering_key: String::new(),
-    }
-}
-
-/// A Publish with the same content `prepare_request` would give.
-pub fn publish_request(producer: &str, topic: &str, key: &str) -> PublishRequest {
-    PublishRequest {
-        producer: producer.into(),
-        topic: topic.into(),
-        key: key.into(),
-        payload: payload_of(key),
-        headers: headers_of(key),
-        deliver_after: None,
-        ordering_key: String::new(),
-    }
-}
-
-/// A pull subscription with every field left to the server defaults.
-pub fn subscription(name: &str, topic: &str) -> Subscription {
-    Subscription {
-        name: name.into(),
-        topic: topic.into(),
-        ..Default::default()
-    }
-}
-
-/// A pull subscription that retries fast: `max_attempts` attempts, 1 ms backoff growing to at
-/// most 10 ms, and the shortest ack deadline allowed (1 s).
-pub fn fast_subscription(name: &str, topic: &str, max_attempts: u32) -> Subscription {
-    Subscription {
-        ack_deadline: secs(1),
-        retry_policy: Some(RetryPolicy {
-            max_attempts,
-            initial_backoff: ms(1),
-            max_backoff: ms(10),
-            multiplier: 2.0,
-        }),
-        ..subscription(name, topic)
-    }
-}
-
-// --- assertions on errors ---
-
-/// Asserts the call failed with `code` and returns the status.
-#[track_caller]
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    match result {
-        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "unexpected status: {status:?}");
-            status
-        }
-    }
-}
-
-/// Asserts INVALID_ARGUMENT whose details carry a field violation naming `field` (the path may
-/// be qualified, e.g. `subscription.ack_deadline` for `ack_deadline`).
-#[track_caller]
-pub fn assert_invalid_field<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) -> Status {
-    let status = assert_code(result, Code::InvalidArgument);
-    let details = status.get_error_details();
-    let violations = details
-        .bad_request()
-        .map(|bad_request| bad_request.field_violations.clone())
-        .unwrap_or_default();
-    assert!(
-        violations.iter().any(|v| names_field(&v.field, field)),
-        "expected a field violation for {field:?}, got {violations:?} ({status:?})"
-    );
-    status
-}
-
-fn names_field(path: &str, field: &str) -> bool {
-    path == field
-        || path.ends_with(&format!(".{field}"))
-        || path.starts_with(&format!("{field}["))
-        || path.starts_with(&format!("{field}."))
-        || path.contains(&format!(".{field}["))
-}
-
-/// Asserts FAILED_PRECONDITION whose message names `state` (in any letter case).
-#[track_caller]
-pub fn assert_precondition_names<T: std::fmt::Debug>(
-    result: Result<T, Status>,
-    state: &str,
-) -> Status {
-    let status = assert_code(result, Code::FailedPrecondition);
-    assert!(
-        status
-            .message()
-            .to_lowercase()
-            .contains(&state.to_lowercase()),
-        "the error should name the current state {state}: {:?}",
-        status.message()
-    );
-    status
 }

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use courier::proto::{
-    AckStatus, ConfirmRequest, DeadHead, DeliveryState, DiscardDeadLettersRequest,
-    GetStatsRequest, ListDeliveriesRequest, NackRequest, PublishRequest, ReceiveRequest,
-    RedriveRequest, RejectRequest, Subscription, UpdateSubscriptionRequest,
+    AckStatus, ConfirmRequest, DeadHead, DeliveryState, DiscardDeadLettersRequest, GetStatsRequest,
+    ListDeliveriesRequest, NackRequest, PublishRequest, ReceiveRequest, RedriveRequest,
+    RejectRequest, Subscription, UpdateSubscriptionRequest,
 };
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -73,19 +73,25 @@ pub async fn random_failures_keep_every_lane_in_confirm_order(apis: &[Api]) {
     confirms.shuffle(&mut rand::rng());
     let acked: AckedInOrder = Arc::default();
     let consumers: Vec<_> = (0..3)
-        .map(|n| tokio::spawn(consume_at_random(apis[n % apis.len()].clone(), acked.clone())))
+        .map(|n| {
+            tokio::spawn(consume_at_random(
+                apis[n % apis.len()].clone(),
+                acked.clone(),
+            ))
+        })
         .collect();
     let mut confirm_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (i, (lane, id)) in confirms.iter().enumerate() {
         let producer = &apis[i % apis.len()];
         producer
             .producer()
-            .confirm(ConfirmRequest {
-                message: by_id(id),
-            })
+            .confirm(ConfirmRequest { message: by_id(id) })
             .await
             .expect("Confirm");
-        confirm_order.entry(lane.clone()).or_default().push(id.clone());
+        confirm_order
+            .entry(lane.clone())
+            .or_default()
+            .push(id.clone());
     }
 
     let total = KEYS * PER_KEY;
@@ -211,7 +217,10 @@ async fn a_dead_head_blocks_its_lane_until_discarded() {
         .discarded;
     assert_eq!(discarded, 1);
     let delivery = server.receive_one(SUB, Duration::from_secs(5)).await;
-    assert_eq!(delivery.message_id, next, "the lane goes on after the discard");
+    assert_eq!(
+        delivery.message_id, next,
+        "the lane goes on after the discard"
+    );
     assert_eq!(
         server.delivery_status(&poison, SUB).await.state(),
         DeliveryState::Discarded
@@ -323,7 +332,10 @@ async fn receive_answers_fit_a_default_client() {
     let started = Instant::now();
     while received < 5 && started.elapsed() < Duration::from_secs(20) {
         let batch = server.receive(SUB, 10, Duration::from_secs(1)).await;
-        assert!(batch.len() <= 2, "two 1.5 MB payloads fit in 4 MB, three do not");
+        assert!(
+            batch.len() <= 2,
+            "two 1.5 MB payloads fit in 4 MB, three do not"
+        );
         received += batch.len();
     }
     assert_eq!(received, 5);

@@ -54,7 +54,10 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
         store.redrive(&name("nobody"), &[], redriven_at).await,
         Err(StoreError::NotFound(_))
     ));
-    let again = store.lease(&sub, Batch::messages(10), redriven_at).await.unwrap();
+    let again = store
+        .lease(&sub, Batch::messages(10), redriven_at)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 3);
     assert!(
         again
@@ -141,7 +144,10 @@ pub async fn list_messages_pages_and_filters(t: &TestStore) {
     );
     // Outcomes: ack one, kill one.
     let sub = store.get_subscription(&name(SUB)).await.unwrap();
-    let leased = store.lease(&sub, Batch::messages(10), later(now, 10)).await.unwrap();
+    let leased = store
+        .lease(&sub, Batch::messages(10), later(now, 10))
+        .await
+        .unwrap();
     assert_eq!(leased.len(), 2);
     store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
     store.reject(&leased[1].receipt, "", now).await.unwrap();
@@ -200,7 +206,10 @@ pub async fn list_deliveries_pages_and_filters(t: &TestStore) {
     }
     assert_eq!(seen, ids, "oldest message first");
 
-    let leased = store.lease(&sub, Batch::messages(2), later(now, 10)).await.unwrap();
+    let leased = store
+        .lease(&sub, Batch::messages(2), later(now, 10))
+        .await
+        .unwrap();
     assert_eq!(leased.len(), 2);
     let leased_ids: Vec<MessageId> = store
         .list_deliveries(DeliveryQuery {

@@ -19,7 +19,10 @@ pub async fn lease_then_ack(t: &TestStore) {
     let id = store.insert_message(sent.clone()).await.unwrap().message_id;
 
     let leased_at = later(now, 10);
-    let leased = store.lease(&sub, Batch::messages(10), leased_at).await.unwrap();
+    let leased = store
+        .lease(&sub, Batch::messages(10), leased_at)
+        .await
+        .unwrap();
     assert_eq!(leased.len(), 1);
     let delivery_out = &leased[0];
     assert_eq!(delivery_out.receipt.message_id, id);
@@ -196,7 +199,11 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
 
     let second = lease_one(store, &sub, now.plus(delay)).await;
     assert_eq!(
-        store.lease(&sub, Batch::messages(1), now.plus(delay)).await.unwrap().len(),
+        store
+            .lease(&sub, Batch::messages(1), now.plus(delay))
+            .await
+            .unwrap()
+            .len(),
         0
     );
     // The old receipt lost its lease.

@@ -61,7 +61,10 @@ async fn lease_all(
 async fn ack_one(store: &dyn Store, sub: &Subscription, now: Timestamp) -> MessageId {
     let receipt = lease_one(store, sub, now).await;
     assert_eq!(
-        store.ack(std::slice::from_ref(&receipt), now).await.unwrap(),
+        store
+            .ack(std::slice::from_ref(&receipt), now)
+            .await
+            .unwrap(),
         [AckStatus::Ok]
     );
     receipt.message_id
@@ -108,7 +111,11 @@ pub async fn lanes_follow_confirm_order_not_id_order(t: &TestStore) {
         .await
         .unwrap();
     let at = later(now, 10);
-    assert_eq!(lease_ids(store, &sub, at).await, [b], "B was confirmed first");
+    assert_eq!(
+        lease_ids(store, &sub, at).await,
+        [b],
+        "B was confirmed first"
+    );
     assert_eq!(
         lease_ids(store, &sub, at).await,
         [],
@@ -200,7 +207,11 @@ pub async fn unordered_subscriptions_do_not_hold_keys(t: &TestStore) {
     let b = publish_in(store, "b", "k", now).await;
     assert_eq!(lease_ids(store, &plain, now).await, sorted(vec![a, b]));
     assert_eq!(lease_ids(store, &lane, now).await, [a]);
-    assert_eq!(delivery(store, a).await.ordering_key, None, "not in a lane on SUB");
+    assert_eq!(
+        delivery(store, a).await.ordering_key,
+        None,
+        "not in a lane on SUB"
+    );
 }
 
 pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
@@ -213,7 +224,10 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
 
     let receipt = lease_one(store, &sub, now).await;
     assert_eq!(receipt.message_id, a);
-    store.reject(&receipt, "poison", later(now, 1)).await.unwrap();
+    store
+        .reject(&receipt, "poison", later(now, 1))
+        .await
+        .unwrap();
 
     let at = later(now, 2);
     let leased = lease_ids(store, &sub, at).await;
@@ -247,8 +261,17 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     store.expire_leases(at.plus(ACK_DEADLINE)).await.unwrap();
     assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Dead);
     let after = later(at.plus(ACK_DEADLINE), 1);
-    assert_eq!(store.discard_dead_letters(&sub.name, &[], after).await.unwrap(), 1);
-    assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Discarded);
+    assert_eq!(
+        store
+            .discard_dead_letters(&sub.name, &[], after)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        lane_delivery(store, a).await.state,
+        DeliveryState::Discarded
+    );
     assert_eq!(lease_ids(store, &sub, after).await, [b]);
     assert_eq!(lane_delivery(store, c).await.next_attempt_at, None);
     let stats = store.stats(after).await.unwrap();
@@ -324,7 +347,11 @@ pub async fn lanes_survive_a_restart(t: &TestStore) {
     assert_eq!(receipt.message_id, a);
     // Another process on the same database sees the lane exactly where it was.
     let (replica, _) = t.replica().await;
-    assert!(lease_ids(replica.as_ref(), &sub, later(now, 1)).await.is_empty());
+    assert!(
+        lease_ids(replica.as_ref(), &sub, later(now, 1))
+            .await
+            .is_empty()
+    );
     assert_eq!(
         replica.ack(&[receipt], later(now, 2)).await.unwrap(),
         [AckStatus::Ok]

@@ -394,5 +394,12 @@ pub async fn deliver_after_delays_the_first_delivery(t: &TestStore) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.lease(&sub, Batch::messages(10), due).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .lease(&sub, Batch::messages(10), due)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

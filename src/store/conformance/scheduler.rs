@@ -16,7 +16,10 @@ pub async fn expire_leases_checks_state_and_generation(t: &TestStore) {
     let sub = subscribe(store, 5, now).await;
     let acked = publish(store, "acked", now).await;
     let expired = publish(store, "expired", later(now, 1)).await;
-    let leased = store.lease(&sub, Batch::messages(10), later(now, 1)).await.unwrap();
+    let leased = store
+        .lease(&sub, Batch::messages(10), later(now, 1))
+        .await
+        .unwrap();
     assert_eq!(leased.len(), 2);
     assert_eq!(leased[0].receipt.message_id, acked, "oldest due first");
     store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
@@ -82,8 +85,22 @@ pub async fn expire_leases_on_the_last_attempt_is_dead(t: &TestStore) {
         publish(store, "k", now).await,
         publish(store, "k2", now).await,
     ];
-    assert_eq!(store.lease(&sub, Batch::messages(10), now).await.unwrap().len(), 2);
-    assert_eq!(store.lease(&audit, Batch::messages(10), now).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .lease(&sub, Batch::messages(10), now)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .lease(&audit, Batch::messages(10), now)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let deadline = now.plus(ACK_DEADLINE);
     // Every lease ends; only SUB's were the last attempts (audit's are retried).
     let expired = store.expire_leases(deadline).await.unwrap();
@@ -109,7 +126,14 @@ pub async fn expire_leases_on_the_last_attempt_is_dead(t: &TestStore) {
 
     // audit's second and last attempts run out too. Backoff after attempt 1: 1 s, ±20 %.
     let retried = later(deadline, 1_200);
-    assert_eq!(store.lease(&audit, Batch::messages(10), retried).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .lease(&audit, Batch::messages(10), retried)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(
         store
             .expire_leases(retried.plus(ACK_DEADLINE))
@@ -312,7 +336,10 @@ pub async fn concurrent_acks_on_two_subscriptions_finish_the_message(t: &TestSto
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let mut tasks = Vec::new();
     for (store, sub) in [(t.store.clone(), billing), (replica.clone(), audit)] {
-        let mut leased = store.lease(&sub, Batch::messages(MESSAGES as u32), now).await.unwrap();
+        let mut leased = store
+            .lease(&sub, Batch::messages(MESSAGES as u32), now)
+            .await
+            .unwrap();
         assert_eq!(leased.len(), MESSAGES);
         leased.sort_by_key(|d| d.receipt.message_id);
         let barrier = barrier.clone();

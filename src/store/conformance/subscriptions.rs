@@ -128,7 +128,13 @@ pub async fn delete_subscription_removes_its_deliveries(t: &TestStore) {
     assert_eq!(store.next_due(&name(SUB)).await.unwrap(), None);
     // Created again under the same name, it starts empty.
     let sub = subscribe(store, 5, now).await;
-    assert!(store.lease(&sub, Batch::messages(10), now).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease(&sub, Batch::messages(10), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn checkers_register_and_replace(t: &TestStore) {

@@ -176,7 +176,8 @@ pub async fn ack(
             match classify_ack(current.get(&key).copied(), receipt.generation) {
                 AckVerdict::Acknowledge => {
                     if let Some(lane_key) = lane_keys.get(&key) {
-                        acked_in_lanes.push((receipt.subscription.as_str(), Some(lane_key.as_str())));
+                        acked_in_lanes
+                            .push((receipt.subscription.as_str(), Some(lane_key.as_str())));
                     }
                     current.insert(key, (DeliveryState::Acked, receipt.generation));
                     AckStatus::Ok

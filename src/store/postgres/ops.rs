@@ -108,7 +108,9 @@ pub async fn update_subscription(
         .bind(updated.name.as_str())
         .fetch_all(&mut *conn)
         .await?;
-        let held = held.iter().map(|key| (updated.name.as_str(), Some(key.as_str())));
+        let held = held
+            .iter()
+            .map(|key| (updated.name.as_str(), Some(key.as_str())));
         let lanes = store_lanes::distinct_lanes(held);
         effects = effects.and(lanes::advance(conn, &lanes, now).await?);
     }
@@ -428,7 +430,10 @@ pub async fn redrive(
         store_lanes::REDRIVEN_DUE_AT
     );
     let (redriven, effects) = end_dead(conn, subscription, message_ids, &set, now).await?;
-    Ok((redriven, effects.and(Effects::redriven(subscription, redriven))))
+    Ok((
+        redriven,
+        effects.and(Effects::redriven(subscription, redriven)),
+    ))
 }
 
 pub async fn discard(

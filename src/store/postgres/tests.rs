@@ -146,7 +146,12 @@ async fn a_confirm_on_one_replica_wakes_waiters_on_another() {
     tokio::pin!(scheduler);
     scheduler.as_mut().enable();
     leases.looking();
-    assert!(!a.lease(&sub, Batch::messages(1), Timestamp::now()).await.unwrap().is_empty());
+    assert!(
+        !a.lease(&sub, Batch::messages(1), Timestamp::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tokio::time::timeout(Duration::from_secs(3), scheduler)
         .await
         .expect("the other replica hears of new leases");
@@ -246,7 +251,11 @@ async fn two_replicas_sweeping_expired_leases_end_each_once() {
     }
     let mut leased = 0;
     loop {
-        let batch = a.lease(&sub, Batch::messages(1000), now).await.unwrap().len();
+        let batch = a
+            .lease(&sub, Batch::messages(1000), now)
+            .await
+            .unwrap()
+            .len();
         if batch == 0 {
             break;
         }
@@ -295,7 +304,10 @@ async fn a_call_blocked_on_a_stalled_transaction_fails_fast() {
         .unwrap()
         .0;
     store.insert_message(message("k", true)).await.unwrap();
-    let receipt = store.lease(&sub, Batch::messages(1), Timestamp::now()).await.unwrap()[0]
+    let receipt = store
+        .lease(&sub, Batch::messages(1), Timestamp::now())
+        .await
+        .unwrap()[0]
         .receipt
         .clone();
 
@@ -465,7 +477,10 @@ async fn outage(link: Link) {
 
     // Nothing lost: the message from before is delivered, new writes work.
     store.insert_message(message("after", true)).await.unwrap();
-    let leased = store.lease(&sub, Batch::messages(1000), Timestamp::now()).await.unwrap();
+    let leased = store
+        .lease(&sub, Batch::messages(1000), Timestamp::now())
+        .await
+        .unwrap();
     let leased_ids: Vec<MessageId> = leased.iter().map(|d| d.receipt.message_id).collect();
     assert!(leased_ids.contains(&before.message_id), "{leased_ids:?}");
     // The listener is back too: another replica's writes wake this one.

@@ -45,7 +45,10 @@ pub fn lease(
             Ok((size, delivery))
         },
     )?;
-    candidates.truncate(rules::fitting(candidates.iter().map(|(size, _)| *size), batch));
+    candidates.truncate(rules::fitting(
+        candidates.iter().map(|(size, _)| *size),
+        batch,
+    ));
     let leased: Vec<LeasedDelivery> = candidates.into_iter().map(|(_, d)| d).collect();
     for delivery in &leased {
         execute(
@@ -128,7 +131,10 @@ pub fn ack(conn: &Connection, receipts: &[Receipt], now: Timestamp) -> Written<V
 
 /// The current lease of `receipt`, or the error its holder should see.
 fn held_lease(conn: &Connection, receipt: &Receipt) -> Result<(LeaseCheck, u32), StoreError> {
-    rules::held_lease(delivery_lease(conn, receipt)?.map(|(lease, _)| lease), receipt)
+    rules::held_lease(
+        delivery_lease(conn, receipt)?.map(|(lease, _)| lease),
+        receipt,
+    )
 }
 
 /// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.

@@ -130,8 +130,14 @@ pub fn update_subscription(
             [updated.name.as_str()],
             |row| Ok(row.get::<_, String>(0)?),
         )?;
-        let held = held.iter().map(|key| (updated.name.as_str(), Some(key.as_str())));
-        effects = effects.and(lanes::advance(conn, &store_lanes::distinct_lanes(held), now)?);
+        let held = held
+            .iter()
+            .map(|key| (updated.name.as_str(), Some(key.as_str())));
+        effects = effects.and(lanes::advance(
+            conn,
+            &store_lanes::distinct_lanes(held),
+            now,
+        )?);
     }
     Ok((updated, effects))
 }
@@ -415,7 +421,10 @@ pub fn redrive(
         numbered(store_lanes::REDRIVEN_DUE_AT)
     );
     let (redriven, effects) = end_dead(conn, subscription, message_ids, &set, now)?;
-    Ok((redriven, effects.and(Effects::redriven(subscription, redriven))))
+    Ok((
+        redriven,
+        effects.and(Effects::redriven(subscription, redriven)),
+    ))
 }
 
 pub fn discard(
