@@ -100,6 +100,9 @@ struct BenchArgs {
     /// built with `--features rabbitmq`.
     #[arg(long, value_name = "AMQP_URL", conflicts_with_all = ["store_only", "backlog"])]
     peer: Option<String>,
+    /// An ordered subscription, with the messages spread over N ordering keys (lanes).
+    #[arg(long, value_name = "N", conflicts_with = "peer", value_parser = clap::value_parser!(u32).range(1..))]
+    ordered_keys: Option<u32>,
     /// The durable queue --peer declares (fresh per run, deleted after).
     #[arg(long, value_enum, default_value_t = courier::bench::PeerQueue::Quorum)]
     peer_queue: courier::bench::PeerQueue,
@@ -246,6 +249,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         store_only: args.store_only,
         backlog: args.backlog,
         config_file: args.config,
+        ordered_keys: args.ordered_keys,
         client: courier::client::ClientOptions {
             token: args.token,
             ca_file: args.ca_file,

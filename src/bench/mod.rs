@@ -100,6 +100,9 @@ pub struct BenchOptions {
     pub config_file: Option<PathBuf>,
     /// Token, CA and client certificate the bench's clients connect with.
     pub client: crate::client::ClientOptions,
+    /// An ordered subscription, and messages spread over this many ordering keys (lanes);
+    /// `None`: an unordered subscription and no keys.
+    pub ordered_keys: Option<u32>,
     pub launch: Launch,
 }
 
@@ -122,6 +125,7 @@ impl Default for BenchOptions {
             backlog: None,
             config_file: None,
             client: crate::client::ClientOptions::default(),
+            ordered_keys: None,
             launch: Launch::InProcess,
         }
     }
@@ -262,7 +266,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
             let config = server_config(options, database.url())?;
             let wakeups = crate::wakeups::Wakeups::default();
             let store = crate::store::open(&config, wakeups.clone()).await?;
-            let target = StoreTarget::new(store, wakeups, &config, &topic).await?;
+            let target = StoreTarget::new(store, wakeups, &config, &topic, options.ordered_keys).await?;
             let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
             report.note(format!(
                 "backlog: {backlog} messages loaded through the store in {seconds:.1} s"
@@ -353,7 +357,7 @@ async fn run_store_only(
     let config = server_config(options, database.url())?;
     let wakeups = crate::wakeups::Wakeups::default();
     let store = crate::store::open(&config, wakeups.clone()).await?;
-    let target = StoreTarget::new(store.clone(), wakeups, &config, &topic).await?;
+    let target = StoreTarget::new(store.clone(), wakeups, &config, &topic, options.ordered_keys).await?;
     let before = match database.xact_commit().await? {
         Some(count) => Some(count),
         None => Some(crate::store::sqlite::commits_to(database.url())),

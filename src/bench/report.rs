@@ -157,6 +157,7 @@ impl Report {
             "backend": self.backend,
             "path": self.path,
             "mode": mode,
+            "ordered_keys": options.ordered_keys,
             "producers": options.producers,
             "consumers": options.consumers,
             "payload_bytes": options.payload_bytes,
@@ -207,6 +208,12 @@ impl Report {
             options.batch,
             options.connections,
         );
+        if let Some(keys) = options.ordered_keys {
+            let _ = writeln!(
+                text,
+                "  ordered subscription: messages spread over {keys} ordering keys (lanes)"
+            );
+        }
         for note in &self.notes {
             let _ = writeln!(text, "  {note}");
         }

@@ -57,6 +57,35 @@ pub trait Target: Send + Sync {
 pub struct GrpcTarget {
     channels: Vec<AuthChannel>,
     topic: String,
+    lanes: Lanes,
+}
+
+/// How the bench spreads its messages over ordering keys: none, or `keys` lanes of an ordered
+/// subscription, each message in the lane its producer key hashes to.
+#[derive(Debug, Clone, Copy)]
+pub struct Lanes {
+    keys: Option<u32>,
+}
+
+impl Lanes {
+    pub fn new(keys: Option<u32>) -> Self {
+        Self { keys }
+    }
+
+    pub fn ordered(self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The ordering key of the message with producer key `key`: empty when unordered.
+    pub fn key_of(self, key: &str) -> String {
+        use std::hash::{Hash, Hasher};
+        let Some(keys) = self.keys else {
+            return String::new();
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        format!("lane-{}", hasher.finish() % u64::from(keys.max(1)))
+    }
 }
 
 impl GrpcTarget {
@@ -81,6 +110,7 @@ impl GrpcTarget {
         Ok(Self {
             channels,
             topic: topic.to_owned(),
+            lanes: Lanes::new(options.ordered_keys),
         })
     }
 
@@ -95,6 +125,7 @@ impl GrpcTarget {
                 subscription: Some(proto::Subscription {
                     name: self.topic.clone(),
                     topic: self.topic.clone(),
+                    ordered: self.lanes.ordered(),
                     ..Default::default()
                 }),
             })
@@ -109,6 +140,7 @@ impl Target for GrpcTarget {
         Box::new(GrpcProducer {
             client: ProducerClient::new(self.channel(index)),
             topic: self.topic.clone(),
+            lanes: self.lanes,
         })
     }
 
@@ -130,6 +162,7 @@ impl Target for GrpcTarget {
 struct GrpcProducer {
     client: ProducerClient<AuthChannel>,
     topic: String,
+    lanes: Lanes,
 }
 
 #[async_trait]
@@ -140,6 +173,7 @@ impl Producer for GrpcProducer {
             .prepare(proto::PrepareRequest {
                 producer: PRODUCER.into(),
                 topic: self.topic.clone(),
+                ordering_key: self.lanes.key_of(&key),
                 key,
                 payload,
                 ..Default::default()
@@ -166,6 +200,7 @@ impl Producer for GrpcProducer {
             .publish(proto::PublishRequest {
                 producer: PRODUCER.into(),
                 topic: self.topic.clone(),
+                ordering_key: self.lanes.key_of(&key),
                 key,
                 payload,
                 ..Default::default()
@@ -232,6 +267,7 @@ pub struct StoreTarget {
     wakeups: Wakeups,
     config: Arc<Config>,
     subscription: Subscription,
+    lanes: Lanes,
 }
 
 impl StoreTarget {
@@ -241,10 +277,13 @@ impl StoreTarget {
         wakeups: Wakeups,
         config: &Config,
         topic: &str,
+        ordered_keys: Option<u32>,
     ) -> Result<Self, BenchError> {
+        let lanes = Lanes::new(ordered_keys);
         let requested = proto::Subscription {
             name: topic.to_owned(),
             topic: topic.to_owned(),
+            ordered: lanes.ordered(),
             ..Default::default()
         };
         let subscription = convert::create_subscription(Some(requested), &config.subscriptions)
@@ -255,6 +294,7 @@ impl StoreTarget {
             wakeups,
             config: Arc::new(config.clone()),
             subscription,
+            lanes,
         })
     }
 }
@@ -265,6 +305,7 @@ impl Target for StoreTarget {
             store: self.store.clone(),
             config: self.config.clone(),
             topic: self.subscription.topic.to_string(),
+            lanes: self.lanes,
         })
     }
 
@@ -285,6 +326,7 @@ struct StoreProducer {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     topic: String,
+    lanes: Lanes,
 }
 
 impl StoreProducer {
@@ -298,12 +340,12 @@ impl StoreProducer {
         let fields = MessageFields {
             producer: PRODUCER.into(),
             topic: self.topic.clone(),
+            ordering_key: self.lanes.key_of(&key),
             key,
             payload,
             headers: Default::default(),
             check_after: None,
             deliver_after: None,
-            ordering_key: String::new(),
         };
         let message = convert::new_message(fields, publish, &self.config)
             .map_err(|error| BenchError::Server(format!("message: {error:?}")))?;
