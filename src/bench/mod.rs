@@ -266,7 +266,8 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
             let config = server_config(options, database.url())?;
             let wakeups = crate::wakeups::Wakeups::default();
             let store = crate::store::open(&config, wakeups.clone()).await?;
-            let target = StoreTarget::new(store, wakeups, &config, &topic, options.ordered_keys).await?;
+            let target =
+                StoreTarget::new(store, wakeups, &config, &topic, options.ordered_keys).await?;
             let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
             report.note(format!(
                 "backlog: {backlog} messages loaded through the store in {seconds:.1} s"
@@ -357,7 +358,14 @@ async fn run_store_only(
     let config = server_config(options, database.url())?;
     let wakeups = crate::wakeups::Wakeups::default();
     let store = crate::store::open(&config, wakeups.clone()).await?;
-    let target = StoreTarget::new(store.clone(), wakeups, &config, &topic, options.ordered_keys).await?;
+    let target = StoreTarget::new(
+        store.clone(),
+        wakeups,
+        &config,
+        &topic,
+        options.ordered_keys,
+    )
+    .await?;
     let before = match database.xact_commit().await? {
         Some(count) => Some(count),
         None => Some(crate::store::sqlite::commits_to(database.url())),

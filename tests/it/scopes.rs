@@ -14,10 +14,10 @@ use courier::proto::consumer_client::ConsumerClient;
 use courier::proto::producer_client::ProducerClient;
 use courier::proto::{
     AckRequest, CancelRequest, CheckStatusRequest, ConfirmRequest, CreateSubscriptionRequest,
-    Decision, DeleteSubscriptionRequest, ExtendLeaseRequest, GetStatsRequest,
-    GetSubscriptionRequest, ListDeliveriesRequest, ListMessagesRequest, ListSubscriptionsRequest,
-    NackRequest, ReceiveRequest, RedriveRequest, RegisterCheckerRequest, RejectRequest,
-    ResolveRequest, UpdateSubscriptionRequest,
+    Decision, DeleteSubscriptionRequest, DiscardDeadLettersRequest, ExtendLeaseRequest,
+    GetStatsRequest, GetSubscriptionRequest, ListDeliveriesRequest, ListMessagesRequest,
+    ListSubscriptionsRequest, NackRequest, ReceiveRequest, RedriveRequest, RegisterCheckerRequest,
+    RejectRequest, ResolveRequest, UpdateSubscriptionRequest,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -376,6 +376,22 @@ fn cases() -> Vec<Case> {
                 async move {
                     ok(c.admin
                         .redrive(RedriveRequest {
+                            subscription: SHOP_SUB.into(),
+                            message_ids: vec![],
+                        })
+                        .await)
+                }
+                .boxed()
+            },
+            &["admin"],
+            &[("reader", "admin"), ("billing", "admin")],
+        ),
+        case(
+            "/courier.v1.Admin/DiscardDeadLetters",
+            |mut c, _| {
+                async move {
+                    ok(c.admin
+                        .discard_dead_letters(DiscardDeadLettersRequest {
                             subscription: SHOP_SUB.into(),
                             message_ids: vec![],
                         })
