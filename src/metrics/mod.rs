@@ -1,5 +1,5 @@
-//! Prometheus metrics: every metric Courier exports is defined here ([`families`], [`gauges`]),
-//! and the rest of the code records through the small functions of [`events`]
+//! Prometheus metrics: every metric Courier exports is defined here (`families.rs`,
+//! `gauges.rs`), and the rest of the code records through the small functions of `events.rs`
 //! (`metrics::message_prepared()`, …).
 //!
 //! Counters and histograms live in one process-wide set, as they count what this process did.
