@@ -17,6 +17,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
 use crate::store::Store;
+use crate::telemetry::ErrorChain;
 
 /// How often the store is pinged while it answers and no call reports it away.
 const HEALTHY_INTERVAL: Duration = Duration::from_secs(5);
@@ -103,7 +104,7 @@ async fn answers(store: &dyn Store, timeout: Duration, serving: bool) -> bool {
         Ok(Ok(())) => true,
         Ok(Err(error)) => {
             if serving {
-                warn!(error = %api::status::ErrorChain(&error), "store ping failed");
+                warn!(error = %ErrorChain(&error), "store ping failed");
             }
             false
         }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 pub mod domain;
 pub mod health;
+pub mod http_listener;
 pub mod metrics;
 pub mod proto;
 pub mod scheduler;
@@ -192,7 +193,7 @@ pub async fn run_with(
 
     if let Some(metrics_listener) = metrics_listener {
         let store = services_store.clone();
-        tracker.spawn(metrics::serve(
+        tracker.spawn(http_listener::serve(
             metrics_listener,
             store,
             keyring,

@@ -2,8 +2,11 @@
 //!
 //! Logs go to stderr (stdout belongs to the operator commands' output). Handlers and
 //! scheduler steps run in spans that carry their message id and subscription, so every line
-//! logged inside one names what it was about.
+//! logged inside one names what it was about. An error is logged with its whole cause chain
+//! ([`ErrorChain`]).
 
+use std::error::Error;
+use std::fmt;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
@@ -45,5 +48,52 @@ pub fn record_message(message: &crate::domain::MessageRef) {
             // A key is any UTF-8: quoted, so it cannot break a log line.
             tracing::Span::current().record("key", tracing::field::debug(key.as_str()));
         }
+    }
+}
+
+/// Formats an error with every source below it: `store failure: caused by: disk I/O error`.
+pub struct ErrorChain<'a>(pub &'a (dyn Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Layer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|cause| cause as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause() {
+        let disk = Layer("disk I/O error", None);
+        let store = Layer("store failure", Some(Box::new(disk)));
+        assert_eq!(
+            ErrorChain(&store).to_string(),
+            "store failure: caused by: disk I/O error"
+        );
     }
 }

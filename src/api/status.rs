@@ -1,15 +1,13 @@
 //! The one table from Courier's errors to gRPC status codes (DESIGN.md, "Errors"). Clients see
 //! codes and plain messages; internal causes go to the log only.
 
-use std::error::Error;
-use std::fmt;
-
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{error, warn};
 
 use crate::convert::RequestError;
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// Maps a store error to the status a client sees. Exhaustive on purpose: a new variant must
 /// be given a code here before it compiles.
@@ -79,21 +77,6 @@ impl From<RequestError> for Status {
 
 fn join(parts: impl Iterator<Item = String>) -> String {
     parts.collect::<Vec<_>>().join("; ")
-}
-
-/// Formats an error with every source below it: `store failure: caused by: disk I/O error`.
-pub struct ErrorChain<'a>(pub &'a (dyn Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": caused by: {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

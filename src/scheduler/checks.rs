@@ -231,9 +231,9 @@ impl CheckBack {
                 } else {
                     checker.timeout
                 };
-                match metrics::check_called(
-                    self.callbacks.check(&checker.endpoint, &due, timeout).await,
-                ) {
+                let answer = self.callbacks.check(&checker.endpoint, &due, timeout).await;
+                metrics::check_answered(answer_label(&answer));
+                match answer {
                     Ok(CheckAnswer::Decided(decision)) => Ok(decision),
                     Ok(CheckAnswer::Unknown) => Err("the checker answered UNKNOWN".to_owned()),
                     Ok(CheckAnswer::Unspecified) => {
@@ -317,5 +317,38 @@ fn log_applied(due: &DueCheck, verdict: &CheckVerdict, now: Timestamp) {
                 "checks exhausted: message is UNRESOLVED, held for Admin.Resolve or the producer"
             );
         }
+    }
+}
+
+/// The `outcome` label of a Checker call's result.
+fn answer_label<E>(answer: &Result<CheckAnswer, E>) -> metrics::CheckOutcome {
+    match answer {
+        Ok(CheckAnswer::Decided(Decision::Commit)) => metrics::CheckOutcome::Commit,
+        Ok(CheckAnswer::Decided(Decision::Rollback)) => metrics::CheckOutcome::Rollback,
+        Ok(CheckAnswer::Unknown) => metrics::CheckOutcome::Unknown,
+        Ok(CheckAnswer::Unspecified) | Err(_) => metrics::CheckOutcome::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_without_a_decision_count_as_errors() {
+        let label = |answer: Result<CheckAnswer, &str>| answer_label(&answer);
+        assert_eq!(
+            label(Ok(CheckAnswer::Decided(Decision::Rollback))),
+            metrics::CheckOutcome::Rollback
+        );
+        assert_eq!(
+            label(Ok(CheckAnswer::Unknown)),
+            metrics::CheckOutcome::Unknown
+        );
+        assert_eq!(
+            label(Ok(CheckAnswer::Unspecified)),
+            metrics::CheckOutcome::Error
+        );
+        assert_eq!(label(Err("timed out")), metrics::CheckOutcome::Error);
     }
 }

@@ -1,6 +1,7 @@
-//! The metrics listener: a small HTTP/1.1 server answering `GET /metrics` with the OpenMetrics
-//! text exposition, and `GET /.well-known/jwks.json` with the public keys that verify the JWT
-//! on every callback. The backlog gauges are read from the store on each scrape (one scrape at
+//! The HTTP listener (`metrics_listen`): a small HTTP/1.1 server answering `GET /metrics` with
+//! the OpenMetrics text exposition, and `GET /.well-known/jwks.json` with the public keys that
+//! verify the JWT on every callback. It sits beside the gRPC server in the wiring, as it reads
+//! the store, the metrics and the callbacks' keyring. The backlog gauges are read from the store on each scrape (one scrape at
 //! a time; scrapes that arrive meanwhile share its result), so they are never staler than the
 //! scrape interval and cost nothing between scrapes.
 
@@ -23,7 +24,9 @@ use tracing::{debug, warn};
 
 use crate::callbacks::Keyring;
 use crate::domain::Timestamp;
+use crate::metrics;
 use crate::store::{Stats, Store};
+use crate::telemetry::ErrorChain;
 
 /// Longest a scrape waits for the store's stats; past it the scrape answers without gauges.
 const STATS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,23 +51,23 @@ impl Scrapes {
         if let Some((read_at, stats)) = last.as_ref()
             && read_at.elapsed() < STATS_SHARE
         {
-            return super::encode(Some(stats));
+            return metrics::encode(Some(stats));
         }
         match tokio::time::timeout(STATS_TIMEOUT, self.store.stats(Timestamp::now())).await {
             Ok(Ok(stats)) => {
-                let text = super::encode(Some(&stats));
+                let text = metrics::encode(Some(&stats));
                 *last = Some((Instant::now(), stats));
                 text
             }
             Ok(Err(error)) => {
-                super::stats_failed();
-                warn!(error = %crate::api::status::ErrorChain(&error), "metrics: cannot read stats from the store");
-                super::encode(None)
+                metrics::stats_failed();
+                warn!(error = %ErrorChain(&error), "metrics: cannot read stats from the store");
+                metrics::encode(None)
             }
             Err(_) => {
-                super::stats_failed();
+                metrics::stats_failed();
                 warn!(timeout = ?STATS_TIMEOUT, "metrics: reading stats from the store timed out");
-                super::encode(None)
+                metrics::encode(None)
             }
         }
     }

@@ -1,0 +1,105 @@
+//! What requests may carry (`limits`) and what a subscription gets for the fields its creator
+//! left unset (`subscriptions`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, duration_text, invalid};
+use crate::domain::RetryPolicy;
+
+/// Values that subscriptions take for fields their creator left unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionDefaults {
+    #[serde(with = "duration_text")]
+    pub ack_deadline: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "duration_text")]
+    pub initial_backoff: Duration,
+    #[serde(with = "duration_text")]
+    pub max_backoff: Duration,
+    pub multiplier: f64,
+}
+
+impl SubscriptionDefaults {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            multiplier: self.multiplier,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_payload_bytes: usize,
+    pub max_headers: usize,
+    /// Sum of the lengths of every header name and value.
+    pub max_header_bytes: usize,
+    /// Most bytes one Receive answers (ReceiveRequest.max_bytes may ask for less). The default
+    /// keeps an answer within a default gRPC client's 4 MiB message limit.
+    pub max_receive_bytes: u32,
+}
+
+impl Default for SubscriptionDefaults {
+    fn default() -> Self {
+        Self {
+            ack_deadline: Duration::from_secs(30),
+            max_attempts: 16,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 1024 * 1024,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+            max_receive_bytes: 4_000_000,
+        }
+    }
+}
+
+impl SubscriptionDefaults {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(Duration::from_secs(1)..=Duration::from_secs(12 * 3600)).contains(&self.ack_deadline) {
+            return invalid("subscriptions.ack_deadline", "must be between 1s and 12h");
+        }
+        if !(1..=1000).contains(&self.max_attempts) {
+            return invalid("subscriptions.max_attempts", "must be between 1 and 1000");
+        }
+        if self.initial_backoff.is_zero() {
+            return invalid("subscriptions.initial_backoff", "must be more than 0");
+        }
+        if self.max_backoff < self.initial_backoff {
+            return invalid(
+                "subscriptions.max_backoff",
+                "must be at least subscriptions.initial_backoff",
+            );
+        }
+        if !(1.0..=10.0).contains(&self.multiplier) {
+            return invalid("subscriptions.multiplier", "must be between 1.0 and 10.0");
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > 64 * 1024 * 1024 {
+            return invalid("limits.max_payload_bytes", "must be between 1 and 64 MiB");
+        }
+        if self.max_receive_bytes < 64 * 1024 {
+            return invalid("limits.max_receive_bytes", "must be at least 64 KiB");
+        }
+        Ok(())
+    }
+}
