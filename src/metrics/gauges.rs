@@ -46,11 +46,13 @@ pub(super) fn register_gauges(registry: &mut Registry, stats: &Stats) {
     let deliveries = Family::<DeliveryStateLabels, Gauge>::default();
     let oldest_pending =
         Family::<BacklogLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let blocked_lanes = Family::<BacklogLabels, Gauge>::default();
     for sub in &stats.subscriptions {
         for (state, count) in [
             ("pending", sub.pending),
             ("leased", sub.leased),
             ("dead", sub.dead),
+            ("discarded", sub.discarded),
         ] {
             deliveries
                 .get_or_create(&DeliveryStateLabels {
@@ -66,6 +68,12 @@ pub(super) fn register_gauges(registry: &mut Registry, stats: &Stats) {
                 topic: sub.topic.clone(),
             })
             .set(sub.oldest_pending_age.unwrap_or_default().as_secs_f64());
+        blocked_lanes
+            .get_or_create(&BacklogLabels {
+                subscription: sub.subscription.clone(),
+                topic: sub.topic.clone(),
+            })
+            .set(saturating_i64(sub.blocked_lanes));
     }
 
     registry.register(
@@ -87,8 +95,14 @@ pub(super) fn register_gauges(registry: &mut Registry, stats: &Stats) {
     );
     registry.register(
         "subscription_deliveries",
-        "Deliveries by subscription and state: pending, leased or dead",
+        "Deliveries by subscription and state: pending, leased, dead or discarded",
         deliveries,
+    );
+    registry.register(
+        "subscription_blocked_lanes",
+        "Ordering-key lanes held by a DEAD head, by subscription (ordered subscriptions that \
+         block on one): redrive or discard the head",
+        blocked_lanes,
     );
     registry.register_with_unit(
         "subscription_oldest_pending_age",

@@ -71,11 +71,14 @@ pub fn lease(
     Ok((leased, effects))
 }
 
-/// The state, generation and attempts of a delivery, and its lane's key, if it exists.
+/// A delivery's state, generation and attempts, and its lane's key.
+type LeaseAndLane = ((DeliveryState, u32, u32), Option<String>);
+
+/// The lease of a delivery and its lane's key, if it exists.
 fn delivery_lease(
     conn: &Connection,
     receipt: &Receipt,
-) -> Result<Option<((DeliveryState, u32, u32), Option<String>)>, StoreError> {
+) -> Result<Option<LeaseAndLane>, StoreError> {
     query_one(
         conn,
         "SELECT state, generation, attempts, ordering_key FROM deliveries \
