@@ -1,6 +1,6 @@
 //! The server out of file descriptors: started under a low `ulimit -n`, flooded with more
 //! connections than it may open. Connections beyond the limit are refused, fail or go
-//! unanswered, the server does not die, and it serves again once they close.
+//! unanswered, the server does not die nor spin a core, and it serves again once they close.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use crate::process::{Courier, Launch};
 const FD_LIMIT: u32 = 128;
 /// Connections opened at once, each with a call: well past the limit.
 const FLOOD: usize = 400;
+/// How long the server is watched while out of descriptors.
+const IDLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -57,6 +59,16 @@ async fn out_of_file_descriptors_the_server_lives_and_serves_again() {
         clients.push(client);
     }
     println!("{FLOOD} connections against ulimit -n {FD_LIMIT}: {tally:?}");
+    // Still out of descriptors (the clients hold their connections): the accept loop must
+    // wait, not spin a core.
+    let cpu_before = server.cpu_time();
+    tokio::time::sleep(IDLE).await;
+    let cpu = server.cpu_time() - cpu_before;
+    println!("CPU while out of descriptors: {cpu:?} in {IDLE:?}");
+    assert!(
+        cpu < IDLE / 4,
+        "the server used {cpu:?} of CPU in {IDLE:?} out of descriptors"
+    );
     server.assert_running();
     assert!(
         tally.failed + tally.unanswered > 0,
