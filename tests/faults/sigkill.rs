@@ -92,14 +92,14 @@ async fn postgres_loses_nothing_when_replicas_are_killed_holding_leases() {
             }
             assert!(
                 killed_at.elapsed() < TAKEOVER,
-                "{} killed holding {} leases; only {taken_over} delivered again by the other replica within {TAKEOVER:?}",
+                "{} killed with {} leases held; only {taken_over} delivered again by the other replica within {TAKEOVER:?}",
                 victim.name,
                 held.len()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         println!(
-            "{} killed holding {} leases; the other replica delivered them again within {:?}",
+            "{} killed with {} leases held; the other replica delivered them again within {:?}",
             victim.name,
             held.len(),
             killed_at.elapsed()
