@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tower_layer::{Identity, Stack};
 use tracing::{info, warn};
@@ -204,10 +204,8 @@ pub async fn run_with(
     let stop_accepting = shutdown.clone().cancelled_owned();
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match &security.tls {
-            // Same as TcpListenerStream, plus TCP_NODELAY: small unary calls must not wait on
-            // Nagle.
             None => Box::pin(router.serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                security::incoming::plain_incoming(listener),
                 stop_accepting,
             )),
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(

@@ -1,12 +1,14 @@
 //! The TLS accept loop: each new connection is handshaken with the rustls configuration that
 //! is current when it arrives, so a reload (SIGHUP) applies to new connections while open ones
 //! keep theirs. Handshakes run concurrently, each with a deadline, so one slow client cannot
-//! hold up the others; finished connections go to tonic as its incoming stream.
+//! hold up the others; finished connections go to tonic as its incoming stream. Without TLS,
+//! tonic's own accept loop, with the same pause after a failed accept.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -14,6 +16,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use super::Swappable;
@@ -26,6 +29,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const QUEUE: usize = 64;
 
 pub type TlsConnection = TlsStream<TcpStream>;
+
+/// Plain TCP connections from `listener`, with TCP_NODELAY (small unary calls must not wait on
+/// Nagle). tonic retries a failed accept at once; out of file descriptors that would spin a
+/// core until one frees, so each failure pauses the loop first.
+pub fn plain_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<TcpStream>> {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .then(|accepted| async move {
+            if let Err(error) = &accepted {
+                warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+            accepted
+        })
+}
 
 /// Accepts on `listener` until `stop` is cancelled; yields handshaken connections.
 pub fn tls_incoming(

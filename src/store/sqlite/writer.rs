@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::error::writer_stopped;
+use super::error::{batch_not_committed, writer_stopped};
 use crate::store::StoreError;
 
 /// A queued write: runs on the writer's connection and says whether it failed and how to
@@ -22,7 +22,7 @@ use crate::store::StoreError;
 type Job = Box<dyn FnOnce(&Connection) -> Ran + Send>;
 
 /// Answers a caller with its operation's result, or with the batch's commit failure.
-type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+type Answer = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
 
 struct Ran {
     failed: bool,
@@ -62,12 +62,10 @@ impl Writer {
         let job: Job = Box::new(move |connection| {
             let result = operation(connection);
             let failed = result.is_err();
-            let answer = Box::new(move |commit_failure: Option<&str>| {
+            let answer = Box::new(move |commit_failure: Option<&rusqlite::Error>| {
                 let result = match commit_failure {
                     None => result,
-                    Some(failure) => Err(StoreError::internal(format!(
-                        "the batch holding this write did not commit: {failure}"
-                    ))),
+                    Some(failure) => Err(batch_not_committed(failure)),
                 };
                 let _ = reply.send(result);
             });
@@ -128,11 +126,11 @@ fn run(
             }
             Err((answers, error)) => {
                 tracing::error!(error = %error, "sqlite batch failed to commit");
-                (answers, Some(error.to_string()))
+                (answers, Some(error))
             }
         };
         for answer in answers {
-            answer(failure.as_deref());
+            answer(failure.as_ref());
         }
     }
     if let Err((_, error)) = connection.close() {
