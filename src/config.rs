@@ -19,7 +19,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use callbacks::CallbacksConfig;
-pub use limits::{Limits, SubscriptionDefaults};
+pub use limits::{InFlightLimits, Limits, SubscriptionDefaults};
 pub use scheduler::{ChecksConfig, PushConfig, RetentionConfig};
 pub use security::{AuthConfig, TlsConfig};
 pub use store::{PostgresConfig, SqliteConfig};

@@ -35,9 +35,10 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tower_layer::{Identity, Stack};
 use tracing::{info, warn};
 
+use crate::api::admission::AdmissionLayer;
 use crate::api::auth::AuthLayer;
 use crate::api::{ApiContext, Services};
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::health::StoreOutages;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
@@ -189,6 +190,7 @@ pub async fn run_with(
         services,
         health_service,
         AuthLayer::new(security.auth.clone()),
+        &config.limits,
     )?;
 
     if let Some(metrics_listener) = metrics_listener {
@@ -261,17 +263,20 @@ fn log_exposure(config: &Config, security: &Security, listen: std::net::SocketAd
 }
 
 /// Courier's services beside the standard health and reflection services. Calls are counted
-/// (outermost, so refusals count too), then authenticated.
-type Layers = Stack<AuthLayer, Stack<metrics::RpcMetricsLayer, Identity>>;
+/// (outermost, so refusals count too), authenticated, then admitted within their kind's bound.
+type Layers = Stack<AdmissionLayer, Stack<AuthLayer, Stack<metrics::RpcMetricsLayer, Identity>>>;
 
 fn router(
     services: Services,
     health: HealthServer<impl Health>,
     auth: AuthLayer,
+    limits: &Limits,
 ) -> Result<Router<Layers>, RunError> {
     Ok(Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .layer(metrics::RpcMetricsLayer)
         .layer(auth)
+        .layer(AdmissionLayer::new(&limits.in_flight))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

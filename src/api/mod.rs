@@ -2,6 +2,7 @@
 //! decodes and validates through [`crate::convert`], calls the [`Store`], and maps errors through
 //! [`status`]; no business rule lives here.
 
+pub mod admission;
 pub mod auth;
 pub mod status;
 

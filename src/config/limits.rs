@@ -43,6 +43,34 @@ pub struct Limits {
     /// Most bytes one Receive answers (ReceiveRequest.max_bytes may ask for less). The default
     /// keeps an answer within a default gRPC client's 4 MiB message limit.
     pub max_receive_bytes: u32,
+    /// Calls of each kind in flight at once; one more is refused with RESOURCE_EXHAUSTED.
+    pub in_flight: InFlightLimits,
+    /// HTTP/2 streams (calls) one connection may have open at once; a client queues the rest.
+    pub max_streams_per_connection: u32,
+}
+
+/// Calls of each kind in flight at once, over every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InFlightLimits {
+    /// Producer calls: Prepare, Confirm, Cancel, Publish, CheckStatus, RegisterChecker.
+    pub produce: usize,
+    /// Consumer.Receive calls, each possibly a long poll.
+    pub receive: usize,
+    /// Ack, Nack, ExtendLease and Reject calls.
+    pub settle: usize,
+    pub admin: usize,
+}
+
+impl Default for InFlightLimits {
+    fn default() -> Self {
+        Self {
+            produce: 2048,
+            receive: 2048,
+            settle: 2048,
+            admin: 64,
+        }
+    }
 }
 
 impl Default for SubscriptionDefaults {
@@ -64,6 +92,8 @@ impl Default for Limits {
             max_headers: 64,
             max_header_bytes: 16 * 1024,
             max_receive_bytes: 4_000_000,
+            in_flight: InFlightLimits::default(),
+            max_streams_per_connection: 1024,
         }
     }
 }
@@ -99,6 +129,20 @@ impl Limits {
         }
         if self.max_receive_bytes < 64 * 1024 {
             return invalid("limits.max_receive_bytes", "must be at least 64 KiB");
+        }
+        let in_flight = &self.in_flight;
+        for (key, value) in [
+            ("limits.in_flight.produce", in_flight.produce),
+            ("limits.in_flight.receive", in_flight.receive),
+            ("limits.in_flight.settle", in_flight.settle),
+            ("limits.in_flight.admin", in_flight.admin),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                return invalid(key, "must be between 1 and 1000000");
+            }
+        }
+        if self.max_streams_per_connection == 0 {
+            return invalid("limits.max_streams_per_connection", "must be at least 1");
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ mod edges;
 mod harness;
 mod metrics;
 mod ordering;
+mod overload;
 mod postgres;
 mod producer;
 mod scheduler;
