@@ -1,5 +1,5 @@
 //! Lanes of ordered subscriptions, written once for both backends as SQL with `$N`
-//! placeholders (SQLite reads them as `?N`, see [`numbered`]).
+//! placeholders (SQLite reads them as `?N`, see [`for_sqlite`]).
 //!
 //! In a subscription created `ordered`, the deliveries of messages that share an ordering key
 //! form a lane. Each joins its lane at confirm (`lane_seq` one past the lane's last live
@@ -36,15 +36,15 @@ UPDATE deliveries SET \
     THEN m.decided_at + m.deliver_after_ms ELSE $3 END \
     FROM messages m WHERE m.id = deliveries.message_id), \
   updated_at = $3 \
-WHERE subscription = $1 AND ordering_key = $2 AND state IN ('PENDING', 'LEASED', 'DEAD') \
-  AND state = 'PENDING' AND next_attempt_at IS NULL \
-  AND lane_seq = ( \
-    SELECT MIN(w.lane_seq) FROM deliveries w \
+WHERE subscription = $1 AND next_attempt_at IS NULL AND state = 'PENDING' \
+  AND message_id = ( \
+    SELECT w.message_id FROM deliveries w /* lane index */ \
     WHERE w.subscription = $1 AND w.ordering_key = $2 \
       AND w.state IN ('PENDING', 'LEASED', 'DEAD') \
-      AND w.state = 'PENDING' AND w.next_attempt_at IS NULL) \
+      AND w.state = 'PENDING' AND w.next_attempt_at IS NULL \
+    ORDER BY w.lane_seq LIMIT 1) \
   AND NOT EXISTS ( \
-    SELECT 1 FROM deliveries a \
+    SELECT 1 FROM deliveries a /* lane index */ \
     WHERE a.subscription = $1 AND a.ordering_key = $2 \
       AND a.state IN ('PENDING', 'LEASED', 'DEAD') \
       AND (a.state = 'LEASED' OR a.next_attempt_at IS NOT NULL \
@@ -55,9 +55,14 @@ WHERE subscription = $1 AND ordering_key = $2 AND state IN ('PENDING', 'LEASED',
 /// is in no lane; in a lane it waits for [`PROMOTE`], which puts a blocking head first.
 pub const REDRIVEN_DUE_AT: &str = "CASE WHEN ordering_key IS NULL THEN $1 END";
 
-/// `sql` with SQLite's numbered placeholders: `$3` becomes `?3`.
-pub fn numbered(sql: &str) -> String {
+/// `sql` in SQLite's dialect: numbered placeholders (`$3` becomes `?3`), and the lane index
+/// named where the statement marks it. Without statistics SQLite's planner scans a
+/// subscription's every delivery by primary key there instead: one promote per Ack would then
+/// cost as much as the whole backlog. PostgreSQL plans from statistics and reads the marker as
+/// a comment.
+pub fn for_sqlite(sql: &str) -> String {
     sql.replace('$', "?")
+        .replace("/* lane index */", "INDEXED BY deliveries_lanes")
 }
 
 /// The lanes (subscription, key) among `deliveries`, each once, in key order: the order in
@@ -80,7 +85,11 @@ mod tests {
 
     #[test]
     fn sqlite_reads_numbered_placeholders() {
-        assert_eq!(numbered("a = $1 AND b = $12"), "a = ?1 AND b = ?12");
+        assert_eq!(for_sqlite("a = $1 AND b = $12"), "a = ?1 AND b = ?12");
+        assert_eq!(
+            for_sqlite("FROM deliveries w /* lane index */ WHERE"),
+            "FROM deliveries w INDEXED BY deliveries_lanes WHERE"
+        );
     }
 
     #[test]

@@ -7,11 +7,11 @@ use rusqlite::{Connection, params};
 
 use super::ops::{execute, query_all};
 use crate::domain::{MessageId, Name, OrderingKey, Timestamp};
-use crate::store::lanes::{self, numbered};
+use crate::store::lanes::{self, for_sqlite};
 use crate::store::{Effects, StoreError};
 
-static ROUTE_KEYED: LazyLock<String> = LazyLock::new(|| numbered(lanes::ROUTE_KEYED));
-static PROMOTE: LazyLock<String> = LazyLock::new(|| numbered(lanes::PROMOTE));
+static ROUTE_KEYED: LazyLock<String> = LazyLock::new(|| for_sqlite(lanes::ROUTE_KEYED));
+static PROMOTE: LazyLock<String> = LazyLock::new(|| for_sqlite(lanes::PROMOTE));
 
 /// Routes a message with an ordering key (see [`lanes::ROUTE_KEYED`]) and lets each lane it
 /// joined go on; returns the subscriptions routed to.

@@ -16,7 +16,7 @@ use crate::domain::{
     CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, OrderingKey,
     Subscription, Timestamp, Transition, decide as decide_transition,
 };
-use crate::store::lanes::{self as store_lanes, numbered};
+use crate::store::lanes::{self as store_lanes, for_sqlite};
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// Runs a cached statement; returns how many rows it changed.
@@ -418,7 +418,7 @@ pub fn redrive(
     let set = format!(
         "state = 'PENDING', attempts = 0, next_attempt_at = {}, lease_expires_at = NULL, \
          updated_at = ?1",
-        numbered(store_lanes::REDRIVEN_DUE_AT)
+        for_sqlite(store_lanes::REDRIVEN_DUE_AT)
     );
     let (redriven, effects) = end_dead(conn, subscription, message_ids, &set, now)?;
     Ok((
