@@ -7,6 +7,8 @@ mod conformance;
 mod effects;
 mod error;
 mod lanes;
+#[cfg(test)]
+mod model;
 pub mod postgres;
 mod reads;
 mod rows;
