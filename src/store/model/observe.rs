@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::future::Future;
 
 use super::state::{DeliveryModel, Due, MessageModel, Model, TOPIC};
 use crate::domain::{
@@ -24,19 +25,38 @@ fn same<T: PartialEq + Debug>(what: &str, store: T, model: T) -> Result<(), Stri
     }
 }
 
+/// Reads again when the store answers UNAVAILABLE (a read changes nothing, so a client may
+/// retry it): on a machine shared with other loads a PostgreSQL connection occasionally
+/// breaks, which is not a disagreement with the model. Any other answer is final.
+async fn read<T, F: Future<Output = Result<T, StoreError>>>(
+    mut call: impl FnMut() -> F,
+) -> Result<T, StoreError> {
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(StoreError::Unavailable(_)) if tries < 3 => tries += 1,
+            answer => return answer,
+        }
+    }
+}
+
 pub async fn compare(store: &dyn Store, model: &mut Model) -> Result<(), String> {
     for message in &mut model.messages {
         compare_message(store, message)
             .await
             .map_err(|e| format!("message {} ({}): {e}", message.id, message.key))?;
     }
-    let stats = store.stats(model.now).await.map_err(|e| format!("{e:?}"))?;
+    let stats = read(|| store.stats(model.now))
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     same("stats", stats, expected_stats(model))?;
+    lanes_flow(model)?;
     compare_next_times(store, model).await
 }
 
 async fn compare_message(store: &dyn Store, message: &mut MessageModel) -> Result<(), String> {
-    let record = match store.get_message(&MessageRef::Id(message.id)).await {
+    let by_id = MessageRef::Id(message.id);
+    let record = match read(|| store.get_message(&by_id)).await {
         Err(StoreError::NotFound(_)) if message.deleted => return Ok(()),
         Ok(_) if message.deleted => return Err("deleted by retention, still there".into()),
         Err(e) => return Err(format!("get_message: {e:?}")),
@@ -136,6 +156,41 @@ fn outcome(message: &MessageModel) -> MessageOutcome {
     }
 }
 
+/// What the model and the store now agree on must also keep the lanes' promise: at most one
+/// delivery of a lane due or leased, and no lane left waiting with nothing in flight (it
+/// would never move again).
+fn lanes_flow(model: &Model) -> Result<(), String> {
+    for (name, sub) in &model.subscriptions {
+        let mut lanes: std::collections::BTreeMap<&str, (u32, u32, bool)> = Default::default();
+        for message in live_messages(model) {
+            let (Some(d), Some(key)) = (message.deliveries.get(name), message.lane.as_deref())
+            else {
+                continue;
+            };
+            if d.lane_seq.is_none() || !d.live() {
+                continue;
+            }
+            let (moving, waiting, blocked) = lanes.entry(key).or_default();
+            match (d.state, d.next_attempt_at) {
+                (DeliveryState::Leased, _) | (DeliveryState::Pending, Some(_)) => *moving += 1,
+                (DeliveryState::Pending, None) => *waiting += 1,
+                _ => *blocked |= sub.dead_head == DeadHeadPolicy::Block,
+            }
+        }
+        for (key, (moving, waiting, blocked)) in lanes {
+            if moving > 1 {
+                return Err(format!(
+                    "lane {key} of {name} has {moving} deliveries in flight"
+                ));
+            }
+            if waiting > 0 && moving == 0 && !blocked {
+                return Err(format!("lane {key} of {name} is stuck: {waiting} waiting"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn live_messages(model: &Model) -> impl Iterator<Item = &MessageModel> {
     model.messages.iter().filter(|m| !m.deleted)
 }
@@ -217,22 +272,22 @@ async fn compare_next_times(store: &dyn Store, model: &Model) -> Result<(), Stri
             .filter(|(sub, d)| *sub == name && d.state == DeliveryState::Pending)
             .filter_map(|(_, d)| d.next_attempt_at.map(Due::at))
             .min();
-        let store_due = store.next_due(&subscription).await.map_err(fail)?;
+        let store_due = read(|| store.next_due(&subscription)).await.map_err(fail)?;
         same(&format!("next due of {name}"), store_due, next_due)?;
     }
     let next_expiry = deliveries()
         .filter(|(_, d)| d.state == DeliveryState::Leased)
         .filter_map(|(_, d)| d.lease_expires_at)
         .min();
-    let store_expiry = store.next_lease_expiry().await.map_err(fail)?;
+    let store_expiry = read(|| store.next_lease_expiry()).await.map_err(fail)?;
     same("next lease expiry", store_expiry, next_expiry)?;
     let next_check = live_messages(model)
         .filter(|m| m.state == MessageState::Prepared)
         .filter_map(|m| m.next_check_at)
         .min();
-    let store_check = store.next_check_due().await.map_err(fail)?;
+    let store_check = read(|| store.next_check_due()).await.map_err(fail)?;
     same("next check", store_check, next_check)?;
     let oldest_final = live_messages(model).filter_map(|m| m.final_at).min();
-    let store_final = store.oldest_final_at().await.map_err(fail)?;
+    let store_final = read(|| store.oldest_final_at()).await.map_err(fail)?;
     same("oldest final", store_final, oldest_final)
 }

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 /// How many subscriptions (`s0`, `s1`, ...) and lanes (`k0`, `k1`, ...) sequences use.
-pub const SUBSCRIPTIONS: usize = 3;
+pub const SUBSCRIPTIONS: usize = 2;
 pub const LANES: usize = 2;
 
 /// Picks one of the things handed out so far (receipts, claims, messages): mostly among the
@@ -53,16 +53,35 @@ pub enum Op {
         skip_dead_heads: bool,
         max_attempts: u32,
     },
+    /// Changes a subscription's attempts, and its dead-head policy to the other one with
+    /// `switch_dead_head`; `flip_ordered` also asks to change whether it is ordered, which is
+    /// refused.
+    UpdateSubscription {
+        sub: usize,
+        switch_dead_head: bool,
+        max_attempts: u32,
+        flip_ordered: bool,
+    },
     /// Prepare (`publish` false) or Publish a new message, in lane `lane` if any.
     Insert {
         publish: bool,
         lane: Option<usize>,
         delayed: bool,
     },
-    /// Confirm or Cancel (or an operator's Resolve: the same store call).
+    /// Prepare or Publish again under the key of an earlier message, with the same content
+    /// (answered with the retained message) or other content (refused), or after retention
+    /// freed the key (a new message).
+    Repeat {
+        message: Pick,
+        same: bool,
+        publish: bool,
+    },
+    /// Confirm or Cancel (or an operator's Resolve: the same store call), by id or by
+    /// producer key.
     Decide {
         message: Pick,
         commit: bool,
+        by_key: bool,
     },
     Lease {
         sub: usize,
@@ -117,14 +136,21 @@ pub enum Op {
 }
 
 fn create() -> impl Strategy<Value = Op> {
-    (0..SUBSCRIPTIONS, any::<bool>(), any::<bool>(), 1..=3u32).prop_map(
-        |(sub, ordered, skip_dead_heads, max_attempts)| Op::CreateSubscription {
-            sub,
-            ordered,
-            skip_dead_heads,
-            max_attempts,
-        },
+    // Mostly ordered, and few attempts: lanes and dead letters are where the rules are subtle.
+    (
+        0..SUBSCRIPTIONS,
+        prop::bool::weighted(0.75),
+        any::<bool>(),
+        1..=2u32,
     )
+        .prop_map(
+            |(sub, ordered, skip_dead_heads, max_attempts)| Op::CreateSubscription {
+                sub,
+                ordered,
+                skip_dead_heads,
+                max_attempts,
+            },
+        )
 }
 
 fn advance() -> impl Strategy<Value = Op> {
@@ -135,24 +161,31 @@ fn advance() -> impl Strategy<Value = Op> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let lane = prop::option::weighted(0.6, 0..LANES);
+    let lane = prop::option::weighted(0.7, 0..LANES);
     prop_oneof![
         1 => create(),
-        6 => (any::<bool>(), lane, prop::bool::weighted(0.2)).prop_map(|(publish, lane, delayed)| {
+        10 => (prop::bool::weighted(0.7), lane, prop::bool::weighted(0.2)).prop_map(|(publish, lane, delayed)| {
             Op::Insert { publish, lane, delayed }
         }),
-        3 => (pick(), prop::bool::weighted(0.7))
-            .prop_map(|(message, commit)| Op::Decide { message, commit }),
-        6 => (0..SUBSCRIPTIONS, 1..=3u32).prop_map(|(sub, max)| Op::Lease { sub, max }),
-        5 => prop::collection::vec(pick(), 1..=3).prop_map(|receipts| Op::Ack { receipts }),
-        3 => (pick(), prop::option::of(prop::sample::select(vec![0, 2_000])))
+        2 => (0..SUBSCRIPTIONS, prop::bool::weighted(0.8), 1..=3u32, prop::bool::weighted(0.1))
+            .prop_map(|(sub, switch_dead_head, max_attempts, flip_ordered)| {
+                Op::UpdateSubscription { sub, switch_dead_head, max_attempts, flip_ordered }
+            }
+        ),
+        1 => (pick(), prop::bool::weighted(0.7), any::<bool>())
+            .prop_map(|(message, same, publish)| Op::Repeat { message, same, publish }),
+        3 => (pick(), prop::bool::weighted(0.7), prop::bool::weighted(0.3))
+            .prop_map(|(message, commit, by_key)| Op::Decide { message, commit, by_key }),
+        8 => (0..SUBSCRIPTIONS, 1..=3u32).prop_map(|(sub, max)| Op::Lease { sub, max }),
+        4 => prop::collection::vec(pick(), 1..=3).prop_map(|receipts| Op::Ack { receipts }),
+        4 => (pick(), prop::option::of(prop::sample::select(vec![0, 2_000])))
             .prop_map(|(receipt, delay_ms)| Op::Nack { receipt, delay_ms }),
         1 => (pick(), prop::sample::select(vec![1, 20]))
             .prop_map(|(receipt, secs)| Op::ExtendLease { receipt, secs }),
-        2 => pick().prop_map(|receipt| Op::Reject { receipt }),
+        3 => pick().prop_map(|receipt| Op::Reject { receipt }),
         1 => pick().prop_map(|receipt| Op::FailDelivery { receipt }),
-        5 => advance(),
-        3 => Just(Op::ExpireLeases),
+        4 => advance(),
+        2 => Just(Op::ExpireLeases),
         2 => (0..SUBSCRIPTIONS, prop::option::of(pick()), any::<bool>())
             .prop_map(|(sub, message, discard)| Op::EndDead { sub, message, discard }),
         2 => (1..=3u32).prop_map(|limit| Op::ClaimChecks { limit }),

@@ -1,11 +1,11 @@
 //! The model's subscriptions, producer decisions, check-backs and retention.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::state::{
     CHECK_AFTER, DELIVER_AFTER, HOLD, MessageModel, Model, Refusal, SubscriptionModel,
 };
-use crate::domain::{Decision, MessageId, MessageState, Timestamp};
+use crate::domain::{Decision, DeliveryState, MessageId, MessageState, Timestamp};
 use crate::store::{CheckRecorded, CheckVerdict};
 
 /// A message the runner is about to insert.
@@ -14,6 +14,7 @@ pub struct Insert {
     pub id: MessageId,
     pub key: String,
     pub lane: Option<String>,
+    pub payload: Vec<u8>,
     pub delayed: bool,
     pub publish: bool,
 }
@@ -45,9 +46,56 @@ impl Model {
         }
     }
 
-    /// Prepares or publishes a message (keys are never reused, so never a repeat); the topic
-    /// needs a subscription. Returns the state it is stored in.
-    pub fn insert(&mut self, insert: Insert) -> Result<MessageState, Refusal> {
+    /// Changes a subscription's policy; whether it is ordered cannot change. Lanes a DEAD
+    /// delivery holds may go on under the new dead-head policy; the store promotes with its
+    /// own clock, read between `wall.0` and `wall.1`.
+    pub fn update_subscription(
+        &mut self,
+        name: &str,
+        wanted: SubscriptionModel,
+        wall: (Timestamp, Timestamp),
+    ) -> Result<(), Refusal> {
+        let existing = self.subscriptions.get_mut(name).ok_or(Refusal::NotFound)?;
+        if existing.ordered != wanted.ordered {
+            return Err(Refusal::FailedPrecondition);
+        }
+        let changed = existing.dead_head != wanted.dead_head;
+        existing.dead_head = wanted.dead_head;
+        existing.max_attempts = wanted.max_attempts;
+        if changed {
+            let held: BTreeSet<String> = self
+                .messages
+                .iter()
+                .filter(|m| !m.deleted)
+                .filter_map(|m| {
+                    let d = m.deliveries.get(name)?;
+                    (d.state == DeliveryState::Dead && d.lane_seq.is_some())
+                        .then(|| m.lane.clone())?
+                })
+                .collect();
+            for key in held {
+                self.promote_at(name, Some(&key), wall);
+            }
+        }
+        Ok(())
+    }
+
+    /// The live message that holds producer key `key`, if any.
+    pub fn holder(&self, key: &str) -> Option<&MessageModel> {
+        self.messages.iter().find(|m| !m.deleted && m.key == key)
+    }
+
+    /// Prepares or publishes a message; the topic needs a subscription. A key a live message
+    /// holds answers that message when the content is the same (a retry), else is refused.
+    /// Returns the message's id and state, and whether it was created.
+    pub fn insert(&mut self, insert: Insert) -> Result<(MessageId, MessageState, bool), Refusal> {
+        if let Some(holder) = self.holder(&insert.key) {
+            return if holder.payload == insert.payload && holder.lane == insert.lane {
+                Ok((holder.id, holder.state, false))
+            } else {
+                Err(Refusal::AlreadyExists)
+            };
+        }
         if self.subscriptions.is_empty() {
             return Err(Refusal::FailedPrecondition);
         }
@@ -61,6 +109,7 @@ impl Model {
             id: insert.id,
             key: insert.key,
             lane: insert.lane,
+            payload: insert.payload,
             deliver_after: if insert.delayed {
                 DELIVER_AFTER
             } else {
@@ -78,7 +127,7 @@ impl Model {
         if insert.publish {
             self.route(self.messages.len() - 1);
         }
-        Ok(state)
+        Ok((insert.id, state, true))
     }
 
     /// A producer's Confirm or Cancel, or an operator's Resolve: PREPARED and UNRESOLVED take

@@ -36,6 +36,16 @@ pub struct SubscriptionModel {
 }
 
 impl SubscriptionModel {
+    /// What an update of a subscription that does not exist sends.
+    pub fn unknown(now: Timestamp) -> Self {
+        Self {
+            ordered: false,
+            dead_head: DeadHeadPolicy::Block,
+            max_attempts: 1,
+            created_at: now,
+        }
+    }
+
     pub fn subscription(&self, name: &str) -> Subscription {
         Subscription {
             name: Name::from_trusted(name.to_owned()),
@@ -128,6 +138,7 @@ pub struct MessageModel {
     pub key: String,
     /// The ordering key, if any.
     pub lane: Option<String>,
+    pub payload: Vec<u8>,
     pub deliver_after: Duration,
     pub state: MessageState,
     pub check_attempts: u32,
@@ -227,6 +238,16 @@ impl Model {
     /// later), unless a delivery of the lane is in flight: due, leased, or DEAD where the
     /// subscription blocks on a dead head. Nothing for `key` None (not a lane).
     pub fn promote(&mut self, subscription: &str, key: Option<&str>) {
+        self.promote_at(subscription, key, (self.now, self.now));
+    }
+
+    /// [`Model::promote`] by a clock read somewhere between `earliest` and `latest`.
+    pub fn promote_at(
+        &mut self,
+        subscription: &str,
+        key: Option<&str>,
+        (earliest, latest): (Timestamp, Timestamp),
+    ) {
         let Some(key) = key else { return };
         let blocks = self.subscriptions[subscription].dead_head == DeadHeadPolicy::Block;
         let members: Vec<(usize, u64)> = self.lane(subscription, key).collect();
@@ -252,15 +273,20 @@ impl Model {
             .min_by_key(|&&(_, seq)| seq)
             .map(|&(index, _)| index);
         if let Some(index) = next {
-            let now = self.now;
             let message = &mut self.messages[index];
             let own = message
                 .decided_at
                 .expect("a routed message was decided")
                 .plus(message.deliver_after);
-            let due = if own > now { own } else { now };
+            let due = if own >= latest {
+                Due::At(own)
+            } else if own.max(earliest) == latest {
+                Due::At(latest)
+            } else {
+                Due::Between(own.max(earliest), latest)
+            };
             let delivery = message.deliveries.get_mut(subscription).expect("a member");
-            delivery.next_attempt_at = Some(Due::At(due));
+            delivery.next_attempt_at = Some(due);
         }
     }
 
