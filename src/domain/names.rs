@@ -85,16 +85,7 @@ impl MessageKey {
         if value.is_empty() {
             return Err(FieldViolation::new(field, "is required"));
         }
-        if value.len() > MAX_KEY_BYTES {
-            return Err(FieldViolation::new(
-                field,
-                format!(
-                    "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
-                    value.len()
-                ),
-            ));
-        }
-        storable_text(field, value)?;
+        key_text(field, value)?;
         Ok(Self(value.to_owned()))
     }
 
@@ -113,6 +104,21 @@ impl fmt::Display for MessageKey {
     }
 }
 
+/// The rule producer keys and ordering keys share: at most `MAX_KEY_BYTES` bytes of UTF-8
+/// that can be stored, so without U+0000.
+fn key_text(field: &str, value: &str) -> Result<(), FieldViolation> {
+    if value.len() > MAX_KEY_BYTES {
+        return Err(FieldViolation::new(
+            field,
+            format!(
+                "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+                value.len()
+            ),
+        ));
+    }
+    storable_text(field, value)
+}
+
 /// A message's ordering key: 0 to 256 bytes of UTF-8 without U+0000. Empty means unordered;
 /// in an ordered subscription, deliveries that share a key form a lane.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -120,16 +126,7 @@ pub struct OrderingKey(String);
 
 impl OrderingKey {
     pub fn parse(field: &str, value: &str) -> Result<Self, FieldViolation> {
-        if value.len() > MAX_KEY_BYTES {
-            return Err(FieldViolation::new(
-                field,
-                format!(
-                    "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
-                    value.len()
-                ),
-            ));
-        }
-        storable_text(field, value)?;
+        key_text(field, value)?;
         Ok(Self(value.to_owned()))
     }
 
