@@ -153,6 +153,7 @@ class Consumer:
     # ---- one delivery ----------------------------------------------------------------------
 
     def _process(self, delivery) -> None:
+        settle = False
         try:
             with tracing.delivery_context(delivery):
                 try:
@@ -163,8 +164,14 @@ class Consumer:
                     outcome = ("nack", error)
                 else:
                     outcome = ("ack", None)
-            if not self._leases.drop(delivery.receipt):
-                return  # given back at shutdown: someone else may hold it now
+            settle = True
+        finally:
+            # Stop extending in any case (even a BaseException from the handler); a lease
+            # given back at shutdown may be someone else's now: do not settle it.
+            held = self._leases.drop(delivery.receipt)
+            if not (settle and held):
+                self._free.release()
+        try:
             self._settle(delivery, *outcome)
         except grpc.RpcError as error:
             log.warning("settling %s failed: %s; the lease will expire", delivery.message_id, error.code())

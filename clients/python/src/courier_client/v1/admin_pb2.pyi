@@ -86,7 +86,7 @@ class ListDeliveriesRequest(_message.Message):
     page_size: int
     page_token: str
     blocking_only: bool
-    def __init__(self, subscription: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.DeliveryState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., blocking_only: _Optional[bool] = ...) -> None: ...
+    def __init__(self, subscription: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.DeliveryState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., blocking_only: bool = ...) -> None: ...
 
 class ListDeliveriesResponse(_message.Message):
     __slots__ = ("deliveries", "next_page_token")

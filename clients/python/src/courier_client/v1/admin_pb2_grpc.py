@@ -6,7 +6,7 @@ import warnings
 from courier_client.v1 import admin_pb2 as courier_dot_v1_dot_admin__pb2
 from courier_client.v1 import common_pb2 as courier_dot_v1_dot_common__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class AdminStub:
+class AdminStub(object):
     """Operator API: subscriptions, inspection, dead letters and stuck messages.
 
     Authorization (when the server has auth.tokens_file or auth.jwks_file): the read-only calls
@@ -100,7 +100,7 @@ class AdminStub:
                 _registered_method=True)
 
 
-class AdminServicer:
+class AdminServicer(object):
     """Operator API: subscriptions, inspection, dead letters and stuck messages.
 
     Authorization (when the server has auth.tokens_file or auth.jwks_file): the read-only calls
@@ -266,7 +266,7 @@ def add_AdminServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Admin:
+class Admin(object):
     """Operator API: subscriptions, inspection, dead letters and stuck messages.
 
     Authorization (when the server has auth.tokens_file or auth.jwks_file): the read-only calls

@@ -5,7 +5,7 @@ import warnings
 
 from courier_client.v1 import checker_pb2 as courier_dot_v1_dot_checker__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class CheckerStub:
+class CheckerStub(object):
     """Implemented by producers, called by Courier. When a message stays PREPARED past its
     check_after, Courier asks the producer's registered Checker whether the local transaction
     committed. Answer COMMIT or ROLLBACK from your own database (look the key up); UNKNOWN, an
@@ -52,7 +52,7 @@ class CheckerStub:
                 _registered_method=True)
 
 
-class CheckerServicer:
+class CheckerServicer(object):
     """Implemented by producers, called by Courier. When a message stays PREPARED past its
     check_after, Courier asks the producer's registered Checker whether the local transaction
     committed. Answer COMMIT or ROLLBACK from your own database (look the key up); UNKNOWN, an
@@ -88,7 +88,7 @@ def add_CheckerServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Checker:
+class Checker(object):
     """Implemented by producers, called by Courier. When a message stays PREPARED past its
     check_after, Courier asks the producer's registered Checker whether the local transaction
     committed. Answer COMMIT or ROLLBACK from your own database (look the key up); UNKNOWN, an

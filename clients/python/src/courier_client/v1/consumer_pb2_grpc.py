@@ -5,7 +5,7 @@ import warnings
 
 from courier_client.v1 import consumer_pb2 as courier_dot_v1_dot_consumer__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class ConsumerStub:
+class ConsumerStub(object):
     """The pull side of delivery. Every RPC answers NOT_FOUND for an unknown subscription and
     INVALID_ARGUMENT for a malformed receipt.
 
@@ -68,7 +68,7 @@ class ConsumerStub:
                 _registered_method=True)
 
 
-class ConsumerServicer:
+class ConsumerServicer(object):
     """The pull side of delivery. Every RPC answers NOT_FOUND for an unknown subscription and
     INVALID_ARGUMENT for a malformed receipt.
 
@@ -156,7 +156,7 @@ def add_ConsumerServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Consumer:
+class Consumer(object):
     """The pull side of delivery. Every RPC answers NOT_FOUND for an unknown subscription and
     INVALID_ARGUMENT for a malformed receipt.
 

@@ -45,7 +45,7 @@ class PrepareResponse(_message.Message):
     message_id: str
     created: bool
     state: _common_pb2.MessageState
-    def __init__(self, message_id: _Optional[str] = ..., created: _Optional[bool] = ..., state: _Optional[_Union[_common_pb2.MessageState, str]] = ...) -> None: ...
+    def __init__(self, message_id: _Optional[str] = ..., created: bool = ..., state: _Optional[_Union[_common_pb2.MessageState, str]] = ...) -> None: ...
 
 class ConfirmRequest(_message.Message):
     __slots__ = ("message",)
@@ -104,7 +104,7 @@ class PublishResponse(_message.Message):
     message_id: str
     created: bool
     state: _common_pb2.MessageState
-    def __init__(self, message_id: _Optional[str] = ..., created: _Optional[bool] = ..., state: _Optional[_Union[_common_pb2.MessageState, str]] = ...) -> None: ...
+    def __init__(self, message_id: _Optional[str] = ..., created: bool = ..., state: _Optional[_Union[_common_pb2.MessageState, str]] = ...) -> None: ...
 
 class CheckStatusRequest(_message.Message):
     __slots__ = ("message",)

@@ -5,7 +5,7 @@ import warnings
 
 from courier_client.v1 import producer_pb2 as courier_dot_v1_dot_producer__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class ProducerStub:
+class ProducerStub(object):
     """The producer side of the two-phase flow.
 
     Errors common to every RPC: INVALID_ARGUMENT for a missing or malformed field (with field
@@ -78,7 +78,7 @@ class ProducerStub:
                 _registered_method=True)
 
 
-class ProducerServicer:
+class ProducerServicer(object):
     """The producer side of the two-phase flow.
 
     Errors common to every RPC: INVALID_ARGUMENT for a missing or malformed field (with field
@@ -184,7 +184,7 @@ def add_ProducerServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Producer:
+class Producer(object):
     """The producer side of the two-phase flow.
 
     Errors common to every RPC: INVALID_ARGUMENT for a missing or malformed field (with field

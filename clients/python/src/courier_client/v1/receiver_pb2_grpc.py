@@ -6,7 +6,7 @@ import warnings
 from courier_client.v1 import common_pb2 as courier_dot_v1_dot_common__pb2
 from courier_client.v1 import receiver_pb2 as courier_dot_v1_dot_receiver__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class ReceiverStub:
+class ReceiverStub(object):
     """Implemented by consumers of push subscriptions, called by Courier. Answer OK only after the
     work is durably done: OK acknowledges the delivery; any error status or a timeout (the
     subscription's ack_deadline) makes Courier retry with backoff, and after max_attempts the
@@ -53,7 +53,7 @@ class ReceiverStub:
                 _registered_method=True)
 
 
-class ReceiverServicer:
+class ReceiverServicer(object):
     """Implemented by consumers of push subscriptions, called by Courier. Answer OK only after the
     work is durably done: OK acknowledges the delivery; any error status or a timeout (the
     subscription's ack_deadline) makes Courier retry with backoff, and after max_attempts the
@@ -89,7 +89,7 @@ def add_ReceiverServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Receiver:
+class Receiver(object):
     """Implemented by consumers of push subscriptions, called by Courier. Answer OK only after the
     work is durably done: OK acknowledges the delivery; any error status or a timeout (the
     subscription's ack_deadline) makes Courier retry with backoff, and after max_attempts the
