@@ -93,3 +93,29 @@ def test_without_a_span_nothing_is_injected():
     from courier_client import tracing
 
     assert tracing.outgoing_metadata() == []
+
+
+def test_the_trace_runs_from_producer_through_courier_to_the_checker(tracer, channel, admin, names, tmp_path):
+    from courier_client import Database, Outbox, serve_checker
+
+    admin.subscribe(names.subscription, names.topic)
+    producer = Producer(channel, names.producer)
+    seen = []
+
+    class TracedOutbox(Outbox):
+        def decide(self, message_id, producer, key):
+            seen.append(trace.get_current_span().get_span_context().trace_id)
+            return super().decide(message_id, producer, key)
+
+    outbox = TracedOutbox(Database.sqlite(str(tmp_path / "shop.db")), producer)
+    outbox.install()
+    checker = serve_checker(outbox, timeout=2)
+    try:
+        with tracer.start_as_current_span("place order") as span:
+            producer.prepare(names.topic, names.key(), b"{}", check_after=1)  # never confirmed
+        wait_for(lambda: seen)
+    finally:
+        checker.stop()
+    if seen[0] == 0:
+        pytest.skip("this Courier does not send trace context to Checkers yet (issue 15, traces)")
+    assert seen[0] == span.get_span_context().trace_id
