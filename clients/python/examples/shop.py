@@ -3,7 +3,7 @@
 
     pip install -e "clients/python[jwt]"
     python3 clients/python/examples/shop.py --addr 127.0.0.1:50051
-    COURIER_TOKEN=... python3 clients/python/examples/shop.py --addr 127.0.0.1:50051 --ca-file ca.pem
+    COURIER_TOKEN=... python3 clients/python/examples/shop.py --addr HOST:PORT --ca-file ca.pem
 
 The shop (producer) writes each order and its outbox row in one SQLite transaction between
 Prepare and Confirm; its Checker answers Courier's check-backs from that outbox, verifying the
@@ -66,9 +66,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--addr", default="127.0.0.1:50051")
     parser.add_argument("--ca-file", help="TLS, trusting this CA (PEM); plaintext without it")
-    parser.add_argument("--token", default=os.environ.get("COURIER_TOKEN"), help="default $COURIER_TOKEN")
-    parser.add_argument("--jwks-url", default=DEFAULT_JWKS_URL, help="Courier's JWKS, to verify its calls")
-    parser.add_argument("--checker-host", default="127.0.0.1", help="where Courier reaches this Checker")
+    parser.add_argument(
+        "--token", default=os.environ.get("COURIER_TOKEN"), help="default $COURIER_TOKEN"
+    )
+    parser.add_argument(
+        "--jwks-url", default=DEFAULT_JWKS_URL, help="Courier's JWKS, to verify its calls"
+    )
+    parser.add_argument(
+        "--checker-host", default="127.0.0.1", help="where Courier reaches this Checker"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="    log: %(name)s: %(message)s")
     try:
@@ -112,7 +118,9 @@ def run(args, workdir: Path) -> None:
 
     # ---- billing: invoices and the inbox in one database -----------------------------------
     billing_db = courier.Database.sqlite(str(workdir / "billing.db"))
-    billing_db.run_ddl(["CREATE TABLE invoices (order_no TEXT PRIMARY KEY, total INTEGER NOT NULL)"])
+    billing_db.run_ddl(
+        ["CREATE TABLE invoices (order_no TEXT PRIMARY KEY, total INTEGER NOT NULL)"]
+    )
     inbox = courier.Inbox(billing_db)
     inbox.install()
     handled = []
@@ -120,7 +128,9 @@ def run(args, workdir: Path) -> None:
     def bill(delivery, connection):
         order = json.loads(delivery.payload)
         billing_db.execute(
-            connection, "INSERT INTO invoices (order_no, total) VALUES (?, ?)", (order["order_no"], order["total"])
+            connection,
+            "INSERT INTO invoices (order_no, total) VALUES (?, ?)",
+            (order["order_no"], order["total"]),
         )
 
     bill_once = inbox.handler(bill)
@@ -138,13 +148,17 @@ def run(args, workdir: Path) -> None:
 
     def invoices(order_no):
         with sqlite3.connect(workdir / "billing.db") as db:
-            return db.execute("SELECT count(*) FROM invoices WHERE order_no = ?", (order_no,)).fetchone()[0]
+            return db.execute(
+                "SELECT count(*) FROM invoices WHERE order_no = ?", (order_no,)
+            ).fetchone()[0]
 
     try:
         order_no = f"order-{run_id}-1"
         step(f"order {order_no}: Prepare, INSERT order + outbox row, COMMIT, Confirm")
         with outbox.send(topic, order_no, json.dumps({"order_no": order_no, "total": 42})) as tx:
-            tx.connection.execute("INSERT INTO orders (order_no, total) VALUES (?, 42)", (order_no,))
+            tx.connection.execute(
+                "INSERT INTO orders (order_no, total) VALUES (?, 42)", (order_no,)
+            )
         wait_until("delivered", lambda: outcome(tx.message_id) == "MESSAGE_OUTCOME_DELIVERED")
         attempts = [attempt for key, attempt in handled if key == order_no]
         expect(attempts == [1, 2], f"billing saw attempts {attempts}, expected [1, 2]")
@@ -153,11 +167,16 @@ def run(args, workdir: Path) -> None:
 
         order_no = f"order-{run_id}-2"
         step(f"order {order_no}: Prepare, local COMMIT, then the shop 'crashes' before Confirm")
-        message = producer.prepare(topic, order_no, json.dumps({"order_no": order_no, "total": 7}), check_after=1)
+        message = producer.prepare(
+            topic, order_no, json.dumps({"order_no": order_no, "total": 7}), check_after=1
+        )
         with shop_db.transaction() as connection:
             connection.execute("INSERT INTO orders (order_no, total) VALUES (?, 7)", (order_no,))
             outbox.record(connection, message)
-        wait_until("decided by check-back", lambda: outcome(message.message_id) == "MESSAGE_OUTCOME_DELIVERED")
+        wait_until(
+            "decided by check-back",
+            lambda: outcome(message.message_id) == "MESSAGE_OUTCOME_DELIVERED",
+        )
         expect(invoices(order_no) == 1, "the checked-back order was not billed")
         print("    ok: the Checker answered COMMIT from the outbox; delivered and billed")
 
@@ -168,7 +187,10 @@ def run(args, workdir: Path) -> None:
                 raise OutOfStock(order_no)
         except OutOfStock:
             pass
-        expect(outcome(tx.message_id) == "MESSAGE_OUTCOME_CANCELLED", "the failed order was not cancelled")
+        expect(
+            outcome(tx.message_id) == "MESSAGE_OUTCOME_CANCELLED",
+            "the failed order was not cancelled",
+        )
         print("    ok: cancelled, never delivered")
     finally:
         step("graceful shutdown: consumer, Checker")

@@ -71,11 +71,21 @@ def courier(tmp_path_factory):
     log_path = workdir / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(binary), "serve", "--listen", f"127.0.0.1:{port}",
-             "--database-url", f"sqlite://{workdir}/courier.db"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(binary),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--database-url",
+                f"sqlite://{workdir}/courier.db",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-    server = Courier(f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/.well-known/jwks.json", log_path)
+    server = Courier(
+        f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/.well-known/jwks.json", log_path
+    )
     try:
         channel = server.channel()
         admin = admin_pb2_grpc.AdminStub(channel)
@@ -134,7 +144,9 @@ class Admin:
     def __init__(self, channel):
         self.stub = admin_pb2_grpc.AdminStub(channel)
 
-    def subscribe(self, name, topic, *, ack_deadline=30, max_attempts=16, backoff=0.2, push_endpoint=""):
+    def subscribe(
+        self, name, topic, *, ack_deadline=30, max_attempts=16, backoff=0.2, push_endpoint=""
+    ):
         subscription = common_pb2.Subscription(
             name=name,
             topic=topic,

@@ -51,7 +51,9 @@ def test_a_handler_that_returns_acks(channel, admin, names, publish, consumers):
     assert seen == [(message_id, 1)]
 
 
-def test_a_retryable_error_nacks_and_the_delivery_comes_again(channel, admin, names, publish, consumers):
+def test_a_retryable_error_nacks_and_the_delivery_comes_again(
+    channel, admin, names, publish, consumers
+):
     admin.subscribe(names.subscription, names.topic, backoff=0.2)
     attempts = []
 
@@ -131,7 +133,9 @@ def test_concurrency_is_bounded(channel, admin, names, publish, consumers):
     assert most[0] == 2
 
 
-def test_shutdown_lets_running_work_finish_within_the_grace(channel, admin, names, publish, consumers):
+def test_shutdown_lets_running_work_finish_within_the_grace(
+    channel, admin, names, publish, consumers
+):
     admin.subscribe(names.subscription, names.topic)
     started, finished = threading.Event(), []
 
@@ -148,7 +152,9 @@ def test_shutdown_lets_running_work_finish_within_the_grace(channel, admin, name
     assert outcome(publish, message_id) == "MESSAGE_OUTCOME_DELIVERED"
 
 
-def test_shutdown_gives_back_work_still_running_after_the_grace(channel, admin, names, publish, consumers):
+def test_shutdown_gives_back_work_still_running_after_the_grace(
+    channel, admin, names, publish, consumers
+):
     admin.subscribe(names.subscription, names.topic, ack_deadline=60)
     started, release = threading.Event(), threading.Event()
 

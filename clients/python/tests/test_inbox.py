@@ -43,7 +43,9 @@ def test_a_redelivery_after_a_lost_ack_is_acked_without_running_the_work(
     def write_invoice(delivery, connection):
         work_runs.append(delivery.attempt)
         app_db.database.execute(
-            connection, f"INSERT INTO {billing} (message_id, amount) VALUES (?, ?)", (delivery.message_id, 42)
+            connection,
+            f"INSERT INTO {billing} (message_id, amount) VALUES (?, ?)",
+            (delivery.message_id, 42),
         )
 
     handle = inbox.handler(write_invoice)
@@ -54,7 +56,9 @@ def test_a_redelivery_after_a_lost_ack_is_acked_without_running_the_work(
         if delivery.attempt == 1:
             raise LostAck()
 
-    message_id = Producer(channel, names.producer).publish(names.topic, names.key(), b"{}").message_id
+    message_id = (
+        Producer(channel, names.producer).publish(names.topic, names.key(), b"{}").message_id
+    )
     run_until_delivered(channel, names, handler, message_id)
 
     assert attempts == [1, 2]
@@ -73,12 +77,16 @@ def test_work_that_fails_leaves_no_inbox_row_and_runs_again(channel, admin, name
     def write_invoice(delivery, connection):
         work_runs.append(delivery.attempt)
         app_db.database.execute(
-            connection, f"INSERT INTO {billing} (message_id, amount) VALUES (?, ?)", (delivery.message_id, 7)
+            connection,
+            f"INSERT INTO {billing} (message_id, amount) VALUES (?, ?)",
+            (delivery.message_id, 7),
         )
         if delivery.attempt == 1:
             raise RuntimeError("the invoice printer jammed")  # rolls back the invoice and the row
 
-    message_id = Producer(channel, names.producer).publish(names.topic, names.key(), b"{}").message_id
+    message_id = (
+        Producer(channel, names.producer).publish(names.topic, names.key(), b"{}").message_id
+    )
     run_until_delivered(channel, names, inbox.handler(write_invoice), message_id)
 
     assert work_runs == [1, 2]

@@ -67,12 +67,14 @@ def test_outbox_send_rolls_back_both_and_cancels_on_error(shop, names):
     with pytest.raises(ZeroDivisionError):
         with shop.outbox.send(names.topic, names.key(), b"{}") as tx:
             shop.insert_order(tx.connection, names.key(), tx.message_id)
-            1 / 0
+            raise ZeroDivisionError("a bug in the block")
     assert state_name(shop.producer.status(tx.message_id).state) == "MESSAGE_STATE_CANCELLED"
     assert shop.outbox_rows() == [] and shop.orders_rows() == []
 
 
-def test_checker_answers_commit_for_a_transaction_that_committed_before_the_crash(shop, names, channel):
+def test_checker_answers_commit_for_a_transaction_that_committed_before_the_crash(
+    shop, names, channel
+):
     # The process "dies" after its local COMMIT, before Confirm: only the check-back can tell.
     message = shop.producer.prepare(names.topic, names.key(), b"{}", check_after=1)
     with shop.app_db.database.transaction() as connection:
@@ -99,7 +101,9 @@ def test_a_transaction_that_loses_the_race_to_the_check_rolls_back_and_cancels(s
     # before BEGIN (a check during the transaction waits for it: the next test).
     already_open = shop.app_db.kind == "postgres"
     with pytest.raises(RolledBackByChecker):
-        with shop.producer.send_in_transaction(names.topic, names.key(), b"{}", check_after=1) as message:
+        with shop.producer.send_in_transaction(
+            names.topic, names.key(), b"{}", check_after=1
+        ) as message:
             if not already_open:
                 shop.settled_state(message.message_id)
             with shop.app_db.database.transaction() as connection:
@@ -113,7 +117,9 @@ def test_a_transaction_that_loses_the_race_to_the_check_rolls_back_and_cancels(s
     assert shop.outbox_rows() == [(message.message_id, "ROLLED_BACK")]
 
 
-def test_a_check_during_an_uncommitted_transaction_waits_for_it_and_answers_commit(shop, names, channel):
+def test_a_check_during_an_uncommitted_transaction_waits_for_it_and_answers_commit(
+    shop, names, channel
+):
     # A Check arrives while the producer's row is written but not committed: the Checker's
     # tombstone insert waits on the row's key, then sees the committed row.
     message = shop.producer.prepare(names.topic, names.key(), b"{}")
@@ -149,7 +155,9 @@ def test_a_check_during_an_uncommitted_transaction_waits_for_it_and_answers_comm
 def test_the_checker_refuses_calls_without_courier_token(shop, names):
     stub = checker_pb2_grpc.CheckerStub(channel_to(shop.checker.endpoint))
     with pytest.raises(Exception) as raised:
-        stub.Check(checker_pb2.CheckRequest(message_id="x", producer=names.producer, key="k"), timeout=5)
+        stub.Check(
+            checker_pb2.CheckRequest(message_id="x", producer=names.producer, key="k"), timeout=5
+        )
     assert raised.value.code().name == "UNAUTHENTICATED"
     assert shop.outbox_rows() == []  # refused before the database was touched
 

@@ -20,7 +20,9 @@ def test_pushed_deliveries_run_the_handler_and_errors_are_retried(channel, admin
             raise ConnectionError("try again")
 
     with serve_receiver(handler, verifier=verifier) as receiver:
-        admin.subscribe(names.subscription, names.topic, backoff=0.2, push_endpoint=receiver.endpoint)
+        admin.subscribe(
+            names.subscription, names.topic, backoff=0.2, push_endpoint=receiver.endpoint
+        )
         producer = Producer(channel, names.producer)
         message_id = producer.publish(names.topic, names.key(), b"{}").message_id
         wait_for(

@@ -66,7 +66,9 @@ def test_a_delivery_trace_context_is_current_in_the_handler(tracer):
     assert trace.get_current_span().get_span_context().trace_id != TRACE_ID
 
 
-def test_the_trace_runs_from_producer_through_courier_to_the_consumer(tracer, channel, admin, names):
+def test_the_trace_runs_from_producer_through_courier_to_the_consumer(
+    tracer, channel, admin, names
+):
     admin.subscribe(names.subscription, names.topic)
     producer = Producer(channel, names.producer)
     with tracer.start_as_current_span("place order") as span:
@@ -76,7 +78,9 @@ def test_the_trace_runs_from_producer_through_courier_to_the_consumer(tracer, ch
 
     def handler(delivery):
         with lock:
-            seen.append((delivery.traceparent, trace.get_current_span().get_span_context().trace_id))
+            seen.append(
+                (delivery.traceparent, trace.get_current_span().get_span_context().trace_id)
+            )
 
     consumer = Consumer(channel, names.subscription, handler, wait=1).start()
     try:
@@ -85,7 +89,9 @@ def test_the_trace_runs_from_producer_through_courier_to_the_consumer(tracer, ch
         consumer.stop()
     [(traceparent, trace_id)] = seen
     if not traceparent:
-        pytest.skip("this Courier does not carry trace context to deliveries yet (issue 15, traces)")
+        pytest.skip(
+            "this Courier does not carry trace context to deliveries yet (issue 15, traces)"
+        )
     assert trace_id == span.get_span_context().trace_id
 
 
@@ -95,7 +101,9 @@ def test_without_a_span_nothing_is_injected():
     assert tracing.outgoing_metadata() == []
 
 
-def test_the_trace_runs_from_producer_through_courier_to_the_checker(tracer, channel, admin, names, tmp_path):
+def test_the_trace_runs_from_producer_through_courier_to_the_checker(
+    tracer, channel, admin, names, tmp_path
+):
     from courier_client import Database, Outbox, serve_checker
 
     admin.subscribe(names.subscription, names.topic)

@@ -53,10 +53,14 @@ class CallbackVerifier:
         except jwt.PyJWTError as error:
             return f"{type(error).__name__}: {error}"
         if claims["sub"] != subject or claims["message_id"] != message_id:
-            return f"token for {claims['sub']}/{claims['message_id']}, call for {subject}/{message_id}"
+            return (
+                f"token for {claims['sub']}/{claims['message_id']}, call for {subject}/{message_id}"
+            )
         return None
 
-    def require(self, context: grpc.ServicerContext, *, audience: str, subject: str, message_id: str):
+    def require(
+        self, context: grpc.ServicerContext, *, audience: str, subject: str, message_id: str
+    ):
         """Aborts the call with UNAUTHENTICATED unless it carries Courier's token for it."""
         problem = self.problem(
             context.invocation_metadata(), audience=audience, subject=subject, message_id=message_id

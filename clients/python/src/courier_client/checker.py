@@ -23,12 +23,17 @@ class OutboxChecker(checker_pb2_grpc.CheckerServicer):
     def __init__(self, outbox: Outbox, *, verifier: Optional[CallbackVerifier] = None) -> None:
         self.outbox = outbox
         self.verifier = verifier
-        self.endpoint = ""  # the registered URL, the `aud` of Courier's tokens; set by serve_checker
+        self.endpoint = (
+            ""  # the registered URL, the `aud` of Courier's tokens; set by serve_checker
+        )
 
     def Check(self, request, context):  # noqa: N802 (the gRPC method name)
         if self.verifier is not None:
             self.verifier.require(
-                context, audience=self.endpoint, subject=request.producer, message_id=request.message_id
+                context,
+                audience=self.endpoint,
+                subject=request.producer,
+                message_id=request.message_id,
             )
         with tracing.call_context(context):
             try:

@@ -174,7 +174,9 @@ class Consumer:
         try:
             self._settle(delivery, *outcome)
         except grpc.RpcError as error:
-            log.warning("settling %s failed: %s; the lease will expire", delivery.message_id, error.code())
+            log.warning(
+                "settling %s failed: %s; the lease will expire", delivery.message_id, error.code()
+            )
         except Exception:
             log.exception("settling %s failed; the lease will expire", delivery.message_id)
         finally:
@@ -199,7 +201,9 @@ class Consumer:
             self._nack(delivery.receipt, delay=self.nack_delay)
 
     def _ack(self, delivery) -> None:
-        request = consumer_pb2.AckRequest(subscription=self.subscription, receipts=[delivery.receipt])
+        request = consumer_pb2.AckRequest(
+            subscription=self.subscription, receipts=[delivery.receipt]
+        )
         result = self._stub.Ack(request, timeout=self.timeout).results[0]
         if result.status != consumer_pb2.ACK_STATUS_OK:
             log.warning(
@@ -216,4 +220,3 @@ class Consumer:
             self._stub.Nack(request, timeout=self.timeout)
         except grpc.RpcError as error:
             log.warning("nack failed: %s; the lease will expire", error.code())
-

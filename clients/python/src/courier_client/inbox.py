@@ -27,7 +27,9 @@ class Inbox:
     Rows are per subscription: two subscriptions of one service each process a message once.
     """
 
-    def __init__(self, database: Database, *, table: str = "courier_inbox", dedup: str = BY_MESSAGE_ID):
+    def __init__(
+        self, database: Database, *, table: str = "courier_inbox", dedup: str = BY_MESSAGE_ID
+    ):
         if dedup not in (BY_MESSAGE_ID, BY_PRODUCER_KEY):
             raise ValueError(f"dedup must be {BY_MESSAGE_ID!r} or {BY_PRODUCER_KEY!r}")
         self.database = database

@@ -53,7 +53,9 @@ class LeaseKeeper:
     def hold(self, delivery) -> None:
         remaining = delivery.lease_expires_at.ToNanoseconds() / 1e9 - time.time()
         extension = self._fixed_extension or max(MIN_EXTENSION, round(remaining))
-        lease = _Lease(delivery.receipt, delivery.message_id, extension, time.monotonic() + remaining)
+        lease = _Lease(
+            delivery.receipt, delivery.message_id, extension, time.monotonic() + remaining
+        )
         with self._changed:
             self._held[delivery.receipt] = lease
             self._changed.notify()
@@ -105,7 +107,9 @@ class LeaseKeeper:
 
     def _extend(self, lease: _Lease) -> None:
         request = consumer_pb2.ExtendLeaseRequest(
-            subscription=self._subscription, receipt=lease.receipt, extension=duration(lease.extension)
+            subscription=self._subscription,
+            receipt=lease.receipt,
+            extension=duration(lease.extension),
         )
         asked_at = time.monotonic()
         try:

@@ -86,7 +86,9 @@ class Producer:
         try:
             yield message
         except CommitOutcomeUnknown:
-            log.warning("commit outcome unknown; message %s left for check-back", message.message_id)
+            log.warning(
+                "commit outcome unknown; message %s left for check-back", message.message_id
+            )
             raise
         except BaseException as error:
             self._cancel_after(error, message)

@@ -39,7 +39,9 @@ class HandlerReceiver(receiver_pb2_grpc.ReceiverServicer):
                 self.handler(delivery)
             except Exception as error:
                 log.warning("delivery of %s failed: %s", delivery.message_id, error)
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"handler failed: {type(error).__name__}")
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"handler failed: {type(error).__name__}"
+                )
         return receiver_pb2.DeliverResponse()
 
 

@@ -55,5 +55,5 @@ def delivery_context(delivery) -> "contextlib.AbstractContextManager[None]":
 
 
 def call_context(grpc_context) -> "contextlib.AbstractContextManager[None]":
-    """The trace context of an incoming call from Courier (its metadata) current inside the block."""
+    """The trace context of a call from Courier (its metadata) current inside the block."""
     return attached(dict(grpc_context.invocation_metadata()))
