@@ -67,6 +67,8 @@ class Consumer:
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._leases: Optional[LeaseKeeper] = None
+        self._in_flight: "set[futures.Future]" = set()  # handlers running, for the shutdown
+        self._in_flight_lock = threading.Lock()  # done callbacks run on the handlers' threads
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -86,15 +88,14 @@ class Consumer:
             self._stub, self.subscription, extension=self.lease_extension, timeout=self.timeout
         )
         pool = futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="courier-handler")
-        running: "set[futures.Future]" = set()
         try:
-            self._receive_loop(pool, running)
-            self._drain(running)
+            self._receive_loop(pool)
+            self._drain()
         finally:
             pool.shutdown(wait=False)
             self._leases.stop()
 
-    def _receive_loop(self, pool, running) -> None:
+    def _receive_loop(self, pool) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
             slots = self._take_slots()
@@ -117,8 +118,13 @@ class Consumer:
                     continue
                 self._leases.hold(delivery)
                 future = pool.submit(self._process, delivery)
-                running.add(future)
-                future.add_done_callback(running.discard)
+                with self._in_flight_lock:
+                    self._in_flight.add(future)
+                future.add_done_callback(self._finished)
+
+    def _finished(self, future: futures.Future) -> None:
+        with self._in_flight_lock:
+            self._in_flight.discard(future)
 
     def _take_slots(self) -> int:
         """Waits for a free handler slot (or stop), then takes every other free one."""
@@ -142,13 +148,16 @@ class Consumer:
         )
         return self._stub.Receive(request, timeout=self.wait + self.timeout).deliveries
 
-    def _drain(self, running) -> None:
+    def _drain(self) -> None:
         """After stop: give running handlers the grace period, then give their deliveries back."""
-        futures.wait(list(running), timeout=self.shutdown_grace)
-        for receipt in self._leases.release_all():
+        with self._in_flight_lock:
+            running = list(self._in_flight)
+        futures.wait(running, timeout=self.shutdown_grace)
+        given_back = self._leases.release_all()
+        for receipt in given_back:
             self._nack(receipt, delay=0)
-        if running:
-            log.info("gave back %d deliveries still in progress at shutdown", len(running))
+        if given_back:
+            log.info("gave back %d deliveries still in progress at shutdown", len(given_back))
 
     # ---- one delivery ----------------------------------------------------------------------
 
