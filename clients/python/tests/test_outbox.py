@@ -166,3 +166,19 @@ def channel_to(endpoint: str):
     from courier_client import connect
 
     return connect(endpoint)
+
+
+def test_the_checker_answers_unknown_when_its_database_cannot_answer(channel, names, tmp_path):
+    from courier_client import Database
+
+    producer = Producer(channel, names.producer)
+    outbox = Outbox(Database.sqlite(str(tmp_path / "empty.db")), producer)  # never installed
+    server = serve_checker(outbox, register=False)
+    try:
+        stub = checker_pb2_grpc.CheckerStub(channel_to(server.endpoint))
+        answer = stub.Check(
+            checker_pb2.CheckRequest(message_id="m", producer=names.producer, key="k"), timeout=5
+        )
+    finally:
+        server.stop()
+    assert answer.decision == common_pb2.DECISION_UNKNOWN
