@@ -50,6 +50,8 @@ class Database:
     def sqlite(cls, path: str = "", *, timeout: float = 5.0, connect=None) -> "Database":
         """A SQLite file; `timeout` is how long a write waits for another writer's lock."""
         if connect is None:
+            if not path:
+                raise ValueError("Database.sqlite needs a file path (or a connect callable)")
 
             def connect():
                 return sqlite3.connect(path, timeout=timeout)
