@@ -15,6 +15,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 proto_root="$here/../../proto"
 out="${1:-$here/src/courier_client/v1}"
 python="${PYTHON:-python3}"
+case "$python" in */*) python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")" ;; esac
 tools_version=1.80.1
 tools="${GRPC_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/courier-client/grpcio-tools-$tools_version}"
 
