@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Mapping, Optional, Union
 
 from google.protobuf.duration_pb2 import Duration
@@ -39,3 +40,8 @@ def reason_text(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}".replace("\x00", "")
     encoded = text.encode()[:MAX_REASON_BYTES]
     return encoded.decode(errors="ignore")
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch, as the outbox and inbox tables store times."""
+    return int(time.time() * 1000)

@@ -8,9 +8,9 @@ one waits on the row's key (PostgreSQL's row lock, SQLite's write lock) and then
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
+from ._values import now_ms
 from .database import Database, table_name
 
 BY_MESSAGE_ID = "message_id"
@@ -66,7 +66,7 @@ class Inbox:
             connection,
             f"INSERT INTO {self.table} (subscription, dedup_key, message_id, processed_at_ms)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (subscription, dedup_key) DO NOTHING",
-            (delivery.subscription, self._dedup_key(delivery), delivery.message_id, _now_ms()),
+            (delivery.subscription, self._dedup_key(delivery), delivery.message_id, now_ms()),
         )
         return cursor.rowcount == 1
 
@@ -84,7 +84,3 @@ class Inbox:
             return delivery.message_id
         # A producer name cannot contain '/', so the pair cannot collide with another.
         return f"{delivery.producer}/{delivery.key}"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

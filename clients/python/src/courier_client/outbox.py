@@ -12,11 +12,10 @@ never a guess; and while the producer's insert is uncommitted, the checker's ins
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from ._values import Seconds
+from ._values import Seconds, now_ms
 from .database import Database, table_name
 from .errors import RolledBackByChecker
 from .producer import PreparedMessage, Producer
@@ -98,24 +97,14 @@ class Outbox:
         must then roll back.
         """
         try:
-            self.database.execute(
-                connection,
-                f"INSERT INTO {self.table} (message_id, producer, message_key, outcome,"
-                " recorded_at_ms) VALUES (?, ?, ?, ?, ?)",
-                (message.message_id, message.producer, message.key, COMMITTED, _now_ms()),
-            )
+            self._insert(connection, message.message_id, message.producer, message.key, COMMITTED)
         except self.database.integrity_errors as error:
             raise RolledBackByChecker(message.message_id) from error
 
     def decide(self, message_id: str, producer: str, key: str) -> int:
         """The Checker's answer: DECISION_COMMIT or DECISION_ROLLBACK, never a guess."""
         with self.database.transaction() as connection:
-            self.database.execute(
-                connection,
-                f"INSERT INTO {self.table} (message_id, producer, message_key, outcome,"
-                " recorded_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
-                (message_id, producer, key, ROLLED_BACK, _now_ms()),
-            )
+            self._insert(connection, message_id, producer, key, ROLLED_BACK, if_absent=True)
             row = self.database.execute(
                 connection, f"SELECT outcome FROM {self.table} WHERE message_id = ?", (message_id,)
             ).fetchone()
@@ -123,6 +112,11 @@ class Outbox:
             return common_pb2.DECISION_COMMIT
         return common_pb2.DECISION_ROLLBACK
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    def _insert(self, connection, message_id, producer, key, outcome, *, if_absent=False):
+        self.database.execute(
+            connection,
+            f"INSERT INTO {self.table} (message_id, producer, message_key, outcome, recorded_at_ms)"
+            " VALUES (?, ?, ?, ?, ?)"
+            + (" ON CONFLICT (message_id) DO NOTHING" if if_absent else ""),
+            (message_id, producer, key, outcome, now_ms()),
+        )
