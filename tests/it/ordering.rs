@@ -2,6 +2,7 @@
 //! DiscardDeadLetters, Receive's byte budget and the truthful answer to a stale receipt.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,9 +38,14 @@ pub async fn publish_keyed(api: &Api, key: &str, lane: &str) -> String {
         .message_id
 }
 
-/// What the consumers saw: per lane, the message ids in the order their first successful Ack
-/// came back.
-type AckedInOrder = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
+/// What the consumers saw: per lane, each message's first successful Ack, stamped with a
+/// sequence number taken before the Ack was sent. The next message of a lane is delivered only
+/// after the previous one's Ack committed, so its own Ack starts later: the stamps order a
+/// lane truthfully, where the order in which answers come back (and are recorded) need not.
+type AckedInOrder = Arc<Mutex<BTreeMap<String, Vec<(u64, String)>>>>;
+
+/// Stamps for [`AckedInOrder`], shared by every consumer of a test.
+static ACK_STARTS: AtomicU64 = AtomicU64::new(0);
 
 /// Many keys, each prepared in one order and confirmed in a shuffled one; consumers on
 /// `apis` that ack, nack or let leases run out at random. Every key's first successful acks
@@ -106,7 +112,19 @@ pub async fn random_failures_keep_every_lane_in_confirm_order(apis: &[Api]) {
     for consumer in consumers {
         consumer.abort();
     }
-    let acked = acked.lock().unwrap().clone();
+    let acked: BTreeMap<String, Vec<String>> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(lane, stamped)| {
+            let mut stamped = stamped.clone();
+            stamped.sort();
+            (
+                lane.clone(),
+                stamped.into_iter().map(|(_, id)| id).collect(),
+            )
+        })
+        .collect();
     assert_eq!(acked, confirm_order, "each lane acked in confirm order");
 }
 
@@ -131,6 +149,7 @@ async fn consume_at_random(api: Api, acked: AckedInOrder) {
                     .await;
                 continue;
             }
+            let stamp = ACK_STARTS.fetch_add(1, Ordering::SeqCst);
             let status = api.ack(SUB, &[&delivery.receipt]).await[0];
             if status == AckStatus::Ok && seen.insert(delivery.message_id.clone()) {
                 acked
@@ -138,7 +157,7 @@ async fn consume_at_random(api: Api, acked: AckedInOrder) {
                     .unwrap()
                     .entry(delivery.ordering_key.clone())
                     .or_default()
-                    .push(delivery.message_id.clone());
+                    .push((stamp, delivery.message_id.clone()));
             }
         }
     }
