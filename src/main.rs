@@ -103,6 +103,18 @@ struct BenchArgs {
     /// An ordered subscription, with the messages spread over N ordering keys (lanes).
     #[arg(long, value_name = "N", conflicts_with = "peer", value_parser = clap::value_parser!(u32).range(1..))]
     ordered_keys: Option<u32>,
+    /// Overload: measure the carried load (closed-loop Publish), then offer FACTOR times it
+    /// open-loop and report accepted and refused calls, RSS, and whether anything was lost.
+    #[arg(long, value_name = "FACTOR", conflicts_with_all = ["peer", "store_only", "backlog", "rate"])]
+    overload: Option<f64>,
+    /// How long --overload offers its load.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        requires = "overload"
+    )]
+    overload_seconds: f64,
     /// The durable queue --peer declares (fresh per run, deleted after).
     #[arg(long, value_enum, default_value_t = courier::bench::PeerQueue::Quorum)]
     peer_queue: courier::bench::PeerQueue,
@@ -258,17 +270,30 @@ fn bench(args: BenchArgs) -> ExitCode {
         launch,
     };
     let mut rendered = None;
+    let mut promises_kept = true;
     let code = block_on(async {
-        rendered = Some(match peer {
-            Some(peer) => courier::bench::run_side_by_side(options, peer)
+        rendered = Some(match (peer, args.overload) {
+            (_, Some(factor)) => {
+                let report =
+                    courier::bench::run_overload(options, factor, args.overload_seconds).await?;
+                promises_kept = report.kept_its_promises();
+                report.render()
+            }
+            (Some(peer), None) => courier::bench::run_side_by_side(options, peer)
                 .await?
                 .render(),
-            None => courier::bench::run(options).await?.render(),
+            (None, None) => courier::bench::run(options).await?.render(),
         });
         Ok::<(), courier::bench::BenchError>(())
     });
     if let Some(rendered) = rendered {
         print!("{rendered}");
+    }
+    if !promises_kept {
+        eprintln!(
+            "courier: under overload an accepted message was lost or a refused one delivered"
+        );
+        return ExitCode::FAILURE;
     }
     code
 }

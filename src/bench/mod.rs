@@ -17,6 +17,7 @@
 #[cfg(feature = "rabbitmq")]
 mod amqp;
 mod database;
+mod overload;
 mod peer;
 mod process;
 mod report;
@@ -28,6 +29,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use overload::OverloadReport;
 pub use peer::{Peer, PeerQueue, SideBySide, run_side_by_side};
 pub use report::Report;
 pub use server::serve_child;
@@ -185,6 +187,34 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// `courier bench --overload FACTOR`: calibrate, then offer FACTOR times the carried load
+/// open-loop for `seconds`, then drain and check that every accepted message was delivered
+/// and no refused one was ([`overload`]).
+pub async fn run_overload(
+    options: BenchOptions,
+    factor: f64,
+    seconds: f64,
+) -> Result<OverloadReport, BenchError> {
+    validate(&options)?;
+    if !(factor >= 1.0 && factor.is_finite()) || !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(BenchError::Options(
+            "--overload takes a factor of at least 1 and --overload-seconds a positive number"
+                .into(),
+        ));
+    }
+    if options.store_only || options.backlog.is_some() || options.rate.is_some() {
+        return Err(BenchError::Options(
+            "--overload offers Publish calls over gRPC itself; it does not take --store-only, \
+             --backlog or --rate"
+                .into(),
+        ));
+    }
+    let database = BenchDatabase::prepare(&options).await?;
+    let result = overload::run(&options, &database, factor, seconds).await;
+    database.cleanup().await;
+    result
 }
 
 /// Runs the benchmark `options` describe and returns its report. Progress goes to stderr.

@@ -104,11 +104,11 @@ struct ConsumerTimes {
 }
 
 /// A payload of `bytes` bytes that does not compress to nothing.
-fn payload(bytes: usize) -> Vec<u8> {
+pub(super) fn payload(bytes: usize) -> Vec<u8> {
     (0..bytes).map(|i| (i * 31 % 251) as u8).collect()
 }
 
-fn key(run_id: &str, index: u64) -> String {
+pub(super) fn key(run_id: &str, index: u64) -> String {
     format!("{run_id}-{index}")
 }
 
