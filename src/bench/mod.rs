@@ -497,6 +497,30 @@ mod tests {
         assert_eq!(report.json()["mode"], "backlog");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_overload_run_accounts_for_every_call() {
+        let report = run_overload(tiny(BenchOptions::default()), 3.0, 0.5)
+            .await
+            .expect("overload runs");
+        let json = report.json();
+        assert!(report.kept_its_promises(), "{json}");
+        let answered: u64 = json["answers"]
+            .as_object()
+            .expect("answers by code")
+            .values()
+            .map(|count| count.as_u64().expect("a count"))
+            .sum();
+        let offered = json["offered"].as_u64().expect("offered");
+        let shed = json["shed_by_bench"].as_u64().expect("shed");
+        assert_eq!(
+            answered + shed,
+            offered,
+            "every offered call is accounted for: {json}"
+        );
+        assert!(json["answers"]["OK"].as_u64() > Some(0), "{json}");
+        assert!(report.render().ends_with(&format!("{json}\n")));
+    }
+
     #[test]
     fn contradictory_options_are_refused() {
         let store_only_with_addr = BenchOptions {
