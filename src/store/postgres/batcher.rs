@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::store::StoreError;
 
@@ -132,7 +133,13 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
             };
             let (items, answers): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
             let count = items.len();
-            match (self.run)(items).await {
+            let span = tracing::info_span!(
+                "store_batch",
+                otel.name = "courier store batch",
+                db.system = "postgresql",
+                operations = count,
+            );
+            match (self.run)(items).instrument(span).await {
                 Ok(done) if done.len() == count => {
                     for (answer, done) in answers.into_iter().zip(done) {
                         let outcome = done.map_or(Outcome::FallBack, Outcome::Done);

@@ -119,6 +119,14 @@ fn run(
                 Err(_) => break,
             }
         }
+        // One span per group commit: how many operations shared the transaction and its fsync.
+        let span = tracing::info_span!(
+            "store_batch",
+            otel.name = "courier store batch",
+            db.system = "sqlite",
+            operations = batch.len(),
+        );
+        let _in_batch = span.enter();
         let (answers, failure) = match commit_batch(&connection, batch.drain(..)) {
             Ok(answers) => {
                 commits.fetch_add(1, Relaxed);
