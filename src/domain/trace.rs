@@ -358,7 +358,10 @@ mod tests {
         assert!(TraceState::parse("Upper=1").is_err());
         assert!(TraceState::parse("novalue").is_err());
         assert!(TraceState::parse("a=b=c").is_err());
-        assert!(TraceState::parse("a=trailing ").is_err());
+        assert!(TraceState::parse("a=caf\u{e9}").is_err());
+        assert!(TraceState::parse("a=x\ty").is_err());
+        // Spaces around a member are optional whitespace, not part of its value.
+        assert!(TraceState::parse("a=inner space ").is_ok());
         assert_eq!(
             TraceState::parse("a=1,a=2"),
             Err(TraceContextError::DuplicateKey("a".into()))
