@@ -246,7 +246,9 @@ fn valid_key(key: &str) -> bool {
     let part = |text: &str, max: usize, first_digit: bool| {
         let bytes = text.as_bytes();
         match bytes.first() {
-            Some(first) if first.is_ascii_lowercase() || (first_digit && first.is_ascii_digit()) => {
+            Some(first)
+                if first.is_ascii_lowercase() || (first_digit && first.is_ascii_digit()) =>
+            {
                 bytes.len() <= max && bytes.iter().all(|&c| key_char(c))
             }
             _ => false,
@@ -288,7 +290,10 @@ mod tests {
         use TraceContextError::*;
         let cases = [
             ("", Malformed),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", Malformed),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                Malformed,
+            ),
             (
                 "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
                 Malformed,
@@ -380,7 +385,10 @@ mod tests {
         assert!(matches!(problem, Some(TraceContextError::BadMember(_))));
 
         let (context, problem) = TraceContext::from_headers([VALID, VALID], []);
-        assert_eq!((context, problem), (None, Some(TraceContextError::Repeated)));
+        assert_eq!(
+            (context, problem),
+            (None, Some(TraceContextError::Repeated))
+        );
         assert_eq!(
             TraceContext::from_headers(["garbage"], ["a=1"]),
             (None, Some(TraceContextError::Malformed))

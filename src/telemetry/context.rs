@@ -60,7 +60,9 @@ pub fn outgoing(stored: Option<&TraceContext>) -> Option<TraceContext> {
     };
     let state = match stored {
         Some(stored) => stored.state.clone(),
-        None => TraceState::parse(&span.trace_state().header()).ok().flatten(),
+        None => TraceState::parse(&span.trace_state().header())
+            .ok()
+            .flatten(),
     };
     Some(TraceContext { parent, state })
 }

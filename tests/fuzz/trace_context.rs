@@ -51,7 +51,11 @@ fn traceparent() -> impl Strategy<Value = String> {
 /// A `tracestate` list member's shape, with keys and values that may be wrong.
 fn tracestate() -> impl Strategy<Value = String> {
     let member = prop_oneof![
-        ("[a-z][a-z0-9_*/-]{0,10}", "[a-zA-Z0-9_./:;!?+*~ -]{0,11}[a-z]").prop_map(|(k, v)| format!("{k}={v}")),
+        (
+            "[a-z][a-z0-9_*/-]{0,10}",
+            "[a-zA-Z0-9_./:;!?+*~ -]{0,11}[a-z]"
+        )
+            .prop_map(|(k, v)| format!("{k}={v}")),
         ("[a-z0-9]{1,4}@[a-z]{1,4}", "[a-z0-9]{1,4}").prop_map(|(k, v)| format!("{k}={v}")),
         "[ -~]{0,12}",
     ];

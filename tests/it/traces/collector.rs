@@ -49,7 +49,9 @@ impl Collector {
 
     /// The span with id `span_id`, if it was received.
     pub fn span(&self, span_id: &str) -> Option<ReceivedSpan> {
-        self.spans().into_iter().find(|span| span.span_id == span_id)
+        self.spans()
+            .into_iter()
+            .find(|span| span.span_id == span_id)
     }
 }
 
@@ -59,10 +61,12 @@ fn service_name(resource: Option<&Resource>) -> String {
         .unwrap_or_default()
         .iter()
         .filter(|attribute| attribute.key == "service.name")
-        .find_map(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(name) => Some(name.clone()),
-            _ => None,
-        })
+        .find_map(
+            |attribute| match attribute.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(name) => Some(name.clone()),
+                _ => None,
+            },
+        )
         .unwrap_or_default()
 }
 

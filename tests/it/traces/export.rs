@@ -44,7 +44,10 @@ impl Served {
         let started = Instant::now();
         while self.0.try_wait().expect("the child's status").is_none() {
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            assert!(started.elapsed() < Duration::from_secs(20), "no exit: {log}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no exit: {log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -66,7 +69,12 @@ fn ids(traceparent: &str) -> (&str, &str) {
 
 /// Asserts that `call` carries a traceparent of the producer's trace whose parent is a
 /// Courier span named `name`, itself a child of the producer's span; returns that span.
-fn assert_courier_parent(call: &Call, spans: &Collector, name: &str, producer: &str) -> ReceivedSpan {
+fn assert_courier_parent(
+    call: &Call,
+    spans: &Collector,
+    name: &str,
+    producer: &str,
+) -> ReceivedSpan {
     let traceparent = call.traceparent.as_deref().expect("a traceparent");
     let (trace_id, parent_id) = ids(traceparent);
     let (producer_trace, producer_span) = ids(producer);
@@ -77,8 +85,15 @@ fn assert_courier_parent(call: &Call, spans: &Collector, name: &str, producer: &
     assert_eq!(span.name, name);
     assert_eq!(span.service, "courier");
     assert_eq!(span.trace_id, producer_trace);
-    assert_eq!(span.parent_span_id, producer_span, "{name}: child of the producer");
-    assert_eq!(call.tracestate.as_deref(), Some(STATE), "{name}: tracestate");
+    assert_eq!(
+        span.parent_span_id, producer_span,
+        "{name}: child of the producer"
+    );
+    assert_eq!(
+        call.tracestate.as_deref(),
+        Some(STATE),
+        "{name}: tracestate"
+    );
     span
 }
 
@@ -119,10 +134,14 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
     let request = traced::<PublishRequest>(publish, OTHER_SPAN, STATE);
     let published = api.producer().publish(request).await.expect("Publish");
     let published = published.into_inner().message_id;
-    let calls = eventually(Duration::from_secs(30), "a check and two pushes", || async {
-        let calls = recorder.calls();
-        (calls.len() >= 3).then_some(calls)
-    })
+    let calls = eventually(
+        Duration::from_secs(30),
+        "a check and two pushes",
+        || async {
+            let calls = recorder.calls();
+            (calls.len() >= 3).then_some(calls)
+        },
+    )
     .await;
     served.terminate(&log);
 
@@ -138,9 +157,19 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
         "courier check-back",
         PRODUCER_SPAN,
     );
-    let push = assert_courier_parent(call(&prepared, true), &collector, "courier push", PRODUCER_SPAN);
+    let push = assert_courier_parent(
+        call(&prepared, true),
+        &collector,
+        "courier push",
+        PRODUCER_SPAN,
+    );
     assert_ne!(check.span_id, push.span_id);
-    assert_courier_parent(call(&published, true), &collector, "courier push", OTHER_SPAN);
+    assert_courier_parent(
+        call(&published, true),
+        &collector,
+        "courier push",
+        OTHER_SPAN,
+    );
     // A pushed Delivery's fields carry what its metadata carries.
     let pushed = call(&prepared, true);
     let fields = pushed.delivery_trace.clone().unwrap();
@@ -154,7 +183,10 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
             .iter()
             .any(|s| s.name == name && s.trace_id == trace_id && s.parent_span_id == span_id)
     };
-    assert!(rpc("courier.v1.Producer/Prepare", PRODUCER_SPAN), "{spans:#?}");
+    assert!(
+        rpc("courier.v1.Producer/Prepare", PRODUCER_SPAN),
+        "{spans:#?}"
+    );
     assert!(rpc("courier.v1.Producer/Publish", OTHER_SPAN), "{spans:#?}");
     assert!(
         spans.iter().any(|s| s.name == "courier store batch"),

@@ -81,7 +81,11 @@ async fn receive_hands_out_the_prepares_trace_and_confirm_keeps_it() {
     let server = TestServer::start().await;
     server.create_subscription(subscription(SUB, TOPIC)).await;
 
-    let request = traced(prepare_request(PRODUCER, TOPIC, "pulled-1"), PRODUCER_SPAN, STATE);
+    let request = traced(
+        prepare_request(PRODUCER, TOPIC, "pulled-1"),
+        PRODUCER_SPAN,
+        STATE,
+    );
     let message_id = server
         .producer()
         .prepare(request)
@@ -116,7 +120,11 @@ async fn an_invalid_trace_context_is_ignored_not_refused() {
     let cases = [
         // (traceparent, tracestate) sent → (traceparent, tracestate) delivered
         (all_zero_trace, STATE, ("", "")),
-        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", "", ("", "")),
+        (
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "",
+            ("", ""),
+        ),
         ("not a traceparent", STATE, ("", "")),
         // A bad tracestate goes alone; the traceparent stays.
         (PRODUCER_SPAN, "Upper=case", (PRODUCER_SPAN, "")),
@@ -131,6 +139,10 @@ async fn an_invalid_trace_context_is_ignored_not_refused() {
             .await;
         assert!(answer.is_ok(), "{traceparent:?} {tracestate:?}: {answer:?}");
         let delivery = server.receive_one(SUB, Duration::from_secs(5)).await;
-        assert_eq!(trace_of(&delivery), expected, "{traceparent:?} {tracestate:?}");
+        assert_eq!(
+            trace_of(&delivery),
+            expected,
+            "{traceparent:?} {tracestate:?}"
+        );
     }
 }
