@@ -26,6 +26,9 @@ pub struct TelemetryError {
     source: opentelemetry_otlp::ExporterBuildError,
 }
 
+/// The layer that turns Courier's spans into exported OpenTelemetry spans.
+pub(super) type SpanLayer<S> = Box<dyn Layer<S> + Send + Sync>;
+
 /// Span export while it runs: flush it with [`Telemetry::shutdown`] before the process ends.
 #[must_use = "spans still queued are lost unless shutdown() flushes them"]
 pub struct Telemetry {
@@ -42,7 +45,7 @@ impl Telemetry {
     /// Courier's own spans (not its libraries'), at INFO and above.
     pub(super) fn start<S>(
         config: &TelemetryConfig,
-    ) -> Result<(Self, Option<Box<dyn Layer<S> + Send + Sync>>), TelemetryError>
+    ) -> Result<(Self, Option<SpanLayer<S>>), TelemetryError>
     where
         S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
     {
