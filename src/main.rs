@@ -206,6 +206,9 @@ fn main() -> ExitCode {
             }
         }
     };
+    if telemetry.exporting() {
+        info!(otlp_endpoint = %export.otlp_endpoint, "exporting spans over OTLP");
+    }
     let service_links = courier::config::env::service_links_in_env();
     if !service_links.is_empty() {
         warn!(

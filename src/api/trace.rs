@@ -16,7 +16,7 @@ use tracing::instrument::{Instrument, Instrumented};
 
 use super::auth::rules::PROTECTED_PREFIX;
 use crate::domain::TraceContext;
-use crate::telemetry::context;
+use crate::telemetry::{EXPORT_ONLY, context};
 
 /// The trace context the call came with, valid or none.
 #[derive(Debug, Clone)]
@@ -66,7 +66,9 @@ where
             let inner = self.inner.call(request);
             return RecordStatus { inner }.instrument(Span::none());
         }
+        // Export only: in the log, the handler's own span already names the call.
         let span = tracing::info_span!(
+            target: EXPORT_ONLY,
             "rpc",
             otel.name = path.trim_start_matches('/'),
             otel.kind = "server",

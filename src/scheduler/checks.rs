@@ -213,8 +213,6 @@ impl CheckBack {
     async fn check(&self, due: DueCheck, fixed_now: Option<Timestamp>) -> Option<CheckOutcome> {
         let span = info_span!(
             "check",
-            otel.name = "courier check-back",
-            otel.kind = "client",
             message_id = %due.message_id,
             producer = %due.producer,
             attempt = due.attempt,

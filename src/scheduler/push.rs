@@ -267,8 +267,6 @@ impl Dispatcher {
     ) -> Option<PushOutcome> {
         let span = info_span!(
             "push",
-            otel.name = "courier push",
-            otel.kind = "client",
             subscription = %subscription.name,
             message_id = %delivery.receipt.message_id,
             attempt = delivery.attempt,

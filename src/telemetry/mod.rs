@@ -22,6 +22,10 @@ use crate::config::{LogFormat, TelemetryConfig};
 
 pub use otlp::{Telemetry, TelemetryError};
 
+/// The target of spans only export wants, never the log: the RPC span, whose handler span
+/// inside already names the call in log lines.
+pub const EXPORT_ONLY: &str = "courier::export";
+
 /// Installs the global subscriber: `RUST_LOG` filters the log (default `info`), output is
 /// plain text or one JSON object per line, on stderr. Plain text is coloured only when stderr
 /// is a terminal and `NO_COLOR` is unset. With an OTLP endpoint, Courier's spans are exported
@@ -32,7 +36,13 @@ pub fn init_tracing(
     format: LogFormat,
     telemetry: &TelemetryConfig,
 ) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(
+            format!("{EXPORT_ONLY}=off")
+                .parse()
+                .expect("a valid directive"),
+        );
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let log = match format {
         LogFormat::Plain => log.with_ansi(use_colour()).boxed(),

@@ -133,12 +133,8 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
             };
             let (items, answers): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
             let count = items.len();
-            let span = tracing::info_span!(
-                "store_batch",
-                otel.name = "courier store batch",
-                db.system = "postgresql",
-                operations = count,
-            );
+            let span =
+                tracing::info_span!("store_batch", db.system = "postgresql", operations = count,);
             match (self.run)(items).instrument(span).await {
                 Ok(done) if done.len() == count => {
                     for (answer, done) in answers.into_iter().zip(done) {

@@ -122,7 +122,6 @@ fn run(
         // One span per group commit: how many operations shared the transaction and its fsync.
         let span = tracing::info_span!(
             "store_batch",
-            otel.name = "courier store batch",
             db.system = "sqlite",
             operations = batch.len(),
         );

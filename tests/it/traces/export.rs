@@ -151,25 +151,10 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
             .find(|c| c.message_id == message_id && c.delivery_trace.is_some() == pushed)
             .unwrap_or_else(|| panic!("a call for {message_id}: {calls:#?}"))
     };
-    let check = assert_courier_parent(
-        call(&prepared, false),
-        &collector,
-        "courier check-back",
-        PRODUCER_SPAN,
-    );
-    let push = assert_courier_parent(
-        call(&prepared, true),
-        &collector,
-        "courier push",
-        PRODUCER_SPAN,
-    );
+    let check = assert_courier_parent(call(&prepared, false), &collector, "check", PRODUCER_SPAN);
+    let push = assert_courier_parent(call(&prepared, true), &collector, "push", PRODUCER_SPAN);
     assert_ne!(check.span_id, push.span_id);
-    assert_courier_parent(
-        call(&published, true),
-        &collector,
-        "courier push",
-        OTHER_SPAN,
-    );
+    assert_courier_parent(call(&published, true), &collector, "push", OTHER_SPAN);
     // A pushed Delivery's fields carry what its metadata carries.
     let pushed = call(&prepared, true);
     let fields = pushed.delivery_trace.clone().unwrap();
@@ -188,8 +173,5 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
         "{spans:#?}"
     );
     assert!(rpc("courier.v1.Producer/Publish", OTHER_SPAN), "{spans:#?}");
-    assert!(
-        spans.iter().any(|s| s.name == "courier store batch"),
-        "{spans:#?}"
-    );
+    assert!(spans.iter().any(|s| s.name == "store_batch"), "{spans:#?}");
 }
