@@ -26,6 +26,8 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     /// The exporting process's `service.name`.
     pub service: String,
+    /// The trace ids of the spans it links to.
+    pub linked_traces: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -87,6 +89,11 @@ impl TraceService for Collector {
                         span_id: hex::encode(span.span_id),
                         parent_span_id: hex::encode(span.parent_span_id),
                         service: service.clone(),
+                        linked_traces: span
+                            .links
+                            .iter()
+                            .map(|link| hex::encode(&link.trace_id))
+                            .collect(),
                     });
                 }
             }

@@ -160,7 +160,7 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
     let fields = pushed.delivery_trace.clone().unwrap();
     assert_eq!(Some(fields.0.as_str()), pushed.traceparent.as_deref());
 
-    // The RPC spans are children of the producer's spans; group commits have spans too.
+    // The RPC spans are children of the producer's spans.
     let spans = collector.spans();
     let rpc = |name: &str, producer: &str| {
         let (trace_id, span_id) = ids(producer);
@@ -173,5 +173,13 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
         "{spans:#?}"
     );
     assert!(rpc("courier.v1.Producer/Publish", OTHER_SPAN), "{spans:#?}");
-    assert!(spans.iter().any(|s| s.name == "store_batch"), "{spans:#?}");
+    // The group commit that wrote the Prepare links to the Prepare's trace.
+    let (producer_trace, _) = ids(PRODUCER_SPAN);
+    let links_producer = |s: &ReceivedSpan| s.linked_traces.iter().any(|t| t == producer_trace);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "store_batch" && links_producer(s)),
+        "{spans:#?}"
+    );
 }
