@@ -3,8 +3,8 @@
 //! receiver that restarts is reached again without any bookkeeping here), TLS for `https://`
 //! endpoints, a JWT signed by Courier on every call, only hosts in `callbacks.allowed_hosts`,
 //! a deadline on every call, and the message's trace context (`traceparent`, `tracestate`),
-//! naming the caller's span as parent when spans are exported. Proto types stop here: callers pass and get store and domain
-//! values.
+//! naming the calling span as parent when spans are exported. Proto types stop here: callers
+//! pass and get store and domain values.
 
 mod hosts;
 pub mod keys;

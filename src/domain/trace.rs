@@ -135,6 +135,7 @@ impl TraceState {
         if value.len() > MAX_TRACESTATE_BYTES {
             return Err(TraceContextError::StateTooLong);
         }
+        let mut members: Vec<&str> = Vec::new();
         let mut keys: Vec<&str> = Vec::new();
         for member in value.split(',').map(|m| m.trim_matches([' ', '\t'])) {
             if member.is_empty() {
@@ -149,18 +150,14 @@ impl TraceState {
                 return Err(TraceContextError::DuplicateKey(key.to_owned()));
             }
             keys.push(key);
+            members.push(member);
         }
-        if keys.len() > MAX_TRACESTATE_MEMBERS {
+        if members.len() > MAX_TRACESTATE_MEMBERS {
             return Err(TraceContextError::TooManyMembers);
         }
-        if keys.is_empty() {
+        if members.is_empty() {
             return Ok(None);
         }
-        let members: Vec<&str> = value
-            .split(',')
-            .map(|m| m.trim_matches([' ', '\t']))
-            .filter(|m| !m.is_empty())
-            .collect();
         Ok(Some(Self(members.join(","))))
     }
 
