@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as Code;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -28,6 +29,8 @@ pub struct ReceivedSpan {
     pub service: String,
     /// The trace ids of the spans it links to.
     pub linked_traces: Vec<String>,
+    /// Whether the span says it failed (`STATUS_CODE_ERROR`).
+    pub failed: bool,
 }
 
 #[derive(Clone, Default)]
@@ -89,6 +92,10 @@ impl TraceService for Collector {
                         span_id: hex::encode(span.span_id),
                         parent_span_id: hex::encode(span.parent_span_id),
                         service: service.clone(),
+                        failed: span
+                            .status
+                            .as_ref()
+                            .is_some_and(|status| status.code == Code::Error as i32),
                         linked_traces: span
                             .links
                             .iter()

@@ -6,11 +6,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use courier::proto::{PublishRequest, Subscription};
+use courier::proto::{ConfirmRequest, PublishRequest, Subscription};
 
 use super::collector::{Collector, ReceivedSpan};
 use super::*;
 use crate::callbacks::{Call, Recorder, free_port};
+
+/// The producer span of a call Courier refuses.
+const THIRD_SPAN: &str = "00-5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a-1234567812345678-01";
 
 /// `courier serve` with only the given `COURIER_*` variables; killed if the test ends early.
 struct Served(Child);
@@ -134,6 +137,15 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
     let request = traced::<PublishRequest>(publish, OTHER_SPAN, STATE);
     let published = api.producer().publish(request).await.expect("Publish");
     let published = published.into_inner().message_id;
+    // A refused call's span says it failed.
+    let unknown = ConfirmRequest {
+        message: by_id("01a23811-2a9c-71c4-977b-65c045cd9073"),
+    };
+    let refused = api
+        .producer()
+        .confirm(traced(unknown, THIRD_SPAN, ""))
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::NotFound);
     let calls = eventually(
         Duration::from_secs(30),
         "a check and two pushes",
@@ -172,6 +184,17 @@ async fn exported_spans_run_from_the_producer_through_courier_to_checker_and_con
         rpc("courier.v1.Producer/Prepare", PRODUCER_SPAN),
         "{spans:#?}"
     );
+    let (trace_id, span_id) = ids(THIRD_SPAN);
+    let refused = spans
+        .iter()
+        .find(|s| s.trace_id == trace_id && s.parent_span_id == span_id)
+        .unwrap_or_else(|| panic!("the refused Confirm's span: {spans:#?}"));
+    assert_eq!(refused.name, "courier.v1.Producer/Confirm");
+    assert!(refused.failed, "{refused:?}");
+    let succeeded = spans
+        .iter()
+        .find(|s| s.name == "courier.v1.Producer/Prepare");
+    assert!(!succeeded.unwrap().failed);
     assert!(rpc("courier.v1.Producer/Publish", OTHER_SPAN), "{spans:#?}");
     // The group commit that wrote the Prepare links to the Prepare's trace.
     let (producer_trace, _) = ids(PRODUCER_SPAN);
