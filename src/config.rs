@@ -9,6 +9,7 @@ mod limits;
 mod scheduler;
 mod security;
 mod store;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,6 +24,7 @@ pub use limits::{InFlightLimits, Limits, SubscriptionDefaults};
 pub use scheduler::{ChecksConfig, PushConfig, RetentionConfig};
 pub use security::{AuthConfig, TlsConfig};
 pub use store::{PostgresConfig, SqliteConfig};
+pub use telemetry::TelemetryConfig;
 
 /// Everything `courier serve` can be told. Field names are the configuration keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +51,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +79,7 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -163,7 +167,8 @@ impl Config {
         self.limits.validate()?;
         self.retention.validate()?;
         self.sqlite.validate()?;
-        self.postgres.validate()
+        self.postgres.validate()?;
+        self.telemetry.validate()
     }
 }
 

@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 use crate::api::admission::AdmissionLayer;
 use crate::api::auth::AuthLayer;
+use crate::api::trace::RpcTraceLayer;
 use crate::api::{ApiContext, Services};
 use crate::config::{Config, Limits};
 use crate::health::StoreOutages;
@@ -49,7 +50,7 @@ use crate::wakeups::Wakeups;
 
 pub use crate::config::LogFormat;
 pub use crate::health::LIVENESS_SERVICE;
-pub use crate::telemetry::init_tracing;
+pub use crate::telemetry::{Telemetry, init_tracing};
 
 /// Services that reflection lists. The descriptor set also holds Checker and Receiver, which
 /// users implement and Courier does not serve; their types stay resolvable for grpcurl.
@@ -262,9 +263,13 @@ fn log_exposure(config: &Config, security: &Security, listen: std::net::SocketAd
     }
 }
 
-/// Courier's services beside the standard health and reflection services. Calls are counted
-/// (outermost, so refusals count too), authenticated, then admitted within their kind's bound.
-type Layers = Stack<AdmissionLayer, Stack<AuthLayer, Stack<metrics::RpcMetricsLayer, Identity>>>;
+/// Courier's services beside the standard health and reflection services. Calls get their
+/// span (outermost, joined to the caller's trace), are counted (so refusals count too),
+/// authenticated, then admitted within their kind's bound.
+type Layers = Stack<
+    AdmissionLayer,
+    Stack<AuthLayer, Stack<metrics::RpcMetricsLayer, Stack<RpcTraceLayer, Identity>>>,
+>;
 
 fn router(
     services: Services,
@@ -274,6 +279,7 @@ fn router(
 ) -> Result<Router<Layers>, RunError> {
     Ok(Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
+        .layer(RpcTraceLayer)
         .layer(metrics::RpcMetricsLayer)
         .layer(auth)
         .layer(AdmissionLayer::new(&limits.in_flight))

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use courier::config::{Config, FlagOverrides};
+use courier::config::{Config, FlagOverrides, TelemetryConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -195,7 +195,32 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    courier::init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("courier: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Only the server exports spans. The exporter's connection lives in the runtime, so it is
+    // set up inside it and flushed (below) while the runtime still runs.
+    let export = match task {
+        Task::Serve => config.telemetry.clone(),
+        Task::Migrate | Task::Keys => TelemetryConfig::default(),
+    };
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        match courier::init_tracing(config.log_format, &export) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("courier: {:#}", anyhow::Error::from(error));
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    if telemetry.exporting() {
+        info!(otlp_endpoint = %export.otlp_endpoint, "exporting spans over OTLP");
+    }
     let service_links = courier::config::env::service_links_in_env();
     if !service_links.is_empty() {
         warn!(
@@ -204,17 +229,14 @@ fn main() -> ExitCode {
         );
     }
 
-    let result = tokio::runtime::Runtime::new()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                match task {
-                    Task::Serve => serve_until_signalled(config).await,
-                    Task::Migrate => migrate(config).await,
-                    Task::Keys => print_keys(config).await,
-                }
-            })
-        });
+    let result = runtime.block_on(async {
+        match task {
+            Task::Serve => serve_until_signalled(config).await,
+            Task::Migrate => migrate(config).await,
+            Task::Keys => print_keys(config).await,
+        }
+    });
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod auth;
 pub mod status;
+pub mod trace;
 
 mod admin;
 mod answers;

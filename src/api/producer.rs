@@ -10,6 +10,7 @@ use tracing::{debug, instrument};
 use super::ApiContext;
 use super::auth::Caller;
 use super::endpoints;
+use super::trace;
 use crate::convert;
 use crate::domain::{Decision, MessageRef, Timestamp};
 use crate::metrics;
@@ -66,8 +67,10 @@ impl Producer for ProducerService {
         request: Request<proto::PrepareRequest>,
     ) -> Result<Response<proto::PrepareResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let message =
+        let trace = trace::message_trace(&request);
+        let mut message =
             convert::new_message(request.into_inner().into(), false, &self.context.config)?;
+        message.trace = trace;
         caller.authorize(Some(message.producer.as_str()))?;
         crate::telemetry::record("producer", &message.producer);
         crate::telemetry::record("topic", &message.topic);
@@ -114,8 +117,10 @@ impl Producer for ProducerService {
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let message =
+        let trace = trace::message_trace(&request);
+        let mut message =
             convert::new_message(request.into_inner().into(), true, &self.context.config)?;
+        message.trace = trace;
         caller.authorize(Some(message.producer.as_str()))?;
         crate::telemetry::record("producer", &message.producer);
         crate::telemetry::record("topic", &message.topic);

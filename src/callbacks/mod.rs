@@ -2,8 +2,9 @@
 //! Receivers. One cached channel per endpoint URL (a tonic channel reconnects by itself, so a
 //! receiver that restarts is reached again without any bookkeeping here), TLS for `https://`
 //! endpoints, a JWT signed by Courier on every call, only hosts in `callbacks.allowed_hosts`,
-//! and a deadline on every call. Proto types stop here: callers pass and get store and domain
-//! values.
+//! a deadline on every call, and the message's trace context (`traceparent`, `tracestate`),
+//! naming the calling span as parent when spans are exported. Proto types stop here: callers
+//! pass and get store and domain values.
 
 mod hosts;
 pub mod keys;
@@ -25,12 +26,13 @@ pub use keys::{Keyring, SigningKey};
 
 use crate::config::CallbacksConfig;
 use crate::convert;
-use crate::domain::{Decision, DueCheck, LeasedDelivery};
+use crate::domain::{Decision, DueCheck, LeasedDelivery, TraceContext};
 use crate::metrics::code_name;
 use crate::proto::checker_client::CheckerClient;
 use crate::proto::receiver_client::ReceiverClient;
 use crate::proto::{self, CheckRequest};
 use crate::store::StoreError;
+use crate::telemetry::context;
 
 /// How long opening a connection may take; the call's own deadline bounds it too.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -148,7 +150,8 @@ impl Callbacks {
         Ok(channel)
     }
 
-    /// A request for `endpoint` with its deadline and a token naming the call.
+    /// A request for `endpoint` with its deadline, a token naming the call and the trace
+    /// context it carries on.
     fn request<T>(
         &self,
         message: T,
@@ -156,8 +159,12 @@ impl Callbacks {
         endpoint: &str,
         subject: &str,
         message_id: &str,
+        trace: Option<&TraceContext>,
     ) -> Request<T> {
         let mut request = deadline(message, timeout);
+        if let Some(trace) = trace {
+            context::inject(request.metadata_mut(), trace);
+        }
         let claims = token::CallClaims {
             audience: endpoint,
             subject,
@@ -178,12 +185,14 @@ impl Callbacks {
         timeout: Duration,
     ) -> Result<CheckAnswer, CallError> {
         let mut client = CheckerClient::new(self.channel(endpoint)?);
+        let trace = context::outgoing(due.trace.as_ref());
         let request = self.request(
             check_request(due),
             timeout,
             endpoint,
             due.producer.as_str(),
             &due.message_id.to_string(),
+            trace.as_ref(),
         );
         let response = within(timeout, client.check(request)).await?;
         Ok(match response.into_inner().decision() {
@@ -195,21 +204,25 @@ impl Callbacks {
     }
 
     /// Pushes one delivery to the Receiver at `endpoint`; `Ok` means the receiver acknowledged it.
+    /// The delivery's trace fields carry the same context as the call's metadata.
     pub async fn deliver(
         &self,
         endpoint: &str,
-        delivery: LeasedDelivery,
+        mut delivery: LeasedDelivery,
         timeout: Duration,
     ) -> Result<(), CallError> {
         let mut client = ReceiverClient::new(self.channel(endpoint)?);
         let message_id = delivery.receipt.message_id.to_string();
         let subscription = delivery.receipt.subscription.to_string();
+        delivery.trace = context::outgoing(delivery.trace.as_ref());
+        let trace = delivery.trace.clone();
         let request = self.request(
             convert::delivery(delivery),
             timeout,
             endpoint,
             &subscription,
             &message_id,
+            trace.as_ref(),
         );
         within(timeout, client.deliver(request)).await.map(|_| ())
     }

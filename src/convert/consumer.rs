@@ -91,7 +91,13 @@ pub fn receive(
     })
 }
 
+/// A delivery as handed out, with the trace context it carries (the stored one, or for a push
+/// the one the Deliver call sends).
 pub fn delivery(leased: LeasedDelivery) -> proto::Delivery {
+    let (traceparent, tracestate) = match &leased.trace {
+        Some(trace) => (trace.parent.to_string(), trace.tracestate().to_owned()),
+        None => (String::new(), String::new()),
+    };
     proto::Delivery {
         receipt: leased.receipt.to_string(),
         message_id: leased.receipt.message_id.to_string(),
@@ -105,8 +111,8 @@ pub fn delivery(leased: LeasedDelivery) -> proto::Delivery {
         published_at: Some(timestamp(leased.published_at)),
         lease_expires_at: Some(timestamp(leased.lease_expires_at)),
         ordering_key: leased.ordering_key.as_str().to_owned(),
-        traceparent: String::new(),
-        tracestate: String::new(),
+        traceparent,
+        tracestate,
     }
 }
 

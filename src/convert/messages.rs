@@ -119,6 +119,8 @@ pub fn new_message(
         check_after,
         deliver_after,
         publish,
+        // Metadata, not a field: the handler adds the call's trace context.
+        trace: None,
         now: Timestamp::now(),
     })
 }

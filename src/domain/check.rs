@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Headers, MessageId, MessageKey, Name, Timestamp};
+use super::{Headers, MessageId, MessageKey, Name, Timestamp, TraceContext};
 
 /// A checker endpoint registered by a producer.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,4 +27,6 @@ pub struct DueCheck {
     pub attempt: u32,
     /// The checker the producer registered, if any, as of the claim.
     pub checker: Option<CheckerRegistration>,
+    /// The producer's trace, as stored with the message.
+    pub trace: Option<TraceContext>,
 }

@@ -1,7 +1,7 @@
 //! What a consumer holds: a leased delivery with everything it needs, and how each Ack of a
 //! receipt ended.
 
-use super::{Headers, MessageKey, Name, OrderingKey, Receipt, Timestamp};
+use super::{Headers, MessageKey, Name, OrderingKey, Receipt, Timestamp, TraceContext};
 
 /// A delivery handed out by a lease, with everything a consumer needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +16,8 @@ pub struct LeasedDelivery {
     pub attempt: u32,
     pub published_at: Timestamp,
     pub lease_expires_at: Timestamp,
+    /// The producer's trace, as stored with the message.
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ mod names;
 mod subscription;
 mod text;
 mod time;
+mod trace;
 
 pub use backoff::{JITTER, backoff, random_jitter};
 pub use check::{CheckerRegistration, DueCheck};
@@ -30,3 +31,7 @@ pub use names::{FieldViolation, MessageKey, Name, OrderingKey};
 pub use subscription::{DeadHeadPolicy, RetryPolicy, Subscription};
 pub use text::{Quoted, storable_lossy, storable_text};
 pub use time::Timestamp;
+pub use trace::{
+    MAX_TRACESTATE_BYTES, MAX_TRACESTATE_MEMBERS, TraceContext, TraceContextError, TraceParent,
+    TraceState,
+};

@@ -12,7 +12,7 @@ use futures::future::join_all;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, instrument, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::sleep::{failure_backoff, until_due};
 use super::{clip_error, take_permits};
@@ -24,6 +24,7 @@ use crate::domain::{
 };
 use crate::metrics;
 use crate::store::{CheckRecorded, CheckVerdict, Store, StoreError};
+use crate::telemetry::context;
 use crate::wakeups::Wakeups;
 
 /// The longest timeout a producer may register for its checker (RegisterChecker's limit).
@@ -206,11 +207,23 @@ impl CheckBack {
         }
     }
 
-    /// Asks the checker about one claimed message and records the verdict as of `fixed_now`
-    /// (or the time the answer came). Failures to record are logged: the claim runs out and
-    /// the check is simply done again.
-    #[instrument(skip_all, fields(message_id = %due.message_id, producer = %due.producer, attempt = due.attempt))]
+    /// Asks the checker about one claimed message, in a span that continues the message's
+    /// trace (the Check call names it as parent), and records the verdict as of `fixed_now`
+    /// (or the time the answer came).
     async fn check(&self, due: DueCheck, fixed_now: Option<Timestamp>) -> Option<CheckOutcome> {
+        let span = info_span!(
+            "check",
+            message_id = %due.message_id,
+            producer = %due.producer,
+            attempt = due.attempt,
+        );
+        context::set_parent(&span, due.trace.as_ref());
+        self.ask(due, fixed_now).instrument(span).await
+    }
+
+    /// The check itself. Failures to record are logged: the claim runs out and the check is
+    /// simply done again.
+    async fn ask(&self, due: DueCheck, fixed_now: Option<Timestamp>) -> Option<CheckOutcome> {
         let answer = match &due.checker {
             None => {
                 metrics::check_answered(metrics::CheckOutcome::NoChecker);

@@ -14,7 +14,7 @@ use futures::future::join_all;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, instrument, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::sleep::{failure_backoff, until_due};
 use super::{clip_error, take_permits};
@@ -23,6 +23,7 @@ use crate::config::PushConfig;
 use crate::domain::{AckStatus, LeasedDelivery, RedeliveryPlan, Subscription, Timestamp};
 use crate::metrics;
 use crate::store::{Batch, Store, StoreError};
+use crate::telemetry::context;
 use crate::wakeups::Wakeups;
 
 /// A pushed delivery's lease outlasts the call's deadline (the ack deadline) by this much, so
@@ -256,9 +257,27 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one delivery and records the answer as of `fixed_now` (or when it came).
-    #[instrument(skip_all, fields(subscription = %subscription.name, message_id = %delivery.receipt.message_id, attempt = delivery.attempt))]
+    /// Sends one delivery, in a span that continues the message's trace (the Deliver call names
+    /// it as parent), and records the answer as of `fixed_now` (or when it came).
     async fn push(
+        &self,
+        subscription: &Subscription,
+        delivery: LeasedDelivery,
+        fixed_now: Option<Timestamp>,
+    ) -> Option<PushOutcome> {
+        let span = info_span!(
+            "push",
+            subscription = %subscription.name,
+            message_id = %delivery.receipt.message_id,
+            attempt = delivery.attempt,
+        );
+        context::set_parent(&span, delivery.trace.as_ref());
+        self.deliver(subscription, delivery, fixed_now)
+            .instrument(span)
+            .await
+    }
+
+    async fn deliver(
         &self,
         subscription: &Subscription,
         delivery: LeasedDelivery,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::domain::{
     CheckerRegistration, DeadHeadPolicy, DeliveryState, DeliveryStatus, DueCheck, Headers,
     LeasedDelivery, MessageId, MessageKey, MessageRecord, MessageState, Name, OrderingKey, Receipt,
-    RetryPolicy, Subscription, Timestamp,
+    RetryPolicy, Subscription, Timestamp, TraceContext,
 };
 use crate::store::StoreError;
 
@@ -175,9 +175,31 @@ pub fn checker(row: &impl Columns) -> Result<CheckerRegistration, StoreError> {
     })
 }
 
+/// The trace context from a message's `traceparent, tracestate` columns.
+pub fn trace_context(row: &impl Columns) -> Result<Option<TraceContext>, StoreError> {
+    let Some(traceparent) = row.opt_text("traceparent")? else {
+        return Ok(None);
+    };
+    let tracestate = row.opt_text("tracestate")?;
+    TraceContext::from_stored(&traceparent, tracestate.as_deref())
+        .map(Some)
+        .map_err(|error| StoreError::internal(format!("corrupt trace context: {error}")))
+}
+
+/// The `traceparent, tracestate` column values of a message's trace context.
+pub fn trace_columns(trace: Option<&TraceContext>) -> (Option<String>, Option<String>) {
+    match trace {
+        None => (None, None),
+        Some(trace) => (
+            Some(trace.parent.to_string()),
+            trace.state.as_ref().map(ToString::to_string),
+        ),
+    }
+}
+
 /// A delivery just leased to `subscription` until `lease_expires_at`, from a row with the
 /// delivery's new `message_id, attempts, generation` and its message's `producer, topic, key,
-/// payload, headers, decided_at`.
+/// payload, headers, decided_at, traceparent, tracestate`.
 pub fn leased_delivery(
     row: &impl Columns,
     subscription: &Name,
@@ -198,11 +220,12 @@ pub fn leased_delivery(
         attempt: count(row.int("attempts")?)?,
         published_at: Timestamp::from_millis(row.opt_int("decided_at")?.unwrap_or_default()),
         lease_expires_at,
+        trace: trace_context(row)?,
     })
 }
 
 /// A claimed check-back, from a row with the message's `id, producer, topic, key, headers,
-/// created_at, check_attempts` and its producer's checker `endpoint, timeout_ms` (NULL when
+/// created_at, check_attempts, traceparent, tracestate` and its producer's checker `endpoint, timeout_ms` (NULL when
 /// none is registered).
 pub fn due_check(row: &impl Columns) -> Result<DueCheck, StoreError> {
     let producer = Name::from_trusted(row.text("producer")?);
@@ -223,6 +246,7 @@ pub fn due_check(row: &impl Columns) -> Result<DueCheck, StoreError> {
         prepared_at: Timestamp::from_millis(row.int("created_at")?),
         attempt: count(row.int("check_attempts")? + 1)?,
         checker,
+        trace: trace_context(row)?,
     })
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::domain::{
     DeliveryState, Headers, MessageId, MessageKey, MessageOutcome, MessageRecord, MessageState,
-    Name, OrderingKey, Timestamp,
+    Name, OrderingKey, Timestamp, TraceContext,
 };
 
 /// A message to store, already validated.
@@ -24,6 +24,9 @@ pub struct NewMessage {
     pub deliver_after: Duration,
     /// Publish: store CONFIRMED with deliveries at once.
     pub publish: bool,
+    /// The producer's trace (W3C trace context), sent on with every check and delivery. Not
+    /// content: a repeated Prepare with another trace is still the same message.
+    pub trace: Option<TraceContext>,
     pub now: Timestamp,
 }
 

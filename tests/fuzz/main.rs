@@ -5,7 +5,8 @@
 //! - `scalars.rs`: names, keys, message ids, receipts, and `google.protobuf.Duration` fields;
 //! - `requests.rs`: each request's validation (`courier::convert`), from generated
 //!   messages and from arbitrary bytes decoded as protobuf;
-//! - `config.rs`: configuration values from a TOML file and from `COURIER_*` variables.
+//! - `config.rs`: configuration values from a TOML file and from `COURIER_*` variables;
+//! - `trace_context.rs`: W3C `traceparent` and `tracestate` values.
 //!
 //! The invariants: nothing panics; a refusal is INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for
 //! a limit) with field violations in plain words, never Rust's Debug output; an accepted value
@@ -17,6 +18,7 @@
 mod config;
 mod requests;
 mod scalars;
+mod trace_context;
 
 use courier::convert::RequestError;
 use proptest::prelude::*;

@@ -26,4 +26,5 @@ mod scopes;
 mod secure_binary;
 mod standard_services;
 mod tls;
+mod traces;
 mod validation;

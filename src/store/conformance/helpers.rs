@@ -56,6 +56,7 @@ pub fn message(topic: &str, message_key: &str, publish: bool, now: Timestamp) ->
         check_after: CHECK_AFTER,
         deliver_after: Duration::ZERO,
         publish,
+        trace: None,
         now,
     }
 }

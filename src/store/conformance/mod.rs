@@ -14,6 +14,7 @@ mod lanes;
 mod producer;
 mod scheduler;
 mod subscriptions;
+mod traces;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -140,6 +141,7 @@ macro_rules! store_test_suite {
             deliver_after_delays_the_lane,
             lanes_survive_a_restart,
             lease_stops_at_the_byte_budget,
+            trace_context_is_kept_and_handed_out,
         );
     };
     (@tests $open:path; $($test:ident),* $(,)?) => {
@@ -160,6 +162,7 @@ pub use lanes::*;
 pub use producer::*;
 pub use scheduler::*;
 pub use subscriptions::*;
+pub use traces::*;
 
 mod sqlite {
     store_test_suite!(crate::store::conformance::open_sqlite);

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+use tracing::{Instrument, Span};
 
 use crate::store::StoreError;
 
@@ -53,8 +54,12 @@ pub struct Limits<I> {
     pub size: fn(&I) -> usize,
 }
 
+/// A queued item, how to answer it, and the span of the call it came from (its batch's span
+/// links to it).
+type Waiting<I, D> = (I, oneshot::Sender<Outcome<D>>, Span);
+
 struct Queue<I, D> {
-    waiting: VecDeque<(I, oneshot::Sender<Outcome<D>>)>,
+    waiting: VecDeque<Waiting<I, D>>,
     running: usize,
 }
 
@@ -82,7 +87,7 @@ impl<I: Send + 'static, D: Send + 'static> Batcher<I, D> {
         let (answer, outcome) = oneshot::channel();
         let start = {
             let mut queue = self.shared.lock();
-            queue.waiting.push_back((item, answer));
+            queue.waiting.push_back((item, answer, Span::current()));
             let start = queue.running < self.shared.max_running;
             if start {
                 queue.running += 1;
@@ -105,10 +110,10 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
     }
 
     /// How many of the waiting items the next batch takes: one at least, then as many as fit.
-    fn batch_len(&self, waiting: &VecDeque<(I, oneshot::Sender<Outcome<D>>)>) -> usize {
+    fn batch_len(&self, waiting: &VecDeque<Waiting<I, D>>) -> usize {
         let mut bytes = 0;
         let mut take = 0;
-        for (item, _) in waiting.iter().take(self.limits.items.max(1)) {
+        for (item, _, _) in waiting.iter().take(self.limits.items.max(1)) {
             bytes += (self.limits.size)(item);
             if take > 0 && bytes > self.limits.bytes {
                 break;
@@ -130,9 +135,18 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
                 let take = self.batch_len(&queue.waiting);
                 queue.waiting.drain(..take).collect()
             };
-            let (items, answers): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
-            let count = items.len();
-            match (self.run)(items).await {
+            let count = batch.len();
+            // One span per batch statement, linked to the calls it wrote for.
+            let span =
+                tracing::info_span!("store_batch", db.system = "postgresql", operations = count);
+            let mut items = Vec::with_capacity(count);
+            let mut answers = Vec::with_capacity(count);
+            for (item, answer, caller) in batch {
+                span.follows_from(&caller);
+                items.push(item);
+                answers.push(answer);
+            }
+            match (self.run)(items).instrument(span).await {
                 Ok(done) if done.len() == count => {
                     for (answer, done) in answers.into_iter().zip(done) {
                         let outcome = done.map_or(Outcome::FallBack, Outcome::Done);
@@ -257,7 +271,8 @@ mod tests {
     fn batches_stop_at_the_byte_limit_but_take_one_item_however_large() {
         let batcher = doubling(1, Arc::default());
         let waiting = |sizes: &[u32]| -> VecDeque<_> {
-            sizes.iter().map(|&n| (n, oneshot::channel().0)).collect()
+            let waiting = |&n| (n, oneshot::channel().0, Span::none());
+            sizes.iter().map(waiting).collect()
         };
         let shared = &batcher.shared;
         assert_eq!(shared.batch_len(&waiting(&[40, 40, 40])), 2);

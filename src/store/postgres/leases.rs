@@ -61,6 +61,7 @@ pub async fn lease(
            AND d.generation = due.generation \
          RETURNING d.message_id, d.attempts, d.generation, due.next_attempt_at AS due_at, \
            m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
+           m.traceparent, m.tracestate, \
            CASE WHEN $5 THEN pg_notify($6, '') END AS announced",
     )
     // Planned with this call's values: a generic plan guesses a large LIMIT and hashes

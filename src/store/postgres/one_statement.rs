@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::notify;
-use super::rows::{Columns, headers_to_json, millis};
+use super::rows::{Columns, headers_to_json, millis, trace_columns};
 use crate::domain::{MessageId, MessageState, Name, Timestamp};
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written};
 
@@ -29,9 +29,10 @@ WITH targets AS ( \
   SELECT name FROM subscriptions WHERE topic = $3 ORDER BY name FOR SHARE), \
 inserted AS ( \
   INSERT INTO messages (id, producer, topic, key, payload, headers, state, deliver_after_ms, \
-    created_at, updated_at, decided_at, routed) \
+    created_at, updated_at, decided_at, routed, traceparent, tracestate) \
   SELECT $1::uuid, $2::text, $3::text, $4::text, $5::bytea, $6::text, 'CONFIRMED', \
-    $7::bigint, $8::bigint, $8::bigint, $8::bigint, (SELECT count(*) FROM targets) \
+    $7::bigint, $8::bigint, $8::bigint, $8::bigint, (SELECT count(*) FROM targets), \
+    $11::text, $12::text \
   WHERE EXISTS (SELECT 1 FROM targets) \
   ON CONFLICT (producer, key) DO NOTHING \
   RETURNING id), \
@@ -46,13 +47,13 @@ SELECT subscription, pg_notify($10, subscription) AS notified FROM routed";
 /// Rows are inserted in key order, so two batches never wait on each other's keys in a cycle.
 const PREPARE_BATCH: &str = "\
 INSERT INTO messages (id, producer, topic, key, payload, headers, state, deliver_after_ms, \
-  created_at, updated_at, next_check_at, ordering_key) \
+  created_at, updated_at, next_check_at, ordering_key, traceparent, tracestate) \
 SELECT b.id, b.producer, b.topic, b.key, b.payload, b.headers, 'PREPARED', b.deliver_after_ms, \
-  b.created_at, b.created_at, b.next_check_at, b.ordering_key \
+  b.created_at, b.created_at, b.next_check_at, b.ordering_key, b.traceparent, b.tracestate \
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], \
-  $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) \
+  $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[]) \
   AS b(id, producer, topic, key, payload, headers, deliver_after_ms, created_at, next_check_at, \
-    ordering_key) \
+    ordering_key, traceparent, tracestate) \
 WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE s.topic = b.topic) \
 ORDER BY b.producer, b.key \
 ON CONFLICT (producer, key) DO NOTHING \
@@ -92,6 +93,7 @@ pub async fn publish(
     conn: &mut PgConnection,
     message: &NewMessage,
 ) -> Written<Option<InsertOutcome>> {
+    let (traceparent, tracestate) = trace_columns(message.trace.as_ref());
     let rows = sqlx::query(PUBLISH)
         .bind(message.id.as_uuid())
         .bind(message.producer.as_str())
@@ -103,6 +105,8 @@ pub async fn publish(
         .bind(message.now.as_millis())
         .bind(message.now.plus(message.deliver_after).as_millis())
         .bind(notify::DUE)
+        .bind(traceparent)
+        .bind(tracestate)
         .fetch_all(&mut *conn)
         .await?;
     if rows.is_empty() {
@@ -141,6 +145,8 @@ pub async fn prepare_batch(
         .bind(columns.created_at)
         .bind(columns.next_check_at)
         .bind(columns.ordering_keys)
+        .bind(columns.traceparents)
+        .bind(columns.tracestates)
         .fetch_all(&mut *conn)
         .await?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
@@ -171,6 +177,8 @@ struct PrepareColumns {
     created_at: Vec<i64>,
     next_check_at: Vec<i64>,
     ordering_keys: Vec<String>,
+    traceparents: Vec<Option<String>>,
+    tracestates: Vec<Option<String>>,
 }
 
 impl PrepareColumns {
@@ -187,6 +195,9 @@ impl PrepareColumns {
             .push(message.now.plus(message.check_after).as_millis());
         self.ordering_keys
             .push(message.ordering_key.as_str().to_owned());
+        let (traceparent, tracestate) = trace_columns(message.trace.as_ref());
+        self.traceparents.push(traceparent);
+        self.tracestates.push(tracestate);
     }
 }
 

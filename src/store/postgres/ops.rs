@@ -218,12 +218,14 @@ pub async fn insert_message(
         None => (MessageState::Confirmed, Some(now)),
     };
     let next_check_at = first_check_at.map(Timestamp::as_millis);
+    let (traceparent, tracestate) = rows::trace_columns(message.trace.as_ref());
     // Of two replicas inserting the same producer key at once, one inserts; the other waits
     // for it to commit, inserts nothing, and answers with the winner's message.
     let inserted = sqlx::query(
         "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
-         deliver_after_ms, created_at, updated_at, decided_at, next_check_at, ordering_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         deliver_after_ms, created_at, updated_at, decided_at, next_check_at, ordering_key, \
+         traceparent, tracestate) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (producer, key) DO NOTHING",
     )
     .bind(message.id.as_uuid())
@@ -239,6 +241,8 @@ pub async fn insert_message(
     .bind(decided_at)
     .bind(next_check_at)
     .bind(message.ordering_key.as_str())
+    .bind(traceparent)
+    .bind(tracestate)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {

@@ -33,7 +33,7 @@ pub async fn claim_due_checks(
            UPDATE messages m SET next_check_at = $3 FROM due \
            WHERE m.id = due.id AND m.state = 'PREPARED' \
            RETURNING m.id, m.producer, m.topic, m.key, m.headers, m.created_at, \
-             m.check_attempts, due.next_check_at AS due_at) \
+             m.check_attempts, m.traceparent, m.tracestate, due.next_check_at AS due_at) \
          SELECT claimed.*, c.endpoint, c.timeout_ms FROM claimed \
          LEFT JOIN checkers c ON c.producer = claimed.producer \
          ORDER BY claimed.due_at, claimed.id",

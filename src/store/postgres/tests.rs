@@ -54,6 +54,7 @@ fn message(key: &str, publish: bool) -> NewMessage {
         check_after: Duration::from_secs(10),
         deliver_after: Duration::ZERO,
         publish,
+        trace: None,
         now: Timestamp::now(),
     }
 }

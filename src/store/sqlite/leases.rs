@@ -28,6 +28,7 @@ pub fn lease(
         conn,
         "SELECT d.message_id, d.attempts + 1 AS attempts, d.generation + 1 AS generation, \
          m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
+         m.traceparent, m.tracestate, \
          length(m.payload) + length(CAST(m.headers AS BLOB)) + length(CAST(m.key AS BLOB)) \
            + length(CAST(m.ordering_key AS BLOB)) + ? AS size \
          FROM deliveries d JOIN messages m ON m.id = d.message_id \

@@ -223,11 +223,13 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
     // A Publish is routed in the same transaction; `routed` is written with the row rather
     // than by a second UPDATE (which would rewrite the payload again).
     let routed = message.publish.then_some(subscriptions.len() as i64);
+    let (traceparent, tracestate) = rows::trace_columns(message.trace.as_ref());
     execute(
         conn,
         "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
          deliver_after_ms, created_at, updated_at, decided_at, next_check_at, routed, \
-         ordering_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         ordering_key, traceparent, tracestate) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params![
             message.id.to_string(),
             message.producer.as_str(),
@@ -243,6 +245,8 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
             next_check_at,
             routed,
             message.ordering_key.as_str(),
+            traceparent,
+            tracestate,
         ],
     )?;
     let effects = match first_check_at {

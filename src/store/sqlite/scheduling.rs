@@ -30,6 +30,7 @@ pub fn claim_due_checks(
     let due = query_all(
         conn,
         "SELECT m.id, m.producer, m.topic, m.key, m.headers, m.created_at, m.check_attempts, \
+         m.traceparent, m.tracestate, \
          c.endpoint, c.timeout_ms FROM messages m LEFT JOIN checkers c ON c.producer = m.producer \
          WHERE m.state = 'PREPARED' AND m.next_check_at <= ? ORDER BY m.next_check_at LIMIT ?",
         params![now.as_millis(), i64::from(limit)],

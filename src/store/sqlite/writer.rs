@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
 
 use super::error::{batch_not_committed, writer_stopped};
 use crate::store::StoreError;
@@ -29,10 +30,16 @@ struct Ran {
     answer: Answer,
 }
 
+/// A job with the span of the call that queued it, which its batch's span links to.
+struct Queued {
+    job: Job,
+    caller: Span,
+}
+
 /// Handle to the writer thread; cloning shares the queue.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::UnboundedSender<Queued>,
 }
 
 impl Writer {
@@ -71,7 +78,11 @@ impl Writer {
             });
             Ran { failed, answer }
         });
-        self.queue.send(job).map_err(|_| writer_stopped())?;
+        let queued = Queued {
+            job,
+            caller: Span::current(),
+        };
+        self.queue.send(queued).map_err(|_| writer_stopped())?;
         // A dropped reply means the job never ran (the batch could not even begin).
         answer.await.map_err(|_| writer_stopped())?
     }
@@ -104,7 +115,7 @@ pub fn commits_to(database_url: &str) -> u64 {
 
 fn run(
     connection: Connection,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
+    mut jobs: mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
     commits: &AtomicU64,
 ) {
@@ -119,7 +130,19 @@ fn run(
                 Err(_) => break,
             }
         }
-        let (answers, failure) = match commit_batch(&connection, batch.drain(..)) {
+        // One span per group commit: how many operations shared the transaction and its fsync,
+        // linked to the calls they came from.
+        let span = tracing::info_span!(
+            "store_batch",
+            db.system = "sqlite",
+            operations = batch.len(),
+        );
+        for queued in &batch {
+            span.follows_from(&queued.caller);
+        }
+        let _in_batch = span.enter();
+        let jobs = batch.drain(..).map(|queued| queued.job);
+        let (answers, failure) = match commit_batch(&connection, jobs) {
             Ok(answers) => {
                 commits.fetch_add(1, Relaxed);
                 (answers, None)

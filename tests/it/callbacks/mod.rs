@@ -37,6 +37,11 @@ pub struct Call {
     pub message_id: String,
     /// The producer of a check, the subscription of a delivery.
     pub subject: String,
+    /// The `traceparent` and `tracestate` metadata of the call.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// A delivery's own `traceparent` and `tracestate` fields.
+    pub delivery_trace: Option<(String, String)>,
 }
 
 /// A Checker (answering COMMIT) and Receiver (answering OK) that records every call.
@@ -46,16 +51,27 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    fn record<T>(&self, request: &Request<T>, message_id: &str, subject: &str) {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+    fn record<T>(
+        &self,
+        request: &Request<T>,
+        message_id: &str,
+        subject: &str,
+        delivery_trace: Option<(String, String)>,
+    ) {
+        let metadata = |key| {
+            request
+                .metadata()
+                .get(key)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
         self.calls.lock().unwrap().push(Call {
-            authorization,
+            authorization: metadata("authorization"),
             message_id: message_id.to_owned(),
             subject: subject.to_owned(),
+            traceparent: metadata("traceparent"),
+            tracestate: metadata("tracestate"),
+            delivery_trace,
         });
     }
 
@@ -96,7 +112,7 @@ impl Checker for Recorder {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let (id, producer) = (&request.get_ref().message_id, &request.get_ref().producer);
-        self.record(&request, id, producer);
+        self.record(&request, id, producer, None);
         Ok(Response::new(CheckResponse {
             decision: Decision::Commit as i32,
         }))
@@ -109,11 +125,10 @@ impl Receiver for Recorder {
         &self,
         request: Request<Delivery>,
     ) -> Result<Response<DeliverResponse>, Status> {
-        let (id, subscription) = (
-            &request.get_ref().message_id,
-            &request.get_ref().subscription,
-        );
-        self.record(&request, id, subscription);
+        let delivery = request.get_ref();
+        let trace = (delivery.traceparent.clone(), delivery.tracestate.clone());
+        let (id, subscription) = (&delivery.message_id, &delivery.subscription);
+        self.record(&request, id, subscription, Some(trace));
         Ok(Response::new(DeliverResponse {}))
     }
 }

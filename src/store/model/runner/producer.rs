@@ -116,6 +116,7 @@ impl Run {
                 Duration::ZERO
             },
             publish,
+            trace: None,
             now: self.model.now,
         };
         let answer = self.store().insert_message(message).await;

@@ -1,30 +1,59 @@
-//! Log setup: one place decides the filter and the output format.
+//! Logs and traces: one place decides the filter, the output format and where spans go.
 //!
 //! Logs go to stderr (stdout belongs to the operator commands' output). Handlers and
 //! scheduler steps run in spans that carry their message id and subscription, so every line
 //! logged inside one names what it was about. An error is logged with its whole cause chain
-//! ([`ErrorChain`]).
+//! ([`ErrorChain`]). With `telemetry.otlp_endpoint` set, Courier's own spans are also
+//! OpenTelemetry spans exported to that collector (`otlp`), joined to the traces producers
+//! start (`context`).
+
+pub mod context;
+mod otlp;
 
 use std::error::Error;
 use std::fmt;
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, TelemetryConfig};
 
-/// Installs the global subscriber: `RUST_LOG` filters (default `info`), output is plain text or
-/// one JSON object per line, on stderr. Plain text is coloured only when stderr is a terminal
-/// and `NO_COLOR` is unset. A second call (tests starting several servers) changes nothing.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_installed = match format {
-        LogFormat::Plain => builder.with_ansi(use_colour()).try_init(),
-        LogFormat::Json => builder.with_ansi(false).json().try_init(),
+pub use otlp::{Telemetry, TelemetryError};
+
+/// The target of spans only export wants, never the log: the RPC span, whose handler span
+/// inside already names the call in log lines.
+pub const EXPORT_ONLY: &str = "courier::export";
+
+/// Installs the global subscriber: `RUST_LOG` filters the log (default `info`), output is
+/// plain text or one JSON object per line, on stderr. Plain text is coloured only when stderr
+/// is a terminal and `NO_COLOR` is unset. With an OTLP endpoint, Courier's spans are exported
+/// too, whatever `RUST_LOG` says; call it inside the Tokio runtime then (the exporter's
+/// connection lives there) and [`Telemetry::shutdown`] before the runtime ends. A second call
+/// (tests starting several servers) changes nothing.
+pub fn init_tracing(
+    format: LogFormat,
+    telemetry: &TelemetryConfig,
+) -> Result<Telemetry, TelemetryError> {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(
+            format!("{EXPORT_ONLY}=off")
+                .parse()
+                .expect("a valid directive"),
+        );
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
+        LogFormat::Plain => log.with_ansi(use_colour()).boxed(),
+        LogFormat::Json => log.with_ansi(false).json().boxed(),
     };
+    let (telemetry, spans) = Telemetry::start(telemetry)?;
+    let _already_installed = tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(spans)
+        .try_init();
+    Ok(telemetry)
 }
 
 /// Colours only for a person at a terminal: never in files, pipes or log collectors.
