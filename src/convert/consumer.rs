@@ -105,6 +105,8 @@ pub fn delivery(leased: LeasedDelivery) -> proto::Delivery {
         published_at: Some(timestamp(leased.published_at)),
         lease_expires_at: Some(timestamp(leased.lease_expires_at)),
         ordering_key: leased.ordering_key.as_str().to_owned(),
+        traceparent: String::new(),
+        tracestate: String::new(),
     }
 }
 
