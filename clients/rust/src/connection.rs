@@ -165,6 +165,32 @@ mod tests {
     }
 
     #[test]
+    fn every_call_carries_the_token_and_the_current_trace_context() {
+        use opentelemetry::trace::TraceContextExt as _;
+
+        let connection = Connection::new("127.0.0.1:1").token("s3cret");
+        let mut metadata = connection.metadata().unwrap();
+        let untraced = metadata.call(Request::new(())).unwrap();
+        assert_eq!(
+            untraced.metadata().get("authorization").unwrap(),
+            "Bearer s3cret"
+        );
+        assert!(untraced.metadata().get(trace::TRACEPARENT).is_none());
+
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let remote = trace::parse(parent, "vendor=1").unwrap();
+        let _attached = opentelemetry::Context::new()
+            .with_remote_span_context(remote)
+            .attach();
+        let traced = metadata.call(Request::new(())).unwrap();
+        assert_eq!(traced.metadata().get(trace::TRACEPARENT).unwrap(), parent);
+        assert_eq!(
+            traced.metadata().get(trace::TRACESTATE).unwrap(),
+            "vendor=1"
+        );
+    }
+
+    #[test]
     fn a_token_that_cannot_be_a_header_is_refused() {
         let error = Connection::new("127.0.0.1:1")
             .token("line\nbreak")

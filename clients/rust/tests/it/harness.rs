@@ -41,16 +41,18 @@ impl Courier {
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("an address");
         let http = free_port();
-        let mut config = Config::default();
-        config.listen = addr.to_string();
-        config.metrics_listen = http.to_string();
-        config.database_url = format!("sqlite://{}/courier.db", dir.path().display());
+        let mut config = Config {
+            listen: addr.to_string(),
+            metrics_listen: http.to_string(),
+            database_url: format!("sqlite://{}/courier.db", dir.path().display()),
+            shutdown_grace: Duration::from_secs(1),
+            ..Config::default()
+        };
         config.checks.first_after = Duration::from_secs(1);
         config.checks.initial_backoff = Duration::from_millis(200);
         config.checks.max_backoff = Duration::from_millis(500);
         config.subscriptions.initial_backoff = Duration::from_millis(1);
         config.subscriptions.max_backoff = Duration::from_millis(10);
-        config.shutdown_grace = Duration::from_secs(1);
         let shutdown = CancellationToken::new();
         let server_shutdown = shutdown.clone();
         std::thread::spawn(move || {
