@@ -8,7 +8,8 @@
 //! cargo run -p courier-client --example demo -- --addr 127.0.0.1:50051
 //! ```
 //!
-//! Flags: `--addr` (default 127.0.0.1:50051), `--ca-file` (for an https:// address),
+//! Flags: `--addr` (default 127.0.0.1:50051), `--ca-file` (TLS: the CA that signed Courier's
+//! certificate),
 //! `--token` (or `COURIER_TOKEN`; the demo creates a subscription, so it needs `admin`),
 //! `--jwks-url` (default `http://127.0.0.1:9464/.well-known/jwks.json`, Courier's
 //! `metrics_listen`), `--checker-host` (an address of this machine Courier can reach,
@@ -76,6 +77,10 @@ async fn main() -> Result<(), Error> {
     let flags = flags()?;
     let mut connection = Connection::new(&flags.addr);
     if let Some(ca_file) = &flags.ca_file {
+        // A CA file means TLS: a bare host:port becomes https://host:port.
+        if !flags.addr.contains("://") {
+            connection = Connection::new(format!("https://{}", flags.addr));
+        }
         connection = connection.ca_file(ca_file);
     }
     if let Some(token) = &flags.token {
