@@ -116,3 +116,23 @@ impl fmt::Debug for HandlerError {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_error_converts_into_a_retry_that_reads_with_its_causes() {
+        let parse = "x".parse::<u32>().unwrap_err();
+        let failure: HandlerError = std::io::Error::other(parse).into();
+        assert!(!failure.is_permanent());
+        assert_eq!(failure.retry_delay(), None);
+        assert_eq!(failure.to_string(), "invalid digit found in string");
+
+        let later = HandlerError::retry_after("busy", Duration::from_secs(3));
+        assert_eq!(later.retry_delay(), Some(Duration::from_secs(3)));
+        let poison = HandlerError::permanent("not an order");
+        assert!(poison.is_permanent());
+        assert_eq!(poison.to_string(), "not an order");
+    }
+}
