@@ -73,6 +73,13 @@ impl<DB: Backend> Inbox<DB> {
         sql::install(&self.pool, DB::TABLES.inbox).await
     }
 
+    /// Deletes the rows of messages processed more than `age` ago; answers how many. A
+    /// message older than that is no longer recognised if it comes again, so keep them longer
+    /// than a delivery can be retried (the subscription's attempts and backoff) or redriven.
+    pub async fn prune(&self, age: std::time::Duration) -> Result<u64, sqlx::Error> {
+        sql::prune(&self.pool, DB::TABLES.inbox_prune, age).await
+    }
+
     /// Runs `work` on one transaction with the delivery's inbox row, once per message and
     /// subscription: begins a transaction, records the message, runs `work` on the same
     /// connection and commits. A message recorded before skips `work`

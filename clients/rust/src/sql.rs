@@ -33,6 +33,10 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
 pub struct Tables {
     pub outbox: &'static [&'static str],
     pub inbox: &'static [&'static str],
+    /// Deletes outbox rows created more than `$1` seconds ago.
+    pub outbox_prune: &'static str,
+    /// Deletes inbox rows processed more than `$1` seconds ago.
+    pub inbox_prune: &'static str,
 }
 
 mod sealed {
@@ -99,6 +103,10 @@ backend!(
             )",
             "CREATE INDEX IF NOT EXISTS courier_inbox_processed_at ON courier_inbox (processed_at)",
         ],
+        outbox_prune: "DELETE FROM courier_outbox \
+            WHERE created_at < now() - make_interval(secs => CAST($1 AS DOUBLE PRECISION))",
+        inbox_prune: "DELETE FROM courier_inbox \
+            WHERE processed_at < now() - make_interval(secs => CAST($1 AS DOUBLE PRECISION))",
     }
 );
 
@@ -123,8 +131,24 @@ backend!(
             )",
             "CREATE INDEX IF NOT EXISTS courier_inbox_processed_at ON courier_inbox (processed_at)",
         ],
+        // Times are ISO 8601 text in one format, so text order is time order.
+        outbox_prune: "DELETE FROM courier_outbox \
+            WHERE created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds')",
+        inbox_prune: "DELETE FROM courier_inbox \
+            WHERE processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds')",
     }
 );
+
+/// Deletes the rows `statement` selects as older than `age`; answers how many.
+pub(crate) async fn prune<DB: Backend>(
+    pool: &sqlx::Pool<DB>,
+    statement: &'static str,
+    age: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    let seconds = format!("{:.3}", age.as_secs_f64());
+    DB::execute(&mut connection, statement, vec![seconds]).await
+}
 
 /// Runs each statement of `statements` on one connection of `pool`.
 pub(crate) async fn install<DB: Backend>(

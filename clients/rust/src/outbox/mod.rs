@@ -57,6 +57,14 @@ impl<DB: Backend> Outbox<DB> {
         sql::install(&self.pool, DB::TABLES.outbox).await
     }
 
+    /// Deletes the rows (records and tombstones) created more than `age` ago; answers how
+    /// many. Keep them while Courier may still ask about their messages: longer than the
+    /// time a message can stay PREPARED (check-back's `checks.max_attempts` with its backoff,
+    /// about two hours by default) and than an operator would wait to resolve one.
+    pub async fn prune(&self, age: std::time::Duration) -> Result<u64, sqlx::Error> {
+        sql::prune(&self.pool, DB::TABLES.outbox_prune, age).await
+    }
+
     /// Records `message_id` as committed, inside the caller's transaction on `connection`.
     /// [`send_in_transaction`](Self::send_in_transaction) does this for you; call it when you
     /// run Prepare and Confirm yourself.

@@ -19,6 +19,7 @@ on_both_databases!(
     failed_work_records_nothing,
     dedup_on_the_producer_key_spans_message_ids,
     a_redelivery_after_the_work_committed_is_acked_without_running_it,
+    old_inbox_rows_are_pruned,
 );
 
 async fn inbox<DB: Backend>(pool: &Pool<DB>) -> Inbox<DB> {
@@ -162,4 +163,25 @@ async fn a_redelivery_after_the_work_committed_is_acked_without_running_it<DB: B
     running.await.unwrap().unwrap();
     assert_eq!(work_runs.load(Ordering::SeqCst), 1, "the work ran once");
     assert_eq!(orders(&pool).await, 1);
+}
+
+async fn old_inbox_rows_are_pruned<DB: Backend>(pool: Pool<DB>) {
+    let inbox = inbox(&pool).await;
+    let work = async |_: &mut DB::Connection| Ok::<_, sqlx::Error>(());
+    inbox
+        .process(&delivery("m-5", "order-5"), work)
+        .await
+        .unwrap();
+    assert_eq!(inbox.prune(Duration::from_secs(3600)).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(inbox.prune(Duration::from_millis(10)).await.unwrap(), 1);
+    let work = async |_: &mut DB::Connection| Ok::<_, sqlx::Error>(());
+    assert_eq!(
+        inbox
+            .process(&delivery("m-5", "order-5"), work)
+            .await
+            .unwrap(),
+        Processed::Done(()),
+        "forgotten once pruned"
+    );
 }

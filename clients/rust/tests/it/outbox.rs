@@ -27,6 +27,7 @@ on_both_databases!(
     a_check_during_a_failing_local_transaction_answers_rollback,
     a_tombstone_makes_a_late_local_transaction_fail_and_cancel,
     courier_checks_back_on_a_producer_that_died_before_confirm,
+    old_outbox_rows_are_pruned,
 );
 
 /// Courier with a subscription, the business table and the outbox installed.
@@ -333,4 +334,23 @@ async fn courier_checks_back_on_a_producer_that_died_before_confirm<DB: Backend>
             .as_deref(),
         Some("ROLLED_BACK")
     );
+}
+
+async fn old_outbox_rows_are_pruned<DB: Backend>(pool: Pool<DB>) {
+    let outbox = Outbox::new(pool.clone());
+    outbox.install().await.unwrap();
+    let mut connection = pool.acquire().await.unwrap();
+    Outbox::<DB>::record(&mut connection, "m-old")
+        .await
+        .unwrap();
+    drop(connection);
+    assert_eq!(outbox.decide("m-absent").await.unwrap(), Decision::Rollback);
+    assert_eq!(
+        outbox.prune(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "all recent"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(outbox.prune(Duration::from_millis(10)).await.unwrap(), 2);
+    assert_eq!(outbox_state(&pool, "m-old").await, None);
 }
