@@ -18,6 +18,8 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY migrations ./migrations
 COPY src ./src
+# The Rust client is a workspace member: Cargo reads its manifest even to build the server.
+COPY clients/rust ./clients/rust
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin courier \
