@@ -198,7 +198,7 @@ pub async fn run_overload(
     seconds: f64,
 ) -> Result<OverloadReport, BenchError> {
     validate(&options)?;
-    if !(factor >= 1.0 && factor.is_finite()) || !(seconds > 0.0 && seconds.is_finite()) {
+    if !(factor >= 1.0 && factor.is_finite() && seconds > 0.0 && seconds.is_finite()) {
         return Err(BenchError::Options(
             "--overload takes a factor of at least 1 and --overload-seconds a positive number"
                 .into(),
