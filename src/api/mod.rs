@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod dead_letters;
 pub mod status;
 
 mod admin;

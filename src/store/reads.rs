@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 use sqlx::{Database, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
+use super::history::{DecidedBy, MessageHistory};
 use super::rows::{
     self, Columns, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor,
 };
@@ -188,6 +189,36 @@ where
             .collect::<Result<Vec<_>, _>>()?;
         let next = next_cursor(&mut items, filter.page_size, |d| d.message_id);
         Ok(Page { items, next })
+    }
+
+    pub async fn history(
+        conn: &mut Conn<D>,
+        message: MessageId,
+    ) -> Result<MessageHistory, StoreError> {
+        let mut query =
+            QueryBuilder::new("SELECT state, decided_at, decided_by FROM messages WHERE id = ");
+        query.push_bind(D::id(message));
+        let row = Self::fetch_optional(conn, &mut query)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(MessageRef::Id(message).to_string()))?;
+        let decided = match row.opt_int("decided_at")? {
+            Some(at) => Some((
+                Timestamp::from_millis(at),
+                DecidedBy::from_stored(row.opt_text("decided_by")?.as_deref()),
+            )),
+            None => None,
+        };
+        let mut query = QueryBuilder::new(
+            "SELECT at, kind, subscription, attempt, outcome, detail FROM message_events \
+             WHERE message_id = ",
+        );
+        query.push_bind(D::id(message)).push(" ORDER BY seq");
+        let events = Self::fetch_all(conn, &mut query)
+            .await?
+            .iter()
+            .map(rows::message_event)
+            .collect::<Result<_, _>>()?;
+        Ok(MessageHistory { decided, events })
     }
 
     pub async fn checker(

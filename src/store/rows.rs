@@ -12,6 +12,7 @@ use crate::domain::{
     RetryPolicy, Subscription, Timestamp,
 };
 use crate::store::StoreError;
+use crate::store::history::{EventKind, MessageEvent};
 
 pub const SUBSCRIPTION_COLUMNS: &str = "name, topic, ack_deadline_ms, max_attempts, \
     initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at, \
@@ -249,4 +250,15 @@ pub fn next_cursor<T>(
     } else {
         None
     }
+}
+
+pub fn message_event(row: &impl Columns) -> Result<MessageEvent, StoreError> {
+    Ok(MessageEvent {
+        at: Timestamp::from_millis(row.int("at")?),
+        kind: EventKind::parse(&row.text("kind")?)?,
+        subscription: row.opt_text("subscription")?.map(Name::from_trusted),
+        attempt: row.opt_int("attempt")?.map(count).transpose()?,
+        outcome: row.opt_text("outcome")?,
+        detail: row.opt_text("detail")?,
+    })
 }

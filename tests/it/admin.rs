@@ -54,6 +54,7 @@ async fn redrive(
         .redrive(RedriveRequest {
             subscription: subscription.into(),
             message_ids: message_ids.iter().map(|id| id.to_string()).collect(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().redriven)

@@ -1,12 +1,12 @@
 //! PostgreSQL's read dialect: message ids stored as `uuid`, id lists bound as one array. The
 //! reads themselves are `store::reads`.
 
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::domain::MessageId;
-use crate::store::StoreError;
 use crate::store::reads::Dialect;
+use crate::store::{DeadLetters, StoreError, dead_letters};
 
 pub struct PostgresDialect;
 
@@ -29,4 +29,33 @@ impl Dialect for PostgresDialect {
         query.push(column).push(" = ANY(").push_bind(ids).push(")");
         Ok(())
     }
+}
+
+/// `dead_letters::select` in PostgreSQL's dialect: ids bound as one array.
+pub(super) fn chosen_dead_letters() -> String {
+    dead_letters::select(
+        "(cardinality($2::uuid[]) = 0 OR d.message_id = ANY($2))",
+        "strpos",
+    )
+}
+
+/// How many dead letters `chosen` names (`store::dead_letters`).
+pub async fn count_dead_letters(
+    conn: &mut PgConnection,
+    chosen: &DeadLetters,
+) -> Result<u64, StoreError> {
+    let sql = format!("SELECT COUNT(*) FROM ({}) chosen", chosen_dead_letters());
+    let (contains, from, until, key, ordering_key) = chosen.filter_binds();
+    let ids: Vec<Uuid> = chosen.message_ids.iter().map(MessageId::as_uuid).collect();
+    let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(chosen.subscription.as_str())
+        .bind(ids)
+        .bind(contains)
+        .bind(from)
+        .bind(until)
+        .bind(key)
+        .bind(ordering_key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }

@@ -1,11 +1,12 @@
 //! SQLite's read dialect: message ids stored as hyphenated text, id lists bound as one JSON
 //! array. The reads themselves are `store::reads`.
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::domain::MessageId;
-use crate::store::StoreError;
+use crate::store::lanes::for_sqlite;
 use crate::store::reads::Dialect;
+use crate::store::{DeadLetters, StoreError, dead_letters};
 
 pub struct SqliteDialect;
 
@@ -33,4 +34,34 @@ impl Dialect for SqliteDialect {
             .push("))");
         Ok(())
     }
+}
+
+/// `dead_letters::select` in SQLite's dialect: ids bound as one JSON array.
+pub(super) fn chosen_dead_letters() -> String {
+    for_sqlite(&dead_letters::select(
+        "($2 = '[]' OR d.message_id IN (SELECT value FROM json_each($2)))",
+        "instr",
+    ))
+}
+
+/// How many dead letters `chosen` names (`store::dead_letters`).
+pub async fn count_dead_letters(
+    conn: &mut SqliteConnection,
+    chosen: &DeadLetters,
+) -> Result<u64, StoreError> {
+    let ids: Vec<String> = chosen.message_ids.iter().map(ToString::to_string).collect();
+    let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
+    let sql = format!("SELECT COUNT(*) FROM ({}) chosen", chosen_dead_letters());
+    let (contains, from, until, key, ordering_key) = chosen.filter_binds();
+    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(chosen.subscription.as_str())
+        .bind(ids)
+        .bind(contains)
+        .bind(from)
+        .bind(until)
+        .bind(key)
+        .bind(ordering_key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
