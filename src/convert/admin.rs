@@ -68,6 +68,7 @@ pub fn list_messages(request: proto::ListMessagesRequest) -> Result<MessageQuery
         outcome,
         page_size,
         before,
+        ..MessageQuery::default()
     })
 }
 

@@ -65,13 +65,15 @@ pub type FilterBinds<'a> = (
     Option<&'a str>,
 );
 
-/// The chosen dead letters, oldest message first: their message id and lane key. `ids` is the
+/// The chosen dead letters, oldest message first: their message id and lane key first, then
+/// the columns of a [`DeadLetter`]. `ids` is the
 /// dialect's condition on `d.message_id` and the list bound as $2 (empty: any), `contains`
 /// its function that finds text $3 in `d.last_error` (`instr` or `strpos`). Binds: $1 the
 /// subscription, then [`DeadLetters::filter_binds`].
 pub fn select(ids: &str, contains: &str) -> String {
     format!(
-        "SELECT d.message_id, d.ordering_key FROM deliveries d \
+        "SELECT d.message_id, d.ordering_key, m.key, d.attempts, d.last_error, \
+         d.updated_at AS dead_at FROM deliveries d \
          JOIN messages m ON m.id = d.message_id \
          WHERE d.subscription = $1 AND d.state = 'DEAD' AND {ids} \
          AND (CAST($3 AS TEXT) IS NULL OR {contains}(lower(COALESCE(d.last_error, '')), $3) > 0) \
@@ -82,6 +84,21 @@ pub fn select(ids: &str, contains: &str) -> String {
          ORDER BY d.message_id"
     )
 }
+
+/// One dead letter as an operator sees it in a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub message_id: MessageId,
+    pub key: MessageKey,
+    pub ordering_key: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When it went DEAD.
+    pub dead_at: Timestamp,
+}
+
+/// Most dead letters one listing shows.
+pub const LISTING_LIMIT: u32 = 200;
 
 /// When each of `count` redriven deliveries becomes due: all at `now` when `rate` (per second)
 /// is zero, else the i-th at `now + i / rate`.

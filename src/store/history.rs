@@ -138,9 +138,14 @@ pub struct MessageEvent {
     pub detail: Option<String>,
 }
 
+/// How much of a payload a history carries: enough to show 64 KiB and tell that more exists.
+pub const PAYLOAD_HEAD_BYTES: i64 = 64 * 1024 + 1;
+
 /// What a message's timeline needs beyond [`crate::domain::MessageRecord`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageHistory {
+    /// The payload's first [`PAYLOAD_HEAD_BYTES`] bytes (all of it when shorter).
+    pub payload_head: Vec<u8>,
     /// When it became CONFIRMED or CANCELLED, and who decided; `None` while undecided.
     pub decided: Option<(Timestamp, DecidedBy)>,
     /// Its kept events, oldest first.

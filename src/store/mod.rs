@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use dead_letters::DeadLetters;
+pub use dead_letters::{DeadLetter, DeadLetters};
 pub use effects::{Effects, Written};
 pub use error::{Cause, StoreError};
 pub use history::{DecidedBy, EventKind, MessageEvent, MessageHistory};
@@ -265,6 +265,13 @@ pub trait Store: Send + Sync + 'static {
     /// How many DEAD deliveries `chosen` names (what a Redrive or Discard would act on now);
     /// NotFound for an unknown subscription.
     async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError>;
+    /// The first `limit` dead letters `chosen` names, oldest message first; NotFound for an
+    /// unknown subscription.
+    async fn list_dead_letters(
+        &self,
+        chosen: &DeadLetters,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError>;
 
     // --- callbacks ---

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use sqlx::{Database, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use super::history::{DecidedBy, MessageHistory};
+use super::history::{DecidedBy, MessageHistory, PAYLOAD_HEAD_BYTES};
 use super::rows::{
     self, Columns, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor,
 };
@@ -195,8 +195,10 @@ where
         conn: &mut Conn<D>,
         message: MessageId,
     ) -> Result<MessageHistory, StoreError> {
-        let mut query =
-            QueryBuilder::new("SELECT state, decided_at, decided_by FROM messages WHERE id = ");
+        let mut query = QueryBuilder::new(format!(
+            "SELECT decided_at, decided_by, substr(m.payload, 1, {PAYLOAD_HEAD_BYTES}) \
+             AS payload_head FROM messages m WHERE m.id = "
+        ));
         query.push_bind(D::id(message));
         let row = Self::fetch_optional(conn, &mut query)
             .await?
@@ -218,7 +220,11 @@ where
             .iter()
             .map(rows::message_event)
             .collect::<Result<_, _>>()?;
-        Ok(MessageHistory { decided, events })
+        Ok(MessageHistory {
+            payload_head: row.bytes("payload_head")?,
+            decided,
+            events,
+        })
     }
 
     pub async fn checker(

@@ -12,6 +12,7 @@ use crate::domain::{
     RetryPolicy, Subscription, Timestamp,
 };
 use crate::store::StoreError;
+use crate::store::dead_letters::DeadLetter;
 use crate::store::history::{EventKind, MessageEvent};
 
 pub const SUBSCRIPTION_COLUMNS: &str = "name, topic, ack_deadline_ms, max_attempts, \
@@ -260,5 +261,16 @@ pub fn message_event(row: &impl Columns) -> Result<MessageEvent, StoreError> {
         attempt: row.opt_int("attempt")?.map(count).transpose()?,
         outcome: row.opt_text("outcome")?,
         detail: row.opt_text("detail")?,
+    })
+}
+
+pub fn dead_letter(row: &impl Columns) -> Result<DeadLetter, StoreError> {
+    Ok(DeadLetter {
+        message_id: row.id("message_id")?,
+        key: MessageKey::from_trusted(row.text("key")?),
+        ordering_key: row.opt_text("ordering_key")?,
+        attempts: count(row.int("attempts")?)?,
+        last_error: row.opt_text("last_error")?,
+        dead_at: Timestamp::from_millis(row.int("dead_at")?),
     })
 }

@@ -46,7 +46,7 @@ use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
 
 use super::{
-    Batch, CheckRecorded, CheckVerdict, DeadLetters, DeliveryQuery, Effects, ExpiredLeases,
+    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects, ExpiredLeases,
     InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
 };
 use crate::config::PostgresConfig;
@@ -577,6 +577,21 @@ impl Store for PostgresStore {
                 let conn = tx.into_connection();
                 Reads::subscription(&mut *conn, &chosen.subscription).await?;
                 reads::count_dead_letters(conn, chosen).await
+            })
+        })
+        .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        chosen: &DeadLetters,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(|tx| {
+            Box::pin(async move {
+                let conn = tx.into_connection();
+                Reads::subscription(&mut *conn, &chosen.subscription).await?;
+                reads::list_dead_letters(conn, chosen, limit).await
             })
         })
         .await

@@ -27,7 +27,7 @@ use writer::Writer;
 pub use writer::commits_to;
 
 use super::{
-    Batch, CheckRecorded, CheckVerdict, DeadLetters, DeliveryQuery, ExpiredLeases, InsertOutcome,
+    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases, InsertOutcome,
     MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError, Written,
 };
 use crate::config::SqliteConfig;
@@ -374,6 +374,16 @@ impl Store for SqliteStore {
         let mut conn = self.reader().await?;
         Reads::subscription(&mut conn, &chosen.subscription).await?;
         reads::count_dead_letters(&mut conn, chosen).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        chosen: &DeadLetters,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut conn = self.reader().await?;
+        Reads::subscription(&mut conn, &chosen.subscription).await?;
+        reads::list_dead_letters(&mut conn, chosen, limit).await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
