@@ -10,7 +10,7 @@ pub mod status;
 mod admin;
 mod answers;
 mod consumer;
-mod endpoints;
+pub(crate) mod endpoints;
 mod producer;
 
 use std::sync::Arc;

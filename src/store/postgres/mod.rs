@@ -46,8 +46,9 @@ use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
 
 use super::{
-    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects, ExpiredLeases,
-    InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
+    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects,
+    ExpiredLeases, InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store,
+    StoreError,
 };
 use crate::config::PostgresConfig;
 use crate::domain::{

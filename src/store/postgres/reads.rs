@@ -46,7 +46,10 @@ pub async fn count_dead_letters(
     conn: &mut PgConnection,
     chosen: &DeadLetters,
 ) -> Result<u64, StoreError> {
-    let sql = format!("SELECT COUNT(*) AS n FROM ({}) chosen", chosen_dead_letters());
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM ({}) chosen",
+        chosen_dead_letters()
+    );
     let row = bind_chosen(sqlx::query(AssertSqlSafe(sql)), chosen)?
         .fetch_one(&mut *conn)
         .await?;

@@ -27,8 +27,9 @@ use writer::Writer;
 pub use writer::commits_to;
 
 use super::{
-    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases, InsertOutcome,
-    MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError, Written,
+    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases,
+    InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
+    Written,
 };
 use crate::config::SqliteConfig;
 use crate::domain::{
