@@ -40,7 +40,7 @@ pub async fn page(pages: &Pages<'_>, call: &Call) -> Result<Response<Full<Bytes>
         @if let Some(done) = call.param("done") { p.note.ok { (done) } }
         (filters(call))
         p.note {
-            strong { "Dry run: " (matched) " dead letter" @if matched != 1 { "s" } " match these filters." }
+            strong { "Dry run: " (matched) @if matched == 1 { " dead letter matches" } @else { " dead letters match" } " these filters." }
             " Redrive all or Discard all acts on exactly these (as they are when you press it)."
         }
         @if listed.is_empty() {

@@ -34,7 +34,8 @@ button.danger{background:#b3261e;color:#fff;border-color:#b3261e}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{background:#fff;padding:.5em;border:1px solid #e3e7ec}
 pre{background:#fff;border:1px solid #e3e7ec;padding:.6em;overflow:auto;max-height:30em}
 ol.timeline{list-style:none;padding:0}ol.timeline li{background:#fff;border-left:4px solid #8895a7;
-margin:.3em 0;padding:.35em .7em}ol.timeline li.bad{border-color:#b3261e}ol.timeline li.ok{border-color:#1b6e3a}
+margin:.3em 0;padding:.35em .7em}ol.timeline li.t-bad{border-color:#b3261e}ol.timeline li.t-ok{border-color:#1b6e3a}
+ol.timeline li.t-warn{border-color:#d99a00}
 ";
 
 /// The pages in the navigation, by path.

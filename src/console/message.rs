@@ -83,14 +83,14 @@ fn timeline(record: &MessageRecord, history: &MessageHistory, now: Timestamp) ->
             MessageState::Cancelled => "Cancelled",
             _ => "Confirmed",
         };
-        entries.push((at, 2, html! { li.ok { (layout::when(at, now)) " — " strong { (verb) } " by the " (by.as_str()) } }));
+        entries.push((at, 2, html! { li.t-ok { (layout::when(at, now)) " — " strong { (verb) } " by the " (by.as_str()) } }));
     }
     for event in &history.events {
         entries.push((event.at, 1, event_entry(event, now)));
     }
     if record.state == MessageState::Unresolved {
         entries.push((record.updated_at, 3, html! {
-            li.bad { (layout::when(record.updated_at, now)) " — " strong { "Unresolved" } ": check-back gave up after " (record.check_attempts) " attempts; it waits for a person (Commit or Roll back above) or the producer's own Confirm or Cancel." }
+            li.t-bad { (layout::when(record.updated_at, now)) " — " strong { "Unresolved" } ": check-back gave up after " (record.check_attempts) " attempts; it waits for a person (Commit or Roll back above) or the producer's own Confirm or Cancel." }
         }));
     }
     entries.sort_by_key(|(at, order, _)| (at.as_millis(), *order));
@@ -126,7 +126,7 @@ fn event_entry(event: &MessageEvent, now: Timestamp) -> Markup {
             (layout::when(event.at, now)) " — " (text)
             @if let Some(sub) = &event.subscription { " · subscription " (sub) }
             @if let Some(attempt) = event.attempt { " · attempt " (attempt) }
-            @if outcome == "DEAD" { " · " strong { "now DEAD" } }
+            @if outcome == "DEAD" { " · " strong.bad { "now DEAD" } }
             @if outcome == "RETRY" && event.kind != EventKind::Check { " · will retry" }
             @if let Some(detail) = &event.detail {
                 @if event.kind == EventKind::Resolved { " (" (detail) ")" } @else { br; span.muted { (detail) } }

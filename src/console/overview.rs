@@ -4,7 +4,7 @@
 use http::Response;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use maud::html;
+use maud::{Markup, html};
 
 use super::{ErrorPage, Pages, charts, layout};
 use crate::domain::Timestamp;
@@ -16,15 +16,29 @@ pub async fn page(pages: &Pages<'_>) -> Result<Response<Full<Bytes>>, ErrorPage>
     let unresolved: u64 = stats.topics.iter().map(|t| t.unresolved).sum();
     let dead: u64 = stats.subscriptions.iter().map(|s| s.dead).sum();
     let blocked: u64 = stats.subscriptions.iter().map(|s| s.blocked_lanes).sum();
+    let mut attention: Vec<Markup> = Vec::new();
+    if unresolved > 0 {
+        attention.push(html! { a.bad href="/unresolved" { (unresolved) " unresolved" } });
+    }
+    if dead > 0 {
+        attention.push(html! { a.bad href="/dead-letters" { (dead) " dead letters" } });
+    }
+    if blocked > 0 {
+        attention.push(html! { span.bad { (blocked) " blocked lanes (a dead head holds them: redrive or discard it)" } });
+    }
+    if stats.unrouted_confirms > 0 {
+        let unrouted = stats.unrouted_confirms;
+        attention.push(html! { span.warn { (unrouted) " unrouted confirms (no subscription when confirmed)" } });
+    }
     let body = html! {
-        @if unresolved + dead + blocked + stats.unrouted_confirms == 0 {
-            p.note.ok { "Nothing needs a person right now: no unresolved messages, no dead letters, no blocked lanes, no unrouted confirms." }
+        @if attention.is_empty() {
+            p.note { "Nothing needs a person right now: no unresolved messages, no dead letters, no blocked lanes, no unrouted confirms." }
         } @else {
             p.note {
-                @if unresolved > 0 { a.bad href="/unresolved" { (unresolved) " unresolved" } " · " }
-                @if dead > 0 { a.bad href="/dead-letters" { (dead) " dead letters" } " · " }
-                @if blocked > 0 { span.bad { (blocked) " blocked lanes" } " · " }
-                @if stats.unrouted_confirms > 0 { span.warn { (stats.unrouted_confirms) " unrouted confirms (no subscription when confirmed)" } }
+                @for (i, item) in attention.into_iter().enumerate() {
+                    @if i > 0 { " · " }
+                    (item)
+                }
             }
         }
         h2 { "Last hour, per minute" }
