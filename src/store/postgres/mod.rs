@@ -573,14 +573,8 @@ impl Store for PostgresStore {
     }
 
     async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError> {
-        self.read(|tx| {
-            Box::pin(async move {
-                let conn = tx.into_connection();
-                Reads::subscription(&mut *conn, &chosen.subscription).await?;
-                reads::count_dead_letters(conn, chosen).await
-            })
-        })
-        .await
+        self.read(|tx| Box::pin(reads::count_dead_letters(tx.into_connection(), chosen)))
+            .await
     }
 
     async fn list_dead_letters(
@@ -589,11 +583,11 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         self.read(|tx| {
-            Box::pin(async move {
-                let conn = tx.into_connection();
-                Reads::subscription(&mut *conn, &chosen.subscription).await?;
-                reads::list_dead_letters(conn, chosen, limit).await
-            })
+            Box::pin(reads::list_dead_letters(
+                tx.into_connection(),
+                chosen,
+                limit,
+            ))
         })
         .await
     }

@@ -41,7 +41,8 @@ pub(super) fn chosen_dead_letters() -> String {
     )
 }
 
-/// How many dead letters `chosen` names (`store::dead_letters`).
+/// How many dead letters `chosen` names (`store::dead_letters`); NotFound for an unknown
+/// subscription.
 pub async fn count_dead_letters(
     conn: &mut PgConnection,
     chosen: &DeadLetters,
@@ -56,12 +57,13 @@ pub async fn count_dead_letters(
     Ok(u64::try_from(row.int("n")?).unwrap_or(0))
 }
 
-/// The first `limit` dead letters `chosen` names.
+/// The first `limit` dead letters `chosen` names; NotFound for an unknown subscription.
 pub async fn list_dead_letters(
     conn: &mut PgConnection,
     chosen: &DeadLetters,
     limit: u32,
 ) -> Result<Vec<DeadLetter>, StoreError> {
+    Reads::subscription(&mut *conn, &chosen.subscription).await?;
     let sql = format!("{} LIMIT {limit}", chosen_dead_letters());
     let found = bind_chosen(sqlx::query(AssertSqlSafe(sql)), chosen)?
         .fetch_all(&mut *conn)

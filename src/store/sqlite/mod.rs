@@ -372,9 +372,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError> {
-        let mut conn = self.reader().await?;
-        Reads::subscription(&mut conn, &chosen.subscription).await?;
-        reads::count_dead_letters(&mut conn, chosen).await
+        reads::count_dead_letters(&mut *self.reader().await?, chosen).await
     }
 
     async fn list_dead_letters(
@@ -382,9 +380,7 @@ impl Store for SqliteStore {
         chosen: &DeadLetters,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut conn = self.reader().await?;
-        Reads::subscription(&mut conn, &chosen.subscription).await?;
-        reads::list_dead_letters(&mut conn, chosen, limit).await
+        reads::list_dead_letters(&mut *self.reader().await?, chosen, limit).await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
