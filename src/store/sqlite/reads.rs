@@ -52,6 +52,7 @@ pub async fn count_dead_letters(
     conn: &mut SqliteConnection,
     chosen: &DeadLetters,
 ) -> Result<u64, StoreError> {
+    Reads::subscription(&mut *conn, &chosen.subscription).await?;
     let sql = format!(
         "SELECT COUNT(*) AS n FROM ({}) chosen",
         chosen_dead_letters()
