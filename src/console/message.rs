@@ -93,8 +93,35 @@ fn timeline(record: &MessageRecord, history: &MessageHistory, now: Timestamp) ->
             li.t-bad { (layout::when(record.updated_at, now)) " — " strong { "Unresolved" } ": check-back gave up after " (record.check_attempts) " attempts; it waits for a person (Commit or Roll back above) or the producer's own Confirm or Cancel." }
         }));
     }
+    for delivery in &record.deliveries {
+        let changed = history
+            .delivery_changes
+            .iter()
+            .find(|(name, _)| *name == delivery.subscription)
+            .map(|(_, at)| *at);
+        let (Some(at), Some(verb)) = (changed, happy_step(delivery.state)) else {
+            continue;
+        };
+        let class = if delivery.state == DeliveryState::Acked {
+            "t-ok"
+        } else {
+            "t-warn"
+        };
+        entries.push((at, 4, html! {
+            li class=(class) { (layout::when(at, now)) " — " (verb) " · subscription " (delivery.subscription) " · attempt " (delivery.attempts) }
+        }));
+    }
     entries.sort_by_key(|(at, order, _)| (at.as_millis(), *order));
     entries.into_iter().map(|(_, _, markup)| markup).collect()
+}
+
+/// What the last change of a delivery in `state` was, where no event records it.
+fn happy_step(state: DeliveryState) -> Option<&'static str> {
+    match state {
+        DeliveryState::Acked => Some("Acked by the consumer"),
+        DeliveryState::Leased => Some("Handed to a consumer (leased)"),
+        _ => None,
+    }
 }
 
 fn event_entry(event: &MessageEvent, now: Timestamp) -> Markup {

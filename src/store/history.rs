@@ -150,6 +150,9 @@ pub struct MessageHistory {
     pub decided: Option<(Timestamp, DecidedBy)>,
     /// Its kept events, oldest first.
     pub events: Vec<MessageEvent>,
+    /// When each of its deliveries last changed (for an ACKED one: the Ack; for a LEASED one:
+    /// the lease), by subscription.
+    pub delivery_changes: Vec<(Name, Timestamp)>,
 }
 
 /// An event to record, for a message.

@@ -220,10 +220,25 @@ where
             .iter()
             .map(rows::message_event)
             .collect::<Result<_, _>>()?;
+        let mut query = QueryBuilder::new(
+            "SELECT subscription, updated_at FROM deliveries WHERE message_id = ",
+        );
+        query
+            .push_bind(D::id(message))
+            .push(" ORDER BY subscription");
+        let delivery_changes = Self::fetch_all(conn, &mut query)
+            .await?
+            .iter()
+            .map(|row| {
+                let subscription = Name::from_trusted(row.text("subscription")?);
+                Ok((subscription, Timestamp::from_millis(row.int("updated_at")?)))
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(MessageHistory {
             payload_head: row.bytes("payload_head")?,
             decided,
             events,
+            delivery_changes,
         })
     }
 

@@ -175,6 +175,12 @@ async fn the_console_shows_what_is_stuck_and_its_actions_fix_it() {
     );
     assert!(detail.body.contains("bad JSON in field amount"));
     assert!(detail.body.contains("Shown as text"));
+    let happy = browser.get(&format!("/messages/{delivered}")).await;
+    assert!(
+        happy.body.contains("Acked by the consumer"),
+        "{}",
+        happy.body
+    );
     let listing = browser
         .get(&format!("/messages?topic={TOPIC}&outcome=DEAD_LETTERED"))
         .await;

@@ -113,6 +113,8 @@ pub async fn history_keeps_check_answers_failures_and_the_decider(t: &TestStore)
     let history = store.message_history(easy).await.unwrap();
     assert_eq!(history.decided, Some((now, DecidedBy::Producer)));
     assert!(history.events.is_empty());
+    assert_eq!(history.delivery_changes, vec![(sub.name.clone(), now)]);
+    assert_eq!(history.payload_head, b"payload of easy");
 
     let open = prepare(store, "open", now).await;
     assert_eq!(store.message_history(open).await.unwrap().decided, None);
