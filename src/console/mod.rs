@@ -166,7 +166,11 @@ impl Call {
             _ => Vec::new(),
         };
         Ok(Self {
-            method: parts.method,
+            // A HEAD is answered as a GET (hyper sends no body for it).
+            method: match parts.method {
+                Method::HEAD => Method::GET,
+                method => method,
+            },
             path: parts.uri.path().to_owned(),
             query,
             form,
