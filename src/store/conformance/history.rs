@@ -165,14 +165,26 @@ pub async fn history_keeps_only_the_newest_events(t: &TestStore) {
     publish(store, "flaky", now).await;
     let rounds = EVENTS_PER_MESSAGE as u32 + 5;
     let mut id = None;
+    // Nacks and expired leases in turn: the single-event and the bulk (sweep) paths both trim.
     for round in 0..rounds {
-        let at = later(now, u64::from(round));
+        let at = later(now, u64::from(round) * 200_000);
         let receipt = lease_one(store, &sub, at).await;
         id = Some(receipt.message_id);
-        store
-            .nack(&receipt, Some(Duration::ZERO), at)
-            .await
-            .unwrap();
+        if round % 2 == 0 {
+            store
+                .nack(&receipt, Some(Duration::ZERO), at)
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(
+                store
+                    .expire_leases(at.plus(ACK_DEADLINE))
+                    .await
+                    .unwrap()
+                    .ended,
+                1
+            );
+        }
     }
     let history = store.message_history(id.unwrap()).await.unwrap();
     assert_eq!(history.events.len() as i64, EVENTS_PER_MESSAGE);
