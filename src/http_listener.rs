@@ -1,6 +1,6 @@
 //! The HTTP listener (`metrics_listen`): a small HTTP/1.1 server answering `GET /metrics` with
-//! the OpenMetrics text exposition, and `GET /.well-known/jwks.json` with the public keys that
-//! verify the JWT on every callback. It sits beside the gRPC server in the wiring, as it reads
+//! the OpenMetrics text exposition, `GET /.well-known/jwks.json` with the public keys that
+//! verify the JWT on every callback, and every other path with the console (`crate::console`). It sits beside the gRPC server in the wiring, as it reads
 //! the store, the metrics and the callbacks' keyring. The backlog gauges are read from the store on each scrape (one scrape at
 //! a time; scrapes that arrive meanwhile share its result), so they are never staler than the
 //! scrape interval and cost nothing between scrapes.
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::callbacks::Keyring;
+use crate::console::Console;
 use crate::domain::Timestamp;
 use crate::metrics;
 use crate::store::{Stats, Store};
@@ -38,9 +39,20 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
+/// What the HTTP listener serves.
+pub struct Served {
+    /// The gauges of a scrape.
+    pub store: Arc<dyn Store>,
+    /// The callback keys.
+    pub keyring: Arc<Keyring>,
+    /// Every other path.
+    pub console: Arc<Console>,
+}
+
 struct Scrapes {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
+    console: Arc<Console>,
     /// The last stats read and when; held across the read so scrapes never pile up on the store.
     last: Mutex<Option<(Instant, Stats)>>,
 }
@@ -91,36 +103,23 @@ impl Scrapes {
                 "application/json",
                 self.keyring.jwks(Timestamp::now()),
             ),
-            (&Method::GET | &Method::HEAD, "/") => reply(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                format!("courier metrics: GET /metrics; callback keys: GET {JWKS_PATH}\n"),
-            ),
-            (_, "/metrics" | "/" | JWKS_PATH) => reply(
+            (_, "/metrics" | JWKS_PATH) => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain; charset=utf-8",
                 "use GET\n".into(),
             ),
-            _ => reply(
-                StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                "not found; metrics are at /metrics\n".into(),
-            ),
+            _ => self.console.answer(request).await,
         }
     }
 }
 
-/// Serves `/metrics` and the JWKS on `listener` until `shutdown` is cancelled; open connections
-/// are closed then too. The gauges come from `store`, the keys from `keyring`.
-pub async fn serve(
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-    keyring: Arc<Keyring>,
-    shutdown: CancellationToken,
-) {
+/// Serves `/metrics`, the JWKS and the console on `listener` until `shutdown` is cancelled;
+/// open connections are closed then too.
+pub async fn serve(listener: TcpListener, served: Served, shutdown: CancellationToken) {
     let scrapes = Arc::new(Scrapes {
-        store,
-        keyring,
+        store: served.store,
+        keyring: served.keyring,
+        console: served.console,
         last: Mutex::new(None),
     });
     let connections = TaskTracker::new();

@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod convert;
 pub mod domain;
 pub mod health;
@@ -195,11 +196,22 @@ pub async fn run_with(
     )?;
 
     if let Some(metrics_listener) = metrics_listener {
-        let store = services_store.clone();
+        let loopback = metrics_listener
+            .local_addr()
+            .is_ok_and(|addr| addr.ip().is_loopback());
+        let console = console::Console::new(
+            services_store.clone(),
+            config.clone(),
+            security.auth.clone(),
+            loopback,
+        );
         tracker.spawn(http_listener::serve(
             metrics_listener,
-            store,
-            keyring,
+            http_listener::Served {
+                store: services_store.clone(),
+                keyring,
+                console: Arc::new(console),
+            },
             background.clone(),
         ));
     }
@@ -312,7 +324,7 @@ async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, RunError> 
         .await
         .map_err(|source| RunError::MetricsListen { addr, source })?;
     let bound = listener.local_addr().map_err(RunError::Listener)?;
-    info!(metrics_listen = %bound, "metrics served at /metrics, callback keys at /.well-known/jwks.json");
+    info!(metrics_listen = %bound, "console at /, metrics at /metrics, callback keys at /.well-known/jwks.json");
     Ok(Some(listener))
 }
 

@@ -9,7 +9,7 @@ use tracing::{debug, instrument};
 
 use super::ApiContext;
 use super::auth::Caller;
-use super::endpoints;
+use super::{dead_letters, endpoints};
 use crate::convert;
 use crate::domain::Timestamp;
 use crate::metrics;
@@ -180,27 +180,29 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::RedriveResponse>, Status> {
         let caller = Caller::of(&request)?;
         caller.authorize(None)?;
-        let params = convert::redrive(request.into_inner())?;
-        record("subscription", &params.subscription);
-        // An unknown subscription is NOT_FOUND, not "redrove 0".
-        self.context
-            .store
-            .get_subscription(&params.subscription)
-            .await?;
-        let redriven = self
-            .context
-            .store
-            .redrive(&params.subscription, &params.message_ids, Timestamp::now())
-            .await?;
-        metrics::deliveries_redriven(params.subscription.as_str(), redriven);
+        let action = convert::redrive(request.into_inner())?;
+        record("subscription", &action.chosen.subscription);
+        let store = &self.context.store;
+        if action.dry_run {
+            let matched = store.count_dead_letters(&action.chosen).await?;
+            return Ok(Response::new(proto::RedriveResponse {
+                redriven: 0,
+                matched,
+            }));
+        }
+        let redriven = dead_letters::redrive(store.as_ref(), &action, Timestamp::now()).await?;
         crate::audit!(
             caller,
-            subscription = %params.subscription,
-            message_ids = %crate::api::auth::audit::ids(&params.message_ids),
+            subscription = %action.chosen.subscription,
+            chosen = %dead_letters::describe(&action.chosen),
+            rate = action.rate,
             redriven,
             "dead deliveries redriven"
         );
-        Ok(Response::new(proto::RedriveResponse { redriven }))
+        Ok(Response::new(proto::RedriveResponse {
+            redriven,
+            matched: redriven,
+        }))
     }
 
     #[instrument(skip_all, fields(subscription = Empty))]
@@ -210,22 +212,29 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::DiscardDeadLettersResponse>, Status> {
         let caller = Caller::of(&request)?;
         caller.authorize(None)?;
-        let params = convert::discard_dead_letters(request.into_inner())?;
-        record("subscription", &params.subscription);
-        let discarded = self
-            .context
-            .store
-            .discard_dead_letters(&params.subscription, &params.message_ids, Timestamp::now())
+        let action = convert::discard_dead_letters(request.into_inner())?;
+        record("subscription", &action.chosen.subscription);
+        let store = &self.context.store;
+        if action.dry_run {
+            let matched = store.count_dead_letters(&action.chosen).await?;
+            return Ok(Response::new(proto::DiscardDeadLettersResponse {
+                discarded: 0,
+                matched,
+            }));
+        }
+        let discarded = store
+            .discard_dead_letters(&action.chosen, Timestamp::now())
             .await?;
         crate::audit!(
             caller,
-            subscription = %params.subscription,
-            message_ids = %crate::api::auth::audit::ids(&params.message_ids),
+            subscription = %action.chosen.subscription,
+            chosen = %dead_letters::describe(&action.chosen),
             discarded,
             "dead deliveries discarded"
         );
         Ok(Response::new(proto::DiscardDeadLettersResponse {
             discarded,
+            matched: discarded,
         }))
     }
 
@@ -241,7 +250,7 @@ impl Admin for AdminService {
         let state = self
             .context
             .store
-            .decide(&message, decision, Timestamp::now())
+            .resolve(&message, decision, caller.name(), Timestamp::now())
             .await?;
         metrics::message_decided(state, metrics::Source::Operator);
         crate::audit!(caller, %message, ?decision, %state, "message resolved by an operator");

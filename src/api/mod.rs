@@ -4,13 +4,14 @@
 
 pub mod admission;
 pub mod auth;
+pub mod dead_letters;
 pub mod status;
 pub mod trace;
 
 mod admin;
 mod answers;
 mod consumer;
-mod endpoints;
+pub(crate) mod endpoints;
 mod producer;
 
 use std::sync::Arc;

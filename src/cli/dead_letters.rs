@@ -32,26 +32,92 @@ enum DeadLettersCommand {
         blocking: bool,
     },
     /// Make dead deliveries PENDING again with their attempts reset: the listed messages'
-    /// (ids that are not dead are skipped), or with --all every dead one of the subscription.
+    /// (ids that are not dead are skipped), those the filters choose, or with --all every dead
+    /// one of the subscription.
     Redrive {
         subscription: String,
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = CHOOSERS, conflicts_with = "all")]
         message_ids: Vec<String>,
-        /// Redrive every dead delivery of the subscription.
+        /// Redrive every dead delivery of the subscription (that the filters let through).
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Messages per second: the i-th redriven delivery is due i/RATE seconds from now
+        /// (0: all at once).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
     },
     /// End dead deliveries for good (DISCARDED, never delivered again): the listed messages'
-    /// (ids that are not dead are skipped), or with --all every dead one of the subscription.
-    /// A lane a discarded head held goes on.
+    /// (ids that are not dead are skipped), those the filters choose, or with --all every dead
+    /// one of the subscription. A lane a discarded head held goes on.
     Discard {
         subscription: String,
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = CHOOSERS, conflicts_with = "all")]
         message_ids: Vec<String>,
-        /// Discard every dead delivery of the subscription.
+        /// Discard every dead delivery of the subscription (that the filters let through).
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
+}
+
+/// What may stand in for a list of message ids.
+const CHOOSERS: [&str; 6] = [
+    "all",
+    "error_contains",
+    "dead_after",
+    "dead_before",
+    "key",
+    "ordering_key",
+];
+
+/// Filters that narrow the dead letters a Redrive or Discard acts on, and its dry run.
+#[derive(Debug, Args)]
+struct FilterArgs {
+    /// Only those whose last error contains this text (ASCII letters in either case).
+    #[arg(long, value_name = "TEXT")]
+    error_contains: Option<String>,
+    /// Only those that went dead at or after this time (RFC 3339, UTC: 2026-01-31T08:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    dead_after: Option<prost_types::Timestamp>,
+    /// Only those that went dead before this time (RFC 3339, UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    dead_before: Option<prost_types::Timestamp>,
+    /// Only the delivery of the message with this producer key.
+    #[arg(long)]
+    key: Option<String>,
+    /// Only those of messages with this ordering key (one lane).
+    #[arg(long)]
+    ordering_key: Option<String>,
+    /// Only count what would be acted on; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl FilterArgs {
+    fn proto(&self) -> proto::DeadLetterFilter {
+        proto::DeadLetterFilter {
+            error_contains: self.error_contains.clone().unwrap_or_default(),
+            dead_after: self.dead_after,
+            dead_before: self.dead_before,
+            key: self.key.clone().unwrap_or_default(),
+            ordering_key: self.ordering_key.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn parse_time(value: &str) -> Result<prost_types::Timestamp, String> {
+    let time = humantime::parse_rfc3339_weak(value)
+        .map_err(|_| format!("{value} is not a time like 2026-01-31T08:00:00Z"))?;
+    Ok(prost_types::Timestamp::from(time))
+}
+
+/// "1 dead delivery", "3 dead deliveries".
+fn dead_deliveries(count: u64) -> String {
+    let noun = if count == 1 { "delivery" } else { "deliveries" };
+    format!("{count} dead {noun}")
 }
 
 pub async fn run(args: DeadLettersArgs) -> Result<(), CliError> {
@@ -70,58 +136,68 @@ pub async fn run(args: DeadLettersArgs) -> Result<(), CliError> {
             subscription,
             message_ids,
             all: _,
+            filter,
+            rate,
         } => {
-            let redriven = server
+            let answer = server
                 .admin()
                 .redrive(proto::RedriveRequest {
                     subscription: subscription.clone(),
                     message_ids,
+                    filter: Some(filter.proto()),
+                    dry_run: filter.dry_run,
+                    rate,
                 })
                 .await?
-                .into_inner()
-                .redriven;
+                .into_inner();
+            let (verb, count) = match filter.dry_run {
+                true => ("would redrive", answer.matched),
+                false => ("redrove", answer.redriven),
+            };
             if server.json {
                 return output::print_json(&json!({
                     "subscription": subscription,
-                    "redriven": redriven,
+                    "dry_run": filter.dry_run,
+                    "matched": answer.matched,
+                    "redriven": answer.redriven,
                 }));
             }
-            let noun = if redriven == 1 {
-                "delivery"
-            } else {
-                "deliveries"
-            };
             output::print(&format!(
-                "redrove {redriven} dead {noun} of subscription {subscription}\n"
+                "{verb} {} of subscription {subscription}\n",
+                dead_deliveries(count)
             ))
         }
         DeadLettersCommand::Discard {
             subscription,
             message_ids,
             all: _,
+            filter,
         } => {
-            let discarded = server
+            let answer = server
                 .admin()
                 .discard_dead_letters(proto::DiscardDeadLettersRequest {
                     subscription: subscription.clone(),
                     message_ids,
+                    filter: Some(filter.proto()),
+                    dry_run: filter.dry_run,
                 })
                 .await?
-                .into_inner()
-                .discarded;
+                .into_inner();
+            let (verb, count) = match filter.dry_run {
+                true => ("would discard", answer.matched),
+                false => ("discarded", answer.discarded),
+            };
             if server.json {
                 return output::print_json(&json!({
                     "subscription": subscription,
-                    "discarded": discarded,
+                    "dry_run": filter.dry_run,
+                    "matched": answer.matched,
+                    "discarded": answer.discarded,
                 }));
             }
-            let noun = if discarded == 1 {
-                "delivery"
-            } else {
-                "deliveries"
-            };
             output::print(&format!(
-                "discarded {discarded} dead {noun} of subscription {subscription}\n"
+                "{verb} {} of subscription {subscription}\n",
+                dead_deliveries(count)
             ))
         }
     }

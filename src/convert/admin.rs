@@ -1,12 +1,14 @@
 //! The operator's reads and repairs: message and delivery listings with their pages, Redrive,
 //! Resolve and the stats.
 
-use crate::domain::{self, FieldViolation, MessageId, MessageRecord, MessageRef, Name};
+use crate::domain::{
+    self, FieldViolation, MessageId, MessageKey, MessageRecord, MessageRef, Name, OrderingKey,
+};
 use crate::proto;
-use crate::store::{DeliveryQuery, MessageQuery, Page, Stats};
+use crate::store::{DeadLetters, DeliveryQuery, MessageQuery, Page, Stats};
 
 use super::checks::{Checks, RequestError};
-use super::durations::proto_duration;
+use super::durations::{optional_time, proto_duration};
 use super::messages::{delivery_status, message};
 use super::scalars::{message_id, message_ref_in, optional_name};
 use super::states::{
@@ -66,6 +68,7 @@ pub fn list_messages(request: proto::ListMessagesRequest) -> Result<MessageQuery
         outcome,
         page_size,
         before,
+        ..MessageQuery::default()
     })
 }
 
@@ -108,26 +111,81 @@ pub fn list_deliveries_response(
     }
 }
 
-/// The dead letters Redrive or DiscardDeadLetters act on: all of the subscription's when
-/// `message_ids` is empty.
+/// Longest `error_contains` a dead-letter filter takes (`last_error` texts are clipped
+/// shorter than this).
+const MAX_ERROR_FILTER_BYTES: usize = 1024;
+/// Fastest pace a Redrive takes, in messages per second.
+const MAX_REDRIVE_RATE: f64 = 100_000.0;
+
+/// What a Redrive or DiscardDeadLetters asks for: the dead letters it chooses, whether it only
+/// counts them, and (Redrive) the pace in messages per second, 0 for all at once.
 #[derive(Debug)]
-pub struct DeadLetters {
-    pub subscription: Name,
-    pub message_ids: Vec<MessageId>,
+pub struct DeadLetterAction {
+    pub chosen: DeadLetters,
+    pub dry_run: bool,
+    pub rate: f64,
 }
 
-pub fn redrive(request: proto::RedriveRequest) -> Result<DeadLetters, RequestError> {
-    dead_letters(&request.subscription, &request.message_ids)
+pub fn redrive(request: proto::RedriveRequest) -> Result<DeadLetterAction, RequestError> {
+    let mut checks = Checks::default();
+    let chosen = dead_letters(
+        &mut checks,
+        &request.subscription,
+        &request.message_ids,
+        request.filter,
+    );
+    let rate = checks.take(redrive_rate("rate", request.rate));
+    let (Some(chosen), Some(rate)) = (chosen, rate) else {
+        return Err(checks.into_error());
+    };
+    checks.finish()?;
+    Ok(DeadLetterAction {
+        chosen,
+        dry_run: request.dry_run,
+        rate,
+    })
 }
 
 pub fn discard_dead_letters(
     request: proto::DiscardDeadLettersRequest,
-) -> Result<DeadLetters, RequestError> {
-    dead_letters(&request.subscription, &request.message_ids)
+) -> Result<DeadLetterAction, RequestError> {
+    let mut checks = Checks::default();
+    let chosen = dead_letters(
+        &mut checks,
+        &request.subscription,
+        &request.message_ids,
+        request.filter,
+    );
+    let Some(chosen) = chosen else {
+        return Err(checks.into_error());
+    };
+    checks.finish()?;
+    Ok(DeadLetterAction {
+        chosen,
+        dry_run: request.dry_run,
+        rate: 0.0,
+    })
 }
 
-fn dead_letters(subscription: &str, message_ids: &[String]) -> Result<DeadLetters, RequestError> {
-    let mut checks = Checks::default();
+/// A Redrive's pace: finite, 0 to [`MAX_REDRIVE_RATE`] messages per second.
+pub fn redrive_rate(field: &str, rate: f64) -> Result<f64, FieldViolation> {
+    if !rate.is_finite() || !(0.0..=MAX_REDRIVE_RATE).contains(&rate) {
+        return Err(FieldViolation::new(
+            field,
+            format!(
+                "is {rate}; give messages per second from 0 (all at once) to {MAX_REDRIVE_RATE}"
+            ),
+        ));
+    }
+    Ok(rate)
+}
+
+fn dead_letters(
+    checks: &mut Checks,
+    subscription: &str,
+    message_ids: &[String],
+    filter: Option<proto::DeadLetterFilter>,
+) -> Option<DeadLetters> {
     let subscription = checks.take(Name::parse("subscription", subscription));
     let message_ids: Option<Vec<MessageId>> = message_ids
         .iter()
@@ -136,14 +194,52 @@ fn dead_letters(subscription: &str, message_ids: &[String]) -> Result<DeadLetter
         .collect::<Vec<_>>()
         .into_iter()
         .collect();
-    let (Some(subscription), Some(message_ids)) = (subscription, message_ids) else {
-        return Err(checks.into_error());
+    let filter = filter.unwrap_or_default();
+    let error_contains = checks.take(error_filter(
+        "filter.error_contains",
+        &filter.error_contains,
+    ));
+    let dead_from = checks.take(optional_time("filter.dead_after", filter.dead_after));
+    let dead_until = checks.take(optional_time("filter.dead_before", filter.dead_before));
+    if let (Some(Some(from)), Some(Some(until))) = (dead_from, dead_until)
+        && until <= from
+    {
+        checks.field("filter.dead_before", "must be after filter.dead_after");
+    }
+    let key = match filter.key.as_str() {
+        "" => Some(None),
+        key => checks.take(MessageKey::parse("filter.key", key).map(Some)),
     };
-    checks.finish()?;
-    Ok(DeadLetters {
-        subscription,
-        message_ids,
+    let ordering_key = match filter.ordering_key.as_str() {
+        "" => Some(None),
+        key => checks.take(OrderingKey::parse("filter.ordering_key", key).map(Some)),
+    };
+    Some(DeadLetters {
+        subscription: subscription?,
+        message_ids: message_ids?,
+        error_contains: error_contains?,
+        dead_from: dead_from?,
+        dead_until: dead_until?,
+        key: key?,
+        ordering_key: ordering_key?,
     })
+}
+
+/// Text to find in dead letters' last errors: empty for none.
+pub fn error_filter(field: &str, value: &str) -> Result<Option<String>, FieldViolation> {
+    if value.len() > MAX_ERROR_FILTER_BYTES {
+        return Err(FieldViolation::new(
+            field,
+            format!(
+                "is {} bytes; at most {MAX_ERROR_FILTER_BYTES} are allowed",
+                value.len()
+            ),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(FieldViolation::new(field, "must not contain U+0000"));
+    }
+    Ok((!value.is_empty()).then(|| value.to_owned()))
 }
 
 pub fn resolve(

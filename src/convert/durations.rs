@@ -95,6 +95,32 @@ pub fn timestamp(time: Timestamp) -> prost_types::Timestamp {
     }
 }
 
+/// An optional `google.protobuf.Timestamp`, checked by its specification (nanos within
+/// 0..=999,999,999, years 1 to 9999), to the millisecond.
+pub fn optional_time(
+    field: &str,
+    value: Option<prost_types::Timestamp>,
+) -> Result<Option<Timestamp>, FieldViolation> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the specification's range.
+    const EARLIEST: i64 = -62_135_596_800;
+    const LATEST: i64 = 253_402_300_799;
+    if !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(FieldViolation::new(
+            field,
+            format!("has nanos {}; they must be 0 to 999999999", value.nanos),
+        ));
+    }
+    if !(EARLIEST..=LATEST).contains(&value.seconds) {
+        return Err(FieldViolation::new(field, "is outside the years 1 to 9999"));
+    }
+    Ok(Some(Timestamp::from_millis(
+        value.seconds * 1000 + i64::from(value.nanos / 1_000_000),
+    )))
+}
+
 pub(super) fn proto_duration(duration: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(duration).unwrap_or(prost_types::Duration {
         seconds: i64::MAX,

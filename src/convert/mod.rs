@@ -13,15 +13,16 @@ mod states;
 mod subscriptions;
 
 pub use admin::{
-    DeadLetters, discard_dead_letters, list_deliveries, list_deliveries_response, list_messages,
-    list_messages_response, redrive, resolve, stats, topic_filter,
+    DeadLetterAction, discard_dead_letters, error_filter, list_deliveries,
+    list_deliveries_response, list_messages, list_messages_response, redrive, redrive_rate,
+    resolve, stats, topic_filter,
 };
 pub use checks::{LimitViolation, RequestError};
 pub use consumer::{
     AckParams, ExtendLeaseParams, LeaseTarget, MAX_BATCH, NackParams, ReceiveParams, RejectParams,
     ack, ack_response, delivery, extend_lease, extend_lease_response, nack, receive, reject,
 };
-pub use durations::timestamp;
+pub use durations::{optional_time, timestamp};
 pub use messages::{
     MessageFields, message, new_message, prepare_response, publish_response, register_checker,
 };

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::families::{
     DeadLabels, METRICS, OutcomeLabels, RpcCodeLabels, RpcLabels, SourceLabels, SubscriptionLabels,
 };
+use super::minutes::{self, Series};
 use crate::domain::{LeasedDelivery, MessageState};
 
 /// Who decided a message.
@@ -98,6 +99,7 @@ pub fn message_decided(state: MessageState, source: Source) {
     match state {
         MessageState::Confirmed => {
             METRICS.messages_confirmed.get_or_create(&labels).inc();
+            minutes::count(Series::Confirmed, 1);
         }
         MessageState::Cancelled => {
             METRICS.messages_cancelled.get_or_create(&labels).inc();
@@ -129,6 +131,7 @@ pub fn deliveries_leased(subscription_name: &str, deliveries: &[LeasedDelivery])
     if deliveries.is_empty() {
         return;
     }
+    minutes::count(Series::Delivered, deliveries.len() as u64);
     let labels = subscription(subscription_name);
     METRICS
         .deliveries_leased
@@ -144,6 +147,7 @@ pub fn deliveries_leased(subscription_name: &str, deliveries: &[LeasedDelivery])
 }
 
 pub fn deliveries_acked(subscription_name: &str, count: u64) {
+    minutes::count(Series::Acked, count);
     if count > 0 {
         METRICS
             .deliveries_acked
@@ -172,6 +176,7 @@ pub fn delivery_dead(subscription_name: &str, reason: DeadReason) {
 
 /// `count` deliveries of `subscription_name` became DEAD for `reason`.
 pub fn deliveries_dead(subscription_name: &str, reason: DeadReason, count: u64) {
+    minutes::count(Series::Dead, count);
     if count > 0 {
         METRICS
             .deliveries_dead

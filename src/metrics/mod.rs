@@ -11,6 +11,7 @@
 //!
 //! [`Store::stats`]: crate::store::Store::stats
 
+pub mod minutes;
 pub mod rpc;
 
 mod events;

@@ -4,8 +4,10 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod dead_letters;
 mod effects;
 mod error;
+pub mod history;
 mod lanes;
 #[cfg(test)]
 mod model;
@@ -24,8 +26,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use dead_letters::{DeadLetter, DeadLetters};
 pub use effects::{Effects, Written};
 pub use error::{Cause, StoreError};
+pub use history::{DecidedBy, EventKind, MessageEvent, MessageHistory};
 pub use types::*;
 
 use crate::config::Config;
@@ -75,7 +79,22 @@ pub trait Store: Send + Sync + 'static {
         decision: Decision,
         now: Timestamp,
     ) -> Result<MessageState, StoreError>;
+    /// An operator's decision on a PREPARED or UNRESOLVED message: exactly as [`Store::decide`],
+    /// and when it moved the message, the message records it was decided by an operator and
+    /// keeps a RESOLVED event naming `operator`.
+    async fn resolve(
+        &self,
+        message: &MessageRef,
+        decision: Decision,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<MessageState, StoreError>;
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError>;
+    /// What a message's timeline needs beyond its record: when and by whom it was decided, and
+    /// its kept events, oldest first (see [`history`]): every check-back answer, every failed
+    /// delivery attempt, and operators' Resolve, Redrive and Discard, the newest
+    /// [`history::EVENTS_PER_MESSAGE`] of them. NotFound for an unknown message.
+    async fn message_history(&self, message: MessageId) -> Result<MessageHistory, StoreError>;
     async fn list_messages(&self, query: MessageQuery) -> Result<Page<MessageRecord>, StoreError>;
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError>;
     async fn get_checker(&self, producer: &Name)
@@ -224,24 +243,35 @@ pub trait Store: Send + Sync + 'static {
         &self,
         query: DeliveryQuery,
     ) -> Result<Page<crate::domain::DeliveryStatus>, StoreError>;
-    /// Makes DEAD deliveries PENDING (due now) with attempts reset: all of the subscription's,
-    /// or only those of the listed messages. Returns how many. A delivery in a lane waits for
-    /// its turn there; a head that blocked its lane is delivered first.
+    /// Makes the `chosen` DEAD deliveries PENDING with attempts reset, and returns how many.
+    /// With a `rate` (per second, 0 for all at once) the i-th of them, oldest message first,
+    /// is due at `now + i / rate`. A delivery in a lane waits for its turn there; a head that
+    /// blocked its lane is delivered first. Each gets a REDRIVEN event. NotFound for an unknown
+    /// subscription.
     async fn redrive(
         &self,
-        subscription: &Name,
-        message_ids: &[MessageId],
+        chosen: &DeadLetters,
+        rate: f64,
         now: Timestamp,
     ) -> Result<u64, StoreError>;
-    /// Ends DEAD deliveries of `subscription` for good (all, or those of `message_ids`):
-    /// DISCARDED, never delivered again, final for their messages. A lane a discarded head
-    /// held goes on. Answers how many it discarded; NOT_FOUND for an unknown subscription.
+    /// Ends the `chosen` DEAD deliveries for good: DISCARDED, never delivered again, final for
+    /// their messages. A lane a discarded head held goes on. Each gets a DISCARDED event.
+    /// Answers how many it discarded; NotFound for an unknown subscription.
     async fn discard_dead_letters(
         &self,
-        subscription: &Name,
-        message_ids: &[MessageId],
+        chosen: &DeadLetters,
         now: Timestamp,
     ) -> Result<u64, StoreError>;
+    /// How many DEAD deliveries `chosen` names (what a Redrive or Discard would act on now);
+    /// NotFound for an unknown subscription.
+    async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError>;
+    /// The first `limit` dead letters `chosen` names, oldest message first; NotFound for an
+    /// unknown subscription.
+    async fn list_dead_letters(
+        &self,
+        chosen: &DeadLetters,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError>;
 
     // --- callbacks ---

@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 use sqlx::{Database, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
+use super::history::{DecidedBy, MessageHistory, PAYLOAD_HEAD_BYTES};
 use super::rows::{
     self, Columns, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor,
 };
@@ -188,6 +189,57 @@ where
             .collect::<Result<Vec<_>, _>>()?;
         let next = next_cursor(&mut items, filter.page_size, |d| d.message_id);
         Ok(Page { items, next })
+    }
+
+    pub async fn history(
+        conn: &mut Conn<D>,
+        message: MessageId,
+    ) -> Result<MessageHistory, StoreError> {
+        let mut query = QueryBuilder::new(format!(
+            "SELECT decided_at, decided_by, substr(m.payload, 1, {PAYLOAD_HEAD_BYTES}) \
+             AS payload_head FROM messages m WHERE m.id = "
+        ));
+        query.push_bind(D::id(message));
+        let row = Self::fetch_optional(conn, &mut query)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(MessageRef::Id(message).to_string()))?;
+        let decided = match row.opt_int("decided_at")? {
+            Some(at) => Some((
+                Timestamp::from_millis(at),
+                DecidedBy::from_stored(row.opt_text("decided_by")?.as_deref()),
+            )),
+            None => None,
+        };
+        let mut query = QueryBuilder::new(
+            "SELECT at, kind, subscription, attempt, outcome, detail FROM message_events \
+             WHERE message_id = ",
+        );
+        query.push_bind(D::id(message)).push(" ORDER BY seq");
+        let events = Self::fetch_all(conn, &mut query)
+            .await?
+            .iter()
+            .map(rows::message_event)
+            .collect::<Result<_, _>>()?;
+        let mut query = QueryBuilder::new(
+            "SELECT subscription, updated_at FROM deliveries WHERE message_id = ",
+        );
+        query
+            .push_bind(D::id(message))
+            .push(" ORDER BY subscription");
+        let delivery_changes = Self::fetch_all(conn, &mut query)
+            .await?
+            .iter()
+            .map(|row| {
+                let subscription = Name::from_trusted(row.text("subscription")?);
+                Ok((subscription, Timestamp::from_millis(row.int("updated_at")?)))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(MessageHistory {
+            payload_head: row.bytes("payload_head")?,
+            decided,
+            events,
+            delivery_changes,
+        })
     }
 
     pub async fn checker(

@@ -12,6 +12,8 @@ use crate::domain::{
     RetryPolicy, Subscription, Timestamp, TraceContext,
 };
 use crate::store::StoreError;
+use crate::store::dead_letters::DeadLetter;
+use crate::store::history::{EventKind, MessageEvent};
 
 pub const SUBSCRIPTION_COLUMNS: &str = "name, topic, ack_deadline_ms, max_attempts, \
     initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at, \
@@ -273,4 +275,26 @@ pub fn next_cursor<T>(
     } else {
         None
     }
+}
+
+pub fn message_event(row: &impl Columns) -> Result<MessageEvent, StoreError> {
+    Ok(MessageEvent {
+        at: Timestamp::from_millis(row.int("at")?),
+        kind: EventKind::parse(&row.text("kind")?)?,
+        subscription: row.opt_text("subscription")?.map(Name::from_trusted),
+        attempt: row.opt_int("attempt")?.map(count).transpose()?,
+        outcome: row.opt_text("outcome")?,
+        detail: row.opt_text("detail")?,
+    })
+}
+
+pub fn dead_letter(row: &impl Columns) -> Result<DeadLetter, StoreError> {
+    Ok(DeadLetter {
+        message_id: row.id("message_id")?,
+        key: MessageKey::from_trusted(row.text("key")?),
+        ordering_key: row.opt_text("ordering_key")?,
+        attempts: count(row.int("attempts")?)?,
+        last_error: row.opt_text("last_error")?,
+        dead_at: Timestamp::from_millis(row.int("dead_at")?),
+    })
 }

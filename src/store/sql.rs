@@ -58,6 +58,19 @@ where
     if let Some(outcome) = filter.outcome {
         query.push(" AND ").push(outcome_condition(outcome));
     }
+    if let Some(key) = &filter.key {
+        query.push(" AND m.key = ").push_bind(key.as_str());
+    }
+    if let Some(from) = filter.created_from {
+        query
+            .push(" AND m.created_at >= ")
+            .push_bind(from.as_millis());
+    }
+    if let Some(until) = filter.created_until {
+        query
+            .push(" AND m.created_at < ")
+            .push_bind(until.as_millis());
+    }
     if let Some(before) = filter.before {
         query.push(" AND m.id < ").push_bind(bind_id(before));
     }

@@ -78,6 +78,12 @@ pub struct MessageQuery {
     pub producer: Option<Name>,
     pub state: Option<MessageState>,
     pub outcome: Option<MessageOutcome>,
+    /// Only messages with this producer key (with `producer`: the one message).
+    pub key: Option<MessageKey>,
+    /// Only messages created at or after this time.
+    pub created_from: Option<Timestamp>,
+    /// Only messages created before this time.
+    pub created_until: Option<Timestamp>,
     pub page_size: u32,
     /// Only messages with an id below this one (the last id of the previous page).
     pub before: Option<MessageId>,

@@ -266,7 +266,12 @@ fn check_plain_requests(
     }
     match convert::redrive(redrive.clone()) {
         Ok(params) => {
-            let ids: Vec<String> = params.message_ids.iter().map(ToString::to_string).collect();
+            let ids: Vec<String> = params
+                .chosen
+                .message_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             prop_assert_eq!(ids.len(), redrive.message_ids.len());
         }
         Err(error) => drop(assert_refusal(error)),

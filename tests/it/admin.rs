@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use courier::proto::{
-    AckStatus, ConfirmRequest, CreateSubscriptionRequest, Decision, DeleteSubscriptionRequest,
-    DeliveryState, GetStatsRequest, GetSubscriptionRequest, ListDeliveriesRequest,
-    ListMessagesRequest, ListSubscriptionsRequest, MessageOutcome, MessageState, RedriveRequest,
-    RejectRequest, ResolveRequest, RetryPolicy, Subscription, UpdateSubscriptionRequest,
+    AckStatus, ConfirmRequest, CreateSubscriptionRequest, DeadLetterFilter, Decision,
+    DeleteSubscriptionRequest, DeliveryState, DiscardDeadLettersRequest, GetStatsRequest,
+    GetSubscriptionRequest, ListDeliveriesRequest, ListMessagesRequest, ListSubscriptionsRequest,
+    MessageOutcome, MessageState, RedriveRequest, RejectRequest, ResolveRequest, RetryPolicy,
+    Subscription, UpdateSubscriptionRequest,
 };
 use tonic::Code;
 
@@ -54,6 +55,7 @@ async fn redrive(
         .redrive(RedriveRequest {
             subscription: subscription.into(),
             message_ids: message_ids.iter().map(|id| id.to_string()).collect(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().redriven)
@@ -739,4 +741,108 @@ async fn a_confirm_that_finds_no_subscription_is_kept_as_unrouted() {
         .find(|t| t.topic == TOPIC)
         .expect("stats of the topic");
     assert_eq!((topic.confirmed, topic.unrouted), (1, 1));
+}
+
+#[tokio::test]
+async fn redrive_and_discard_take_filters_a_dry_run_and_a_rate() {
+    let server = TestServer::start().await;
+    server
+        .create_subscription(fast_subscription(SUB, TOPIC, 1))
+        .await;
+    for key in ["order-1", "order-2", "order-3"] {
+        server.publish(TOPIC, key).await;
+    }
+    let ids = reject_next(&server, 3).await;
+    let filter = |key: &str| DeadLetterFilter {
+        key: key.into(),
+        error_contains: "TEST".into(),
+        ..Default::default()
+    };
+    let mut admin = server.admin();
+    let dry = admin
+        .redrive(RedriveRequest {
+            subscription: SUB.into(),
+            filter: Some(filter("order-2")),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .expect("a dry run")
+        .into_inner();
+    assert_eq!((dry.matched, dry.redriven), (1, 0));
+    assert_eq!(
+        server.delivery_status(&ids[1], SUB).await.state(),
+        DeliveryState::Dead
+    );
+
+    // Paced at one per second: the second is due a second after the first.
+    let paced = admin
+        .redrive(RedriveRequest {
+            subscription: SUB.into(),
+            message_ids: vec![ids[0].clone(), ids[2].clone()],
+            rate: 1.0,
+            ..Default::default()
+        })
+        .await
+        .expect("a paced Redrive")
+        .into_inner();
+    assert_eq!((paced.matched, paced.redriven), (2, 2));
+    let first = server.delivery_status(&ids[0], SUB).await;
+    let second = server.delivery_status(&ids[2], SUB).await;
+    let gap = to_system_time(&second.next_attempt_at)
+        .duration_since(to_system_time(&first.next_attempt_at))
+        .expect("the second is due later");
+    assert_eq!(gap, Duration::from_secs(1));
+
+    let discarded = admin
+        .discard_dead_letters(DiscardDeadLettersRequest {
+            subscription: SUB.into(),
+            filter: Some(filter("order-2")),
+            ..Default::default()
+        })
+        .await
+        .expect("DiscardDeadLetters")
+        .into_inner();
+    assert_eq!((discarded.matched, discarded.discarded), (1, 1));
+
+    assert_invalid_field(
+        admin
+            .redrive(RedriveRequest {
+                subscription: SUB.into(),
+                rate: f64::NAN,
+                ..Default::default()
+            })
+            .await,
+        "rate",
+    );
+    assert_invalid_field(
+        admin
+            .redrive(RedriveRequest {
+                subscription: SUB.into(),
+                filter: Some(DeadLetterFilter {
+                    dead_after: Some(prost_types::Timestamp {
+                        seconds: 20,
+                        nanos: 0,
+                    }),
+                    dead_before: Some(prost_types::Timestamp {
+                        seconds: 10,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await,
+        "filter.dead_before",
+    );
+    assert_code(
+        admin
+            .redrive(RedriveRequest {
+                subscription: "nobody".into(),
+                dry_run: true,
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+    );
 }

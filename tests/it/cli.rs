@@ -276,9 +276,27 @@ async fn dead_letters_are_listed_and_redriven() {
         "{table}"
     );
 
-    // Redriving everything takes an explicit --all.
+    // Redriving everything takes an explicit --all (or a filter).
     let (code, _) = fails(&server, &["dead-letters", "redrive", "cli-billing"]).await;
     assert_eq!(code, Some(2), "a usage error");
+    let args = ["dead-letters", "redrive", "cli-billing", "--dry-run"];
+    let dry = ok(
+        &server,
+        &[&args[..], &["--error-contains", "MALFORMED"]].concat(),
+    )
+    .await;
+    assert_eq!(
+        dry.trim(),
+        "would redrive 1 dead delivery of subscription cli-billing"
+    );
+    let none = json(&server, &[&args[..], &["--key", "order-2"]].concat()).await;
+    assert_eq!(
+        (none["matched"].clone(), none["redriven"].clone()),
+        (0.into(), 0.into())
+    );
+    let (code, stderr) = fails(&server, &[&args[..], &["--all", "--rate=-1"]].concat()).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("rate"), "{stderr}");
 
     let redriven = json(
         &server,

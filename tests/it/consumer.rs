@@ -314,6 +314,7 @@ async fn nacked_deliveries_retry_with_backoff_until_dead_then_redrive_delivers_a
         .redrive(RedriveRequest {
             subscription: SUB.into(),
             message_ids: vec![],
+            ..Default::default()
         })
         .await
         .expect("Redrive")

@@ -12,6 +12,7 @@ mod callbacks;
 mod certs;
 mod cli;
 mod concurrency;
+mod console;
 mod consumer;
 mod durability;
 mod edges;

@@ -229,6 +229,7 @@ async fn a_dead_head_blocks_its_lane_until_discarded() {
         .discard_dead_letters(DiscardDeadLettersRequest {
             subscription: SUB.into(),
             message_ids: vec![poison.clone()],
+            ..Default::default()
         })
         .await
         .expect("DiscardDeadLetters")
@@ -250,6 +251,7 @@ async fn a_dead_head_blocks_its_lane_until_discarded() {
         .redrive(RedriveRequest {
             subscription: SUB.into(),
             message_ids: vec![],
+            ..Default::default()
         })
         .await
         .expect("Redrive")
@@ -266,6 +268,7 @@ async fn discard_answers_not_found_for_an_unknown_subscription_and_checks_ids() 
         .discard_dead_letters(DiscardDeadLettersRequest {
             subscription: "nobody".into(),
             message_ids: vec![],
+            ..Default::default()
         })
         .await;
     assert_code(missing, Code::NotFound);
@@ -275,6 +278,7 @@ async fn discard_answers_not_found_for_an_unknown_subscription_and_checks_ids() 
         .discard_dead_letters(DiscardDeadLettersRequest {
             subscription: SUB.into(),
             message_ids: vec!["not-a-uuid".into()],
+            ..Default::default()
         })
         .await;
     assert_invalid_field(bad, "message_ids[0]");

@@ -378,6 +378,7 @@ fn cases() -> Vec<Case> {
                         .redrive(RedriveRequest {
                             subscription: SHOP_SUB.into(),
                             message_ids: vec![],
+                            ..Default::default()
                         })
                         .await)
                 }
@@ -394,6 +395,7 @@ fn cases() -> Vec<Case> {
                         .discard_dead_letters(DiscardDeadLettersRequest {
                             subscription: SHOP_SUB.into(),
                             message_ids: vec![],
+                            ..Default::default()
                         })
                         .await)
                 }

@@ -667,11 +667,13 @@ async fn admin_requests_are_validated() {
     let redrive = RedriveRequest {
         subscription: SUB.into(),
         message_ids: vec!["not-a-uuid".into()],
+        ..Default::default()
     };
     assert_invalid_field(admin.redrive(redrive).await, "message_ids");
     let redrive = RedriveRequest {
         subscription: String::new(),
         message_ids: vec![],
+        ..Default::default()
     };
     assert_invalid_field(admin.redrive(redrive).await, "subscription");
     let page = ListMessagesRequest {

@@ -32,7 +32,7 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
 
     let redriven_at = later(now, 5_000);
     let listed = store
-        .redrive(&name(SUB), &[ids[0], MessageId::new()], redriven_at)
+        .redrive(&dead_of(SUB, &[ids[0], MessageId::new()]), 0.0, redriven_at)
         .await
         .unwrap();
     assert_eq!(listed, 1);
@@ -43,15 +43,23 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
     assert_eq!(delivery(store, ids[1]).await.state, DeliveryState::Dead);
 
     assert_eq!(
-        store.redrive(&name(SUB), &[], redriven_at).await.unwrap(),
+        store
+            .redrive(&dead_of(SUB, &[]), 0.0, redriven_at)
+            .await
+            .unwrap(),
         2
     );
     assert_eq!(
-        store.redrive(&name(SUB), &[], redriven_at).await.unwrap(),
+        store
+            .redrive(&dead_of(SUB, &[]), 0.0, redriven_at)
+            .await
+            .unwrap(),
         0
     );
     assert!(matches!(
-        store.redrive(&name("nobody"), &[], redriven_at).await,
+        store
+            .redrive(&dead_of("nobody", &[]), 0.0, redriven_at)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     let again = store

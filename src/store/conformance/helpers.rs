@@ -7,7 +7,7 @@ use crate::domain::{
     DeadHeadPolicy, DeliveryStatus, MessageId, MessageKey, MessageRef, Name, OrderingKey, Receipt,
     RetryPolicy, Subscription, Timestamp,
 };
-use crate::store::{Batch, NewMessage, Store};
+use crate::store::{Batch, DeadLetters, NewMessage, Store};
 
 pub fn name(value: &str) -> Name {
     Name::parse("name", value).unwrap()
@@ -15,6 +15,11 @@ pub fn name(value: &str) -> Name {
 
 pub fn key(value: &str) -> MessageKey {
     MessageKey::parse("key", value).unwrap()
+}
+
+/// Every dead letter of `sub`, or those of `ids` when it is not empty.
+pub fn dead_of(sub: &str, ids: &[MessageId]) -> DeadLetters {
+    DeadLetters::of(name(sub), ids.to_vec())
 }
 
 pub const PRODUCER: &str = "shop";

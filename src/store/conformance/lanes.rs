@@ -253,7 +253,13 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     assert_eq!(blocking, [a]);
 
     // Redrive: the head is delivered first, B still waits.
-    assert_eq!(store.redrive(&sub.name, &[a], at).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .redrive(&dead_of(sub.name.as_str(), &[a]), 0.0, at)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(lease_ids(store, &sub, at).await, [a]);
     let receipt = store.lease(&sub, Batch::messages(1), at).await.unwrap();
     assert!(receipt.is_empty());
@@ -263,7 +269,7 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     let after = later(at.plus(ACK_DEADLINE), 1);
     assert_eq!(
         store
-            .discard_dead_letters(&sub.name, &[], after)
+            .discard_dead_letters(&dead_of(sub.name.as_str(), &[]), after)
             .await
             .unwrap(),
         1

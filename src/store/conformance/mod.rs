@@ -10,6 +10,7 @@ mod admin;
 mod checks;
 mod consumer;
 mod helpers;
+mod history;
 mod lanes;
 mod producer;
 mod scheduler;
@@ -142,6 +143,10 @@ macro_rules! store_test_suite {
             lanes_survive_a_restart,
             lease_stops_at_the_byte_budget,
             trace_context_is_kept_and_handed_out,
+            history_keeps_check_answers_failures_and_the_decider,
+            resolve_records_the_operator_once,
+            history_keeps_only_the_newest_events,
+            dead_letter_filters_choose_what_is_counted_and_acted_on,
         );
     };
     (@tests $open:path; $($test:ident),* $(,)?) => {
@@ -158,6 +163,7 @@ macro_rules! store_test_suite {
 pub use admin::*;
 pub use checks::*;
 pub use consumer::*;
+pub use history::*;
 pub use lanes::*;
 pub use producer::*;
 pub use scheduler::*;

@@ -10,14 +10,15 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::lanes;
 use super::notify;
 use super::ops::find_subscription;
 use super::rows::{self, Columns};
+use super::{events, lanes};
 use crate::domain::{
     AckStatus, AckVerdict, DeliveryState, LeaseCheck, LeasedDelivery, MessageId, Name, Receipt,
     RedeliveryPlan, Subscription, Timestamp, classify_ack, plan_redelivery, random_jitter,
 };
+use crate::store::history::{EventKind, NewEvent};
 use crate::store::lanes::distinct_lanes;
 use crate::store::{Batch, Effects, ExpiredLeases, StoreError, Written, rules};
 
@@ -200,15 +201,15 @@ pub(super) async fn release(
     conn: &mut PgConnection,
     receipt: &Receipt,
     plan: RedeliveryPlan,
-    error: &str,
+    (kind, error): (EventKind, &str),
     now: Timestamp,
 ) -> Result<Option<Effects>, StoreError> {
     let (state, next_attempt_at) = plan_columns(plan);
-    let released: Option<Option<String>> = sqlx::query_scalar(
+    let released: Option<(Option<String>, i64)> = sqlx::query_as(
         "UPDATE deliveries SET state = $1, next_attempt_at = $2, lease_expires_at = NULL, \
          last_error = $3, updated_at = $4 \
          WHERE subscription = $5 AND message_id = $6 AND generation = $7 AND state = 'LEASED' \
-         RETURNING ordering_key",
+         RETURNING ordering_key, attempts",
     )
     .bind(state.as_str())
     .bind(next_attempt_at)
@@ -219,14 +220,36 @@ pub(super) async fn release(
     .bind(i64::from(receipt.generation))
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(lane_key) = released else {
+    let Some((lane_key, attempt)) = released else {
         return Ok(None);
     };
+    record_failure(conn, receipt, kind, (attempt, plan), error, now).await?;
     let due = Effects::due([receipt.subscription.clone()]);
     Ok(Some(match plan {
         RedeliveryPlan::Dead => due.and(dead_in_lane(conn, receipt, lane_key, now).await?),
         RedeliveryPlan::RetryAt(_) => due,
     }))
+}
+
+/// Records a failed attempt of `receipt`'s delivery in its message's events.
+async fn record_failure(
+    conn: &mut PgConnection,
+    receipt: &Receipt,
+    kind: EventKind,
+    (attempt, plan): (i64, RedeliveryPlan),
+    error: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let attempt = u32::try_from(attempt).map_err(StoreError::internal)?;
+    let event = NewEvent::delivery_failed(
+        receipt.message_id,
+        &receipt.subscription,
+        kind,
+        (attempt, plan),
+        error,
+        now,
+    );
+    events::record(conn, &event).await
 }
 
 /// A delivery of `receipt` went DEAD: its lane (if it is in one) goes on unless the
@@ -269,7 +292,7 @@ pub async fn nack(
         delay,
         random_jitter(),
     );
-    match release(conn, receipt, plan, rules::NACKED, now).await? {
+    match release(conn, receipt, plan, (EventKind::Nacked, rules::NACKED), now).await? {
         Some(effects) => Ok((Some(plan), effects)),
         None => Ok((None, Effects::none())),
     }
@@ -312,13 +335,14 @@ pub async fn reject(
     }
     // Held, or unleased again after an expiry or Nack and not leased by anyone since: still
     // rejectable.
-    let rejected: Option<Option<String>> = sqlx::query_scalar(
+    let error = rules::rejected(reason);
+    let rejected: Option<(Option<String>, i64)> = sqlx::query_as(
         "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, lease_expires_at = NULL, \
          last_error = $1, updated_at = $2 \
          WHERE subscription = $3 AND message_id = $4 AND generation = $5 \
-           AND state IN ('LEASED', 'PENDING') RETURNING ordering_key",
+           AND state IN ('LEASED', 'PENDING') RETURNING ordering_key, attempts",
     )
-    .bind(rules::rejected(reason))
+    .bind(&error)
     .bind(now.as_millis())
     .bind(receipt.subscription.as_str())
     .bind(receipt.message_id.as_uuid())
@@ -326,7 +350,11 @@ pub async fn reject(
     .fetch_optional(&mut *conn)
     .await?;
     let effects = match rejected {
-        Some(lane_key) => dead_in_lane(conn, receipt, lane_key, now).await?,
+        Some((lane_key, attempt)) => {
+            let dead = (attempt, RedeliveryPlan::Dead);
+            record_failure(conn, receipt, EventKind::Rejected, dead, &error, now).await?;
+            dead_in_lane(conn, receipt, lane_key, now).await?
+        }
         None => Effects::none(),
     };
     Ok(((), effects))
@@ -357,14 +385,14 @@ pub async fn expire_leases(conn: &mut PgConnection, now: Timestamp) -> Written<E
     for row in &expired {
         plans.push(row, now)?;
     }
-    let ended: Vec<(String, String, Option<String>)> = sqlx::query_as(
+    let ended: Vec<(String, String, Option<String>, Uuid, i64)> = sqlx::query_as(
         "UPDATE deliveries d SET state = e.state, next_attempt_at = e.next_attempt_at, \
          lease_expires_at = NULL, last_error = $6, updated_at = $7 \
          FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[]) \
            AS e(subscription, message_id, generation, state, next_attempt_at) \
          WHERE d.subscription = e.subscription AND d.message_id = e.message_id \
            AND d.generation = e.generation AND d.state = 'LEASED' \
-         RETURNING d.subscription, d.state, d.ordering_key",
+         RETURNING d.subscription, d.state, d.ordering_key, d.message_id, d.attempts",
     )
     .bind(&plans.subscriptions)
     .bind(&plans.ids)
@@ -379,14 +407,28 @@ pub async fn expire_leases(conn: &mut PgConnection, now: Timestamp) -> Written<E
     let mut outcome = ExpiredLeases::default();
     let mut due = Vec::with_capacity(ended.len());
     let mut dead_in_lanes = Vec::new();
-    for (subscription, state, lane_key) in &ended {
+    let mut failures = Vec::with_capacity(ended.len());
+    for (subscription, state, lane_key, message_id, attempt) in &ended {
         let dead = state == DeliveryState::Dead.as_str();
+        let plan = match dead {
+            true => RedeliveryPlan::Dead,
+            false => RedeliveryPlan::RetryAt(now),
+        };
+        failures.push(NewEvent::delivery_failed(
+            MessageId::from_uuid(*message_id),
+            &Name::from_trusted(subscription.clone()),
+            EventKind::LeaseExpired,
+            (u32::try_from(*attempt).map_err(StoreError::internal)?, plan),
+            rules::LEASE_EXPIRED,
+            now,
+        ));
         outcome.count(subscription, dead);
         due.push(Name::from_trusted(subscription.clone()));
         if dead {
             dead_in_lanes.push((subscription.as_str(), lane_key.as_deref()));
         }
     }
+    events::record_all(conn, &failures).await?;
     let lanes = lanes::advance(conn, &distinct_lanes(dead_in_lanes), now).await?;
     Ok((outcome, Effects::due(due).and(lanes)))
 }

@@ -14,6 +14,7 @@ mod batcher;
 mod calls;
 mod connect;
 pub(super) mod error;
+mod events;
 mod lanes;
 mod leases;
 mod listener;
@@ -45,8 +46,9 @@ use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
 
 use super::{
-    Batch, CheckRecorded, CheckVerdict, DeliveryQuery, Effects, ExpiredLeases, InsertOutcome,
-    MessageQuery, NewMessage, Page, Stats, Store, StoreError,
+    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects,
+    ExpiredLeases, InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store,
+    StoreError,
 };
 use crate::config::PostgresConfig;
 use crate::domain::{
@@ -319,6 +321,30 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn resolve(
+        &self,
+        message: &MessageRef,
+        decision: Decision,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<MessageState, StoreError> {
+        self.write(|tx| {
+            Box::pin(ops::resolve(
+                tx.into_connection(),
+                message,
+                decision,
+                operator,
+                now,
+            ))
+        })
+        .await
+    }
+
+    async fn message_history(&self, message: MessageId) -> Result<MessageHistory, StoreError> {
+        self.read(|tx| Box::pin(Reads::history(tx.into_connection(), message)))
+            .await
+    }
+
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
         self.read(|tx| Box::pin(Reads::message(tx.into_connection(), message)))
             .await
@@ -529,33 +555,38 @@ impl Store for PostgresStore {
 
     async fn redrive(
         &self,
-        subscription: &Name,
-        message_ids: &[MessageId],
+        chosen: &DeadLetters,
+        rate: f64,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        self.write(|tx| {
-            Box::pin(ops::redrive(
-                tx.into_connection(),
-                subscription,
-                message_ids,
-                now,
-            ))
-        })
-        .await
+        self.write(|tx| Box::pin(ops::redrive(tx.into_connection(), chosen, rate, now)))
+            .await
     }
 
     async fn discard_dead_letters(
         &self,
-        subscription: &Name,
-        message_ids: &[MessageId],
+        chosen: &DeadLetters,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        self.write(|tx| {
-            Box::pin(ops::discard(
+        self.write(|tx| Box::pin(ops::discard(tx.into_connection(), chosen, now)))
+            .await
+    }
+
+    async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError> {
+        self.read(|tx| Box::pin(reads::count_dead_letters(tx.into_connection(), chosen)))
+            .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        chosen: &DeadLetters,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(|tx| {
+            Box::pin(reads::list_dead_letters(
                 tx.into_connection(),
-                subscription,
-                message_ids,
-                now,
+                chosen,
+                limit,
             ))
         })
         .await

@@ -10,12 +10,14 @@ use std::time::Duration;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
-use super::lanes;
 use super::rows::{self, Columns, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
+use super::{events, lanes};
 use crate::domain::{
     CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, OrderingKey,
     Subscription, Timestamp, Transition, decide as decide_transition,
 };
+use crate::store::dead_letters::{self, DeadLetters};
+use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::lanes as store_lanes;
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
@@ -367,6 +369,37 @@ pub async fn decide(
     decision: Decision,
     now: Timestamp,
 ) -> Written<MessageState> {
+    let ((state, _), effects) =
+        decide_as(conn, message, decision, DecidedBy::Producer, now).await?;
+    Ok((state, effects))
+}
+
+/// An operator's decision: like the producer's, and recorded in the message's events with
+/// `operator`'s name when it changed the state.
+pub async fn resolve(
+    conn: &mut PgConnection,
+    message: &MessageRef,
+    decision: Decision,
+    operator: &str,
+    now: Timestamp,
+) -> Written<MessageState> {
+    let ((state, moved), effects) =
+        decide_as(conn, message, decision, DecidedBy::Operator, now).await?;
+    if let Some(id) = moved {
+        events::record(conn, &NewEvent::resolved(id, decision, operator, now)).await?;
+    }
+    Ok((state, effects))
+}
+
+/// Applies `decision`, made `by`, and answers the resulting state and, when this call moved
+/// the message, its id.
+pub(super) async fn decide_as(
+    conn: &mut PgConnection,
+    message: &MessageRef,
+    decision: Decision,
+    by: DecidedBy,
+    now: Timestamp,
+) -> Written<(MessageState, Option<MessageId>)> {
     // The row lock makes a racing Confirm, Cancel, Resolve or check result wait and then see
     // this decision: exactly one of them moves the message.
     let Located {
@@ -378,17 +411,18 @@ pub async fn decide(
     } = locate(conn, message).await?;
     let target = match decide_transition(current, decision) {
         Transition::To(target) => target,
-        Transition::AlreadyThere(state) => return Ok((state, Effects::none())),
+        Transition::AlreadyThere(state) => return Ok(((state, None), Effects::none())),
         Transition::Contradicts(current) => return Err(StoreError::MessageConflict { current }),
     };
     let changed = sqlx::query(
-        "UPDATE messages SET state = $1, updated_at = $2, decided_at = $2, next_check_at = NULL \
-         WHERE id = $3 AND state = $4",
+        "UPDATE messages SET state = $1, updated_at = $2, decided_at = $2, next_check_at = NULL, \
+         decided_by = $5 WHERE id = $3 AND state = $4",
     )
     .bind(target.as_str())
     .bind(now.as_millis())
     .bind(id.as_uuid())
     .bind(current.as_str())
+    .bind(by.stored())
     .execute(&mut *conn)
     .await?;
     if changed.rows_affected() == 0 {
@@ -400,7 +434,7 @@ pub async fn decide(
     } else {
         Effects::none()
     };
-    Ok((target, effects))
+    Ok(((target, Some(id)), effects))
 }
 
 pub async fn register_checker(
@@ -422,64 +456,116 @@ pub async fn register_checker(
     Ok(((), Effects::none()))
 }
 
-pub async fn redrive(
+/// The dead letters `chosen` names, oldest message first (message id and lane key), locked.
+async fn chosen_dead_letters(
     conn: &mut PgConnection,
-    subscription: &Name,
-    message_ids: &[MessageId],
-    now: Timestamp,
-) -> Written<u64> {
-    let set = format!(
-        "state = 'PENDING', attempts = 0, next_attempt_at = {}, lease_expires_at = NULL, \
-         updated_at = $1",
-        store_lanes::REDRIVEN_DUE_AT
-    );
-    let (redriven, effects) = end_dead(conn, subscription, message_ids, &set, now).await?;
-    Ok((
-        redriven,
-        effects.and(Effects::redriven(subscription, redriven)),
-    ))
-}
-
-pub async fn discard(
-    conn: &mut PgConnection,
-    subscription: &Name,
-    message_ids: &[MessageId],
-    now: Timestamp,
-) -> Written<u64> {
-    let set = "state = 'DISCARDED', next_attempt_at = NULL, lease_expires_at = NULL, \
-               updated_at = $1";
-    end_dead(conn, subscription, message_ids, set, now).await
-}
-
-/// Applies `set` (which binds `now` as `$1`) to the DEAD deliveries of `subscription` (all, or
-/// those of `message_ids`), then lets the lanes they were in go on.
-async fn end_dead(
-    conn: &mut PgConnection,
-    subscription: &Name,
-    message_ids: &[MessageId],
-    set: &str,
-    now: Timestamp,
-) -> Written<u64> {
-    if find_subscription(conn, subscription, false)
+    chosen: &DeadLetters,
+) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+    if find_subscription(conn, &chosen.subscription, false)
         .await?
         .is_none()
     {
-        return Err(rules::subscription_not_found(subscription));
+        return Err(rules::subscription_not_found(&chosen.subscription));
     }
-    let ids: Vec<Uuid> = message_ids.iter().map(MessageId::as_uuid).collect();
-    let ended: Vec<Option<String>> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "UPDATE deliveries SET {set} WHERE subscription = $2 AND state = 'DEAD' \
-         AND (cardinality($3::uuid[]) = 0 OR message_id = ANY($3)) RETURNING ordering_key"
-    )))
+    let sql = format!("{} FOR UPDATE OF d", super::reads::chosen_dead_letters());
+    let (contains, from, until, key, ordering_key) = chosen.filter_binds();
+    Ok(sqlx::query_as(AssertSqlSafe(sql))
+        .bind(chosen.subscription.as_str())
+        .bind(
+            chosen
+                .message_ids
+                .iter()
+                .map(MessageId::as_uuid)
+                .collect::<Vec<_>>(),
+        )
+        .bind(contains)
+        .bind(from)
+        .bind(until)
+        .bind(key)
+        .bind(ordering_key)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// Makes the chosen dead letters PENDING with attempts reset, due at their paced times (or
+/// waiting in their lane), and records it in their messages' events.
+pub async fn redrive(
+    conn: &mut PgConnection,
+    chosen: &DeadLetters,
+    rate: f64,
+    now: Timestamp,
+) -> Written<u64> {
+    let found = chosen_dead_letters(conn, chosen).await?;
+    let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
+    let due: Vec<i64> = dead_letters::paced(now, found.len(), rate)
+        .into_iter()
+        .map(Timestamp::as_millis)
+        .collect();
+    let ended: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        "UPDATE deliveries d SET state = 'PENDING', attempts = 0, \
+         next_attempt_at = CASE WHEN d.ordering_key IS NULL THEN u.due END, \
+         lease_expires_at = NULL, updated_at = $1 \
+         FROM unnest($3::uuid[], $4::bigint[]) AS u(id, due) \
+         WHERE d.subscription = $2 AND d.message_id = u.id AND d.state = 'DEAD' \
+         RETURNING d.message_id, d.ordering_key",
+    )
     .bind(now.as_millis())
-    .bind(subscription.as_str())
+    .bind(chosen.subscription.as_str())
+    .bind(ids)
+    .bind(due)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (redriven, effects) =
+        dead_letters_ended(conn, chosen, &ended, EventKind::Redriven, now).await?;
+    Ok((
+        redriven,
+        effects.and(Effects::redriven(&chosen.subscription, redriven)),
+    ))
+}
+
+/// Ends the chosen dead letters for good (DISCARDED) and records it in their messages' events.
+pub async fn discard(
+    conn: &mut PgConnection,
+    chosen: &DeadLetters,
+    now: Timestamp,
+) -> Written<u64> {
+    let found = chosen_dead_letters(conn, chosen).await?;
+    let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
+    let ended: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        "UPDATE deliveries SET state = 'DISCARDED', next_attempt_at = NULL, \
+         lease_expires_at = NULL, updated_at = $1 \
+         WHERE subscription = $2 AND message_id = ANY($3) AND state = 'DEAD' \
+         RETURNING message_id, ordering_key",
+    )
+    .bind(now.as_millis())
+    .bind(chosen.subscription.as_str())
     .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
+    dead_letters_ended(conn, chosen, &ended, EventKind::Discarded, now).await
+}
+
+/// After the `ended` dead letters left DEAD: records `kind` in their messages' events and lets
+/// the lanes they were in go on. Answers how many ended.
+async fn dead_letters_ended(
+    conn: &mut PgConnection,
+    chosen: &DeadLetters,
+    ended: &[(Uuid, Option<String>)],
+    kind: EventKind,
+    now: Timestamp,
+) -> Written<u64> {
+    let subscription = &chosen.subscription;
+    let recorded: Vec<NewEvent> = ended
+        .iter()
+        .map(|(id, _)| {
+            NewEvent::dead_letter_ended(MessageId::from_uuid(*id), subscription, kind, now)
+        })
+        .collect();
+    events::record_all(conn, &recorded).await?;
     let lanes = store_lanes::distinct_lanes(
         ended
             .iter()
-            .map(|key| (subscription.as_str(), key.as_deref())),
+            .map(|(_, key)| (subscription.as_str(), key.as_deref())),
     );
     let effects = lanes::advance(conn, &lanes, now).await?;
     Ok((ended.len() as u64, effects))

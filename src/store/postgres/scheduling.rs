@@ -8,11 +8,12 @@ use std::time::Duration;
 use sqlx::PgConnection;
 
 use super::rows::{self, Columns};
-use super::{leases, ops};
+use super::{events, leases, ops};
 use crate::domain::{
     DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan,
     Subscription, Timestamp, plan_redelivery, random_jitter,
 };
+use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 
 /// Claims due checks: the same statement that picks them moves their `next_check_at` to
@@ -76,6 +77,7 @@ pub async fn record_check(
         return Ok((CheckRecorded::Stale(state), Effects::none()));
     }
     const GUARD: &str = "WHERE id = $1 AND state = 'PREPARED' AND check_attempts = $2";
+    events::record(conn, &NewEvent::check(message_id, attempt, verdict, now)).await?;
     match verdict {
         CheckVerdict::Decided(decision) => {
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -87,8 +89,9 @@ pub async fn record_check(
             .execute(&mut *conn)
             .await?;
             // Exactly what the producer's Confirm or Cancel does, routing included.
-            let (state, effects) =
-                ops::decide(conn, &MessageRef::Id(message_id), *decision, now).await?;
+            let message = MessageRef::Id(message_id);
+            let ((state, _), effects) =
+                ops::decide_as(conn, &message, *decision, DecidedBy::Checker, now).await?;
             Ok((CheckRecorded::Applied(state), effects))
         }
         CheckVerdict::RetryAt { at, error } => {
@@ -157,7 +160,7 @@ pub async fn fail_delivery(
         None,
         random_jitter(),
     );
-    match leases::release(conn, receipt, plan, error, now).await? {
+    match leases::release(conn, receipt, plan, (EventKind::PushFailed, error), now).await? {
         Some(effects) => Ok((Some(plan), effects)),
         None => Ok((None, Effects::none())),
     }

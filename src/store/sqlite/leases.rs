@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::lanes;
 use super::ops::{execute, find_subscription, query_all, query_one};
 use super::rows;
+use super::{events, lanes};
 use crate::domain::{
     AckStatus, AckVerdict, DeliveryState, LeaseCheck, LeasedDelivery, Name, Receipt,
     RedeliveryPlan, Subscription, Timestamp, classify_ack, plan_redelivery, random_jitter,
 };
+use crate::store::history::{EventKind, NewEvent};
 use crate::store::lanes::distinct_lanes;
 use crate::store::{Batch, Effects, ExpiredLeases, StoreError, Written, rules};
 
@@ -148,7 +149,7 @@ pub(super) fn release(
     conn: &Connection,
     receipt: &Receipt,
     plan: RedeliveryPlan,
-    error: &str,
+    (kind, error): (EventKind, &str),
     now: Timestamp,
 ) -> Result<Option<Effects>, StoreError> {
     let (state, next_attempt_at) = match plan {
@@ -160,7 +161,7 @@ pub(super) fn release(
         "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_expires_at = NULL, \
          last_error = ?, updated_at = ? \
          WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED' \
-         RETURNING ordering_key",
+         RETURNING ordering_key, attempts",
         params![
             state.as_str(),
             next_attempt_at,
@@ -170,16 +171,38 @@ pub(super) fn release(
             receipt.message_id.to_string(),
             i64::from(receipt.generation),
         ],
-        |row| Ok(row.get::<_, Option<String>>(0)?),
+        |row| Ok((row.get::<_, Option<String>>(0)?, row.get::<_, i64>(1)?)),
     )?;
-    let Some(lane_key) = released else {
+    let Some((lane_key, attempt)) = released else {
         return Ok(None);
     };
+    record_failure(conn, receipt, kind, (attempt, plan), error, now)?;
     let due = Effects::due([receipt.subscription.clone()]);
     Ok(Some(match plan {
         RedeliveryPlan::Dead => due.and(dead_in_lane(conn, receipt, lane_key, now)?),
         RedeliveryPlan::RetryAt(_) => due,
     }))
+}
+
+/// Records a failed attempt of `receipt`'s delivery in its message's events.
+fn record_failure(
+    conn: &Connection,
+    receipt: &Receipt,
+    kind: EventKind,
+    (attempt, plan): (i64, RedeliveryPlan),
+    error: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let attempt = u32::try_from(attempt).map_err(StoreError::internal)?;
+    let event = NewEvent::delivery_failed(
+        receipt.message_id,
+        &receipt.subscription,
+        kind,
+        (attempt, plan),
+        error,
+        now,
+    );
+    events::record(conn, &event)
 }
 
 /// A delivery of `receipt` went DEAD: its lane (if it is in one) goes on unless the
@@ -214,7 +237,7 @@ pub fn nack(
         delay,
         random_jitter(),
     );
-    match release(conn, receipt, plan, rules::NACKED, now)? {
+    match release(conn, receipt, plan, (EventKind::Nacked, rules::NACKED), now)? {
         Some(effects) => Ok((Some(plan), effects)),
         None => Ok((None, Effects::none())),
     }
@@ -258,7 +281,7 @@ pub fn reject(conn: &Connection, receipt: &Receipt, reason: &str, now: Timestamp
                 "UPDATE deliveries SET state = 'DEAD', next_attempt_at = NULL, \
                  lease_expires_at = NULL, last_error = ?, updated_at = ? \
                  WHERE subscription = ? AND message_id = ? AND generation = ? \
-                 AND state IN ('LEASED', 'PENDING') RETURNING ordering_key",
+                 AND state IN ('LEASED', 'PENDING') RETURNING ordering_key, attempts",
                 params![
                     error,
                     now.as_millis(),
@@ -266,10 +289,14 @@ pub fn reject(conn: &Connection, receipt: &Receipt, reason: &str, now: Timestamp
                     receipt.message_id.to_string(),
                     i64::from(receipt.generation),
                 ],
-                |row| Ok(row.get::<_, Option<String>>(0)?),
+                |row| Ok((row.get::<_, Option<String>>(0)?, row.get::<_, i64>(1)?)),
             )?;
             let effects = match rejected {
-                Some(lane_key) => dead_in_lane(conn, receipt, lane_key, now)?,
+                Some((lane_key, attempt)) => {
+                    let dead = (attempt, RedeliveryPlan::Dead);
+                    record_failure(conn, receipt, EventKind::Rejected, dead, &error, now)?;
+                    dead_in_lane(conn, receipt, lane_key, now)?
+                }
                 None => Effects::none(),
             };
             Ok(((), effects))
@@ -307,7 +334,13 @@ pub fn expire_leases(conn: &Connection, now: Timestamp) -> Written<ExpiredLeases
         };
         let attempts = u32::try_from(attempts).map_err(StoreError::internal)?;
         let plan = plan_redelivery(&policy, attempts, now, None, random_jitter());
-        if let Some(released) = release(conn, &receipt, plan, rules::LEASE_EXPIRED, now)? {
+        if let Some(released) = release(
+            conn,
+            &receipt,
+            plan,
+            (EventKind::LeaseExpired, rules::LEASE_EXPIRED),
+            now,
+        )? {
             ended.count(&subscription, plan == RedeliveryPlan::Dead);
             effects = effects.and(released);
         }

@@ -3,6 +3,7 @@
 //! (sqlx, which also runs the migrations).
 
 pub(super) mod error;
+mod events;
 mod lanes;
 mod leases;
 mod ops;
@@ -26,8 +27,9 @@ use writer::Writer;
 pub use writer::commits_to;
 
 use super::{
-    Batch, CheckRecorded, CheckVerdict, DeliveryQuery, ExpiredLeases, InsertOutcome, MessageQuery,
-    NewMessage, Page, Stats, Store, StoreError, Written,
+    Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases,
+    InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
+    Written,
 };
 use crate::config::SqliteConfig;
 use crate::domain::{
@@ -184,6 +186,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn resolve(
+        &self,
+        message: &MessageRef,
+        decision: Decision,
+        operator: &str,
+        now: Timestamp,
+    ) -> Result<MessageState, StoreError> {
+        let (message, operator) = (message.clone(), operator.to_owned());
+        self.write(move |conn| ops::resolve(conn, &message, decision, &operator, now))
+            .await
+    }
+
+    async fn message_history(&self, message: MessageId) -> Result<MessageHistory, StoreError> {
+        Reads::history(&mut *self.reader().await?, message).await
+    }
+
     async fn get_message(&self, message: &MessageRef) -> Result<MessageRecord, StoreError> {
         Reads::message(&mut *self.reader().await?, message).await
     }
@@ -334,24 +352,35 @@ impl Store for SqliteStore {
 
     async fn redrive(
         &self,
-        subscription: &Name,
-        message_ids: &[MessageId],
+        chosen: &DeadLetters,
+        rate: f64,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let (name, ids) = (subscription.clone(), message_ids.to_vec());
-        self.write(move |conn| ops::redrive(conn, &name, &ids, now))
+        let chosen = chosen.clone();
+        self.write(move |conn| ops::redrive(conn, &chosen, rate, now))
             .await
     }
 
     async fn discard_dead_letters(
         &self,
-        subscription: &Name,
-        message_ids: &[MessageId],
+        chosen: &DeadLetters,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let (name, ids) = (subscription.clone(), message_ids.to_vec());
-        self.write(move |conn| ops::discard(conn, &name, &ids, now))
+        let chosen = chosen.clone();
+        self.write(move |conn| ops::discard(conn, &chosen, now))
             .await
+    }
+
+    async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError> {
+        reads::count_dead_letters(&mut *self.reader().await?, chosen).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        chosen: &DeadLetters,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        reads::list_dead_letters(&mut *self.reader().await?, chosen, limit).await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {

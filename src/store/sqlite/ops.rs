@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Params, Row, params};
 
-use super::lanes;
 use super::rows::{self, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
+use super::{events, lanes};
 use crate::domain::{
     CheckerRegistration, Decision, MessageId, MessageRef, MessageState, Name, OrderingKey,
     Subscription, Timestamp, Transition, decide as decide_transition,
 };
+use crate::store::dead_letters::{self, DeadLetters};
+use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::lanes::{self as store_lanes, for_sqlite};
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
@@ -343,6 +345,35 @@ pub fn decide(
     decision: Decision,
     now: Timestamp,
 ) -> Written<MessageState> {
+    let ((state, _), effects) = decide_as(conn, message, decision, DecidedBy::Producer, now)?;
+    Ok((state, effects))
+}
+
+/// An operator's decision: like the producer's, and recorded in the message's events with
+/// `operator`'s name when it changed the state.
+pub fn resolve(
+    conn: &Connection,
+    message: &MessageRef,
+    decision: Decision,
+    operator: &str,
+    now: Timestamp,
+) -> Written<MessageState> {
+    let ((state, moved), effects) = decide_as(conn, message, decision, DecidedBy::Operator, now)?;
+    if let Some(id) = moved {
+        events::record(conn, &NewEvent::resolved(id, decision, operator, now))?;
+    }
+    Ok((state, effects))
+}
+
+/// Applies `decision`, made `by`, and answers the resulting state and, when this call moved
+/// the message, its id.
+pub(super) fn decide_as(
+    conn: &Connection,
+    message: &MessageRef,
+    decision: Decision,
+    by: DecidedBy,
+    now: Timestamp,
+) -> Written<(MessageState, Option<MessageId>)> {
     let Located {
         id,
         topic,
@@ -352,7 +383,7 @@ pub fn decide(
     } = locate(conn, message)?;
     let target = match decide_transition(current, decision) {
         Transition::To(target) => target,
-        Transition::AlreadyThere(state) => return Ok((state, Effects::none())),
+        Transition::AlreadyThere(state) => return Ok(((state, None), Effects::none())),
         Transition::Contradicts(current) => return Err(StoreError::MessageConflict { current }),
     };
     // A confirm routes: `routed` is written with the state rather than by a second UPDATE.
@@ -364,12 +395,13 @@ pub fn decide(
     let changed = execute(
         conn,
         "UPDATE messages SET state = ?, updated_at = ?, decided_at = ?, next_check_at = NULL, \
-         routed = COALESCE(?, routed) WHERE id = ? AND state = ?",
+         routed = COALESCE(?, routed), decided_by = ? WHERE id = ? AND state = ?",
         params![
             target.as_str(),
             now.as_millis(),
             now.as_millis(),
             subscriptions.as_ref().map(|s| s.len() as i64),
+            by.stored(),
             id.to_string(),
             current.as_str(),
         ],
@@ -390,7 +422,7 @@ pub fn decide(
         )?,
         None => Effects::none(),
     };
-    Ok((target, effects))
+    Ok(((target, Some(id)), effects))
 }
 
 pub fn register_checker(
@@ -413,63 +445,105 @@ pub fn register_checker(
     Ok(((), Effects::none()))
 }
 
-pub fn redrive(
+/// The dead letters `chosen` names, oldest message first: message id and lane key.
+pub(super) fn chosen_dead_letters(
     conn: &Connection,
-    subscription: &Name,
-    message_ids: &[MessageId],
-    now: Timestamp,
-) -> Written<u64> {
-    let set = format!(
-        "state = 'PENDING', attempts = 0, next_attempt_at = {}, lease_expires_at = NULL, \
-         updated_at = ?1",
+    chosen: &DeadLetters,
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    let ids: Vec<String> = chosen.message_ids.iter().map(ToString::to_string).collect();
+    let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
+    let sql = super::reads::chosen_dead_letters();
+    let (contains, from, until, key, ordering_key) = chosen.filter_binds();
+    query_all(
+        conn,
+        &sql,
+        params![
+            chosen.subscription.as_str(),
+            ids,
+            contains,
+            from,
+            until,
+            key,
+            ordering_key
+        ],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
+/// Makes the chosen dead letters PENDING with attempts reset, due at their paced times (or
+/// waiting in their lane), and records it in their messages' events.
+pub fn redrive(conn: &Connection, chosen: &DeadLetters, rate: f64, now: Timestamp) -> Written<u64> {
+    let found = chosen_of_subscription(conn, chosen)?;
+    let due = dead_letters::paced(now, found.len(), rate);
+    let sql = format!(
+        "UPDATE deliveries SET state = 'PENDING', attempts = 0, next_attempt_at = {}, \
+         lease_expires_at = NULL, updated_at = ?2 \
+         WHERE subscription = ?3 AND message_id = ?4 AND state = 'DEAD'",
         for_sqlite(store_lanes::REDRIVEN_DUE_AT)
     );
-    let (redriven, effects) = end_dead(conn, subscription, message_ids, &set, now)?;
+    for ((id, _), due) in found.iter().zip(due) {
+        let params = params![
+            due.as_millis(),
+            now.as_millis(),
+            chosen.subscription.as_str(),
+            id
+        ];
+        execute(conn, &sql, params)?;
+    }
+    let (redriven, effects) = dead_letters_ended(conn, chosen, &found, EventKind::Redriven, now)?;
     Ok((
         redriven,
-        effects.and(Effects::redriven(subscription, redriven)),
+        effects.and(Effects::redriven(&chosen.subscription, redriven)),
     ))
 }
 
-pub fn discard(
-    conn: &Connection,
-    subscription: &Name,
-    message_ids: &[MessageId],
-    now: Timestamp,
-) -> Written<u64> {
-    let set = "state = 'DISCARDED', next_attempt_at = NULL, lease_expires_at = NULL, \
-               updated_at = ?1";
-    end_dead(conn, subscription, message_ids, set, now)
+/// Ends the chosen dead letters for good (DISCARDED) and records it in their messages' events.
+pub fn discard(conn: &Connection, chosen: &DeadLetters, now: Timestamp) -> Written<u64> {
+    let found = chosen_of_subscription(conn, chosen)?;
+    for (id, _) in &found {
+        execute(
+            conn,
+            "UPDATE deliveries SET state = 'DISCARDED', next_attempt_at = NULL, \
+             lease_expires_at = NULL, updated_at = ? \
+             WHERE subscription = ? AND message_id = ? AND state = 'DEAD'",
+            params![now.as_millis(), chosen.subscription.as_str(), id],
+        )?;
+    }
+    dead_letters_ended(conn, chosen, &found, EventKind::Discarded, now)
 }
 
-/// Applies `set` (which binds `now` as `?1`) to the DEAD deliveries of `subscription` (all, or
-/// those of `message_ids`), then lets the lanes they were in go on.
-fn end_dead(
+/// The chosen dead letters; NOT_FOUND for an unknown subscription.
+fn chosen_of_subscription(
     conn: &Connection,
-    subscription: &Name,
-    message_ids: &[MessageId],
-    set: &str,
+    chosen: &DeadLetters,
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    if find_subscription(conn, &chosen.subscription)?.is_none() {
+        return Err(rules::subscription_not_found(&chosen.subscription));
+    }
+    chosen_dead_letters(conn, chosen)
+}
+
+/// After the `ended` dead letters left DEAD: records `kind` in their messages' events and lets
+/// the lanes they were in go on. Answers how many ended.
+fn dead_letters_ended(
+    conn: &Connection,
+    chosen: &DeadLetters,
+    ended: &[(String, Option<String>)],
+    kind: EventKind,
     now: Timestamp,
 ) -> Written<u64> {
-    if find_subscription(conn, subscription)?.is_none() {
-        return Err(rules::subscription_not_found(subscription));
+    let subscription = &chosen.subscription;
+    for (id, _) in ended {
+        let id = rows::message_id(id)?;
+        events::record(
+            conn,
+            &NewEvent::dead_letter_ended(id, subscription, kind, now),
+        )?;
     }
-    let ids: Vec<String> = message_ids.iter().map(ToString::to_string).collect();
-    let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
-    let ended = query_all(
-        conn,
-        &format!(
-            "UPDATE deliveries SET {set} WHERE subscription = ?2 AND state = 'DEAD' \
-             AND (?3 = '[]' OR message_id IN (SELECT value FROM json_each(?3))) \
-             RETURNING ordering_key"
-        ),
-        params![now.as_millis(), subscription.as_str(), ids],
-        |row| Ok(row.get::<_, Option<String>>(0)?),
-    )?;
     let lanes = store_lanes::distinct_lanes(
         ended
             .iter()
-            .map(|key| (subscription.as_str(), key.as_deref())),
+            .map(|(_, key)| (subscription.as_str(), key.as_deref())),
     );
     let effects = lanes::advance(conn, &lanes, now)?;
     Ok((ended.len() as u64, effects))

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::leases;
 use super::ops::{self, execute, query_all, query_one};
 use super::rows::{self, Columns};
+use super::{events, leases};
 use crate::domain::{
     DeliveryState, DueCheck, MessageId, MessageRef, MessageState, Receipt, RedeliveryPlan,
     Subscription, Timestamp, plan_redelivery, random_jitter,
 };
+use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::{CheckRecorded, CheckVerdict, Effects, StoreError, Written};
 
 /// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`.
@@ -74,6 +75,7 @@ pub fn record_check(
     }
     // The guard is repeated in each UPDATE, as a backend without a single writer needs it.
     const GUARD: &str = "WHERE id = ? AND state = 'PREPARED' AND check_attempts = ?";
+    events::record(conn, &NewEvent::check(message_id, attempt, &verdict, now))?;
     match verdict {
         CheckVerdict::Decided(decision) => {
             execute(
@@ -82,7 +84,9 @@ pub fn record_check(
                 params![i64::from(attempt), id, previous],
             )?;
             // Exactly what the producer's Confirm or Cancel does, routing included.
-            let (state, effects) = ops::decide(conn, &MessageRef::Id(message_id), decision, now)?;
+            let message = MessageRef::Id(message_id);
+            let ((state, _), effects) =
+                ops::decide_as(conn, &message, decision, DecidedBy::Checker, now)?;
             Ok((CheckRecorded::Applied(state), effects))
         }
         CheckVerdict::RetryAt { at, error } => {
@@ -149,7 +153,7 @@ pub fn fail_delivery(
         None,
         random_jitter(),
     );
-    match leases::release(conn, receipt, plan, error, now)? {
+    match leases::release(conn, receipt, plan, (EventKind::PushFailed, error), now)? {
         Some(effects) => Ok((Some(plan), effects)),
         None => Ok((None, Effects::none())),
     }
@@ -170,6 +174,11 @@ pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -
     execute(
         conn,
         "DELETE FROM deliveries WHERE message_id IN (SELECT value FROM json_each(?))",
+        [&ids],
+    )?;
+    execute(
+        conn,
+        "DELETE FROM message_events WHERE message_id IN (SELECT value FROM json_each(?))",
         [&ids],
     )?;
     let deleted = execute(

@@ -158,6 +158,7 @@ async fn a_push_that_never_succeeds_is_dead_until_redriven() {
         .redrive(RedriveRequest {
             subscription: PUSH_SUB.into(),
             message_ids: Vec::new(),
+            ..Default::default()
         })
         .await
         .expect("Redrive")

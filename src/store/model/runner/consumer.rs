@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::{Run, agree, name, same_plan};
 use crate::domain::{MessageId, Receipt};
-use crate::store::Batch;
 use crate::store::model::consumer::check_choice;
 use crate::store::model::ops::Pick;
 use crate::store::model::state::ACK_DEADLINE;
+use crate::store::{Batch, DeadLetters};
 
 impl Run {
     /// Leases up to `max` deliveries of subscription `sub`; among equally due ones the store
@@ -135,11 +135,12 @@ impl Run {
         let ids: Vec<MessageId> = only.into_iter().collect();
         let subscription = name(sub_name.clone());
         let now = self.model.now;
+        let chosen = DeadLetters::of(subscription, ids);
         let answer = if discard {
             let store = self.store();
-            store.discard_dead_letters(&subscription, &ids, now).await
+            store.discard_dead_letters(&chosen, now).await
         } else {
-            self.store().redrive(&subscription, &ids, now).await
+            self.store().redrive(&chosen, 0.0, now).await
         };
         let model = self.model.end_dead(&sub_name, only, discard);
         agree(if discard { "discard" } else { "redrive" }, answer, model)
