@@ -24,57 +24,60 @@ _sym_db = _symbol_database.Default()
 
 from courier_client.v1 import common_pb2 as courier_dot_v1_dot_common__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ourier/v1/admin.proto\x12\ncourier.v1\x1a\x17\x63ourier/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\"K\n\x19\x43reateSubscriptionRequest\x12.\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.courier.v1.Subscription\"&\n\x16GetSubscriptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x18ListSubscriptionsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"L\n\x19ListSubscriptionsResponse\x12/\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x18.courier.v1.Subscription\"K\n\x19UpdateSubscriptionRequest\x12.\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.courier.v1.Subscription\")\n\x19\x44\x65leteSubscriptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\"\xb3\x01\n\x13ListMessagesRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.courier.v1.MessageState\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.courier.v1.MessageOutcome\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.courier.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x15ListDeliveriesRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.courier.v1.DeliveryState\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x15\n\rblocking_only\x18\x05 \x01(\x08\"a\n\x16ListDeliveriesResponse\x12.\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1a.courier.v1.DeliveryStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x0eRedriveRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x02 \x03(\t\"#\n\x0fRedriveResponse\x12\x10\n\x08redriven\x18\x01 \x01(\x04\"F\n\x19\x44iscardDeadLettersRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x02 \x03(\t\"/\n\x1a\x44iscardDeadLettersResponse\x12\x11\n\tdiscarded\x18\x01 \x01(\x04\"a\n\x0eResolveRequest\x12\'\n\x07message\x18\x01 \x01(\x0b\x32\x16.courier.v1.MessageRef\x12&\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x14.courier.v1.Decision\":\n\x0fResolveResponse\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.courier.v1.MessageState\"\x11\n\x0fGetStatsRequest\"y\n\nTopicStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x08prepared\x18\x02 \x01(\x04\x12\x11\n\tconfirmed\x18\x03 \x01(\x04\x12\x11\n\tcancelled\x18\x04 \x01(\x04\x12\x12\n\nunresolved\x18\x05 \x01(\x04\x12\x10\n\x08unrouted\x18\x06 \x01(\x04\"\xd7\x01\n\x11SubscriptionStats\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x0e\n\x06leased\x18\x04 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x65\x61\x64\x18\x06 \x01(\x04\x12\x35\n\x12oldest_pending_age\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tdiscarded\x18\x08 \x01(\x04\x12\x15\n\rblocked_lanes\x18\t \x01(\x04\"\x8b\x01\n\x10GetStatsResponse\x12&\n\x06topics\x18\x01 \x03(\x0b\x32\x16.courier.v1.TopicStats\x12\x34\n\rsubscriptions\x18\x02 \x03(\x0b\x32\x1d.courier.v1.SubscriptionStats\x12\x19\n\x11unrouted_confirms\x18\x03 \x01(\x04\x32\xad\x07\n\x05\x41\x64min\x12U\n\x12\x43reateSubscription\x12%.courier.v1.CreateSubscriptionRequest\x1a\x18.courier.v1.Subscription\x12O\n\x0fGetSubscription\x12\".courier.v1.GetSubscriptionRequest\x1a\x18.courier.v1.Subscription\x12`\n\x11ListSubscriptions\x12$.courier.v1.ListSubscriptionsRequest\x1a%.courier.v1.ListSubscriptionsResponse\x12U\n\x12UpdateSubscription\x12%.courier.v1.UpdateSubscriptionRequest\x1a\x18.courier.v1.Subscription\x12\x63\n\x12\x44\x65leteSubscription\x12%.courier.v1.DeleteSubscriptionRequest\x1a&.courier.v1.DeleteSubscriptionResponse\x12Q\n\x0cListMessages\x12\x1f.courier.v1.ListMessagesRequest\x1a .courier.v1.ListMessagesResponse\x12W\n\x0eListDeliveries\x12!.courier.v1.ListDeliveriesRequest\x1a\".courier.v1.ListDeliveriesResponse\x12\x42\n\x07Redrive\x12\x1a.courier.v1.RedriveRequest\x1a\x1b.courier.v1.RedriveResponse\x12\x63\n\x12\x44iscardDeadLetters\x12%.courier.v1.DiscardDeadLettersRequest\x1a&.courier.v1.DiscardDeadLettersResponse\x12\x42\n\x07Resolve\x12\x1a.courier.v1.ResolveRequest\x1a\x1b.courier.v1.ResolveResponse\x12\x45\n\x08GetStats\x12\x1b.courier.v1.GetStatsRequest\x1a\x1c.courier.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ourier/v1/admin.proto\x12\ncourier.v1\x1a\x17\x63ourier/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\x19\x43reateSubscriptionRequest\x12.\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.courier.v1.Subscription\"&\n\x16GetSubscriptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x18ListSubscriptionsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"L\n\x19ListSubscriptionsResponse\x12/\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x18.courier.v1.Subscription\"K\n\x19UpdateSubscriptionRequest\x12.\n\x0csubscription\x18\x01 \x01(\x0b\x32\x18.courier.v1.Subscription\")\n\x19\x44\x65leteSubscriptionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\"\xb3\x01\n\x13ListMessagesRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.courier.v1.MessageState\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.courier.v1.MessageOutcome\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.courier.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x15ListDeliveriesRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.courier.v1.DeliveryState\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x15\n\rblocking_only\x18\x05 \x01(\x08\"a\n\x16ListDeliveriesResponse\x12.\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1a.courier.v1.DeliveryStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xae\x01\n\x10\x44\x65\x61\x64LetterFilter\x12\x16\n\x0e\x65rror_contains\x18\x01 \x01(\t\x12.\n\ndead_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65\x61\x64_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x14\n\x0cordering_key\x18\x05 \x01(\t\"\x88\x01\n\x0eRedriveRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x02 \x03(\t\x12,\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1c.courier.v1.DeadLetterFilter\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x0c\n\x04rate\x18\x05 \x01(\x01\"4\n\x0fRedriveResponse\x12\x10\n\x08redriven\x18\x01 \x01(\x04\x12\x0f\n\x07matched\x18\x02 \x01(\x04\"\x85\x01\n\x19\x44iscardDeadLettersRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x02 \x03(\t\x12,\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1c.courier.v1.DeadLetterFilter\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"@\n\x1a\x44iscardDeadLettersResponse\x12\x11\n\tdiscarded\x18\x01 \x01(\x04\x12\x0f\n\x07matched\x18\x02 \x01(\x04\"a\n\x0eResolveRequest\x12\'\n\x07message\x18\x01 \x01(\x0b\x32\x16.courier.v1.MessageRef\x12&\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x14.courier.v1.Decision\":\n\x0fResolveResponse\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.courier.v1.MessageState\"\x11\n\x0fGetStatsRequest\"y\n\nTopicStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x08prepared\x18\x02 \x01(\x04\x12\x11\n\tconfirmed\x18\x03 \x01(\x04\x12\x11\n\tcancelled\x18\x04 \x01(\x04\x12\x12\n\nunresolved\x18\x05 \x01(\x04\x12\x10\n\x08unrouted\x18\x06 \x01(\x04\"\xd7\x01\n\x11SubscriptionStats\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x0e\n\x06leased\x18\x04 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x65\x61\x64\x18\x06 \x01(\x04\x12\x35\n\x12oldest_pending_age\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tdiscarded\x18\x08 \x01(\x04\x12\x15\n\rblocked_lanes\x18\t \x01(\x04\"\x8b\x01\n\x10GetStatsResponse\x12&\n\x06topics\x18\x01 \x03(\x0b\x32\x16.courier.v1.TopicStats\x12\x34\n\rsubscriptions\x18\x02 \x03(\x0b\x32\x1d.courier.v1.SubscriptionStats\x12\x19\n\x11unrouted_confirms\x18\x03 \x01(\x04\x32\xad\x07\n\x05\x41\x64min\x12U\n\x12\x43reateSubscription\x12%.courier.v1.CreateSubscriptionRequest\x1a\x18.courier.v1.Subscription\x12O\n\x0fGetSubscription\x12\".courier.v1.GetSubscriptionRequest\x1a\x18.courier.v1.Subscription\x12`\n\x11ListSubscriptions\x12$.courier.v1.ListSubscriptionsRequest\x1a%.courier.v1.ListSubscriptionsResponse\x12U\n\x12UpdateSubscription\x12%.courier.v1.UpdateSubscriptionRequest\x1a\x18.courier.v1.Subscription\x12\x63\n\x12\x44\x65leteSubscription\x12%.courier.v1.DeleteSubscriptionRequest\x1a&.courier.v1.DeleteSubscriptionResponse\x12Q\n\x0cListMessages\x12\x1f.courier.v1.ListMessagesRequest\x1a .courier.v1.ListMessagesResponse\x12W\n\x0eListDeliveries\x12!.courier.v1.ListDeliveriesRequest\x1a\".courier.v1.ListDeliveriesResponse\x12\x42\n\x07Redrive\x12\x1a.courier.v1.RedriveRequest\x1a\x1b.courier.v1.RedriveResponse\x12\x63\n\x12\x44iscardDeadLetters\x12%.courier.v1.DiscardDeadLettersRequest\x1a&.courier.v1.DiscardDeadLettersResponse\x12\x42\n\x07Resolve\x12\x1a.courier.v1.ResolveRequest\x1a\x1b.courier.v1.ResolveResponse\x12\x45\n\x08GetStats\x12\x1b.courier.v1.GetStatsRequest\x1a\x1c.courier.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'courier.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=95
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=170
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=172
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=210
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=212
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=253
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=255
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=331
-  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_start=333
-  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_end=408
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=410
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=451
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=453
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=481
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=484
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=663
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=665
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=751
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=754
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=903
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=905
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1002
-  _globals['_REDRIVEREQUEST']._serialized_start=1004
-  _globals['_REDRIVEREQUEST']._serialized_end=1063
-  _globals['_REDRIVERESPONSE']._serialized_start=1065
-  _globals['_REDRIVERESPONSE']._serialized_end=1100
-  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_start=1102
-  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_end=1172
-  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_start=1174
-  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_end=1221
-  _globals['_RESOLVEREQUEST']._serialized_start=1223
-  _globals['_RESOLVEREQUEST']._serialized_end=1320
-  _globals['_RESOLVERESPONSE']._serialized_start=1322
-  _globals['_RESOLVERESPONSE']._serialized_end=1380
-  _globals['_GETSTATSREQUEST']._serialized_start=1382
-  _globals['_GETSTATSREQUEST']._serialized_end=1399
-  _globals['_TOPICSTATS']._serialized_start=1401
-  _globals['_TOPICSTATS']._serialized_end=1522
-  _globals['_SUBSCRIPTIONSTATS']._serialized_start=1525
-  _globals['_SUBSCRIPTIONSTATS']._serialized_end=1740
-  _globals['_GETSTATSRESPONSE']._serialized_start=1743
-  _globals['_GETSTATSRESPONSE']._serialized_end=1882
-  _globals['_ADMIN']._serialized_start=1885
-  _globals['_ADMIN']._serialized_end=2826
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=128
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=203
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=205
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=243
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=245
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=286
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=288
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=364
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_start=366
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_end=441
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=443
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=484
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=486
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=514
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=517
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=696
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=698
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=784
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=787
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=936
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=938
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1035
+  _globals['_DEADLETTERFILTER']._serialized_start=1038
+  _globals['_DEADLETTERFILTER']._serialized_end=1212
+  _globals['_REDRIVEREQUEST']._serialized_start=1215
+  _globals['_REDRIVEREQUEST']._serialized_end=1351
+  _globals['_REDRIVERESPONSE']._serialized_start=1353
+  _globals['_REDRIVERESPONSE']._serialized_end=1405
+  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_start=1408
+  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_end=1541
+  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_start=1543
+  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_end=1607
+  _globals['_RESOLVEREQUEST']._serialized_start=1609
+  _globals['_RESOLVEREQUEST']._serialized_end=1706
+  _globals['_RESOLVERESPONSE']._serialized_start=1708
+  _globals['_RESOLVERESPONSE']._serialized_end=1766
+  _globals['_GETSTATSREQUEST']._serialized_start=1768
+  _globals['_GETSTATSREQUEST']._serialized_end=1785
+  _globals['_TOPICSTATS']._serialized_start=1787
+  _globals['_TOPICSTATS']._serialized_end=1908
+  _globals['_SUBSCRIPTIONSTATS']._serialized_start=1911
+  _globals['_SUBSCRIPTIONSTATS']._serialized_end=2126
+  _globals['_GETSTATSRESPONSE']._serialized_start=2129
+  _globals['_GETSTATSRESPONSE']._serialized_end=2268
+  _globals['_ADMIN']._serialized_start=2271
+  _globals['_ADMIN']._serialized_end=3212
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from courier_client.v1 import common_pb2 as _common_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -96,33 +97,61 @@ class ListDeliveriesResponse(_message.Message):
     next_page_token: str
     def __init__(self, deliveries: _Optional[_Iterable[_Union[_common_pb2.DeliveryStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class DeadLetterFilter(_message.Message):
+    __slots__ = ("error_contains", "dead_after", "dead_before", "key", "ordering_key")
+    ERROR_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_AFTER_FIELD_NUMBER: _ClassVar[int]
+    DEAD_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ORDERING_KEY_FIELD_NUMBER: _ClassVar[int]
+    error_contains: str
+    dead_after: _timestamp_pb2.Timestamp
+    dead_before: _timestamp_pb2.Timestamp
+    key: str
+    ordering_key: str
+    def __init__(self, error_contains: _Optional[str] = ..., dead_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dead_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ..., ordering_key: _Optional[str] = ...) -> None: ...
+
 class RedriveRequest(_message.Message):
-    __slots__ = ("subscription", "message_ids")
+    __slots__ = ("subscription", "message_ids", "filter", "dry_run", "rate")
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
     subscription: str
     message_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, subscription: _Optional[str] = ..., message_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    filter: DeadLetterFilter
+    dry_run: bool
+    rate: float
+    def __init__(self, subscription: _Optional[str] = ..., message_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[DeadLetterFilter, _Mapping]] = ..., dry_run: bool = ..., rate: _Optional[float] = ...) -> None: ...
 
 class RedriveResponse(_message.Message):
-    __slots__ = ("redriven",)
+    __slots__ = ("redriven", "matched")
     REDRIVEN_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
     redriven: int
-    def __init__(self, redriven: _Optional[int] = ...) -> None: ...
+    matched: int
+    def __init__(self, redriven: _Optional[int] = ..., matched: _Optional[int] = ...) -> None: ...
 
 class DiscardDeadLettersRequest(_message.Message):
-    __slots__ = ("subscription", "message_ids")
+    __slots__ = ("subscription", "message_ids", "filter", "dry_run")
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     subscription: str
     message_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, subscription: _Optional[str] = ..., message_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    filter: DeadLetterFilter
+    dry_run: bool
+    def __init__(self, subscription: _Optional[str] = ..., message_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[DeadLetterFilter, _Mapping]] = ..., dry_run: bool = ...) -> None: ...
 
 class DiscardDeadLettersResponse(_message.Message):
-    __slots__ = ("discarded",)
+    __slots__ = ("discarded", "matched")
     DISCARDED_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
     discarded: int
-    def __init__(self, discarded: _Optional[int] = ...) -> None: ...
+    matched: int
+    def __init__(self, discarded: _Optional[int] = ..., matched: _Optional[int] = ...) -> None: ...
 
 class ResolveRequest(_message.Message):
     __slots__ = ("message", "decision")

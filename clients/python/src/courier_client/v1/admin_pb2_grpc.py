@@ -166,9 +166,11 @@ class AdminServicer(object):
 
     def Redrive(self, request, context):
         """Makes DEAD deliveries PENDING again with their attempts reset: every dead one of the
-        subscription, or only the listed message ids (ids that are not DEAD are skipped).
+        subscription, or only the listed message ids (ids that are not DEAD are skipped), narrowed
+        by the filter; `dry_run` only counts them; `rate` paces them (messages per second).
         In an ordered subscription a redriven delivery waits for its turn in its lane; a head
-        that blocked its lane is delivered first. Errors: NOT_FOUND (subscription).
+        that blocked its lane is delivered first. Errors: NOT_FOUND (subscription),
+        INVALID_ARGUMENT (a malformed filter or rate).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,8 +179,9 @@ class AdminServicer(object):
     def DiscardDeadLetters(self, request, context):
         """Ends DEAD deliveries for good (DISCARDED: never delivered again; other subscriptions'
         deliveries of the same messages are unaffected): every dead one of the subscription, or
-        only the listed message ids (ids that are not DEAD are skipped). A lane a discarded head
-        blocked goes on. Errors: NOT_FOUND (subscription).
+        only the listed message ids (ids that are not DEAD are skipped), narrowed by the filter;
+        `dry_run` only counts them. A lane a discarded head blocked goes on.
+        Errors: NOT_FOUND (subscription), INVALID_ARGUMENT (a malformed filter).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,6 +37,9 @@ class CheckerStub(object):
     after `iat`. Verify it against the JWKS Courier serves at GET /.well-known/jwks.json on its
     HTTP listener (`metrics_listen`; `courier keys` prints it), fetching it again on an unknown
     kid; check iss, aud and exp; answer UNAUTHENTICATED to anything else.
+
+    A message prepared with a W3C `traceparent` is checked with `traceparent` (and `tracestate`)
+    metadata in the producer's trace; continue it to keep the check in that trace.
     """
 
     def __init__(self, channel):
@@ -64,6 +67,9 @@ class CheckerServicer(object):
     after `iat`. Verify it against the JWKS Courier serves at GET /.well-known/jwks.json on its
     HTTP listener (`metrics_listen`; `courier keys` prints it), fetching it again on an unknown
     kid; check iss, aud and exp; answer UNAUTHENTICATED to anything else.
+
+    A message prepared with a W3C `traceparent` is checked with `traceparent` (and `tracestate`)
+    metadata in the producer's trace; continue it to keep the check in that trace.
     """
 
     def Check(self, request, context):
@@ -100,6 +106,9 @@ class Checker(object):
     after `iat`. Verify it against the JWKS Courier serves at GET /.well-known/jwks.json on its
     HTTP listener (`metrics_listen`; `courier keys` prints it), fetching it again on an unknown
     kid; check iss, aud and exp; answer UNAUTHENTICATED to anything else.
+
+    A message prepared with a W3C `traceparent` is checked with `traceparent` (and `tracestate`)
+    metadata in the producer's trace; continue it to keep the check in that trace.
     """
 
     @staticmethod

@@ -38,6 +38,10 @@ class ProducerStub(object):
     is named by message_id), or `admin`; CheckStatus also accepts `read`. UNAUTHENTICATED: no
     valid `authorization: Bearer <token>`. PERMISSION_DENIED: the principal lacks the scope; the
     message names it.
+
+    Trace context: a W3C `traceparent` (and `tracestate`) in the metadata of Prepare or Publish
+    is kept with the message and sent on with its checks and deliveries; Confirm and Cancel do
+    not change it. An invalid one is ignored (never an error).
     """
 
     def __init__(self, channel):
@@ -91,6 +95,10 @@ class ProducerServicer(object):
     is named by message_id), or `admin`; CheckStatus also accepts `read`. UNAUTHENTICATED: no
     valid `authorization: Bearer <token>`. PERMISSION_DENIED: the principal lacks the scope; the
     message names it.
+
+    Trace context: a W3C `traceparent` (and `tracestate`) in the metadata of Prepare or Publish
+    is kept with the message and sent on with its checks and deliveries; Confirm and Cancel do
+    not change it. An invalid one is ignored (never an error).
     """
 
     def Prepare(self, request, context):
@@ -197,6 +205,10 @@ class Producer(object):
     is named by message_id), or `admin`; CheckStatus also accepts `read`. UNAUTHENTICATED: no
     valid `authorization: Bearer <token>`. PERMISSION_DENIED: the principal lacks the scope; the
     message names it.
+
+    Trace context: a W3C `traceparent` (and `tracestate`) in the metadata of Prepare or Publish
+    is kept with the message and sent on with its checks and deliveries; Confirm and Cancel do
+    not change it. An invalid one is ignored (never an error).
     """
 
     @staticmethod

@@ -38,6 +38,9 @@ class ReceiverStub(object):
     `exp`, 5 minutes after `iat`. Verify it against the JWKS Courier serves at GET /.well-known/jwks.json on its
     HTTP listener (`metrics_listen`; `courier keys` prints it), fetching it again on an unknown
     kid; check iss, aud and exp; answer UNAUTHENTICATED to anything else.
+
+    A message sent with a W3C `traceparent` is delivered with `traceparent` (and `tracestate`)
+    metadata in the producer's trace, the same values as the Delivery's fields.
     """
 
     def __init__(self, channel):
@@ -65,6 +68,9 @@ class ReceiverServicer(object):
     `exp`, 5 minutes after `iat`. Verify it against the JWKS Courier serves at GET /.well-known/jwks.json on its
     HTTP listener (`metrics_listen`; `courier keys` prints it), fetching it again on an unknown
     kid; check iss, aud and exp; answer UNAUTHENTICATED to anything else.
+
+    A message sent with a W3C `traceparent` is delivered with `traceparent` (and `tracestate`)
+    metadata in the producer's trace, the same values as the Delivery's fields.
     """
 
     def Deliver(self, request, context):
@@ -101,6 +107,9 @@ class Receiver(object):
     `exp`, 5 minutes after `iat`. Verify it against the JWKS Courier serves at GET /.well-known/jwks.json on its
     HTTP listener (`metrics_listen`; `courier keys` prints it), fetching it again on an unknown
     kid; check iss, aud and exp; answer UNAUTHENTICATED to anything else.
+
+    A message sent with a W3C `traceparent` is delivered with `traceparent` (and `tracestate`)
+    metadata in the producer's trace, the same values as the Delivery's fields.
     """
 
     @staticmethod
