@@ -278,3 +278,51 @@ async fn an_unknown_subscription_stops_the_loop_with_courier_s_answer() {
         .expect_err("NOT_FOUND ends the loop");
     assert_eq!(error.code(), tonic::Code::NotFound);
 }
+
+/// Producer → Courier → consumer in one trace: the context current at Publish travels with the
+/// message (stored by Courier, returned on Receive) and is current again in the handler.
+#[tokio::test]
+async fn a_received_handler_runs_in_the_producers_trace() {
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+
+    let courier = Courier::start().await;
+    courier.subscribe(SUB, Duration::from_secs(30), 5).await;
+    let producer_span = SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let in_trace = opentelemetry::Context::new().with_remote_span_context(producer_span);
+    publish(&courier, "traced").with_context(in_trace).await;
+
+    let trace_ids = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let trace_ids = trace_ids.clone();
+        move |_delivery: Delivery| {
+            let trace_ids = trace_ids.clone();
+            async move {
+                let context = opentelemetry::Context::current();
+                let trace_id = context.span().span_context().trace_id().to_string();
+                trace_ids.lock().unwrap().push(trace_id);
+                Ok(())
+            }
+        }
+    };
+    let (shutdown, running) = start(courier.consumer(SUB), handler);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while trace_ids.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the message was not handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().expect("a clean stop");
+    assert_eq!(
+        *trace_ids.lock().unwrap(),
+        ["4bf92f3577b34da6a3ce929d0e0e4736"]
+    );
+}
