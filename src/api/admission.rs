@@ -4,11 +4,19 @@
 //! finish in time, and the calls it took keep their latency. Kinds are bounded apart so a
 //! flood of one (thousands of long polls, say) never starves another (the Acks that drain
 //! them, or an operator's Admin call).
+//!
+//! A count alone lets an overloaded server accept calls that then wait their turn for as long
+//! as the count allows. So producer and settle calls also watch for a standing queue, the way
+//! CoDel does: when even the fastest call of the last interval took longer than
+//! `limits.in_flight.latency_target`, the queue is not draining, and calls past a small floor
+//! are refused until it does. (Receive waits by design; Admin calls may be slow scans.)
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::future::{Either, Ready, ready};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -45,6 +53,11 @@ impl Kind {
         }
     }
 
+    /// Whether a standing queue refuses calls of this kind.
+    fn watches_latency(self) -> bool {
+        matches!(self, Self::Produce | Self::Settle)
+    }
+
     fn key(self) -> &'static str {
         match self {
             Self::Produce => "limits.in_flight.produce",
@@ -55,12 +68,20 @@ impl Kind {
     }
 }
 
+/// Calls of a kind always admitted (up to its bound) even while its queue stands: they keep
+/// measuring, so the server notices when the queue drains, and a slow database still serves.
+const STANDING_QUEUE_FLOOR: usize = 64;
+/// How long the fastest call must stay over the target before calls are refused.
+const STANDING_INTERVAL: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 struct Bounds {
     produce: Arc<Semaphore>,
     receive: Arc<Semaphore>,
     settle: Arc<Semaphore>,
     admin: Arc<Semaphore>,
+    produce_queue: Arc<StandingQueue>,
+    settle_queue: Arc<StandingQueue>,
     limits: InFlightLimits,
 }
 
@@ -73,6 +94,69 @@ impl Bounds {
             Kind::Admin => (&self.admin, self.limits.admin),
         }
     }
+
+    fn queue(&self, kind: Kind) -> Option<&Arc<StandingQueue>> {
+        if !kind.watches_latency() || self.limits.latency_target.is_zero() {
+            return None;
+        }
+        match kind {
+            Kind::Produce => Some(&self.produce_queue),
+            _ => Some(&self.settle_queue),
+        }
+    }
+}
+
+/// The fastest call of the current interval, and whether the last interval's fastest call
+/// took longer than the target (the queue stands).
+#[derive(Debug)]
+struct StandingQueue {
+    epoch: Instant,
+    target: Duration,
+    /// Microseconds since `epoch` at which the current interval began.
+    interval_start: AtomicU64,
+    /// The fastest call of the current interval, in microseconds.
+    fastest: AtomicU64,
+    standing: AtomicBool,
+}
+
+impl StandingQueue {
+    fn new(target: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            target,
+            interval_start: AtomicU64::new(0),
+            fastest: AtomicU64::new(u64::MAX),
+            standing: AtomicBool::new(false),
+        }
+    }
+
+    fn standing(&self) -> bool {
+        self.standing.load(Relaxed)
+    }
+
+    /// A call of this kind finished after `took`.
+    fn finished(&self, took: Duration) {
+        let took = micros(took);
+        let now = micros(self.epoch.elapsed());
+        let start = self.interval_start.load(Relaxed);
+        if now.saturating_sub(start) < micros(STANDING_INTERVAL) {
+            self.fastest.fetch_min(took, Relaxed);
+            return;
+        }
+        // The interval is over: the one caller that moves it on judges it.
+        if self
+            .interval_start
+            .compare_exchange(start, now, Relaxed, Relaxed)
+            .is_ok()
+        {
+            let fastest = self.fastest.swap(took, Relaxed).min(took);
+            self.standing.store(fastest > micros(self.target), Relaxed);
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +172,8 @@ impl AdmissionLayer {
                 receive: Arc::new(Semaphore::new(limits.receive)),
                 settle: Arc::new(Semaphore::new(limits.settle)),
                 admin: Arc::new(Semaphore::new(limits.admin)),
+                produce_queue: Arc::new(StandingQueue::new(limits.latency_target)),
+                settle_queue: Arc::new(StandingQueue::new(limits.latency_target)),
                 limits: limits.clone(),
             }),
         }
@@ -129,13 +215,27 @@ where
             return Either::Right(Admitted {
                 inner: Box::pin(self.inner.call(request)),
                 _permit: None,
+                timed: None,
             });
         };
         let (semaphore, bound) = self.bounds.of(kind);
+        let queue = self.bounds.queue(kind);
+        if let Some(queue) = queue
+            && queue.standing()
+            && bound - semaphore.available_permits() >= STANDING_QUEUE_FLOOR
+        {
+            let status = Status::resource_exhausted(format!(
+                "server busy: calls of this kind wait longer than {} \
+                 (limits.in_flight.latency_target); retry with backoff",
+                humantime::format_duration(self.bounds.limits.latency_target)
+            ));
+            return Either::Left(ready(Ok(status.into_http())));
+        }
         match semaphore.clone().try_acquire_owned() {
             Ok(permit) => Either::Right(Admitted {
                 inner: Box::pin(self.inner.call(request)),
                 _permit: Some(permit),
+                timed: queue.map(|queue| (queue.clone(), Instant::now())),
             }),
             Err(_) => {
                 let status = Status::resource_exhausted(format!(
@@ -153,13 +253,21 @@ where
 pub struct Admitted<F> {
     inner: Pin<Box<F>>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Where to report how long the call took, and when it began.
+    timed: Option<(Arc<StandingQueue>, Instant)>,
 }
 
 impl<F: Future> Future for Admitted<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let answer = self.inner.as_mut().poll(cx);
+        if answer.is_ready()
+            && let Some((queue, began)) = self.timed.take()
+        {
+            queue.finished(began.elapsed());
+        }
+        answer
     }
 }
 
@@ -180,5 +288,19 @@ mod tests {
         assert_eq!(Kind::of("/courier.v1.Consumer/Ack"), Some(Kind::Settle));
         assert_eq!(Kind::of("/courier.v1.Admin/GetStats"), Some(Kind::Admin));
         assert_eq!(Kind::of("/grpc.health.v1.Health/Check"), None);
+    }
+
+    #[test]
+    fn a_queue_stands_when_even_the_fastest_call_of_an_interval_is_slow() {
+        let queue = StandingQueue::new(Duration::from_millis(100));
+        queue.finished(Duration::from_millis(150));
+        assert!(!queue.standing(), "judged only once an interval has passed");
+        std::thread::sleep(STANDING_INTERVAL);
+        queue.finished(Duration::from_millis(300));
+        assert!(queue.standing(), "every call of the interval was slow");
+        queue.finished(Duration::from_millis(5));
+        std::thread::sleep(STANDING_INTERVAL);
+        queue.finished(Duration::from_millis(200));
+        assert!(!queue.standing(), "one fast call shows the queue drains");
     }
 }

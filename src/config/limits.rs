@@ -60,6 +60,12 @@ pub struct InFlightLimits {
     /// Ack, Nack, ExtendLease and Reject calls.
     pub settle: usize,
     pub admin: usize,
+    /// Producer and settle calls are also refused, past the first 64 of a kind in flight,
+    /// while even the fastest call of that kind in the last 100 ms took longer than this: a
+    /// queue that does not drain, where more calls would only wait longer. Accepted calls keep
+    /// their latency under overload. `0s` turns it off.
+    #[serde(with = "duration_text")]
+    pub latency_target: Duration,
 }
 
 impl Default for InFlightLimits {
@@ -69,6 +75,7 @@ impl Default for InFlightLimits {
             receive: 2048,
             settle: 2048,
             admin: 64,
+            latency_target: Duration::from_millis(100),
         }
     }
 }
@@ -140,6 +147,12 @@ impl Limits {
             if !(1..=1_000_000).contains(&value) {
                 return invalid(key, "must be between 1 and 1000000");
             }
+        }
+        if in_flight.latency_target > Duration::from_secs(60) {
+            return invalid(
+                "limits.in_flight.latency_target",
+                "must be at most 60s (0s: off)",
+            );
         }
         if self.max_streams_per_connection == 0 {
             return invalid("limits.max_streams_per_connection", "must be at least 1");
