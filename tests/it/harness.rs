@@ -194,30 +194,8 @@ impl TestServer {
         config.database_url = database.url.clone();
         tweak(&mut config);
 
-        let shutdown = CancellationToken::new();
         let reload = options.reload.clone();
-        let (exit_sender, mut exit) = oneshot::channel();
-        let (runtime_sender, runtime) = oneshot::channel();
-        std::thread::Builder::new()
-            .name(format!("courier-{addr}"))
-            .spawn({
-                let config = config.clone();
-                let shutdown = shutdown.clone();
-                move || {
-                    let runtime = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()
-                        .expect("the server's runtime");
-                    let _ = runtime_sender.send(runtime.handle().clone());
-                    let result = runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener).expect("a tokio listener");
-                        courier::run_with(config, listener, shutdown, options).await
-                    });
-                    let _ = exit_sender.send(result.map_err(|e| format!("{e:?}")));
-                }
-            })
-            .expect("the server's thread");
+        let (shutdown, mut exit, runtime) = spawn_server(config.clone(), listener, options);
 
         let api = Api {
             channel: endpoint(addr).connect_lazy(),
@@ -242,6 +220,10 @@ impl TestServer {
 
     /// Cancels the server and returns what `run` returned.
     pub async fn stop(mut self) -> Result<(), String> {
+        self.stop_running().await
+    }
+
+    async fn stop_running(&mut self) -> Result<(), String> {
         self.shutdown.cancel();
         let exit = self.exit.take().expect("the server's exit");
         tokio::time::timeout(Duration::from_secs(10), exit)
@@ -249,6 +231,64 @@ impl TestServer {
             .expect("the server stops within 10 s of cancellation")
             .expect("the server thread does not panic")
     }
+
+    /// Stops the server gracefully and starts it again on the same database and address;
+    /// clients reconnect on their own. (A plain server: no driven scheduler.)
+    pub async fn restart(&mut self) {
+        self.stop_running().await.expect("a clean stop");
+        let listener = std::net::TcpListener::bind(self.addr).expect("bind the same address");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let options = RunOptions {
+            reload: self.reload.clone(),
+            ..RunOptions::default()
+        };
+        let (shutdown, mut exit, _runtime) = spawn_server(self.config.clone(), listener, options);
+        self.shutdown = shutdown;
+        tokio::select! {
+            result = &mut exit => panic!("the server stopped while restarting: {result:?}"),
+            () = wait_until_serving(self.api.channel(), STARTUP_DEADLINE) => {}
+        }
+        self.exit = Some(exit);
+    }
+}
+
+/// Runs `courier::run_with` on a thread of its own with its own runtime; returns its shutdown
+/// token, what `run` returns, and a handle on the runtime.
+fn spawn_server(
+    config: Config,
+    listener: std::net::TcpListener,
+    options: RunOptions,
+) -> (
+    CancellationToken,
+    oneshot::Receiver<Result<(), String>>,
+    oneshot::Receiver<Handle>,
+) {
+    let addr = config.listen.clone();
+    let shutdown = CancellationToken::new();
+    let (exit_sender, exit) = oneshot::channel();
+    let (runtime_sender, runtime) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("courier-{addr}"))
+        .spawn({
+            let shutdown = shutdown.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("the server's runtime");
+                let _ = runtime_sender.send(runtime.handle().clone());
+                let result = runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("a tokio listener");
+                    courier::run_with(config, listener, shutdown, options).await
+                });
+                let _ = exit_sender.send(result.map_err(|e| format!("{e:?}")));
+            }
+        })
+        .expect("the server's thread");
+    (shutdown, exit, runtime)
 }
 
 impl Drop for TestServer {

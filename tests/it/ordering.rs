@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use courier::proto::{
-    AckStatus, ConfirmRequest, DeadHead, DeliveryState, DiscardDeadLettersRequest, GetStatsRequest,
-    ListDeliveriesRequest, NackRequest, PublishRequest, ReceiveRequest, RedriveRequest,
-    RejectRequest, Subscription, UpdateSubscriptionRequest,
+    AckRequest, AckStatus, ConfirmRequest, DeadHead, DeliveryState, DiscardDeadLettersRequest,
+    GetStatsRequest, ListDeliveriesRequest, NackRequest, PublishRequest, ReceiveRequest,
+    RedriveRequest, RejectRequest, Subscription, UpdateSubscriptionRequest,
 };
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -48,9 +48,13 @@ type AckedInOrder = Arc<Mutex<BTreeMap<String, Vec<(u64, String)>>>>;
 static ACK_STARTS: AtomicU64 = AtomicU64::new(0);
 
 /// Many keys, each prepared in one order and confirmed in a shuffled one; consumers on
-/// `apis` that ack, nack or let leases run out at random. Every key's first successful acks
-/// must come in confirm order, and every message must arrive.
-pub async fn random_failures_keep_every_lane_in_confirm_order(apis: &[Api]) {
+/// `apis` that ack, nack or let leases run out at random, and `midway` run halfway through the
+/// confirms (a restart, say). Every key's first successful acks must come in confirm order, and
+/// every message must arrive.
+pub async fn random_failures_keep_every_lane_in_confirm_order(
+    apis: &[Api],
+    midway: impl AsyncFnOnce(),
+) {
     const KEYS: usize = 12;
     const PER_KEY: usize = 8;
     let api = &apis[0];
@@ -87,13 +91,14 @@ pub async fn random_failures_keep_every_lane_in_confirm_order(apis: &[Api]) {
         })
         .collect();
     let mut confirm_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut midway = Some(midway);
     for (i, (lane, id)) in confirms.iter().enumerate() {
-        let producer = &apis[i % apis.len()];
-        producer
-            .producer()
-            .confirm(ConfirmRequest { message: by_id(id) })
-            .await
-            .expect("Confirm");
+        if i == confirms.len() / 2
+            && let Some(midway) = midway.take()
+        {
+            midway().await;
+        }
+        confirm_until_answered(&apis[i % apis.len()], id).await;
         confirm_order
             .entry(lane.clone())
             .or_default()
@@ -128,10 +133,44 @@ pub async fn random_failures_keep_every_lane_in_confirm_order(apis: &[Api]) {
     assert_eq!(acked, confirm_order, "each lane acked in confirm order");
 }
 
+/// Confirms `id`, again while the server is away (a restart): Confirm is idempotent, and the
+/// next confirm waits for this one, so the confirm order stays the test's.
+async fn confirm_until_answered(api: &Api, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match api
+            .producer()
+            .confirm(ConfirmRequest { message: by_id(id) })
+            .await
+        {
+            Ok(_) => return,
+            Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("Confirm: {status:?}"),
+        }
+    }
+}
+
+/// Receives and settles at random. Calls that fail (the server restarting) are simply tried
+/// again later: their leases run out and the deliveries come back.
 async fn consume_at_random(api: Api, acked: AckedInOrder) {
     let mut seen: HashSet<String> = HashSet::new();
     loop {
-        let deliveries = api.receive(SUB, 10, Duration::from_millis(200)).await;
+        let received = api
+            .consumer()
+            .receive(ReceiveRequest {
+                subscription: SUB.into(),
+                max_messages: 10,
+                wait: Some(duration(Duration::from_millis(200))),
+                max_bytes: 0,
+            })
+            .await;
+        let Ok(received) = received else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let deliveries = received.into_inner().deliveries;
         for delivery in deliveries {
             let roll: f64 = rand::rng().random();
             if roll < 0.15 {
@@ -150,8 +189,16 @@ async fn consume_at_random(api: Api, acked: AckedInOrder) {
                 continue;
             }
             let stamp = ACK_STARTS.fetch_add(1, Ordering::SeqCst);
-            let status = api.ack(SUB, &[&delivery.receipt]).await[0];
-            if status == AckStatus::Ok && seen.insert(delivery.message_id.clone()) {
+            let answer = api
+                .consumer()
+                .ack(AckRequest {
+                    subscription: SUB.into(),
+                    receipts: vec![delivery.receipt.clone()],
+                })
+                .await;
+            let ok =
+                answer.is_ok_and(|answer| answer.into_inner().results[0].status() == AckStatus::Ok);
+            if ok && seen.insert(delivery.message_id.clone()) {
                 acked
                     .lock()
                     .unwrap()
@@ -164,9 +211,10 @@ async fn consume_at_random(api: Api, acked: AckedInOrder) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn random_failures_keep_every_lane_in_confirm_order_on_one_server() {
-    let server = TestServer::start().await;
-    random_failures_keep_every_lane_in_confirm_order(&[(*server).clone()]).await;
+async fn random_failures_and_a_restart_keep_every_lane_in_confirm_order() {
+    let mut server = TestServer::start().await;
+    let api = (*server).clone();
+    random_failures_keep_every_lane_in_confirm_order(&[api], async || server.restart().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

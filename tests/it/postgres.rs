@@ -457,9 +457,9 @@ async fn lanes_keep_confirm_order_across_two_replicas() {
     };
     let a = Replica::start(database.url(), |_| {}).await;
     let b = Replica::start(database.url(), |_| {}).await;
-    crate::ordering::random_failures_keep_every_lane_in_confirm_order(&[
-        a.api.clone(),
-        b.api.clone(),
-    ])
+    crate::ordering::random_failures_keep_every_lane_in_confirm_order(
+        &[a.api.clone(), b.api.clone()],
+        async || {},
+    )
     .await;
 }
