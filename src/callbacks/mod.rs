@@ -241,9 +241,14 @@ async fn within<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, tonic::Status>>,
 ) -> Result<T, CallError> {
+    let started = std::time::Instant::now();
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(status)) if is_timeout(&status) => Err(CallError::Timeout(timeout)),
+        // tonic's own `grpc-timeout` timer races this one and may win; its CANCELLED does not
+        // always keep a `TimeoutExpired` cause, so an error at the deadline is the deadline.
+        Ok(Err(status)) if is_timeout(&status) || started.elapsed() >= timeout => {
+            Err(CallError::Timeout(timeout))
+        }
         Ok(Err(status)) => Err(CallError::Status(status)),
         Err(_) => Err(CallError::Timeout(timeout)),
     }
