@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
-use sqlx::{Database, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
 use super::history::{DecidedBy, MessageHistory, PAYLOAD_HEAD_BYTES};
 use super::rows::{
@@ -14,7 +15,8 @@ use super::rows::{
 };
 use super::sql::{self, delivery_page, message_page};
 use super::{
-    DeliveryQuery, MessageQuery, Page, Stats, StoreError, SubscriptionStats, TopicStats, rules,
+    DeadLetter, DeadLetters, DeliveryQuery, MessageQuery, Page, Stats, StoreError,
+    SubscriptionStats, TopicStats, rules,
 };
 use crate::domain::{
     CheckerRegistration, DeliveryState, DeliveryStatus, MessageId, MessageRecord, MessageRef,
@@ -35,7 +37,19 @@ pub trait Dialect: Send + Sync + 'static {
         column: &str,
         ids: &[MessageId],
     ) -> Result<(), StoreError>;
+
+    /// [`select`](super::dead_letters::select) of `store::dead_letters` in this dialect: how `$2`, the chosen ids, is tested.
+    fn dead_letters_sql() -> String;
+
+    /// Binds the parameters of [`Dialect::dead_letters_sql`] in order.
+    fn bind_dead_letters<'q>(
+        query: Query<'q, Self::Db, Args<Self>>,
+        chosen: &'q DeadLetters,
+    ) -> Result<Query<'q, Self::Db, Args<Self>>, StoreError>;
 }
+
+/// The bind arguments of a dialect's queries.
+pub type Args<D> = <<D as Dialect>::Db as Database>::Arguments;
 
 /// A connection of the dialect's database.
 pub type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
@@ -88,6 +102,37 @@ where
             .await?
             .ok_or_else(|| rules::subscription_not_found(name))?;
         rows::subscription(&row)
+    }
+
+    /// How many dead letters `chosen` names (`store::dead_letters`); NotFound for an unknown
+    /// subscription.
+    pub async fn count_dead_letters(
+        conn: &mut Conn<D>,
+        chosen: &DeadLetters,
+    ) -> Result<u64, StoreError> {
+        Self::subscription(&mut *conn, &chosen.subscription).await?;
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM ({}) chosen",
+            D::dead_letters_sql()
+        );
+        let row = D::bind_dead_letters(sqlx::query(AssertSqlSafe(sql)), chosen)?
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(u64::try_from(row.int("n")?).unwrap_or(0))
+    }
+
+    /// The first `limit` dead letters `chosen` names; NotFound for an unknown subscription.
+    pub async fn list_dead_letters(
+        conn: &mut Conn<D>,
+        chosen: &DeadLetters,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        Self::subscription(&mut *conn, &chosen.subscription).await?;
+        let sql = format!("{} LIMIT {limit}", D::dead_letters_sql());
+        let found = D::bind_dead_letters(sqlx::query(AssertSqlSafe(sql)), chosen)?
+            .fetch_all(&mut *conn)
+            .await?;
+        found.iter().map(rows::dead_letter).collect()
     }
 
     pub async fn subscriptions(

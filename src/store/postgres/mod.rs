@@ -573,7 +573,7 @@ impl Store for PostgresStore {
     }
 
     async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError> {
-        self.read(|tx| Box::pin(reads::count_dead_letters(tx.into_connection(), chosen)))
+        self.read(|tx| Box::pin(Reads::count_dead_letters(tx.into_connection(), chosen)))
             .await
     }
 
@@ -583,7 +583,7 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         self.read(|tx| {
-            Box::pin(reads::list_dead_letters(
+            Box::pin(Reads::list_dead_letters(
                 tx.into_connection(),
                 chosen,
                 limit,

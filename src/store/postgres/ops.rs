@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
+use super::reads::PostgresDialect;
 use super::rows::{self, Columns, SUBSCRIPTION_COLUMNS, headers_to_json, millis};
 use super::{events, lanes};
 use crate::domain::{
@@ -19,6 +20,7 @@ use crate::domain::{
 use crate::store::dead_letters::{self, DeadLetters};
 use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::lanes as store_lanes;
+use crate::store::reads::Dialect as _;
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// How often a write that lost a race to a concurrent delete looks again.
@@ -467,24 +469,14 @@ async fn chosen_dead_letters(
     {
         return Err(rules::subscription_not_found(&chosen.subscription));
     }
-    let sql = format!("{} FOR UPDATE OF d", super::reads::chosen_dead_letters());
-    let (contains, from, until, key, ordering_key) = chosen.filter_binds();
-    Ok(sqlx::query_as(AssertSqlSafe(sql))
-        .bind(chosen.subscription.as_str())
-        .bind(
-            chosen
-                .message_ids
-                .iter()
-                .map(MessageId::as_uuid)
-                .collect::<Vec<_>>(),
-        )
-        .bind(contains)
-        .bind(from)
-        .bind(until)
-        .bind(key)
-        .bind(ordering_key)
+    let sql = format!("{} FOR UPDATE OF d", PostgresDialect::dead_letters_sql());
+    let found = PostgresDialect::bind_dead_letters(sqlx::query(AssertSqlSafe(sql)), chosen)?
         .fetch_all(&mut *conn)
-        .await?)
+        .await?;
+    found
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
 }
 
 /// Makes the chosen dead letters PENDING with attempts reset, due at their paced times (or

@@ -372,7 +372,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_dead_letters(&self, chosen: &DeadLetters) -> Result<u64, StoreError> {
-        reads::count_dead_letters(&mut *self.reader().await?, chosen).await
+        Reads::count_dead_letters(&mut *self.reader().await?, chosen).await
     }
 
     async fn list_dead_letters(
@@ -380,7 +380,7 @@ impl Store for SqliteStore {
         chosen: &DeadLetters,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        reads::list_dead_letters(&mut *self.reader().await?, chosen, limit).await
+        Reads::list_dead_letters(&mut *self.reader().await?, chosen, limit).await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {

@@ -19,6 +19,7 @@ use crate::domain::{
 use crate::store::dead_letters::{self, DeadLetters};
 use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::lanes::{self as store_lanes, for_sqlite};
+use crate::store::reads::Dialect;
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// Runs a cached statement; returns how many rows it changed.
@@ -452,7 +453,7 @@ pub(super) fn chosen_dead_letters(
 ) -> Result<Vec<(String, Option<String>)>, StoreError> {
     let ids: Vec<String> = chosen.message_ids.iter().map(ToString::to_string).collect();
     let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
-    let sql = super::reads::chosen_dead_letters();
+    let sql = <super::reads::SqliteDialect as Dialect>::dead_letters_sql();
     let (contains, from, until, key, ordering_key) = chosen.filter_binds();
     query_all(
         conn,

@@ -2,13 +2,12 @@
 //! array. The reads themselves are `store::reads`.
 
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite};
 
 use crate::domain::MessageId;
 use crate::store::lanes::for_sqlite;
-use crate::store::reads::Dialect;
-use crate::store::rows::{self, Columns};
-use crate::store::{DeadLetter, DeadLetters, StoreError, dead_letters};
+use crate::store::reads::{Args, Dialect};
+use crate::store::{DeadLetters, StoreError, dead_letters};
 
 pub struct SqliteDialect;
 
@@ -36,63 +35,29 @@ impl Dialect for SqliteDialect {
             .push("))");
         Ok(())
     }
-}
 
-/// `dead_letters::select` in SQLite's dialect: ids bound as one JSON array.
-pub(super) fn chosen_dead_letters() -> String {
-    for_sqlite(&dead_letters::select(
-        "($2 = '[]' OR d.message_id IN (SELECT value FROM json_each($2)))",
-        "instr",
-    ))
-}
+    /// Ids bound as one JSON array.
+    fn dead_letters_sql() -> String {
+        for_sqlite(&dead_letters::select(
+            "($2 = '[]' OR d.message_id IN (SELECT value FROM json_each($2)))",
+            "instr",
+        ))
+    }
 
-/// How many dead letters `chosen` names (`store::dead_letters`); NotFound for an unknown
-/// subscription.
-pub async fn count_dead_letters(
-    conn: &mut SqliteConnection,
-    chosen: &DeadLetters,
-) -> Result<u64, StoreError> {
-    Reads::subscription(&mut *conn, &chosen.subscription).await?;
-    let sql = format!(
-        "SELECT COUNT(*) AS n FROM ({}) chosen",
-        chosen_dead_letters()
-    );
-    let row = bind_chosen(sqlx::query(AssertSqlSafe(sql)), chosen)?
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(u64::try_from(row.int("n")?).unwrap_or(0))
-}
-
-/// The first `limit` dead letters `chosen` names; NotFound for an unknown subscription.
-pub async fn list_dead_letters(
-    conn: &mut SqliteConnection,
-    chosen: &DeadLetters,
-    limit: u32,
-) -> Result<Vec<DeadLetter>, StoreError> {
-    Reads::subscription(&mut *conn, &chosen.subscription).await?;
-    let sql = format!("{} LIMIT {limit}", chosen_dead_letters());
-    let found = bind_chosen(sqlx::query(AssertSqlSafe(sql)), chosen)?
-        .fetch_all(&mut *conn)
-        .await?;
-    found.iter().map(rows::dead_letter).collect()
-}
-
-type Args = <Sqlite as sqlx::Database>::Arguments;
-
-/// Binds the parameters of `chosen_dead_letters` in order.
-fn bind_chosen<'q>(
-    query: Query<'q, Sqlite, Args>,
-    chosen: &'q DeadLetters,
-) -> Result<Query<'q, Sqlite, Args>, StoreError> {
-    let ids: Vec<String> = chosen.message_ids.iter().map(ToString::to_string).collect();
-    let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
-    let (contains, from, until, key, ordering_key) = chosen.filter_binds();
-    Ok(query
-        .bind(chosen.subscription.as_str())
-        .bind(ids)
-        .bind(contains)
-        .bind(from)
-        .bind(until)
-        .bind(key)
-        .bind(ordering_key))
+    fn bind_dead_letters<'q>(
+        query: Query<'q, Sqlite, Args<Self>>,
+        chosen: &'q DeadLetters,
+    ) -> Result<Query<'q, Sqlite, Args<Self>>, StoreError> {
+        let ids: Vec<String> = chosen.message_ids.iter().map(ToString::to_string).collect();
+        let ids = serde_json::to_string(&ids).map_err(StoreError::internal)?;
+        let (contains, from, until, key, ordering_key) = chosen.filter_binds();
+        Ok(query
+            .bind(chosen.subscription.as_str())
+            .bind(ids)
+            .bind(contains)
+            .bind(from)
+            .bind(until)
+            .bind(key)
+            .bind(ordering_key))
+    }
 }
