@@ -11,7 +11,7 @@
 //!
 //! The statements use `$N` placeholders (SQLite reads them through `lanes::for_sqlite`).
 
-use crate::domain::{Decision, MessageId, Name, RedeliveryPlan, Timestamp};
+use crate::domain::{Decision, MessageId, Name, Receipt, RedeliveryPlan, Timestamp};
 use crate::store::{CheckVerdict, StoreError};
 
 /// How many events of one message are kept: the newest.
@@ -216,6 +216,26 @@ impl NewEvent {
         new.event.outcome = Some(outcome.to_owned());
         new.event.detail = Some(error.to_owned());
         new
+    }
+
+    /// The attempt (as the store counts it) of `receipt`'s delivery failed: its lease's message
+    /// and subscription.
+    pub fn attempt_failed(
+        receipt: &Receipt,
+        kind: EventKind,
+        (attempt, plan): (i64, RedeliveryPlan),
+        error: &str,
+        at: Timestamp,
+    ) -> Result<Self, StoreError> {
+        let attempt = u32::try_from(attempt).map_err(StoreError::internal)?;
+        Ok(Self::delivery_failed(
+            receipt.message_id,
+            &receipt.subscription,
+            kind,
+            (attempt, plan),
+            error,
+            at,
+        ))
     }
 
     /// An operator (`operator`, as the audit log names them) decided the message.

@@ -223,33 +223,13 @@ pub(super) async fn release(
     let Some((lane_key, attempt)) = released else {
         return Ok(None);
     };
-    record_failure(conn, receipt, kind, (attempt, plan), error, now).await?;
+    let event = NewEvent::attempt_failed(receipt, kind, (attempt, plan), error, now)?;
+    events::record(conn, &event).await?;
     let due = Effects::due([receipt.subscription.clone()]);
     Ok(Some(match plan {
         RedeliveryPlan::Dead => due.and(dead_in_lane(conn, receipt, lane_key, now).await?),
         RedeliveryPlan::RetryAt(_) => due,
     }))
-}
-
-/// Records a failed attempt of `receipt`'s delivery in its message's events.
-async fn record_failure(
-    conn: &mut PgConnection,
-    receipt: &Receipt,
-    kind: EventKind,
-    (attempt, plan): (i64, RedeliveryPlan),
-    error: &str,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let attempt = u32::try_from(attempt).map_err(StoreError::internal)?;
-    let event = NewEvent::delivery_failed(
-        receipt.message_id,
-        &receipt.subscription,
-        kind,
-        (attempt, plan),
-        error,
-        now,
-    );
-    events::record(conn, &event).await
 }
 
 /// A delivery of `receipt` went DEAD: its lane (if it is in one) goes on unless the
@@ -352,7 +332,8 @@ pub async fn reject(
     let effects = match rejected {
         Some((lane_key, attempt)) => {
             let dead = (attempt, RedeliveryPlan::Dead);
-            record_failure(conn, receipt, EventKind::Rejected, dead, &error, now).await?;
+            let event = NewEvent::attempt_failed(receipt, EventKind::Rejected, dead, &error, now)?;
+            events::record(conn, &event).await?;
             dead_in_lane(conn, receipt, lane_key, now).await?
         }
         None => Effects::none(),

@@ -176,33 +176,13 @@ pub(super) fn release(
     let Some((lane_key, attempt)) = released else {
         return Ok(None);
     };
-    record_failure(conn, receipt, kind, (attempt, plan), error, now)?;
+    let event = NewEvent::attempt_failed(receipt, kind, (attempt, plan), error, now)?;
+    events::record(conn, &event)?;
     let due = Effects::due([receipt.subscription.clone()]);
     Ok(Some(match plan {
         RedeliveryPlan::Dead => due.and(dead_in_lane(conn, receipt, lane_key, now)?),
         RedeliveryPlan::RetryAt(_) => due,
     }))
-}
-
-/// Records a failed attempt of `receipt`'s delivery in its message's events.
-fn record_failure(
-    conn: &Connection,
-    receipt: &Receipt,
-    kind: EventKind,
-    (attempt, plan): (i64, RedeliveryPlan),
-    error: &str,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let attempt = u32::try_from(attempt).map_err(StoreError::internal)?;
-    let event = NewEvent::delivery_failed(
-        receipt.message_id,
-        &receipt.subscription,
-        kind,
-        (attempt, plan),
-        error,
-        now,
-    );
-    events::record(conn, &event)
 }
 
 /// A delivery of `receipt` went DEAD: its lane (if it is in one) goes on unless the
@@ -294,7 +274,9 @@ pub fn reject(conn: &Connection, receipt: &Receipt, reason: &str, now: Timestamp
             let effects = match rejected {
                 Some((lane_key, attempt)) => {
                     let dead = (attempt, RedeliveryPlan::Dead);
-                    record_failure(conn, receipt, EventKind::Rejected, dead, &error, now)?;
+                    let event =
+                        NewEvent::attempt_failed(receipt, EventKind::Rejected, dead, &error, now)?;
+                    events::record(conn, &event)?;
                     dead_in_lane(conn, receipt, lane_key, now)?
                 }
                 None => Effects::none(),
