@@ -13,7 +13,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -66,6 +68,10 @@ impl Answer {
     }
 }
 
+/// Bits of `Ledger::delivered`.
+const DELIVERED: u8 = 1;
+const COUNTED: u8 = 2;
+
 /// Shared by the offering loop, its calls and the consumers.
 struct Ledger {
     answers: Vec<AtomicU8>,
@@ -91,7 +97,23 @@ impl Ledger {
     }
 
     fn answer(&self, index: usize) -> Answer {
-        Answer::from_u8(self.answers[index].load(Relaxed))
+        Answer::from_u8(self.answers[index].load(SeqCst))
+    }
+
+    fn was_delivered(&self, index: usize) -> bool {
+        self.delivered[index].load(SeqCst) & DELIVERED != 0
+    }
+
+    /// Counts call `index` in `delivered_accepted` once it is both accepted and delivered. The
+    /// call's answer and the delivery race; each side calls this after its own write (SeqCst,
+    /// so at least one sees both), and the COUNTED bit lets only one of them count it.
+    fn count_if_accepted_and_delivered(&self, index: usize) {
+        if self.answer(index) == Answer::Accepted
+            && self.was_delivered(index)
+            && self.delivered[index].fetch_or(COUNTED, SeqCst) & COUNTED == 0
+        {
+            self.delivered_accepted.fetch_add(1, Relaxed);
+        }
     }
 
     /// Every call answered and every accepted message delivered.
@@ -211,7 +233,7 @@ pub async fn run(
         unknown_delivered: 0,
     };
     for index in 0..calls {
-        let delivered = ledger.delivered[index].load(Relaxed) != 0;
+        let delivered = ledger.was_delivered(index);
         match ledger.answer(index) {
             Answer::Unsent => report.not_sent += 1,
             Answer::Accepted if !delivered => report.lost += 1,
@@ -299,14 +321,12 @@ async fn call(
         Ok(Err(_)) => (Answer::Other, tonic::Code::Unknown),
         Err(_) => (Answer::Other, tonic::Code::DeadlineExceeded),
     };
-    ledger.answers[index].store(answer as u8, Relaxed);
     if answer == Answer::Accepted {
         ledger.accepted.fetch_add(1, Relaxed);
-        if ledger.delivered[index].load(Relaxed) != 0 {
-            // Delivered before its answer came back.
-            ledger.delivered_accepted.fetch_add(1, Relaxed);
-        }
     }
+    ledger.answers[index].store(answer as u8, SeqCst);
+    // It may have been delivered before its answer came back.
+    ledger.count_if_accepted_and_delivered(index);
     ledger.outstanding.fetch_sub(1, Relaxed);
     (answer, latency, crate::metrics::code_name(code))
 }
@@ -349,11 +369,9 @@ async fn drain(
                 .strip_prefix(&prefix)
                 .and_then(|index| index.parse::<usize>().ok())
                 .filter(|index| *index < ledger.delivered.len());
-            if let Some(index) = index
-                && ledger.delivered[index].swap(1, Relaxed) == 0
-                && ledger.answer(index) == Answer::Accepted
-            {
-                ledger.delivered_accepted.fetch_add(1, Relaxed);
+            if let Some(index) = index {
+                ledger.delivered[index].fetch_or(DELIVERED, SeqCst);
+                ledger.count_if_accepted_and_delivered(index);
             }
             receipts.push(delivery.receipt);
         }
