@@ -27,8 +27,11 @@ from pathlib import Path
 
 import grpc
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "examples" / "python"))
@@ -159,7 +162,21 @@ def browse(base: str, seed: Seed, ids: dict[str, str], out: Path) -> None:
             driver.save_screenshot(str(path))
             not_blank(path)
 
-        text = lambda: driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
+        def text() -> str:
+            """The page's text; read again if the page was replaced meanwhile (a reload)."""
+            for _ in range(5):
+                try:
+                    return driver.find_element(By.TAG_NAME, "body").text
+                except StaleElementReferenceException:
+                    time.sleep(0.1)
+            return driver.find_element(By.TAG_NAME, "body").text
+
+        def submit(xpath: str) -> None:
+            """Clicks a form's button and waits for the page it answers with."""
+            old = driver.find_element(By.TAG_NAME, "html")
+            driver.find_element(By.XPATH, xpath).click()
+            WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+
 
         print("==> overview", flush=True)
         driver.get(base + "/")
@@ -172,11 +189,11 @@ def browse(base: str, seed: Seed, ids: dict[str, str], out: Path) -> None:
         driver.get(f"{base}/dead-letters?subscription={SUB}")
         field = driver.find_element(By.NAME, "error")
         field.send_keys("TIMEOUT")
-        driver.find_element(By.XPATH, "//button[text()='Filter']").click()
+        submit("//button[text()='Filter']")
         expect("Dry run: 1 dead letter match" in text(), f"the dry run does not count 1: {text()[:400]}")
         expect(ids["order-1002"] in text() and ids["order-1003"] not in text(), "the filter chose the wrong dead letter")
         shot("dead-letters")
-        driver.find_element(By.XPATH, "//button[starts-with(text(), 'Redrive all')]").click()
+        submit("//button[starts-with(text(), 'Redrive all')]")
         expect("Redrove 1." in text(), f"no 'Redrove 1.' after Redrive: {text()[:400]}")
         expect(seed.delivery_state(ids["order-1002"]) == common_pb2.DELIVERY_STATE_PENDING, "the redriven delivery is not PENDING")
         expect(seed.delivery_state(ids["order-1003"]) == common_pb2.DELIVERY_STATE_DEAD, "the other dead letter moved")
@@ -191,7 +208,7 @@ def browse(base: str, seed: Seed, ids: dict[str, str], out: Path) -> None:
         driver.get(f"{base}/unresolved")
         expect(ids["order-1004"] in text(), "the unresolved message is not listed")
         shot("unresolved")
-        driver.find_element(By.XPATH, "//button[text()='Commit']").click()
+        submit("//button[text()='Commit']")
         expect("No unresolved messages" in text(), "the message is still listed after Commit")
         expect(seed.state(ids["order-1004"]) == common_pb2.MESSAGE_STATE_CONFIRMED, "Commit did not confirm it")
 
