@@ -17,6 +17,7 @@ mod rows;
 mod rules;
 mod sql;
 pub mod sqlite;
+mod subscription_cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 mod types;

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::notify::{CHANNELS, Notification};
-use super::subscription_cache::SubscriptionCache;
+use crate::store::subscription_cache::SubscriptionCache;
 use crate::wakeups::Wakeups;
 
 /// How long the connection may stay quiet before the listener checks it still works. A

@@ -25,7 +25,6 @@ mod reads;
 mod rows;
 mod scheduling;
 mod signing_key;
-mod subscription_cache;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -42,9 +41,9 @@ use announce::LeaseAnnouncer;
 use batcher::{Batcher, Outcome};
 use calls::Calls;
 use reads::Reads;
-use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
 
+use super::subscription_cache::SubscriptionCache;
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects,
     ExpiredLeases, InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::ops::{execute, find_subscription, query_all, query_one};
+use super::ops::{self, execute, find_subscription, query_all, query_one};
 use super::rows;
 use super::{events, lanes};
 use crate::domain::{
@@ -97,31 +97,44 @@ pub fn ack(conn: &Connection, receipts: &[Receipt], now: Timestamp) -> Written<V
     let mut statuses = Vec::with_capacity(receipts.len());
     let mut acked_in_lanes = Vec::new();
     for receipt in receipts {
-        let current = delivery_lease(conn, receipt)?;
-        let lease = current.as_ref().map(|((s, g, _), _)| (*s, *g));
-        let status = match classify_ack(lease, receipt.generation) {
-            AckVerdict::Acknowledge => {
-                if let Some((_, Some(key))) = current {
+        let id = receipt.message_id.to_string();
+        // The common case in one statement: the receipt still holds its delivery. Its guard is
+        // `classify_ack`'s Acknowledge; anything else is told apart from the row below.
+        let acked = query_one(
+            conn,
+            "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
+             next_attempt_at = NULL, updated_at = ? \
+             WHERE subscription = ? AND message_id = ? AND generation = ? \
+             AND state IN ('PENDING', 'LEASED', 'DEAD') RETURNING ordering_key",
+            params![
+                now.as_millis(),
+                receipt.subscription.as_str(),
+                &id,
+                i64::from(receipt.generation),
+            ],
+            |row| Ok(row.get::<_, Option<String>>(0)?),
+        )?;
+        let status = match acked {
+            Some(lane_key) => {
+                if let Some(key) = lane_key {
                     acked_in_lanes.push((receipt.subscription.as_str(), key));
                 }
-                execute(
-                    conn,
-                    "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
-                     next_attempt_at = NULL, updated_at = ? \
-                     WHERE subscription = ? AND message_id = ? AND generation = ? \
-                     AND state IN ('PENDING', 'LEASED', 'DEAD')",
-                    params![
-                        now.as_millis(),
-                        receipt.subscription.as_str(),
-                        receipt.message_id.to_string(),
-                        i64::from(receipt.generation),
-                    ],
-                )?;
+                ops::mark_final_if_done(conn, &id, now)?;
                 AckStatus::Ok
             }
-            AckVerdict::AlreadyAcked => AckStatus::Ok,
-            AckVerdict::LeaseLost => AckStatus::LeaseLost,
-            AckVerdict::NotFound => AckStatus::NotFound,
+            None => {
+                let lease = delivery_lease(conn, receipt)?.map(|((s, g, _), _)| (s, g));
+                match classify_ack(lease, receipt.generation) {
+                    AckVerdict::AlreadyAcked => AckStatus::Ok,
+                    AckVerdict::LeaseLost => AckStatus::LeaseLost,
+                    AckVerdict::NotFound => AckStatus::NotFound,
+                    AckVerdict::Acknowledge => {
+                        return Err(StoreError::internal(
+                            "delivery changed under the single writer",
+                        ));
+                    }
+                }
+            }
         };
         statuses.push(status);
     }

@@ -15,6 +15,7 @@ mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +27,7 @@ use reads::Reads;
 use writer::Writer;
 pub use writer::commits_to;
 
+use super::subscription_cache::SubscriptionCache;
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases,
     InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
@@ -48,6 +50,8 @@ pub struct SqliteStore {
     writer: Writer,
     readers: SqlitePool,
     wakeups: Wakeups,
+    /// This process's copy of the subscriptions, made stale by its own subscription writes.
+    subscriptions: SubscriptionCache,
 }
 
 impl SqliteStore {
@@ -88,6 +92,7 @@ impl SqliteStore {
             writer,
             readers,
             wakeups,
+            subscriptions: SubscriptionCache::default(),
         })
     }
 
@@ -101,11 +106,24 @@ impl SqliteStore {
     async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Written<T> + Send + 'static,
+        F: FnMut(&rusqlite::Connection) -> Written<T> + Send + 'static,
     {
         let (value, effects) = self.writer.write(operation).await?;
+        if effects.subscriptions_changed {
+            self.subscriptions.changed();
+        }
         effects.wake(&self.wakeups);
         Ok(value)
+    }
+
+    /// Every subscription, sorted by name: the copy while it is current, else the table.
+    async fn all_subscriptions(&self) -> Result<Arc<[Subscription]>, StoreError> {
+        if let Some(all) = self.subscriptions.current() {
+            return Ok(all);
+        }
+        let generation = self.subscriptions.generation();
+        let all = Reads::subscriptions(&mut *self.reader().await?, None).await?;
+        Ok(self.subscriptions.keep(generation, all))
     }
 }
 
@@ -141,27 +159,41 @@ impl Store for SqliteStore {
         &self,
         subscription: Subscription,
     ) -> Result<(Subscription, bool), StoreError> {
-        self.write(move |conn| ops::create_subscription(conn, subscription))
+        self.write(move |conn| ops::create_subscription(conn, subscription.clone()))
             .await
     }
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
-        Reads::subscription(&mut *self.reader().await?, name).await
+        let all = self.all_subscriptions().await?;
+        match all.binary_search_by(|s| s.name.as_str().cmp(name.as_str())) {
+            Ok(found) => Ok(all[found].clone()),
+            // Not in the copy: read the table, which tells "created by another process" from
+            // "not found" in its own words.
+            Err(_) => Reads::subscription(&mut *self.reader().await?, name).await,
+        }
     }
 
     async fn list_subscriptions(
         &self,
         topic: Option<&Name>,
     ) -> Result<Vec<Subscription>, StoreError> {
-        Reads::subscriptions(&mut *self.reader().await?, topic).await
+        Ok(self
+            .all_subscriptions()
+            .await?
+            .iter()
+            .filter(|s| topic.is_none_or(|topic| s.topic == *topic))
+            .cloned()
+            .collect())
     }
 
     async fn update_subscription(
         &self,
         subscription: Subscription,
     ) -> Result<Subscription, StoreError> {
-        self.write(move |conn| ops::update_subscription(conn, subscription, Timestamp::now()))
-            .await
+        self.write(move |conn| {
+            ops::update_subscription(conn, subscription.clone(), Timestamp::now())
+        })
+        .await
     }
 
     async fn delete_subscription(&self, name: &Name) -> Result<(), StoreError> {
@@ -171,7 +203,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<InsertOutcome, StoreError> {
-        self.write(move |conn| ops::insert_message(conn, message))
+        self.write(move |conn| ops::insert_message(conn, &message))
             .await
     }
 
@@ -212,7 +244,7 @@ impl Store for SqliteStore {
 
     async fn register_checker(&self, checker: CheckerRegistration) -> Result<(), StoreError> {
         let now = Timestamp::now();
-        self.write(move |conn| ops::register_checker(conn, checker, now))
+        self.write(move |conn| ops::register_checker(conn, checker.clone(), now))
             .await
     }
 
@@ -307,8 +339,10 @@ impl Store for SqliteStore {
         verdict: CheckVerdict,
         now: Timestamp,
     ) -> Result<CheckRecorded, StoreError> {
-        self.write(move |conn| scheduling::record_check(conn, message_id, attempt, verdict, now))
-            .await
+        self.write(move |conn| {
+            scheduling::record_check(conn, message_id, attempt, verdict.clone(), now)
+        })
+        .await
     }
 
     async fn next_check_due(&self) -> Result<Option<Timestamp>, StoreError> {

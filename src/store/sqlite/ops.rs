@@ -6,6 +6,7 @@
 //! a statement costs microseconds there, where a round trip to an async driver's connection
 //! thread cost more than the statement itself.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use rusqlite::{Connection, Params, Row, params};
@@ -20,7 +21,7 @@ use crate::store::dead_letters::{self, DeadLetters};
 use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::lanes::{self as store_lanes, for_sqlite};
 use crate::store::reads::Dialect;
-use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
+use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules, sql};
 
 /// Runs a cached statement; returns how many rows it changed.
 pub(super) fn execute(
@@ -57,6 +58,18 @@ pub(super) fn query_all<T>(
         decoded.push(decode(row)?);
     }
     Ok(decoded)
+}
+
+/// Marks message `id` final at `now` if none of its deliveries is left live: the one rule,
+/// `sql::MARK_FINAL_IF_DONE`, run after each write that ends or removes a live delivery.
+pub(super) fn mark_final_if_done(
+    conn: &Connection,
+    id: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    static MARK: LazyLock<String> = LazyLock::new(|| for_sqlite(sql::MARK_FINAL_IF_DONE));
+    execute(conn, &MARK, params![id, now.as_millis()])?;
+    Ok(())
 }
 
 pub fn create_subscription(
@@ -146,6 +159,14 @@ pub fn update_subscription(
 }
 
 pub fn delete_subscription(conn: &Connection, name: &Name) -> Written<()> {
+    // Messages whose live deliveries go with the subscription may become final by it.
+    let live: Vec<String> = query_all(
+        conn,
+        "SELECT message_id FROM deliveries WHERE subscription = ? \
+         AND state NOT IN ('ACKED', 'DISCARDED')",
+        [name.as_str()],
+        |row| Ok(row.get(0)?),
+    )?;
     execute(
         conn,
         "DELETE FROM deliveries WHERE subscription = ?",
@@ -158,6 +179,10 @@ pub fn delete_subscription(conn: &Connection, name: &Name) -> Written<()> {
     )?;
     if deleted == 0 {
         return Err(rules::subscription_not_found(name));
+    }
+    let now = Timestamp::now();
+    for id in &live {
+        mark_final_if_done(conn, id, now)?;
     }
     Ok(((), Effects::subscriptions_changed()))
 }
@@ -179,7 +204,7 @@ fn subscriptions_of_topic(conn: &Connection, topic: &str) -> Result<Vec<Name>, S
     )
 }
 
-pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertOutcome> {
+pub fn insert_message(conn: &Connection, message: &NewMessage) -> Written<InsertOutcome> {
     let headers = headers_to_json(&message.headers);
     let existing = query_one(
         conn,
@@ -238,7 +263,7 @@ pub fn insert_message(conn: &Connection, message: NewMessage) -> Written<InsertO
             message.producer.as_str(),
             message.topic.as_str(),
             message.key.as_str(),
-            message.payload,
+            &message.payload,
             headers,
             state.as_str(),
             millis(message.deliver_after),
@@ -286,12 +311,17 @@ fn route(
     if ordering_key.lane().is_some() {
         lanes::route_keyed(conn, id, topic, ordering_key, due, now)?;
     } else {
-        execute(
-            conn,
-            "INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, \
-             updated_at) SELECT name, ?, 'PENDING', ?, ? FROM subscriptions WHERE topic = ?",
-            params![id.to_string(), due.as_millis(), now.as_millis(), topic],
-        )?;
+        // One single-row INSERT per subscription (read in this transaction): unlike an
+        // INSERT … SELECT, SQLite runs it without a statement journal.
+        let id = id.to_string();
+        for subscription in &subscriptions {
+            execute(
+                conn,
+                "INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, \
+                 updated_at) VALUES (?, ?, 'PENDING', ?, ?)",
+                params![subscription.as_str(), &id, due.as_millis(), now.as_millis()],
+            )?;
+        }
     }
     if subscriptions.is_empty() {
         tracing::warn!(message_id = %id, topic, "confirmed message has no subscription: unrouted");
@@ -396,12 +426,15 @@ pub(super) fn decide_as(
     let changed = execute(
         conn,
         "UPDATE messages SET state = ?, updated_at = ?, decided_at = ?, next_check_at = NULL, \
-         routed = COALESCE(?, routed), decided_by = ? WHERE id = ? AND state = ?",
+         routed = COALESCE(?, routed), final_at = COALESCE(?, final_at), decided_by = ? \
+         WHERE id = ? AND state = ?",
         params![
             target.as_str(),
             now.as_millis(),
             now.as_millis(),
             subscriptions.as_ref().map(|s| s.len() as i64),
+            // A cancelled message is final at its cancel.
+            (target == MessageState::Cancelled).then_some(now.as_millis()),
             by.stored(),
             id.to_string(),
             current.as_str(),
@@ -509,6 +542,7 @@ pub fn discard(conn: &Connection, chosen: &DeadLetters, now: Timestamp) -> Writt
              WHERE subscription = ? AND message_id = ? AND state = 'DEAD'",
             params![now.as_millis(), chosen.subscription.as_str(), id],
         )?;
+        mark_final_if_done(conn, id, now)?;
     }
     dead_letters_ended(conn, chosen, &found, EventKind::Discarded, now)
 }

@@ -1,13 +1,13 @@
-//! This replica's copy of the subscriptions table. Every Receive and Ack looks up its
+//! A process's copy of the subscriptions table. Every Receive and Ack looks up its
 //! subscription and the push loop lists them all on each wake-up; at a few thousand messages
-//! a second those reads were the most frequent statement PostgreSQL ran, for a table that
+//! a second those reads were the most frequent statement the database ran, for a table that
 //! changes only when an operator changes it.
 //!
-//! The copy is trusted only while it is current: every subscription write on any replica
-//! notifies `notify::SUBSCRIPTIONS` in its transaction, and the
-//! listener marks the copy stale when it hears that, or when it (re)connects and may have
-//! missed something. While the listener is not connected the store reads the table instead,
-//! and a copy older than [`MAX_AGE`] is read again whatever happened.
+//! The copy is trusted only while it is current: the backend marks it stale when a write of
+//! its own changes a subscription (SQLite, whose one writer is this process's) or when it
+//! hears that another replica did (PostgreSQL: every subscription write notifies
+//! `notify::SUBSCRIPTIONS` in its transaction; while its listener is not connected the store
+//! reads the table instead). A copy older than [`MAX_AGE`] is read again whatever happened.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
