@@ -1,5 +1,6 @@
 //! Admin's listings: ListMessages and ListDeliveries, their pages and filters.
 
+use std::future::Future;
 use std::time::Duration;
 
 use courier::proto::{
@@ -9,6 +10,27 @@ use courier::proto::{
 use tonic::Code;
 
 use crate::harness::*;
+
+/// Reads a listing page by page: `page(token)` answers the message ids of one page and the
+/// next page's token. Answers every id, and how many each page held.
+async fn read_pages<F, Fut>(mut page: F) -> (Vec<String>, Vec<usize>)
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = (Vec<String>, String)>,
+{
+    let (mut ids, mut sizes) = (Vec::new(), Vec::new());
+    let mut token = String::new();
+    loop {
+        let (page_ids, next) = page(token).await;
+        sizes.push(page_ids.len());
+        ids.extend(page_ids);
+        if next.is_empty() {
+            return (ids, sizes);
+        }
+        assert!(sizes.len() < 10, "paging does not end");
+        token = next;
+    }
+}
 
 #[tokio::test]
 async fn list_messages_pages_newest_first() {
@@ -20,27 +42,23 @@ async fn list_messages_pages_newest_first() {
     }
 
     let mut admin = server.admin();
-    let mut seen = Vec::new();
-    let mut page_sizes = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_messages(ListMessagesRequest {
-                page_size: 2,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .expect("ListMessages")
-            .into_inner();
-        page_sizes.push(page.messages.len());
-        seen.extend(page.messages.into_iter().map(|m| m.message_id));
-        if page.next_page_token.is_empty() {
-            break;
+    let (seen, page_sizes) = read_pages(|page_token| {
+        let mut admin = server.admin();
+        async move {
+            let page = admin
+                .list_messages(ListMessagesRequest {
+                    page_size: 2,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListMessages")
+                .into_inner();
+            let ids = page.messages.into_iter().map(|m| m.message_id);
+            (ids.collect(), page.next_page_token)
         }
-        assert!(page_sizes.len() < 10, "paging does not end");
-        page_token = page.next_page_token;
-    }
+    })
+    .await;
     assert_eq!(page_sizes, [2, 2, 1]);
     published.reverse();
     assert_eq!(seen, published, "every message once, newest first");
@@ -147,28 +165,24 @@ async fn list_deliveries_pages_oldest_first_and_filters_by_state() {
     }
     let mut admin = server.admin();
 
-    let mut seen = Vec::new();
-    let mut page_sizes = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_deliveries(ListDeliveriesRequest {
-                subscription: SUB.into(),
-                page_size: 2,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .expect("ListDeliveries")
-            .into_inner();
-        page_sizes.push(page.deliveries.len());
-        seen.extend(page.deliveries.into_iter().map(|d| d.message_id));
-        if page.next_page_token.is_empty() {
-            break;
+    let (seen, page_sizes) = read_pages(|page_token| {
+        let mut admin = server.admin();
+        async move {
+            let page = admin
+                .list_deliveries(ListDeliveriesRequest {
+                    subscription: SUB.into(),
+                    page_size: 2,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListDeliveries")
+                .into_inner();
+            let ids = page.deliveries.into_iter().map(|d| d.message_id);
+            (ids.collect(), page.next_page_token)
         }
-        assert!(page_sizes.len() < 10, "paging does not end");
-        page_token = page.next_page_token;
-    }
+    })
+    .await;
     assert_eq!(page_sizes, [2, 2, 1]);
     assert_eq!(seen, published, "every delivery once, oldest message first");
     assert_eq!(

@@ -3,11 +3,29 @@
 use std::time::Duration;
 
 use courier::proto::{
-    AckStatus, ConfirmRequest, DeleteSubscriptionRequest, GetStatsRequest, MessageOutcome,
-    MessageState, RejectRequest,
+    AckStatus, ConfirmRequest, DeleteSubscriptionRequest, GetStatsRequest, GetStatsResponse,
+    MessageOutcome, MessageState, RejectRequest, TopicStats,
 };
 
 use crate::harness::*;
+
+async fn stats(server: &TestServer) -> GetStatsResponse {
+    server
+        .admin()
+        .get_stats(GetStatsRequest {})
+        .await
+        .expect("GetStats")
+        .into_inner()
+}
+
+/// The stats of `TOPIC`.
+fn topic_stats(stats: &GetStatsResponse) -> &TopicStats {
+    stats
+        .topics
+        .iter()
+        .find(|t| t.topic == TOPIC)
+        .expect("stats of the topic")
+}
 
 #[tokio::test]
 async fn get_stats_counts_messages_and_deliveries_by_state() {
@@ -36,17 +54,8 @@ async fn get_stats_counts_messages_and_deliveries_by_state() {
         .unwrap();
     // deliveries[2] stays leased; the fourth message stays pending.
 
-    let stats = server
-        .admin()
-        .get_stats(GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let topic = stats
-        .topics
-        .iter()
-        .find(|t| t.topic == TOPIC)
-        .expect("stats of the topic");
+    let stats = stats(&server).await;
+    let topic = topic_stats(&stats);
     assert_eq!(
         (
             topic.prepared,
@@ -100,17 +109,8 @@ async fn a_confirm_that_finds_no_subscription_is_kept_as_unrouted() {
     );
     assert!(message.deliveries.is_empty());
 
-    let stats = server
-        .admin()
-        .get_stats(GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = stats(&server).await;
     assert_eq!(stats.unrouted_confirms, 1);
-    let topic = stats
-        .topics
-        .iter()
-        .find(|t| t.topic == TOPIC)
-        .expect("stats of the topic");
+    let topic = topic_stats(&stats);
     assert_eq!((topic.confirmed, topic.unrouted), (1, 1));
 }
