@@ -1,0 +1,51 @@
+//! The test's own database, on the backend `COURIER_TEST_BACKEND` names.
+
+use courier::store::testing::TestDatabase as PostgresDatabase;
+use tempfile::TempDir;
+
+/// The database a test server runs on: SQLite in a temporary directory, or, with
+/// `COURIER_TEST_BACKEND=postgres`, a fresh database per test on the PostgreSQL server named by
+/// `COURIER_TEST_POSTGRES_URL` (its user must be allowed to create databases). The same tests
+/// then run against the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+impl Backend {
+    pub fn from_env() -> Self {
+        match std::env::var("COURIER_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("sqlite") => Self::Sqlite,
+            Ok("postgres") => Self::Postgres {
+                admin_url: std::env::var("COURIER_TEST_POSTGRES_URL")
+                    .expect("COURIER_TEST_BACKEND=postgres needs COURIER_TEST_POSTGRES_URL"),
+            },
+            Ok(other) => panic!("COURIER_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+        }
+    }
+
+    /// A database no other test uses; a PostgreSQL one is dropped with the returned guard.
+    pub async fn fresh_database(&self, dir: &TempDir) -> TestDatabase {
+        match self {
+            Self::Sqlite => TestDatabase {
+                url: format!("sqlite://{}/courier.db", dir.path().display()),
+                _postgres: None,
+            },
+            Self::Postgres { admin_url } => {
+                let database = PostgresDatabase::create_on(admin_url).await;
+                TestDatabase {
+                    url: database.url().to_owned(),
+                    _postgres: Some(database),
+                }
+            }
+        }
+    }
+}
+
+/// A test's own database. Dropping it drops a PostgreSQL database (closing the connections a
+/// cancelled server may still hold); a SQLite one goes with its temporary directory.
+pub struct TestDatabase {
+    pub url: String,
+    _postgres: Option<PostgresDatabase>,
+}
