@@ -21,6 +21,10 @@ mod metrics;
 mod ordering;
 mod overload;
 mod postgres;
+// Shared with tests/faults; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../support/process.rs"]
+mod process;
 mod producer;
 mod scheduler;
 mod scopes;

@@ -5,14 +5,11 @@
 //! fail when `CI=true` (see `courier::store::testing`).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use courier::config::Config;
 use courier::proto::{AckStatus, MessageOutcome, ReceiveRequest};
 use courier::store::testing::{Link, TcpProxy, TestDatabase};
-use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +19,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::*;
+use crate::process::{Courier, Launch};
 
 /// A replica running `courier::run` in this process, on a thread and runtime of its own.
 struct Replica {
@@ -81,66 +79,6 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.shutdown.cancel();
         drop(self.exit.take());
-    }
-}
-
-/// A replica running the real `courier serve` binary, so it can be killed with SIGKILL.
-struct BinaryReplica {
-    child: Child,
-    api: Api,
-}
-
-impl std::ops::Deref for BinaryReplica {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-impl BinaryReplica {
-    async fn start(database_url: &str, dir: &TempDir) -> Self {
-        let addr = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().expect("local address")
-        };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-        // Every COURIER_* variable is configuration to the binary, which refuses unknown keys.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("COURIER_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .arg("serve")
-            .env("COURIER_LISTEN", addr.to_string())
-            .env("COURIER_DATABASE_URL", database_url)
-            // Several servers run at once: none takes the default metrics port.
-            .env("COURIER_METRICS_LISTEN", "")
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.path().join("replica.log")).expect("a log file"))
-            .stderr(File::create(dir.path().join("replica.err")).expect("a log file"))
-            .spawn()
-            .expect("start the courier binary");
-        let replica = Self {
-            child,
-            api: Api::connect_lazy(addr),
-        };
-        wait_until_serving(replica.api.channel(), Duration::from_secs(30)).await;
-        replica
-    }
-
-    /// SIGKILL: no shutdown code runs; its leases stay behind.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for BinaryReplica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -287,7 +225,8 @@ async fn leases_of_a_killed_replica_are_taken_over() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let doomed = BinaryReplica::start(database.url(), &dir).await;
+    // The real `courier serve` binary, so it can be killed with SIGKILL.
+    let doomed = Courier::start(&Launch::new("doomed", database.url(), dir.path())).await;
     let survivor = Replica::start(database.url(), |_| {}).await;
     // Ack deadline 1 s, fast retries.
     survivor
@@ -302,6 +241,7 @@ async fn leases_of_a_killed_replica_are_taken_over() {
     while leased < MESSAGES {
         leased += doomed.receive(SUB, 100, Duration::from_secs(5)).await.len();
     }
+    // SIGKILL: no shutdown code runs; its leases stay behind.
     doomed.kill();
     let killed_at = Instant::now();
 

@@ -21,7 +21,8 @@ pub type Consumer = ConsumerClient<Channel>;
 pub type Admin = AdminClient<Channel>;
 
 /// Clients of one running server, and shortcuts for the calls most tests make. Both a
-/// `TestServer` and the binary started by the durability test dereference to one.
+/// `TestServer` and a `courier serve` child process (`tests/support/process.rs`) dereference
+/// to one.
 #[derive(Clone)]
 pub struct Api {
     channel: Channel,
