@@ -7,12 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use courier::config::Config;
 use courier::proto::{AckStatus, MessageOutcome, ReceiveRequest};
 use courier::store::testing::{Link, TcpProxy, TestDatabase};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -21,75 +17,14 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::harness::*;
 use crate::process::{Courier, Launch};
 
-/// A replica running `courier::run` in this process, on a thread and runtime of its own.
-struct Replica {
-    api: Api,
-    shutdown: CancellationToken,
-    exit: Option<oneshot::Receiver<()>>,
-}
-
-impl std::ops::Deref for Replica {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-impl Replica {
-    async fn start(database_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("local address");
-        let mut config = test_config();
-        config.listen = addr.to_string();
-        config.database_url = database_url.to_owned();
-        tweak(&mut config);
-        let shutdown = CancellationToken::new();
-        let (exit_sender, exit) = oneshot::channel();
-        std::thread::spawn({
-            let shutdown = shutdown.clone();
-            move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("a runtime");
-                let result = runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("a tokio listener");
-                    courier::run(config, listener, shutdown).await
-                });
-                if let Err(error) = result {
-                    eprintln!("replica on {addr} failed: {error:?}");
-                }
-                let _ = exit_sender.send(());
-            }
-        });
-        let api = Api::connect_lazy(addr);
-        wait_until_serving(api.channel(), Duration::from_secs(20)).await;
-        Self {
-            api,
-            shutdown,
-            exit: Some(exit),
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        drop(self.exit.take());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_the_work_without_a_double_lease() {
     const MESSAGES: usize = 400;
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let a = Replica::start(database.url(), |_| {}).await;
-    let b = Replica::start(database.url(), |_| {}).await;
+    let a = TestServer::start_on(database.url(), |_| {}).await;
+    let b = TestServer::start_on(database.url(), |_| {}).await;
     a.create_subscription(subscription(SUB, TOPIC)).await;
 
     let publishers: Vec<_> = (0..4)
@@ -116,9 +51,9 @@ async fn replicas_share_the_work_without_a_double_lease() {
     let consumers: Vec<_> = (0..6)
         .map(|c| {
             let api = if c % 2 == 0 {
-                a.api.clone()
+                Api::clone(&a)
             } else {
-                b.api.clone()
+                Api::clone(&b)
             };
             tokio::spawn(async move {
                 let mut received = Vec::new();
@@ -174,8 +109,8 @@ async fn a_confirm_on_one_replica_wakes_a_long_poll_on_another() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let a = Replica::start(database.url(), |_| {}).await;
-    let b = Replica::start(database.url(), |_| {}).await;
+    let a = TestServer::start_on(database.url(), |_| {}).await;
+    let b = TestServer::start_on(database.url(), |_| {}).await;
     a.create_subscription(subscription(SUB, TOPIC)).await;
 
     let mut latencies = Vec::new();
@@ -227,7 +162,7 @@ async fn leases_of_a_killed_replica_are_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     // The real `courier serve` binary, so it can be killed with SIGKILL.
     let doomed = Courier::start(&Launch::new("doomed", database.url(), dir.path())).await;
-    let survivor = Replica::start(database.url(), |_| {}).await;
+    let survivor = TestServer::start_on(database.url(), |_| {}).await;
     // Ack deadline 1 s, fast retries.
     survivor
         .create_subscription(fast_subscription(SUB, TOPIC, 5))
@@ -303,7 +238,7 @@ async fn outage(link: Link) {
         return;
     };
     let proxy = TcpProxy::start(database.server_addr()).await;
-    let replica = Replica::start(&proxy.url_for(database.url()), |config| {
+    let replica = TestServer::start_on(&proxy.url_for(database.url()), |config| {
         config.postgres.acquire_timeout = Duration::from_millis(500);
         config.postgres.statement_timeout = Duration::from_secs(1);
         config.postgres.connect_timeout = Duration::from_secs(1);
@@ -395,10 +330,10 @@ async fn lanes_keep_confirm_order_across_two_replicas() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let a = Replica::start(database.url(), |_| {}).await;
-    let b = Replica::start(database.url(), |_| {}).await;
+    let a = TestServer::start_on(database.url(), |_| {}).await;
+    let b = TestServer::start_on(database.url(), |_| {}).await;
     crate::ordering::random_failures_keep_every_lane_in_confirm_order(
-        &[a.api.clone(), b.api.clone()],
+        &[Api::clone(&a), Api::clone(&b)],
         async || {},
     )
     .await;

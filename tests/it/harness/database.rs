@@ -49,3 +49,13 @@ pub struct TestDatabase {
     pub url: String,
     _postgres: Option<PostgresDatabase>,
 }
+
+impl TestDatabase {
+    /// A database the test keeps elsewhere (replicas share one): nothing goes with this.
+    pub fn shared(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            _postgres: None,
+        }
+    }
+}

@@ -74,7 +74,18 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         endpoint: impl FnOnce(SocketAddr) -> Endpoint,
     ) -> Self {
-        Self::launch(tweak, endpoint, RunOptions::default()).await.0
+        Self::launch(None, tweak, endpoint, RunOptions::default())
+            .await
+            .0
+    }
+
+    /// Starts a server on `database_url`, a database the test keeps itself (replicas share
+    /// one), with `test_config()` changed by `tweak`.
+    pub async fn start_on(database_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let options = RunOptions::default();
+        Self::launch(Some(database_url), tweak, plain_endpoint, options)
+            .await
+            .0
     }
 
     /// Starts a server whose scheduler loops are off, and hands over its scheduler: the test
@@ -86,7 +97,7 @@ impl TestServer {
             scheduler: Some(scheduler_sender),
             ..RunOptions::default()
         };
-        let (server, runtime) = Self::launch(tweak, plain_endpoint, options).await;
+        let (server, runtime) = Self::launch(None, tweak, plain_endpoint, options).await;
         let scheduler = DrivenScheduler {
             scheduler: scheduler.await.expect("the server opened its store"),
             runtime,
@@ -94,9 +105,10 @@ impl TestServer {
         (server, scheduler)
     }
 
-    /// Starts `courier::run_with(options)` on a thread of its own; returns the server and a
-    /// handle on its runtime.
+    /// Starts `courier::run_with(options)` on a thread of its own, on the shared database
+    /// given or on a fresh one of its own; returns the server and a handle on its runtime.
     async fn launch(
+        shared_database: Option<&str>,
         tweak: impl FnOnce(&mut Config),
         endpoint: impl FnOnce(SocketAddr) -> Endpoint,
         options: RunOptions,
@@ -109,7 +121,10 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let mut config = test_config();
         config.listen = addr.to_string();
-        let database = Backend::from_env().fresh_database(&dir).await;
+        let database = match shared_database {
+            Some(url) => TestDatabase::shared(url),
+            None => Backend::from_env().fresh_database(&dir).await,
+        };
         config.database_url = database.url.clone();
         tweak(&mut config);
 
