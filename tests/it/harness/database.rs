@@ -1,6 +1,7 @@
 //! The test's own database, on the backend `COURIER_TEST_BACKEND` names.
 
 use courier::store::testing::TestDatabase as PostgresDatabase;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
 /// The database a test server runs on: SQLite in a temporary directory, or, with
@@ -57,5 +58,30 @@ impl TestDatabase {
             url: url.to_owned(),
             _postgres: None,
         }
+    }
+
+    /// Runs `sql`, one `COUNT`, straight on the database, for what no RPC shows (rows the
+    /// server should have deleted). The SQL must read alike on both backends.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let counted: Result<i64, sqlx::Error> = match courier::store::Backend::of(&self.url) {
+            Some(courier::store::Backend::Sqlite) => {
+                let mut connection = SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("the test's SQLite database opens");
+                sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut connection)
+                    .await
+            }
+            Some(courier::store::Backend::Postgres) => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .expect("the test's PostgreSQL database opens");
+                sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut connection)
+                    .await
+            }
+            None => panic!("not a database URL: {}", self.url),
+        };
+        counted.unwrap_or_else(|error| panic!("{sql}: {error}"))
     }
 }

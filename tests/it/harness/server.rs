@@ -46,7 +46,7 @@ pub struct TestServer {
     pub reload: Arc<Notify>,
     exit: Option<oneshot::Receiver<Result<(), String>>>,
     // Dropped after the server is cancelled, and before the directory it may live in.
-    _database: TestDatabase,
+    database: TestDatabase,
     _dir: TempDir,
 }
 
@@ -144,10 +144,15 @@ impl TestServer {
             shutdown,
             reload,
             exit: Some(exit),
-            _database: database,
+            database,
             _dir: dir,
         };
         (server, runtime)
+    }
+
+    /// The server's database, for what no RPC shows.
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
     }
 
     /// Cancels the server and returns what `run` returned.
