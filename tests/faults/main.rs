@@ -27,6 +27,7 @@ mod descriptors;
 mod disk;
 mod load;
 mod outage;
+#[path = "../support/process.rs"]
 mod process;
 mod sigkill;
 

@@ -9,19 +9,16 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use crate::harness::{PRODUCER, TestServer, fast_subscription, subscription};
+use crate::process::courier_command;
 
 const TOPIC: &str = "cli-orders";
 
-/// Runs `courier ARGS` to completion. The binary reads COURIER_* variables as server
-/// configuration, so the test's own (COURIER_TEST_*) are kept from it.
+/// Runs `courier ARGS` to completion, without the test's own COURIER_* variables.
 async fn courier(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("COURIER_") {
-            command.env_remove(name);
-        }
-    }
-    let run = command.args(args).kill_on_drop(true).output();
+    let run = Command::from(courier_command())
+        .args(args)
+        .kill_on_drop(true)
+        .output();
     tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("the command ends within 60 s")

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::write_tokens;
 use crate::harness::*;
+use crate::process::free_port;
 
 /// One HTTP answer: status, `Location`, `Set-Cookie`, body.
 #[derive(Debug)]
@@ -93,11 +94,6 @@ impl Browser {
         }
         page
     }
-}
-
-fn free_port() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    probe.local_addr().expect("local address")
 }
 
 /// Rejects the next delivery of `SUB` with `reason`; returns its message id.

@@ -2,11 +2,7 @@
 //! is killed with SIGKILL and restarted on the same database; every write it had answered is
 //! still there.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courier::proto::{
     AckStatus, DeliveryState, GetSubscriptionRequest, MessageOutcome, MessageState, Subscription,
@@ -14,111 +10,13 @@ use courier::proto::{
 use futures::future::join_all;
 
 use crate::harness::*;
-
-/// The `courier serve` process; killed (SIGKILL) when dropped.
-struct BinaryServer {
-    child: Child,
-    api: Api,
-    log: std::path::PathBuf,
-}
-
-impl std::ops::Deref for BinaryServer {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-impl BinaryServer {
-    /// Starts `courier serve` on a free loopback port and waits until it answers.
-    async fn start(database_url: &str, dir: &Path, run: usize) -> Self {
-        let addr = free_port();
-        let log = dir.join(format!("courier-{run}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-        // The binary reads every COURIER_* variable as configuration and refuses unknown keys,
-        // so the test's own settings (COURIER_TEST_*) must not reach it.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("COURIER_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .arg("serve")
-            .env("COURIER_LISTEN", addr.to_string())
-            .env("COURIER_DATABASE_URL", database_url)
-            // Several servers run at once: none takes the default metrics port.
-            .env("COURIER_METRICS_LISTEN", "")
-            .stdin(Stdio::null())
-            .stdout(File::create(&log).expect("log file"))
-            .stderr(File::create(dir.join(format!("courier-{run}.err"))).expect("log file"))
-            .spawn()
-            .expect("start the courier binary");
-        let mut server = Self {
-            child,
-            api: Api::connect_lazy(addr),
-            log,
-        };
-        server.wait_until_ready(Duration::from_secs(30)).await;
-        server
-    }
-
-    async fn wait_until_ready(&mut self, deadline: Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(exit) = self.child.try_wait().expect("child status") {
-                panic!(
-                    "courier serve exited with {exit} while starting; {}",
-                    self.output()
-                );
-            }
-            if probe_serving(self.api.channel()).await.is_ok() {
-                return;
-            }
-            assert!(
-                started.elapsed() < deadline,
-                "courier serve not ready after {deadline:?}; {}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
-        format!(
-            "stdout: {}\nstderr: {}",
-            read(&self.log),
-            read(&self.log.with_extension("err"))
-        )
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL courier");
-        self.child.wait().expect("reap courier");
-    }
-}
-
-impl Drop for BinaryServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address")
-}
+use crate::process::{Courier, Launch};
 
 #[tokio::test]
 async fn every_answered_write_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let database = Backend::from_env().fresh_database(&dir).await;
-    let database_url = database.url.clone();
-
-    let server = BinaryServer::start(&database_url, dir.path(), 1).await;
+    let server = Courier::start(&Launch::new("courier", &database.url, dir.path())).await;
     // Non-default settings, and a lease long enough that nothing is redelivered in this test.
     let created = server
         .create_subscription(Subscription {
@@ -137,13 +35,13 @@ async fn every_answered_write_survives_sigkill() {
     server.confirm(&confirmed).await.unwrap();
     // A burst of concurrent publishes, answered just before the kill.
     let burst: Vec<String> = join_all((0..50).map(|n| {
-        let api = server.api.clone();
+        let api = Api::clone(&server);
         async move { api.publish(TOPIC, &format!("burst-{n}")).await }
     }))
     .await;
-    server.kill();
+    let launch = server.kill();
 
-    let server = BinaryServer::start(&database_url, dir.path(), 2).await;
+    let server = Courier::start(&launch).await;
     let subscription = server
         .admin()
         .get_subscription(GetSubscriptionRequest { name: SUB.into() })

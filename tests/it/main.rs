@@ -1,6 +1,6 @@
 //! Courier's integration tests: each test starts a real server (`courier::run` on
 //! `127.0.0.1:0`, or the `courier` binary for durability) with its own temporary database and
-//! talks to it through real tonic clients. See `harness.rs`.
+//! talks to it through real tonic clients. See `harness/`.
 //!
 //! `cargo test --test it` runs them on SQLite. `COURIER_TEST_BACKEND=postgres` with
 //! `COURIER_TEST_POSTGRES_URL=postgres://user@host/db` runs the same tests on PostgreSQL, one
@@ -21,6 +21,10 @@ mod metrics;
 mod ordering;
 mod overload;
 mod postgres;
+// Shared with tests/faults; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../support/process.rs"]
+mod process;
 mod producer;
 mod scheduler;
 mod scopes;

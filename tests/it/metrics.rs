@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tonic::Code;
 
 use crate::harness::{TestServer, assert_code, eventually, fast_subscription};
+use crate::process::free_port;
 
 const TOPIC: &str = "metrics-orders";
 const SUB: &str = "metrics-billing";
@@ -20,11 +21,6 @@ const SUB: &str = "metrics-billing";
 /// process-wide: each test labels its own series).
 const DEAD_TOPIC: &str = "metrics-dead-orders";
 const DEAD_SUB: &str = "metrics-dead-letters";
-
-fn free_port() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    probe.local_addr().expect("local address")
-}
 
 /// `GET path` over HTTP/1.1; returns the status code and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {

@@ -5,144 +5,17 @@
 //! fail when `CI=true` (see `courier::store::testing`).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use courier::config::Config;
 use courier::proto::{AckStatus, MessageOutcome, ReceiveRequest};
 use courier::store::testing::{Link, TcpProxy, TestDatabase};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::*;
-
-/// A replica running `courier::run` in this process, on a thread and runtime of its own.
-struct Replica {
-    api: Api,
-    shutdown: CancellationToken,
-    exit: Option<oneshot::Receiver<()>>,
-}
-
-impl std::ops::Deref for Replica {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-impl Replica {
-    async fn start(database_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("local address");
-        let mut config = test_config();
-        config.listen = addr.to_string();
-        config.database_url = database_url.to_owned();
-        tweak(&mut config);
-        let shutdown = CancellationToken::new();
-        let (exit_sender, exit) = oneshot::channel();
-        std::thread::spawn({
-            let shutdown = shutdown.clone();
-            move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("a runtime");
-                let result = runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("a tokio listener");
-                    courier::run(config, listener, shutdown).await
-                });
-                if let Err(error) = result {
-                    eprintln!("replica on {addr} failed: {error:?}");
-                }
-                let _ = exit_sender.send(());
-            }
-        });
-        let api = Api::connect_lazy(addr);
-        wait_until_serving(api.channel(), Duration::from_secs(20)).await;
-        Self {
-            api,
-            shutdown,
-            exit: Some(exit),
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        drop(self.exit.take());
-    }
-}
-
-/// A replica running the real `courier serve` binary, so it can be killed with SIGKILL.
-struct BinaryReplica {
-    child: Child,
-    api: Api,
-}
-
-impl std::ops::Deref for BinaryReplica {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-impl BinaryReplica {
-    async fn start(database_url: &str, dir: &TempDir) -> Self {
-        let addr = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().expect("local address")
-        };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-        // Every COURIER_* variable is configuration to the binary, which refuses unknown keys.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("COURIER_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .arg("serve")
-            .env("COURIER_LISTEN", addr.to_string())
-            .env("COURIER_DATABASE_URL", database_url)
-            // Several servers run at once: none takes the default metrics port.
-            .env("COURIER_METRICS_LISTEN", "")
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.path().join("replica.log")).expect("a log file"))
-            .stderr(File::create(dir.path().join("replica.err")).expect("a log file"))
-            .spawn()
-            .expect("start the courier binary");
-        let replica = Self {
-            child,
-            api: Api::connect_lazy(addr),
-        };
-        wait_until_serving(replica.api.channel(), Duration::from_secs(30)).await;
-        replica
-    }
-
-    /// SIGKILL: no shutdown code runs; its leases stay behind.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for BinaryReplica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::process::{Courier, Launch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_the_work_without_a_double_lease() {
@@ -150,8 +23,8 @@ async fn replicas_share_the_work_without_a_double_lease() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let a = Replica::start(database.url(), |_| {}).await;
-    let b = Replica::start(database.url(), |_| {}).await;
+    let a = TestServer::start_on(database.url(), |_| {}).await;
+    let b = TestServer::start_on(database.url(), |_| {}).await;
     a.create_subscription(subscription(SUB, TOPIC)).await;
 
     let publishers: Vec<_> = (0..4)
@@ -178,9 +51,9 @@ async fn replicas_share_the_work_without_a_double_lease() {
     let consumers: Vec<_> = (0..6)
         .map(|c| {
             let api = if c % 2 == 0 {
-                a.api.clone()
+                Api::clone(&a)
             } else {
-                b.api.clone()
+                Api::clone(&b)
             };
             tokio::spawn(async move {
                 let mut received = Vec::new();
@@ -236,8 +109,8 @@ async fn a_confirm_on_one_replica_wakes_a_long_poll_on_another() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let a = Replica::start(database.url(), |_| {}).await;
-    let b = Replica::start(database.url(), |_| {}).await;
+    let a = TestServer::start_on(database.url(), |_| {}).await;
+    let b = TestServer::start_on(database.url(), |_| {}).await;
     a.create_subscription(subscription(SUB, TOPIC)).await;
 
     let mut latencies = Vec::new();
@@ -287,8 +160,9 @@ async fn leases_of_a_killed_replica_are_taken_over() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let doomed = BinaryReplica::start(database.url(), &dir).await;
-    let survivor = Replica::start(database.url(), |_| {}).await;
+    // The real `courier serve` binary, so it can be killed with SIGKILL.
+    let doomed = Courier::start(&Launch::new("doomed", database.url(), dir.path())).await;
+    let survivor = TestServer::start_on(database.url(), |_| {}).await;
     // Ack deadline 1 s, fast retries.
     survivor
         .create_subscription(fast_subscription(SUB, TOPIC, 5))
@@ -302,6 +176,7 @@ async fn leases_of_a_killed_replica_are_taken_over() {
     while leased < MESSAGES {
         leased += doomed.receive(SUB, 100, Duration::from_secs(5)).await.len();
     }
+    // SIGKILL: no shutdown code runs; its leases stay behind.
     doomed.kill();
     let killed_at = Instant::now();
 
@@ -363,7 +238,7 @@ async fn outage(link: Link) {
         return;
     };
     let proxy = TcpProxy::start(database.server_addr()).await;
-    let replica = Replica::start(&proxy.url_for(database.url()), |config| {
+    let replica = TestServer::start_on(&proxy.url_for(database.url()), |config| {
         config.postgres.acquire_timeout = Duration::from_millis(500);
         config.postgres.statement_timeout = Duration::from_secs(1);
         config.postgres.connect_timeout = Duration::from_secs(1);
@@ -455,10 +330,10 @@ async fn lanes_keep_confirm_order_across_two_replicas() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let a = Replica::start(database.url(), |_| {}).await;
-    let b = Replica::start(database.url(), |_| {}).await;
+    let a = TestServer::start_on(database.url(), |_| {}).await;
+    let b = TestServer::start_on(database.url(), |_| {}).await;
     crate::ordering::random_failures_keep_every_lane_in_confirm_order(
-        &[a.api.clone(), b.api.clone()],
+        &[Api::clone(&a), Api::clone(&b)],
         async || {},
     )
     .await;

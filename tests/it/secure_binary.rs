@@ -3,7 +3,6 @@
 //! `--token`/`COURIER_CLI_TOKEN`, the audit trail, and a real SIGHUP rotating the certificate
 //! and the tokens.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,20 +10,11 @@ use std::time::{Duration, Instant};
 use crate::auth::write_tokens;
 use crate::certs::{TestCa, tls_endpoint};
 use crate::harness::*;
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address")
-}
+use crate::process::{courier_command, free_port};
 
 /// `courier ARGS` with only the given `COURIER_*` variables (the test's own are removed).
 fn courier(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("COURIER_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = courier_command();
     command
         .args(args)
         .envs(env.iter().copied())

@@ -135,11 +135,6 @@ impl Receiver for Recorder {
 
 // --- JWKS and JWT, checked independently of Courier's code ---
 
-pub fn free_port() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    probe.local_addr().expect("local address")
-}
-
 /// `GET /.well-known/jwks.json` from the HTTP listener at `addr`.
 pub async fn fetch_jwks(addr: SocketAddr) -> Value {
     let mut stream = TcpStream::connect(addr)

@@ -13,6 +13,7 @@ use tokio::process::Command;
 
 use super::*;
 use crate::harness::*;
+use crate::process::{courier_command, free_port};
 
 /// A server whose checks start at once, with the HTTP listener on a port of its own.
 async fn server_with_jwks(tweak: impl FnOnce(&mut Config)) -> (TestServer, SocketAddr) {
@@ -147,13 +148,11 @@ async fn stores_on_one_postgresql_database_agree_on_the_generated_key() {
 
 /// `courier keys ARGS`, without the test's own COURIER_* variables.
 async fn courier_keys(args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("COURIER_") {
-            command.env_remove(name);
-        }
-    }
-    let run = command.arg("keys").args(args).kill_on_drop(true).output();
+    let run = Command::from(courier_command())
+        .arg("keys")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
     tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("courier keys ends within 60 s")

@@ -8,16 +8,13 @@ use std::time::{Duration, Instant};
 use courier::proto::{AckStatus, Decision, MessageOutcome, MessageState, ResolveRequest};
 use courier::scheduler::{CheckCounts, PassReport};
 
-use super::fakes::{FakeChecker, always, closed_endpoint};
-use super::{Driven, after, checks, first_check};
+use super::fakes::{CheckBack, always, closed_endpoint};
+use super::{after, checks, first_check};
 use crate::harness::*;
 
 #[tokio::test]
 async fn a_check_answered_commit_confirms_and_delivers() {
-    let server = Driven::start().await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
-    let (checker, url) = FakeChecker::start(always(Decision::Commit)).await;
-    server.register_checker(&url, None).await;
+    let (server, checker) = CheckBack::default().checker(always(Decision::Commit)).await;
     let id = server.prepare(TOPIC, "order-1").await;
     // A message that asks for its first check later is not due yet.
     let mut later = prepare_request(PRODUCER, TOPIC, "order-2");
@@ -25,13 +22,7 @@ async fn a_check_answered_commit_confirms_and_delivers() {
     server.producer().prepare(later).await.expect("Prepare");
 
     let report = server.pass(first_check()).await;
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            confirmed: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.confirmed = 1));
     let calls = checker.calls();
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
@@ -59,20 +50,13 @@ async fn a_check_answered_commit_confirms_and_delivers() {
 
 #[tokio::test]
 async fn a_check_answered_rollback_cancels() {
-    let server = Driven::start().await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
-    let (checker, url) = FakeChecker::start(always(Decision::Rollback)).await;
-    server.register_checker(&url, None).await;
+    let (server, checker) = CheckBack::default()
+        .checker(always(Decision::Rollback))
+        .await;
     let id = server.prepare(TOPIC, "order-1").await;
 
     let report = server.pass(first_check()).await;
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            cancelled: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.cancelled = 1));
     assert_eq!(checker.calls().len(), 1);
     let message = server.status(&id).await;
     assert_eq!(message.state(), MessageState::Cancelled);
@@ -84,17 +68,14 @@ async fn a_check_answered_rollback_cancels() {
 
 #[tokio::test]
 async fn unknown_answers_make_the_message_unresolved_after_exactly_max_attempts() {
-    let server = Driven::start_with(|config| config.checks.max_attempts = 3).await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
-    let (checker, url) = FakeChecker::start(always(Decision::Unknown)).await;
-    server.register_checker(&url, None).await;
+    let (server, checker) = CheckBack::default()
+        .max_attempts(3)
+        .checker(always(Decision::Unknown))
+        .await;
     let id = server.prepare(TOPIC, "order-1").await;
 
     // Each pass an hour apart is past any backoff (at most checks.max_backoff, 10 min).
-    let rescheduled = checks(CheckCounts {
-        rescheduled: 1,
-        ..Default::default()
-    });
+    let rescheduled = checks(|c| c.rescheduled = 1);
     assert_eq!(server.pass(first_check()).await, rescheduled);
     let message = server.status(&id).await;
     assert_eq!(message.state(), MessageState::Prepared);
@@ -115,13 +96,7 @@ async fn unknown_answers_make_the_message_unresolved_after_exactly_max_attempts(
     );
 
     assert_eq!(server.pass(after(3600)).await, rescheduled);
-    assert_eq!(
-        server.pass(after(7200)).await,
-        checks(CheckCounts {
-            unresolved: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(server.pass(after(7200)).await, checks(|c| c.unresolved = 1));
     let message = server.status(&id).await;
     assert_eq!(message.state(), MessageState::Unresolved);
     assert_eq!(message.outcome(), MessageOutcome::Unresolved);
@@ -137,22 +112,19 @@ async fn unknown_answers_make_the_message_unresolved_after_exactly_max_attempts(
 
 #[tokio::test]
 async fn a_producer_confirm_wins_over_a_slow_check_answering_rollback() {
-    let server = Driven::start().await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
     let release = Arc::new(tokio::sync::Notify::new());
-    let (checker, url) = FakeChecker::start({
-        let release = release.clone();
-        move |_| {
+    let (server, checker) = CheckBack::default()
+        .timeout(Duration::from_secs(30))
+        .checker({
             let release = release.clone();
-            Box::pin(async move {
-                release.notified().await;
-                Ok(Decision::Rollback)
-            })
-        }
-    })
-    .await;
-    server
-        .register_checker(&url, Some(Duration::from_secs(30)))
+            move |_| {
+                let release = release.clone();
+                Box::pin(async move {
+                    release.notified().await;
+                    Ok(Decision::Rollback)
+                })
+            }
+        })
         .await;
     let id = server.prepare(TOPIC, "order-1").await;
 
@@ -172,13 +144,7 @@ async fn a_producer_confirm_wins_over_a_slow_check_answering_rollback() {
     release.notify_waiters();
 
     let report = pass.await.expect("the pass does not panic");
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            stale: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.stale = 1));
     let message = server.status(&id).await;
     assert_eq!(message.state(), MessageState::Confirmed);
     let deliveries = server.receive(SUB, 10, Duration::from_secs(2)).await;
@@ -195,21 +161,13 @@ async fn a_producer_confirm_wins_over_a_slow_check_answering_rollback() {
 
 #[tokio::test]
 async fn an_unreachable_checker_is_asked_again_later() {
-    let server = Driven::start().await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
-    server
-        .register_checker(&closed_endpoint().await, None)
+    let server = CheckBack::default()
+        .endpoint(&closed_endpoint().await)
         .await;
     let id = server.prepare(TOPIC, "order-1").await;
 
     let report = server.pass(first_check()).await;
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            rescheduled: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.rescheduled = 1));
     let message = server.status(&id).await;
     assert_eq!(message.state(), MessageState::Prepared);
     assert_eq!(message.check_attempts, 1);
@@ -223,17 +181,14 @@ async fn an_unreachable_checker_is_asked_again_later() {
 
 #[tokio::test]
 async fn a_checker_that_does_not_answer_in_time_counts_as_no_answer() {
-    let server = Driven::start().await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
-    let (checker, url) = FakeChecker::start(|_| {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok(Decision::Commit)
+    let (server, checker) = CheckBack::default()
+        .timeout(Duration::from_millis(200))
+        .checker(|_| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(Decision::Commit)
+            })
         })
-    })
-    .await;
-    server
-        .register_checker(&url, Some(Duration::from_millis(200)))
         .await;
     let id = server.prepare(TOPIC, "order-1").await;
 
@@ -243,13 +198,7 @@ async fn a_checker_that_does_not_answer_in_time_counts_as_no_answer() {
         started.elapsed() < Duration::from_secs(3),
         "the check gave up at its timeout"
     );
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            rescheduled: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.rescheduled = 1));
     assert_eq!(checker.calls().len(), 1);
     let message = server.status(&id).await;
     assert_eq!(
@@ -266,18 +215,11 @@ async fn a_checker_that_does_not_answer_in_time_counts_as_no_answer() {
 
 #[tokio::test]
 async fn a_producer_without_a_checker_is_retried_then_unresolved() {
-    let server = Driven::start_with(|config| config.checks.max_attempts = 2).await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
+    let server = CheckBack::default().max_attempts(2).without_checker().await;
     let id = server.prepare(TOPIC, "order-1").await;
 
     let report = server.pass(first_check()).await;
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            rescheduled: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.rescheduled = 1));
     let message = server.status(&id).await;
     assert!(
         message
@@ -287,34 +229,22 @@ async fn a_producer_without_a_checker_is_retried_then_unresolved() {
         message.last_check_error
     );
     let report = server.pass(after(3600)).await;
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            unresolved: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.unresolved = 1));
     assert_eq!(server.status(&id).await.state(), MessageState::Unresolved);
 }
 
 #[tokio::test]
 async fn unresolved_messages_take_a_resolve_or_the_producers_late_decision() {
-    let server = Driven::start_with(|config| config.checks.max_attempts = 1).await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
-    let (checker, url) = FakeChecker::start(always(Decision::Unknown)).await;
-    server.register_checker(&url, None).await;
+    let (server, checker) = CheckBack::default()
+        .max_attempts(1)
+        .checker(always(Decision::Unknown))
+        .await;
     let resolved = server.prepare(TOPIC, "order-1").await;
     let confirmed = server.prepare(TOPIC, "order-2").await;
     let cancelled = server.prepare(TOPIC, "order-3").await;
 
     let report = server.pass(first_check()).await;
-    assert_eq!(
-        report,
-        checks(CheckCounts {
-            unresolved: 3,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, checks(|c| c.unresolved = 3));
 
     let mut admin = server.admin();
     let state = admin
@@ -353,16 +283,14 @@ async fn unresolved_messages_take_a_resolve_or_the_producers_late_decision() {
 
 #[tokio::test]
 async fn schedulers_sharing_a_store_ask_about_each_message_once() {
-    let server = Driven::start().await;
-    server.create_subscription(subscription(SUB, TOPIC)).await;
-    let (checker, url) = FakeChecker::start(|_| {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok(Decision::Commit)
+    let (server, checker) = CheckBack::default()
+        .checker(|_| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Decision::Commit)
+            })
         })
-    })
-    .await;
-    server.register_checker(&url, None).await;
+        .await;
     for key in ["a", "b", "c", "d", "e"] {
         server.prepare(TOPIC, key).await;
     }

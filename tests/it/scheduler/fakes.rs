@@ -1,10 +1,13 @@
 //! Producers' Checkers and subscriptions' Receivers for the scheduler to call: real tonic
-//! servers on 127.0.0.1:0 that answer with a script and record what they were sent.
+//! servers on 127.0.0.1:0 that answer with a script and record what they were sent; and the
+//! driven servers most scheduler tests start with one of them: [`CheckBack`] for check-back,
+//! [`pushing_to`] for push.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use courier::proto::checker_server::{Checker, CheckerServer};
 use courier::proto::receiver_server::{Receiver, ReceiverServer};
@@ -13,6 +16,9 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::{Request, Response, Status};
+
+use super::{Driven, PUSH_SUB, push_subscription};
+use crate::harness::{SUB, TOPIC, subscription};
 
 pub type Answer<T> = Pin<Box<dyn Future<Output = Result<T, Status>> + Send>>;
 
@@ -111,6 +117,76 @@ impl FakeReceiver {
     pub fn attempts(&self) -> Vec<u32> {
         self.seen().iter().map(|d| d.attempt).collect()
     }
+}
+
+/// A driven server set up for check-back: a pull subscription `SUB` of `TOPIC`, and for
+/// `PRODUCER` a fake Checker, another endpoint, or no Checker at all. Options first, then one
+/// of the three starts: `CheckBack::default().max_attempts(3).checker(script)`.
+#[derive(Default)]
+pub struct CheckBack {
+    max_attempts: Option<u32>,
+    timeout: Option<Duration>,
+}
+
+impl CheckBack {
+    /// The server's `checks.max_attempts` (the default otherwise).
+    pub fn max_attempts(self, max_attempts: u32) -> Self {
+        Self {
+            max_attempts: Some(max_attempts),
+            ..self
+        }
+    }
+
+    /// The timeout the Checker is registered with (the default otherwise).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    /// Starts the server with a fake Checker answering with `script`.
+    pub async fn checker(
+        self,
+        script: impl Fn(CheckRequest) -> Answer<Decision> + Send + Sync + 'static,
+    ) -> (Driven, FakeChecker) {
+        let (checker, url) = FakeChecker::start(script).await;
+        (self.endpoint(&url).await, checker)
+    }
+
+    /// Starts the server with `endpoint` registered as the Checker.
+    pub async fn endpoint(self, endpoint: &str) -> Driven {
+        let timeout = self.timeout;
+        let server = self.without_checker().await;
+        server.register_checker(endpoint, timeout).await;
+        server
+    }
+
+    /// Starts the server with no Checker registered.
+    pub async fn without_checker(self) -> Driven {
+        let server = Driven::start_with(|config| {
+            if let Some(max_attempts) = self.max_attempts {
+                config.checks.max_attempts = max_attempts;
+            }
+        })
+        .await;
+        server.create_subscription(subscription(SUB, TOPIC)).await;
+        server
+    }
+}
+
+/// A driven server whose push subscription `PUSH_SUB` (of `TOPIC`, fast retries,
+/// `max_attempts` attempts) delivers to a fake Receiver answering with `script`.
+pub async fn pushing_to(
+    max_attempts: u32,
+    script: impl Fn(Delivery) -> Answer<()> + Send + Sync + 'static,
+) -> (Driven, FakeReceiver) {
+    let server = Driven::start().await;
+    let (receiver, url) = FakeReceiver::start(script).await;
+    server
+        .create_subscription(push_subscription(PUSH_SUB, &url, max_attempts))
+        .await;
+    (server, receiver)
 }
 
 /// Serves `router` on 127.0.0.1:0 for the rest of the test; returns its URL.

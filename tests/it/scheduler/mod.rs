@@ -80,18 +80,16 @@ fn push_subscription(name: &str, endpoint: &str, max_attempts: u32) -> Subscript
     }
 }
 
-/// A pass report of checks only.
-fn checks(counts: CheckCounts) -> PassReport {
-    PassReport {
-        checks: counts,
-        ..PassReport::default()
-    }
+/// A pass report of checks only, counted by `count`: `checks(|c| c.confirmed = 1)`.
+fn checks(count: impl FnOnce(&mut CheckCounts)) -> PassReport {
+    let mut report = PassReport::default();
+    count(&mut report.checks);
+    report
 }
 
-/// A pass report of pushes only.
-fn pushes(counts: PushCounts) -> PassReport {
-    PassReport {
-        pushes: counts,
-        ..PassReport::default()
-    }
+/// A pass report of pushes only, counted by `count`: `pushes(|p| p.acked = 1)`.
+fn pushes(count: impl FnOnce(&mut PushCounts)) -> PassReport {
+    let mut report = PassReport::default();
+    count(&mut report.pushes);
+    report
 }

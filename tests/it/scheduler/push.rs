@@ -7,30 +7,20 @@ use std::time::{Duration, Instant};
 
 use courier::domain::Timestamp;
 use courier::proto::{DeliveryState, MessageOutcome, ReceiveRequest, RedriveRequest};
-use courier::scheduler::{PassReport, PushCounts};
+use courier::scheduler::PassReport;
 use tonic::{Code, Status};
 
-use super::fakes::{FakeReceiver, closed_endpoint};
+use super::fakes::{closed_endpoint, pushing_to};
 use super::{Driven, PUSH_SUB, after, push_subscription, pushes};
 use crate::harness::*;
 
 #[tokio::test]
 async fn a_push_answered_ok_acknowledges_the_delivery() {
-    let server = Driven::start().await;
-    let (receiver, url) = FakeReceiver::start(|_| Box::pin(async { Ok(()) })).await;
-    server
-        .create_subscription(push_subscription(PUSH_SUB, &url, 5))
-        .await;
+    let (server, receiver) = pushing_to(5, |_| Box::pin(async { Ok(()) })).await;
     let id = server.publish(TOPIC, "order-1").await;
 
     let report = server.pass(Timestamp::now()).await;
-    assert_eq!(
-        report,
-        pushes(PushCounts {
-            acked: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, pushes(|p| p.acked = 1));
     let seen = receiver.seen();
     assert_eq!(seen.len(), 1);
     let delivery = &seen[0];
@@ -62,8 +52,7 @@ async fn a_push_answered_ok_acknowledges_the_delivery() {
 
 #[tokio::test]
 async fn a_push_failing_twice_is_retried_until_it_succeeds() {
-    let server = Driven::start().await;
-    let (receiver, url) = FakeReceiver::start(|delivery| {
+    let (server, receiver) = pushing_to(5, |delivery| {
         Box::pin(async move {
             if delivery.attempt <= 2 {
                 Err(Status::unavailable("warming up"))
@@ -73,15 +62,9 @@ async fn a_push_failing_twice_is_retried_until_it_succeeds() {
         })
     })
     .await;
-    server
-        .create_subscription(push_subscription(PUSH_SUB, &url, 5))
-        .await;
     let id = server.publish(TOPIC, "order-1").await;
 
-    let retried = pushes(PushCounts {
-        retried: 1,
-        ..Default::default()
-    });
+    let retried = pushes(|p| p.retried = 1);
     assert_eq!(server.pass(Timestamp::now()).await, retried);
     let delivery = server.status(&id).await.deliveries.remove(0);
     assert_eq!(delivery.state(), DeliveryState::Pending);
@@ -93,13 +76,7 @@ async fn a_push_failing_twice_is_retried_until_it_succeeds() {
     );
 
     assert_eq!(server.pass(after(60)).await, retried);
-    assert_eq!(
-        server.pass(after(120)).await,
-        pushes(PushCounts {
-            acked: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(server.pass(after(120)).await, pushes(|p| p.acked = 1));
     assert_eq!(receiver.attempts(), [1, 2, 3]);
     let delivery = server.status(&id).await.deliveries.remove(0);
     assert_eq!(delivery.state(), DeliveryState::Acked);
@@ -108,9 +85,8 @@ async fn a_push_failing_twice_is_retried_until_it_succeeds() {
 
 #[tokio::test]
 async fn a_push_that_never_succeeds_is_dead_until_redriven() {
-    let server = Driven::start().await;
     let healthy = Arc::new(AtomicBool::new(false));
-    let (receiver, url) = FakeReceiver::start({
+    let (server, receiver) = pushing_to(2, {
         let healthy = healthy.clone();
         move |_| {
             let healthy = healthy.load(Ordering::SeqCst);
@@ -124,20 +100,11 @@ async fn a_push_that_never_succeeds_is_dead_until_redriven() {
         }
     })
     .await;
-    server
-        .create_subscription(push_subscription(PUSH_SUB, &url, 2))
-        .await;
     let id = server.publish(TOPIC, "order-1").await;
 
     server.pass(Timestamp::now()).await;
     let report = server.pass(after(60)).await;
-    assert_eq!(
-        report,
-        pushes(PushCounts {
-            dead: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, pushes(|p| p.dead = 1));
     let message = server.status(&id).await;
     assert_eq!(message.outcome(), MessageOutcome::DeadLettered);
     let delivery = &message.deliveries[0];
@@ -166,13 +133,7 @@ async fn a_push_that_never_succeeds_is_dead_until_redriven() {
         .redriven;
     assert_eq!(redriven, 1);
     let report = server.pass(after(3600)).await;
-    assert_eq!(
-        report,
-        pushes(PushCounts {
-            acked: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, pushes(|p| p.acked = 1));
     assert_eq!(
         receiver.attempts(),
         [1, 2, 1],
@@ -186,8 +147,8 @@ async fn a_push_that_never_succeeds_is_dead_until_redriven() {
 
 #[tokio::test]
 async fn a_push_without_an_answer_within_the_ack_deadline_is_retried() {
-    let server = Driven::start().await;
-    let (receiver, url) = FakeReceiver::start(|delivery| {
+    // The ack deadline of `push_subscription`: 1 s.
+    let (server, receiver) = pushing_to(5, |delivery| {
         Box::pin(async move {
             if delivery.attempt == 1 {
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -196,9 +157,6 @@ async fn a_push_without_an_answer_within_the_ack_deadline_is_retried() {
         })
     })
     .await;
-    server
-        .create_subscription(push_subscription(PUSH_SUB, &url, 5))
-        .await; // ack deadline 1 s
     let id = server.publish(TOPIC, "order-1").await;
 
     let started = Instant::now();
@@ -207,13 +165,7 @@ async fn a_push_without_an_answer_within_the_ack_deadline_is_retried() {
         started.elapsed() < Duration::from_secs(3),
         "the push gave up at the ack deadline"
     );
-    assert_eq!(
-        report,
-        pushes(PushCounts {
-            retried: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, pushes(|p| p.retried = 1));
     let delivery = server.status(&id).await.deliveries.remove(0);
     assert!(
         delivery.last_error.contains("no answer within 1s"),
@@ -221,13 +173,7 @@ async fn a_push_without_an_answer_within_the_ack_deadline_is_retried() {
         delivery.last_error
     );
     let report = server.pass(after(60)).await;
-    assert_eq!(
-        report,
-        pushes(PushCounts {
-            acked: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, pushes(|p| p.acked = 1));
     assert_eq!(receiver.attempts(), [1, 2]);
 }
 
@@ -240,13 +186,7 @@ async fn an_unreachable_receiver_counts_failed_attempts() {
     let id = server.publish(TOPIC, "order-1").await;
 
     let report = server.pass(Timestamp::now()).await;
-    assert_eq!(
-        report,
-        pushes(PushCounts {
-            retried: 1,
-            ..Default::default()
-        })
-    );
+    assert_eq!(report, pushes(|p| p.retried = 1));
     let delivery = server.status(&id).await.deliveries.remove(0);
     assert_eq!(delivery.state(), DeliveryState::Pending);
     assert!(

@@ -10,7 +10,8 @@ use courier::proto::{ConfirmRequest, PublishRequest, Subscription};
 
 use super::collector::{Collector, ReceivedSpan};
 use super::*;
-use crate::callbacks::{Call, Recorder, free_port};
+use crate::callbacks::{Call, Recorder};
+use crate::process::{courier_command, free_port};
 
 /// The producer span of a call Courier refuses.
 const THIRD_SPAN: &str = "00-5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a-1234567812345678-01";
@@ -20,13 +21,7 @@ struct Served(Child);
 
 impl Served {
     fn start(log: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("COURIER_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
+        let child = courier_command()
             .arg("serve")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

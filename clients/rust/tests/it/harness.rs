@@ -1,21 +1,32 @@
-//! A real Courier for one test, and the shortcuts most tests use.
+//! A real Courier for one test, and the shortcuts most tests use; and the setting every
+//! outbox test starts from ([`OutboxTest`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use courier::config::Config;
 use courier_client::proto::admin_client::AdminClient;
+use courier_client::proto::checker_client::CheckerClient;
 use courier_client::proto::consumer_client::ConsumerClient;
 use courier_client::proto::{
-    self, CreateSubscriptionRequest, Delivery, DeliveryState, Message, MessageState,
+    self, CheckRequest, CreateSubscriptionRequest, Delivery, DeliveryState, Message, MessageState,
     ReceiveRequest, RetryPolicy, Subscription,
 };
-use courier_client::{Connection, Consumer, CourierChannel, Producer};
+use courier_client::{
+    Backend, CallbackAuth, Connection, Consumer, CourierChannel, Decision, Outbox, OutgoingMessage,
+    Producer, SendError, Sent,
+};
+use sqlx::Pool;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::server::Router;
+use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::databases::{create_orders, insert_order};
 
 pub const PRODUCER: &str = "shop";
 pub const TOPIC: &str = "orders";
@@ -233,4 +244,123 @@ pub fn serve_on(listener: TcpListener, router: Router) -> DropGuard {
 pub async fn serve(router: Router) -> (String, DropGuard) {
     let (listener, url) = bind().await;
     (url, serve_on(listener, router))
+}
+
+/// What an outbox test starts from: Courier with the subscription `SUB`, the business table
+/// and the outbox installed on the test's database, and the outbox's own Checker (no token
+/// checks) served until this is dropped.
+pub struct OutboxTest<DB: Backend> {
+    pub courier: Courier,
+    pub outbox: Outbox<DB>,
+    pub pool: Pool<DB>,
+    checker: CheckerClient<Channel>,
+    _checker_server: DropGuard,
+}
+
+/// What `send_in_transaction` answers in these tests.
+pub type SendResult<T> = Result<Sent<T>, SendError<sqlx::Error>>;
+
+impl<DB: Backend> OutboxTest<DB> {
+    pub async fn start(pool: Pool<DB>) -> Self {
+        let courier = Courier::start().await;
+        courier.subscribe(SUB, Duration::from_secs(30), 5).await;
+        create_orders(&pool).await;
+        let outbox = Outbox::new(pool.clone());
+        outbox.install().await.expect("the outbox installs");
+        outbox
+            .install()
+            .await
+            .expect("installing again is harmless");
+        let checker = outbox.checker(CallbackAuth::accept_any()).into_server();
+        let (url, guard) = serve(Server::builder().add_service(checker)).await;
+        let channel = Endpoint::from_shared(url).expect("a URL").connect_lazy();
+        Self {
+            courier,
+            outbox,
+            pool,
+            checker: CheckerClient::new(channel),
+            _checker_server: guard,
+        }
+    }
+
+    /// The outbox Checker's answer about `message_id`, asked as Courier asks.
+    pub async fn check(&self, message_id: &str) -> Decision {
+        ask(self.checker.clone(), message_id).await
+    }
+
+    /// Sends `key` through the outbox in the background: the local transaction inserts the
+    /// order, then stays open until [`HeldSend::finish`] and ends with `ending` (`Ok`
+    /// commits).
+    pub async fn send_held_open(&self, key: &str, ending: Result<(), sqlx::Error>) -> HeldSend {
+        let (in_transaction, inside) = oneshot::channel();
+        let (release, released) = oneshot::channel::<()>();
+        let send = tokio::spawn({
+            let outbox = self.outbox.clone();
+            let producer = self.courier.producer();
+            let key = key.to_owned();
+            async move {
+                outbox
+                    .send_in_transaction(
+                        &producer,
+                        OutgoingMessage::new(TOPIC, &key),
+                        async move |connection, message_id| {
+                            insert_order::<DB>(connection, &key, message_id).await?;
+                            in_transaction.send(message_id.to_owned()).unwrap();
+                            released.await.unwrap();
+                            ending
+                        },
+                    )
+                    .await
+            }
+        });
+        HeldSend {
+            message_id: inside.await.expect("the local transaction started"),
+            release,
+            send,
+        }
+    }
+
+    /// Asks the Checker about `message_id` in the background; asserts it is still waiting
+    /// 300 ms later, as it must while the message's local transaction is open.
+    pub async fn check_waiting(&self, message_id: &str) -> JoinHandle<Decision> {
+        let asked = tokio::spawn({
+            let checker = self.checker.clone();
+            let message_id = message_id.to_owned();
+            async move { ask(checker, &message_id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !asked.is_finished(),
+            "the check waits for the open transaction"
+        );
+        asked
+    }
+}
+
+async fn ask(mut checker: CheckerClient<Channel>, message_id: &str) -> Decision {
+    checker
+        .check(CheckRequest {
+            message_id: message_id.into(),
+            producer: PRODUCER.into(),
+            ..CheckRequest::default()
+        })
+        .await
+        .expect("Check")
+        .into_inner()
+        .decision()
+}
+
+/// A send whose local transaction is open: its message id, and how to let it end.
+pub struct HeldSend {
+    pub message_id: String,
+    release: oneshot::Sender<()>,
+    send: JoinHandle<SendResult<()>>,
+}
+
+impl HeldSend {
+    /// Lets the local transaction end; answers what the send answered.
+    pub async fn finish(self) -> SendResult<()> {
+        self.release.send(()).expect("the send is waiting");
+        self.send.await.expect("the send does not panic")
+    }
 }

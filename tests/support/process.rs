@@ -1,6 +1,10 @@
-//! `courier serve` as a child process: configured through `COURIER_*` variables, optionally
-//! under a shell's `ulimit`, killed with SIGKILL and started again on the same address and
-//! database.
+//! The `courier` binary as a child process, for the integration tests (`tests/it`) and the
+//! fault tests (`tests/faults`), which both include this file with
+//! `#[path = "../support/process.rs"] mod process;` beside their `harness`.
+//!
+//! `courier_command` is the binary without the test's own `COURIER_*` variables; `Courier` is
+//! `courier serve` configured through `COURIER_*` variables, optionally under a shell's
+//! `ulimit`, killed with SIGKILL and started again on the same address and database.
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
@@ -68,26 +72,18 @@ impl Courier {
 
     /// Starts the server without waiting for it.
     pub fn spawn(launch: &Launch) -> Self {
-        let binary = env!("CARGO_BIN_EXE_courier");
         let mut command = match &launch.ulimit {
-            None => Command::new(binary),
+            None => courier_command(),
             Some(limit) => {
                 // The limit applies to the shell, which then becomes the server.
-                let mut shell = Command::new("sh");
+                let mut shell = without_courier_variables(Command::new("sh"));
                 shell
                     .arg("-c")
                     .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
-                    .arg(binary);
+                    .arg(BINARY);
                 shell
             }
         };
-        // The binary reads every COURIER_* variable as configuration and refuses unknown keys,
-        // so the test's own settings must not reach it.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("COURIER_") {
-                command.env_remove(name);
-            }
-        }
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -187,7 +183,27 @@ impl Drop for Courier {
     }
 }
 
-fn free_port() -> SocketAddr {
+/// The `courier` binary Cargo built for these tests.
+const BINARY: &str = env!("CARGO_BIN_EXE_courier");
+
+/// `courier` with none of the test's own `COURIER_*` variables.
+pub fn courier_command() -> Command {
+    without_courier_variables(Command::new(BINARY))
+}
+
+/// The binary reads every `COURIER_*` variable as configuration and refuses unknown keys, so
+/// the test's own settings (`COURIER_TEST_*`) must not reach it.
+fn without_courier_variables(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COURIER_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// A loopback address no one listened on a moment ago.
+pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address")
 }
