@@ -425,7 +425,11 @@ pub async fn concurrent_prepares_and_publishes_each_get_their_own_answer(t: &Tes
         let routed = if published.contains(id) { 2 } else { 0 };
         assert_eq!(record.deliveries.len(), routed, "{id}");
     }
-    let leased = t.store.lease(&sub, Batch::messages(100), now).await.unwrap();
+    let leased = t
+        .store
+        .lease(&sub, Batch::messages(100), now)
+        .await
+        .unwrap();
     let leased: HashSet<MessageId> = leased.iter().map(|d| d.receipt.message_id).collect();
     assert_eq!(leased, published);
 }

@@ -155,7 +155,9 @@ enum Judged {
     Answered(AckStatus),
     /// The receipt still held its delivery (in this lane, if any): the statement acked it,
     /// unless it is in a lane and the statement left lanes alone.
-    Held { lane_key: Option<String> },
+    Held {
+        lane_key: Option<String>,
+    },
 }
 
 /// Runs [`ACK`] for `receipts`; with `in_lanes`, deliveries in lanes too.

@@ -41,6 +41,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use announce::LeaseAnnouncer;
 use batcher::{Batcher, Outcome};
 use calls::Calls;
+use notify::DueNotifier;
 use reads::Reads;
 use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
@@ -72,6 +73,8 @@ pub struct PostgresStore {
     wakeups: Wakeups,
     /// Tells the other replicas that this one made leases.
     announcer: Arc<LeaseAnnouncer>,
+    /// Tells the other replicas which subscriptions have deliveries due.
+    notifier: Arc<DueNotifier>,
     /// Whether the listener is subscribed to other replicas' notifications right now.
     listening: watch::Receiver<bool>,
     /// Stops the listener and announcer tasks when the store is dropped.
@@ -99,10 +102,15 @@ impl PostgresStore {
         let (listening_tx, listening) = watch::channel(false);
         let check_listener = Arc::new(Notify::new());
         let announcer = Arc::new(LeaseAnnouncer::default());
+        let notifier = Arc::new(DueNotifier::default());
         let subscriptions = Arc::new(SubscriptionCache::default());
         tokio::spawn({
             let (announcer, pool, shutdown) = (announcer.clone(), pool.clone(), shutdown.clone());
             async move { announcer.run(pool, shutdown).await }
+        });
+        tokio::spawn({
+            let (notifier, pool, shutdown) = (notifier.clone(), pool.clone(), shutdown.clone());
+            async move { notifier.run(pool, shutdown).await }
         });
         tokio::spawn(listener::run(
             options,
@@ -136,6 +144,7 @@ impl PostgresStore {
             subscriptions,
             wakeups,
             announcer,
+            notifier,
             listening,
             _background: shutdown.drop_guard(),
         })
