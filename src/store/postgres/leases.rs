@@ -111,7 +111,7 @@ async fn lock_delivery(
 
 type DeliveryKey = (String, MessageId);
 
-/// Acks receipts (`$1`–`$3`, each at its own time `$4`). It locks every named delivery in key
+/// Acks receipts (`$1`–`$3`) at `$4`. It locks every named delivery in key
 /// order (two batches never deadlock), then the messages those acks may finish, in id order
 /// (`courier_mark_final_if_done` locks them; acks of one message on two subscriptions queue
 /// up instead of deadlocking), then acks each delivery its receipt still holds; a delivery in
@@ -119,8 +119,8 @@ type DeliveryKey = (String, MessageId);
 /// every named delivery as it found it.
 const ACK: &str = "\
 WITH acks AS ( \
-  SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[]) \
-    AS a(subscription, message_id, generation, at)), \
+  SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
+    AS a(subscription, message_id, generation)), \
 held AS ( \
   SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts, d.ordering_key \
   FROM deliveries d \
@@ -135,7 +135,7 @@ finishing AS ( \
   ORDER BY id FOR NO KEY UPDATE), \
 acked AS ( \
   UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
-    next_attempt_at = NULL, updated_at = a.at \
+    next_attempt_at = NULL, updated_at = $4 \
   FROM acks a \
   WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
     AND d.generation = a.generation AND d.state IN ('PENDING', 'LEASED', 'DEAD') \
@@ -160,21 +160,20 @@ enum Judged {
     },
 }
 
-/// Runs [`ACK`] for `receipts`; with `in_lanes`, deliveries in lanes too.
+/// Runs [`ACK`] for `receipts` at `now`; with `in_lanes`, deliveries in lanes too.
 async fn ack_statement(
     conn: &mut PgConnection,
-    receipts: &[(&Receipt, Timestamp)],
+    receipts: &[&Receipt],
+    now: Timestamp,
     in_lanes: bool,
 ) -> Result<Held, StoreError> {
     let mut subscriptions = Vec::with_capacity(receipts.len());
     let mut ids = Vec::with_capacity(receipts.len());
     let mut generations = Vec::with_capacity(receipts.len());
-    let mut at = Vec::with_capacity(receipts.len());
-    for &(receipt, now) in receipts {
+    for receipt in receipts {
         subscriptions.push(receipt.subscription.as_str());
         ids.push(receipt.message_id.as_uuid());
         generations.push(i64::from(receipt.generation));
-        at.push(now.as_millis());
     }
     let locked = sqlx::query(ACK)
         // Planned with this call's values: a generic plan made while the table was small
@@ -184,7 +183,7 @@ async fn ack_statement(
         .bind(&subscriptions)
         .bind(&ids)
         .bind(&generations)
-        .bind(&at)
+        .bind(now.as_millis())
         .bind(in_lanes)
         .fetch_all(&mut *conn)
         .await?;
@@ -234,8 +233,8 @@ pub async fn ack(
     if receipts.is_empty() {
         return Ok((Vec::new(), Effects::none()));
     }
-    let timed: Vec<_> = receipts.iter().map(|receipt| (receipt, now)).collect();
-    let mut held = ack_statement(conn, &timed, true).await?;
+    let receipts_ref: Vec<&Receipt> = receipts.iter().collect();
+    let mut held = ack_statement(conn, &receipts_ref, now, true).await?;
     let mut acked_in_lanes = Vec::new();
     let statuses = receipts
         .iter()
@@ -256,9 +255,9 @@ pub async fn ack(
     Ok((statuses, effects))
 }
 
-/// Acks the receipts of concurrent Ack calls (each with its time) in one statement that
-/// commits by itself, leaving deliveries in lanes alone: an ack of a lane's head must let the
-/// lane go on in the same transaction. Answers each call's statuses, or `None` for a call
+/// Acks the receipts of concurrent Ack calls (at the latest of their times) in one statement
+/// that commits by itself, leaving deliveries in lanes alone: an ack of a lane's head must let
+/// the lane go on in the same transaction. Answers each call's statuses, or `None` for a call
 /// that named a delivery in a lane (the caller acks it again with [`ack`]: what this
 /// statement acked of it then answers as acked already, which is the same answer). An
 /// unordered ack makes nothing due: no effects.
@@ -266,11 +265,15 @@ pub async fn ack_batch(
     conn: &mut PgConnection,
     calls: &[(Vec<Receipt>, Timestamp)],
 ) -> Result<Vec<Option<Vec<AckStatus>>>, StoreError> {
-    let timed: Vec<_> = calls
+    // One time for the batch, the latest of its calls: a time per receipt would make the
+    // statement a fifth larger, and past one TLS record it stalls (see `write::BATCH_BYTES`).
+    let now = calls
         .iter()
-        .flat_map(|(receipts, now)| receipts.iter().map(|receipt| (receipt, *now)))
-        .collect();
-    let mut held = ack_statement(conn, &timed, false).await?;
+        .map(|(_, now)| *now)
+        .max()
+        .unwrap_or_else(Timestamp::now);
+    let receipts: Vec<&Receipt> = calls.iter().flat_map(|(receipts, _)| receipts).collect();
+    let mut held = ack_statement(conn, &receipts, now, false).await?;
     Ok(calls
         .iter()
         .map(|(receipts, _)| {

@@ -41,7 +41,6 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use announce::LeaseAnnouncer;
 use batcher::{Batcher, Outcome};
 use calls::Calls;
-use notify::DueNotifier;
 use reads::Reads;
 use subscription_cache::SubscriptionCache;
 use write::{Tx, TxFuture, batched};
@@ -73,8 +72,6 @@ pub struct PostgresStore {
     wakeups: Wakeups,
     /// Tells the other replicas that this one made leases.
     announcer: Arc<LeaseAnnouncer>,
-    /// Tells the other replicas which subscriptions have deliveries due.
-    notifier: Arc<DueNotifier>,
     /// Whether the listener is subscribed to other replicas' notifications right now.
     listening: watch::Receiver<bool>,
     /// Stops the listener and announcer tasks when the store is dropped.
@@ -102,15 +99,10 @@ impl PostgresStore {
         let (listening_tx, listening) = watch::channel(false);
         let check_listener = Arc::new(Notify::new());
         let announcer = Arc::new(LeaseAnnouncer::default());
-        let notifier = Arc::new(DueNotifier::default());
         let subscriptions = Arc::new(SubscriptionCache::default());
         tokio::spawn({
             let (announcer, pool, shutdown) = (announcer.clone(), pool.clone(), shutdown.clone());
             async move { announcer.run(pool, shutdown).await }
-        });
-        tokio::spawn({
-            let (notifier, pool, shutdown) = (notifier.clone(), pool.clone(), shutdown.clone());
-            async move { notifier.run(pool, shutdown).await }
         });
         tokio::spawn(listener::run(
             options,
@@ -144,7 +136,6 @@ impl PostgresStore {
             subscriptions,
             wakeups,
             announcer,
-            notifier,
             listening,
             _background: shutdown.drop_guard(),
         })
@@ -220,12 +211,12 @@ impl PostgresStore {
     }
 }
 
-/// Bytes an Ack call adds to its batch's statement, roughly: per receipt the subscription's
-/// name, the message id, the generation and the time.
+/// Bytes an Ack call adds to its batch's statement: per receipt the subscription's name, the
+/// message id and the generation, each with its length.
 fn receipts_size((receipts, _): &(Vec<Receipt>, Timestamp)) -> usize {
     receipts
         .iter()
-        .map(|receipt| receipt.subscription.as_str().len() + 32)
+        .map(|receipt| receipt.subscription.as_str().len() + 36)
         .sum()
 }
 

@@ -1,14 +1,8 @@
 //! How replicas tell each other what a write changed: PostgreSQL notifications, one channel
-//! per kind, turned back into [`Notification`]s by every replica's listener. Subscription
-//! changes are sent by the writing transaction (so only if it commits); due deliveries by the
-//! [`DueNotifier`], after the commit.
+//! per kind, sent by the writing transaction (so only if it commits) and turned back into
+//! [`Notification`]s by every replica's listener.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
-
-use sqlx::{PgConnection, PgPool};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use sqlx::PgConnection;
 
 use crate::domain::Name;
 use crate::store::{Effects, StoreError};
@@ -45,11 +39,18 @@ impl Notification {
     }
 }
 
-/// Queues the subscription change of `effects` in the current transaction: PostgreSQL sends
-/// it to every listener when (and only if) it commits, so no replica keeps a stale copy of a
-/// subscription past a committed change. Due deliveries go through the [`DueNotifier`] and
-/// deadlines through `announce`.
+/// Queues the notifications of `effects` in the current transaction: PostgreSQL sends them to
+/// every listener when (and only if) it commits. Deadlines are announced apart, debounced
+/// (`announce`).
 pub async fn queue(conn: &mut PgConnection, effects: &Effects) -> Result<(), StoreError> {
+    if !effects.due.is_empty() {
+        let due: Vec<&str> = effects.due.iter().map(Name::as_str).collect();
+        sqlx::query("SELECT pg_notify($1, name) FROM unnest($2::text[]) AS name")
+            .bind(DUE)
+            .bind(&due)
+            .execute(&mut *conn)
+            .await?;
+    }
     if effects.subscriptions_changed {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(SUBSCRIPTIONS)
@@ -57,60 +58,6 @@ pub async fn queue(conn: &mut PgConnection, effects: &Effects) -> Result<(), Sto
             .await?;
     }
     Ok(())
-}
-
-/// Tells the other replicas which subscriptions have deliveries due, after the writes that
-/// made them due committed. PostgreSQL lets one notifying transaction commit at a time (it
-/// holds a lock on the notification queue from before its commit until the commit is flushed),
-/// so notifications sent by the hot statements themselves made their commits, and WAL
-/// flushes, take turns. Here they are not part of any write: one task sends what is queued in
-/// one transaction, then what was queued meanwhile, each subscription once. This replica
-/// wakes its own waiters at the commit (`Effects::wake`); a notification lost to a crash
-/// costs the other replicas latency, never a delivery (they look again at their next due time).
-#[derive(Default)]
-pub struct DueNotifier {
-    pending: Mutex<BTreeSet<Name>>,
-    poke: Notify,
-}
-
-impl DueNotifier {
-    /// Queues a notification for each subscription of `due`.
-    pub fn queue(&self, due: &[Name]) {
-        if due.is_empty() {
-            return;
-        }
-        self.lock().extend(due.iter().cloned());
-        self.poke.notify_one();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Name>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sends the queued notifications until `shutdown`.
-    pub async fn run(&self, pool: PgPool, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = self.poke.notified() => {}
-            }
-            let due: Vec<String> = std::mem::take(&mut *self.lock())
-                .iter()
-                .map(Name::to_string)
-                .collect();
-            if due.is_empty() {
-                continue;
-            }
-            let sent = sqlx::query("SELECT pg_notify($1, name) FROM unnest($2::text[]) AS name")
-                .bind(DUE)
-                .bind(&due)
-                .execute(&pool)
-                .await;
-            if let Err(error) = sent {
-                tracing::debug!(error = %error, "could not tell other replicas of due deliveries");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

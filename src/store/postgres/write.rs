@@ -1,7 +1,6 @@
 //! The one write path of the PostgreSQL backend: a call (timeout, retries) that begins a
-//! transaction, runs one operation of `ops` or `scheduling`, queues the subscription change
-//! of its effects, commits, and then applies the effects (wake-ups, here and, through the
-//! notifier, on the other replicas).
+//! transaction, runs one operation of `ops` or `scheduling`, queues the notifications of its
+//! effects, commits, and then applies the effects on this replica.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -115,14 +114,12 @@ impl PostgresStore {
         }
     }
 
-    /// What a committed write changed: on this replica waiters woken and the copy of the
-    /// subscriptions marked stale, and the other replicas told of due deliveries (after the
-    /// commit, see `notify::DueNotifier`). New leases and Prepares are announced to the other
+    /// What a committed write changed, on this replica: waiters woken, the copy of the
+    /// subscriptions marked stale. New leases and Prepares are announced to the other
     /// replicas by `lease` and `insert_message` themselves (debounced, and only when the lease
     /// statement did not carry the announcement already).
     pub(super) fn apply(&self, effects: &Effects) {
         effects.wake(&self.wakeups);
-        self.notifier.queue(&effects.due);
         if effects.subscriptions_changed {
             self.subscriptions.changed();
         }
