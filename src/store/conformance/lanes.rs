@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::TestStore;
 use super::helpers::*;
 use crate::domain::{
-    AckStatus, DeadHeadPolicy, DeliveryState, MessageId, OrderingKey, Subscription, Timestamp,
+    AckStatus, DeadHeadPolicy, DeliveryState, MessageId, OrderingKey, Receipt, Subscription,
+    Timestamp,
 };
 use crate::store::{Batch, DeliveryQuery, NewMessage, Store};
 
@@ -391,4 +392,59 @@ pub async fn lease_stops_at_the_byte_budget(t: &TestStore) {
         "always at least one"
     );
     assert!(store.lease(&sub, tiny, now).await.unwrap().is_empty());
+}
+
+/// Acks from many consumers at once (the PostgreSQL store writes acks outside lanes in shared
+/// batches, and lane heads in a transaction that lets the lane go on): each call gets its own
+/// answers, and every lane whose head was acked goes on.
+pub async fn concurrent_acks_in_and_out_of_lanes_each_get_their_own_answer(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = ordered(store, 5, DeadHeadPolicy::Block, now).await;
+    let mut seconds = Vec::new();
+    for lane in ["a", "b", "c"] {
+        publish_in(store, &format!("{lane}1"), lane, now).await;
+        seconds.push(publish_in(store, &format!("{lane}2"), lane, later(now, 1)).await);
+    }
+    for i in 0..6 {
+        publish_in(store, &format!("u{i}"), "", now).await;
+    }
+    let leased = lease_all(store, &sub, later(now, 2)).await;
+    assert_eq!(leased.len(), 9, "three lane heads and six unkeyed");
+    // A call per delivery, two of them naming it twice; one call with a receipt of an
+    // earlier lease and one of no delivery.
+    let mut calls: Vec<Vec<Receipt>> = leased.iter().map(|d| vec![d.receipt.clone()]).collect();
+    calls[0].push(leased[0].receipt.clone());
+    calls[5].push(leased[5].receipt.clone());
+    let stale = Receipt {
+        generation: leased[2].receipt.generation - 1,
+        ..leased[2].receipt.clone()
+    };
+    let unknown = Receipt {
+        message_id: MessageId::new(),
+        ..leased[3].receipt.clone()
+    };
+    calls.push(vec![stale, unknown]);
+    let at = later(now, 3);
+    let acks: Vec<_> = calls
+        .into_iter()
+        .map(|call| {
+            let store = t.store.clone();
+            tokio::spawn(async move { (call.len(), store.ack(&call, at).await.unwrap()) })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for ack in acks {
+        answers.push(ack.await.unwrap());
+    }
+    let (odd, calls) = answers.split_last().unwrap();
+    for (len, statuses) in calls {
+        assert_eq!(statuses, &vec![AckStatus::Ok; *len]);
+    }
+    assert_eq!(odd.1, [AckStatus::LeaseLost, AckStatus::NotFound]);
+    assert_eq!(
+        lease_ids(store, &sub, later(now, 4)).await,
+        sorted(seconds),
+        "each lane's next, and nothing acked again"
+    );
 }

@@ -370,6 +370,70 @@ pub async fn concurrent_calls_of_every_kind_each_get_their_own_answer(t: &TestSt
     }
 }
 
+/// Prepares and Publishes at once, as a busy server sees them (the PostgreSQL store writes
+/// both kinds in shared batches): new and repeated keys of either kind, a topic without
+/// subscription. Every caller gets its own answer, and each Publish is routed to every
+/// subscription of its topic once.
+pub async fn concurrent_prepares_and_publishes_each_get_their_own_answer(t: &TestStore) {
+    let now = Timestamp::now();
+    let sub = subscribe(t.store.as_ref(), 5, now).await;
+    let second = subscription("second", TOPIC, 5, now);
+    t.store.create_subscription(second).await.unwrap();
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let store = t.store.clone();
+            // Keys 0..20 come three times each, as a Prepare or a Publish; the last six calls
+            // repeat a key for a topic without subscription.
+            let topic = if i >= 54 { "nobody-listens" } else { TOPIC };
+            let message = message(topic, &format!("k{}", i % 20), i % 3 != 0, now);
+            tokio::spawn(async move { (message.clone(), store.insert_message(message).await) })
+        })
+        .collect();
+    let mut ids_by_key = std::collections::HashMap::new();
+    let mut published = HashSet::new();
+    for call in calls {
+        let (sent, answer) = call.await.unwrap();
+        match answer {
+            Ok(outcome) => {
+                let id = *ids_by_key
+                    .entry(sent.key.clone())
+                    .or_insert(outcome.message_id);
+                assert_eq!(outcome.message_id, id, "one message per key");
+                assert_eq!(outcome.created, outcome.message_id == sent.id);
+                if outcome.created {
+                    let state = match sent.publish {
+                        true => MessageState::Confirmed,
+                        false => MessageState::Prepared,
+                    };
+                    assert_eq!(outcome.state, state, "{}", sent.key);
+                    if sent.publish {
+                        published.insert(id);
+                    }
+                }
+            }
+            Err(StoreError::FailedPrecondition(_)) => {
+                assert_eq!(sent.topic.as_str(), "nobody-listens")
+            }
+            // The same key with other content (the other topic) was stored first.
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(other) => panic!("{}: {other}", sent.key),
+        }
+    }
+    assert_eq!(ids_by_key.len(), 20);
+    for id in ids_by_key.values() {
+        let record = t.store.get_message(&by_id(*id)).await.unwrap();
+        let routed = if published.contains(id) { 2 } else { 0 };
+        assert_eq!(record.deliveries.len(), routed, "{id}");
+    }
+    let leased = t
+        .store
+        .lease(&sub, Batch::messages(100), now)
+        .await
+        .unwrap();
+    let leased: HashSet<MessageId> = leased.iter().map(|d| d.receipt.message_id).collect();
+    assert_eq!(leased, published);
+}
+
 pub async fn deliver_after_delays_the_first_delivery(t: &TestStore) {
     let store = t.store.as_ref();
     let now = Timestamp::now();

@@ -111,12 +111,120 @@ async fn lock_delivery(
 
 type DeliveryKey = (String, MessageId);
 
-/// Acks a batch of receipts in one statement (then lets the lanes it ended heads of go on).
-/// It locks every named delivery in key order
-/// (two batches never deadlock), then the messages those acks may finish, in id order
-/// (`courier_mark_final_if_done` locks them; acks of one message on two subscriptions queue up
-/// instead of deadlocking), then acks each delivery its receipt still holds. Each receipt is
-/// judged in the caller's order against the states it locked, as the UPDATE judged it.
+/// Acks receipts (`$1`–`$3`) at `$4`. It locks every named delivery in key
+/// order (two batches never deadlock), then the messages those acks may finish, in id order
+/// (`courier_mark_final_if_done` locks them; acks of one message on two subscriptions queue
+/// up instead of deadlocking), then acks each delivery its receipt still holds; a delivery in
+/// a lane only with `$5` (the caller then lets the lane go on, in its transaction). Answers
+/// every named delivery as it found it.
+const ACK: &str = "\
+WITH acks AS ( \
+  SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
+    AS a(subscription, message_id, generation)), \
+held AS ( \
+  SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts, d.ordering_key \
+  FROM deliveries d \
+  WHERE (d.subscription, d.message_id) IN (SELECT subscription, message_id FROM acks) \
+  ORDER BY d.subscription, d.message_id FOR UPDATE), \
+finishing AS ( \
+  SELECT id FROM messages WHERE id IN ( \
+    SELECT h.message_id FROM held h JOIN acks a \
+      ON a.subscription = h.subscription AND a.message_id = h.message_id \
+    WHERE h.state IN ('PENDING', 'LEASED', 'DEAD') AND h.generation = a.generation \
+      AND ($5 OR h.ordering_key IS NULL)) \
+  ORDER BY id FOR NO KEY UPDATE), \
+acked AS ( \
+  UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
+    next_attempt_at = NULL, updated_at = $4 \
+  FROM acks a \
+  WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
+    AND d.generation = a.generation AND d.state IN ('PENDING', 'LEASED', 'DEAD') \
+    AND ($5 OR d.ordering_key IS NULL) \
+    AND (SELECT count(*) FROM finishing) >= 0 \
+  RETURNING d.message_id) \
+SELECT subscription, message_id, state, generation, attempts, ordering_key FROM held";
+
+/// The deliveries an [`ACK`] statement found, as it found them.
+struct Held {
+    current: HashMap<DeliveryKey, (DeliveryState, u32)>,
+    lane_keys: HashMap<DeliveryKey, String>,
+}
+
+/// How the statement answered one receipt.
+enum Judged {
+    Answered(AckStatus),
+    /// The receipt still held its delivery (in this lane, if any): the statement acked it,
+    /// unless it is in a lane and the statement left lanes alone.
+    Held {
+        lane_key: Option<String>,
+    },
+}
+
+/// Runs [`ACK`] for `receipts` at `now`; with `in_lanes`, deliveries in lanes too.
+async fn ack_statement(
+    conn: &mut PgConnection,
+    receipts: &[&Receipt],
+    now: Timestamp,
+    in_lanes: bool,
+) -> Result<Held, StoreError> {
+    let mut subscriptions = Vec::with_capacity(receipts.len());
+    let mut ids = Vec::with_capacity(receipts.len());
+    let mut generations = Vec::with_capacity(receipts.len());
+    for receipt in receipts {
+        subscriptions.push(receipt.subscription.as_str());
+        ids.push(receipt.message_id.as_uuid());
+        generations.push(i64::from(receipt.generation));
+    }
+    let locked = sqlx::query(ACK)
+        // Planned with this call's values: a generic plan made while the table was small
+        // keeps scanning all of it for every Ack once it has grown (its hash join is cheaper
+        // than index lookups on a few hundred rows).
+        .persistent(false)
+        .bind(&subscriptions)
+        .bind(&ids)
+        .bind(&generations)
+        .bind(now.as_millis())
+        .bind(in_lanes)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut held = Held {
+        current: HashMap::with_capacity(locked.len()),
+        lane_keys: HashMap::new(),
+    };
+    for row in &locked {
+        let (state, generation, _) = rows::lease_state(row)?;
+        let key = (row.text("subscription")?, row.id("message_id")?);
+        if let Some(lane_key) = row.opt_text("ordering_key")? {
+            held.lane_keys.insert(key.clone(), lane_key);
+        }
+        held.current.insert(key, (state, generation));
+    }
+    Ok(held)
+}
+
+impl Held {
+    /// Judges `receipt` against the state the statement found, as its UPDATE did; receipts are
+    /// judged in the order the statement got them, so a repeat sees the first one's ack.
+    fn judge(&mut self, receipt: &Receipt, in_lanes: bool) -> Judged {
+        let key = (receipt.subscription.to_string(), receipt.message_id);
+        match classify_ack(self.current.get(&key).copied(), receipt.generation) {
+            AckVerdict::Acknowledge => {
+                let lane_key = self.lane_keys.get(&key).cloned();
+                if lane_key.is_none() || in_lanes {
+                    self.current
+                        .insert(key, (DeliveryState::Acked, receipt.generation));
+                }
+                Judged::Held { lane_key }
+            }
+            AckVerdict::AlreadyAcked => Judged::Answered(AckStatus::Ok),
+            AckVerdict::LeaseLost => Judged::Answered(AckStatus::LeaseLost),
+            AckVerdict::NotFound => Judged::Answered(AckStatus::NotFound),
+        }
+    }
+}
+
+/// Acks a batch of receipts in one statement, then lets the lanes it ended heads of go on
+/// (in the caller's transaction: the lane's lock and the promotion see the ack).
 pub async fn ack(
     conn: &mut PgConnection,
     receipts: &[Receipt],
@@ -125,73 +233,62 @@ pub async fn ack(
     if receipts.is_empty() {
         return Ok((Vec::new(), Effects::none()));
     }
-    let subscriptions: Vec<&str> = receipts.iter().map(|r| r.subscription.as_str()).collect();
-    let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.as_uuid()).collect();
-    let generations: Vec<i64> = receipts.iter().map(|r| i64::from(r.generation)).collect();
-    let locked = sqlx::query(
-        "WITH acks AS ( \
-           SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
-             AS a(subscription, message_id, generation)), \
-         held AS ( \
-           SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts, \
-             d.ordering_key \
-           FROM deliveries d \
-           WHERE (d.subscription, d.message_id) IN (SELECT subscription, message_id FROM acks) \
-           ORDER BY d.subscription, d.message_id FOR UPDATE), \
-         finishing AS ( \
-           SELECT id FROM messages WHERE id IN ( \
-             SELECT h.message_id FROM held h JOIN acks a \
-               ON a.subscription = h.subscription AND a.message_id = h.message_id \
-             WHERE h.state IN ('PENDING', 'LEASED', 'DEAD') AND h.generation = a.generation) \
-           ORDER BY id FOR NO KEY UPDATE), \
-         acked AS ( \
-           UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
-             next_attempt_at = NULL, updated_at = $4 \
-           FROM acks a \
-           WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
-             AND d.generation = a.generation AND d.state IN ('PENDING', 'LEASED', 'DEAD') \
-             AND (SELECT count(*) FROM finishing) >= 0 \
-           RETURNING d.message_id) \
-         SELECT subscription, message_id, state, generation, attempts, ordering_key FROM held",
-    )
-    .bind(&subscriptions)
-    .bind(&ids)
-    .bind(&generations)
-    .bind(now.as_millis())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut current: HashMap<DeliveryKey, (DeliveryState, u32)> = HashMap::new();
-    let mut lane_keys: HashMap<DeliveryKey, String> = HashMap::new();
-    for row in &locked {
-        let (state, generation, _) = rows::lease_state(row)?;
-        let key = (row.text("subscription")?, row.id("message_id")?);
-        if let Some(lane_key) = row.opt_text("ordering_key")? {
-            lane_keys.insert(key.clone(), lane_key);
-        }
-        current.insert(key, (state, generation));
-    }
+    let receipts_ref: Vec<&Receipt> = receipts.iter().collect();
+    let mut held = ack_statement(conn, &receipts_ref, now, true).await?;
     let mut acked_in_lanes = Vec::new();
     let statuses = receipts
         .iter()
-        .map(|receipt| {
-            let key = (receipt.subscription.to_string(), receipt.message_id);
-            match classify_ack(current.get(&key).copied(), receipt.generation) {
-                AckVerdict::Acknowledge => {
-                    if let Some(lane_key) = lane_keys.get(&key) {
-                        acked_in_lanes
-                            .push((receipt.subscription.as_str(), Some(lane_key.as_str())));
-                    }
-                    current.insert(key, (DeliveryState::Acked, receipt.generation));
-                    AckStatus::Ok
+        .map(|receipt| match held.judge(receipt, true) {
+            Judged::Answered(status) => status,
+            Judged::Held { lane_key } => {
+                if let Some(lane_key) = lane_key {
+                    acked_in_lanes.push((receipt.subscription.as_str(), lane_key));
                 }
-                AckVerdict::AlreadyAcked => AckStatus::Ok,
-                AckVerdict::LeaseLost => AckStatus::LeaseLost,
-                AckVerdict::NotFound => AckStatus::NotFound,
+                AckStatus::Ok
             }
         })
         .collect();
-    let effects = lanes::advance(conn, &distinct_lanes(acked_in_lanes), now).await?;
+    let lanes = acked_in_lanes
+        .iter()
+        .map(|(subscription, key)| (*subscription, Some(key.as_str())));
+    let effects = lanes::advance(conn, &distinct_lanes(lanes), now).await?;
     Ok((statuses, effects))
+}
+
+/// Acks the receipts of concurrent Ack calls (at the latest of their times) in one statement
+/// that commits by itself, leaving deliveries in lanes alone: an ack of a lane's head must let
+/// the lane go on in the same transaction. Answers each call's statuses, or `None` for a call
+/// that named a delivery in a lane (the caller acks it again with [`ack`]: what this
+/// statement acked of it then answers as acked already, which is the same answer). An
+/// unordered ack makes nothing due: no effects.
+pub async fn ack_batch(
+    conn: &mut PgConnection,
+    calls: &[(Vec<Receipt>, Timestamp)],
+) -> Result<Vec<Option<Vec<AckStatus>>>, StoreError> {
+    // One time for the batch, the latest of its calls: a time per receipt would make the
+    // statement a fifth larger, and past one TLS record it stalls (see `write::BATCH_BYTES`).
+    let now = calls
+        .iter()
+        .map(|(_, now)| *now)
+        .max()
+        .unwrap_or_else(Timestamp::now);
+    let receipts: Vec<&Receipt> = calls.iter().flat_map(|(receipts, _)| receipts).collect();
+    let mut held = ack_statement(conn, &receipts, now, false).await?;
+    Ok(calls
+        .iter()
+        .map(|(receipts, _)| {
+            let mut statuses = Vec::with_capacity(receipts.len());
+            let mut in_lane = false;
+            for receipt in receipts {
+                match held.judge(receipt, false) {
+                    Judged::Answered(status) => statuses.push(status),
+                    Judged::Held { lane_key: None } => statuses.push(AckStatus::Ok),
+                    Judged::Held { lane_key: Some(_) } => in_lane = true,
+                }
+            }
+            (!in_lane).then_some(statuses)
+        })
+        .collect())
 }
 
 /// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.

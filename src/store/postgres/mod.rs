@@ -62,10 +62,12 @@ pub struct PostgresStore {
     calls: Calls,
     /// This replica's copy of the subscriptions, trusted while the listener hears changes.
     subscriptions: Arc<SubscriptionCache>,
-    /// Concurrent Prepares, written together.
-    prepares: Batcher<NewMessage, InsertOutcome>,
+    /// Concurrent Prepares and Publishes, written together.
+    inserts: Batcher<NewMessage, (InsertOutcome, Effects)>,
     /// Concurrent Confirms by message id, written together.
     confirms: Batcher<(MessageId, Timestamp), Effects>,
+    /// Concurrent Acks (each call's receipts and time), written together.
+    acks: Batcher<(Vec<Receipt>, Timestamp), Vec<AckStatus>>,
     wakeups: Wakeups,
     /// Tells the other replicas that this one made leases.
     announcer: Arc<LeaseAnnouncer>,
@@ -118,14 +120,17 @@ impl PostgresStore {
             check_listener,
         );
         Ok(Self {
-            prepares: batched(&calls, NewMessage::size, |conn, items| {
-                Box::pin(one_statement::prepare_batch(conn, items))
+            inserts: batched(&calls, NewMessage::size, |conn, items| {
+                Box::pin(one_statement::insert_batch(conn, items))
             }),
             confirms: batched(
                 &calls,
                 |_| 24,
                 |conn, items| Box::pin(one_statement::confirm_batch(conn, items)),
             ),
+            acks: batched(&calls, receipts_size, |conn, items| {
+                Box::pin(leases::ack_batch(conn, items))
+            }),
             calls,
             subscriptions,
             wakeups,
@@ -168,32 +173,21 @@ impl PostgresStore {
             .await
     }
 
-    /// Writes one Prepare (batched with concurrent ones) or Publish (one statement); what
-    /// those leave alone takes the transaction (see `one_statement`).
+    /// Writes one Prepare or Publish, batched with concurrent ones; what the batch leaves
+    /// alone takes the transaction (see `one_statement`).
     async fn insert_one(&self, message: &NewMessage) -> Result<InsertOutcome, StoreError> {
-        if let Some(check_at) = message.first_check_at() {
-            match self.prepares.submit(message.clone()).await {
-                Outcome::Done(outcome) => {
-                    if outcome.created {
-                        self.apply(&Effects::check_due(check_at));
-                    }
+        // A Publish with an ordering key joins its lanes, which only the transaction does.
+        let batched = !message.publish || message.ordering_key.lane().is_none();
+        if batched {
+            match self.inserts.submit(message.clone()).await {
+                Outcome::Done((outcome, effects)) => {
+                    self.apply(&effects);
                     return Ok(outcome);
                 }
                 Outcome::Failed(error) => return Err(error),
                 Outcome::FallBack => {}
             }
-        } else if message.ordering_key.lane().is_none()
-            && let Some(published) = self
-                .write_statement(|tx| {
-                    Box::pin(one_statement::publish(tx.into_connection(), message))
-                })
-                .await?
-        {
-            return Ok(published);
         }
-        // A Prepare here was left alone by its batch, a Publish by its statement (or has an
-        // ordering key, whose lanes the statement does not know): only the transaction
-        // answers it.
         self.write(|tx| Box::pin(ops::insert_message(tx.into_connection(), message)))
             .await
     }
@@ -214,6 +208,15 @@ impl PostgresStore {
             .await?;
         Ok(Some(self.subscriptions.keep(generation, all)))
     }
+}
+
+/// Bytes an Ack call adds to its batch's statement: per receipt the subscription's name, the
+/// message id and the generation, each with its length.
+fn receipts_size((receipts, _): &(Vec<Receipt>, Timestamp)) -> usize {
+    receipts
+        .iter()
+        .map(|receipt| receipt.subscription.as_str().len() + 36)
+        .sum()
 }
 
 #[async_trait]
@@ -404,8 +407,13 @@ impl Store for PostgresStore {
         receipts: &[Receipt],
         now: Timestamp,
     ) -> Result<Vec<AckStatus>, StoreError> {
-        // A transaction, not one statement: an ack that ends the head of a lane then locks the
-        // lane and promotes the next delivery, each seeing what was committed before.
+        match self.acks.submit((receipts.to_vec(), now)).await {
+            Outcome::Done(statuses) => return Ok(statuses),
+            Outcome::Failed(error) => return Err(error),
+            Outcome::FallBack => {}
+        }
+        // A transaction: an ack that ends the head of a lane then locks the lane and promotes
+        // the next delivery, each seeing what was committed before.
         self.write(|tx| Box::pin(leases::ack(tx.into_connection(), receipts, now)))
             .await
     }
