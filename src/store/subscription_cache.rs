@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::domain::Subscription;
+use super::StoreError;
+use crate::domain::{Name, Subscription};
 
 /// Longest a copy is used without reading the table again.
 pub const MAX_AGE: Duration = Duration::from_secs(10);
@@ -49,14 +50,27 @@ impl SubscriptionCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Every subscription, sorted by name: the copy while it is current, else what `read`
+    /// finds in the table (kept as the new copy).
+    pub async fn current_or_read<F>(&self, read: F) -> Result<Arc<[Subscription]>, StoreError>
+    where
+        F: Future<Output = Result<Vec<Subscription>, StoreError>>,
+    {
+        if let Some(all) = self.current() {
+            return Ok(all);
+        }
+        let generation = self.generation();
+        Ok(self.keep(generation, read.await?))
+    }
+
     /// Take this before reading the table, and hand it to [`SubscriptionCache::keep`] with
     /// what was read: a change heard in between makes that read stale at once.
-    pub fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
     /// Every subscription, sorted by name, if the copy is current.
-    pub fn current(&self) -> Option<Arc<[Subscription]>> {
+    fn current(&self) -> Option<Arc<[Subscription]>> {
         let copy = self.copy.lock().unwrap_or_else(|p| p.into_inner());
         copy.as_ref()
             .filter(|copy| {
@@ -66,7 +80,7 @@ impl SubscriptionCache {
     }
 
     /// Keeps what a read that started at `generation` found, and returns it.
-    pub fn keep(&self, generation: u64, subscriptions: Vec<Subscription>) -> Arc<[Subscription]> {
+    fn keep(&self, generation: u64, subscriptions: Vec<Subscription>) -> Arc<[Subscription]> {
         let subscriptions: Arc<[Subscription]> = subscriptions.into();
         *self.copy.lock().unwrap_or_else(|p| p.into_inner()) = Some(Copy {
             generation,
@@ -75,6 +89,21 @@ impl SubscriptionCache {
         });
         subscriptions
     }
+}
+
+/// The subscription called `name` in a copy (sorted by name).
+pub fn named(all: &[Subscription], name: &Name) -> Option<Subscription> {
+    all.binary_search_by(|s| s.name.as_str().cmp(name.as_str()))
+        .ok()
+        .map(|found| all[found].clone())
+}
+
+/// The subscriptions of a copy on `topic`, or all of them without one.
+pub fn on_topic(all: &[Subscription], topic: Option<&Name>) -> Vec<Subscription> {
+    all.iter()
+        .filter(|s| topic.is_none_or(|topic| s.topic == *topic))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! commit) costs PostgreSQL and Courier more CPU than the rows themselves.
 //!
 //! Nothing waits to fill a batch: a call that finds fewer than `max_running` batches in flight
-//! starts one at once, and calls that arrive while every batch is busy join the next. A batch
+//! starts one at once, and calls that arrive while every batch is busy join the next. A call
+//! big enough to fill half a batch alone skips the queue and is written by itself at once. A batch
 //! runs in its own task, so a caller that goes away (a cancelled RPC) never strands the others.
 
 use std::collections::VecDeque;
@@ -85,6 +86,15 @@ impl<I: Send + 'static, D: Send + 'static> Batcher<I, D> {
     /// Queues `item` for the next batch and waits for its outcome.
     pub async fn submit(&self, item: I) -> Outcome<D> {
         let (answer, outcome) = oneshot::channel();
+        if (self.shared.limits.size)(&item) * 2 > self.shared.limits.bytes {
+            // An item that fills half a batch alone gains little from company, and must not
+            // hold one of the few batch slots while small items queue behind it (an Ack of a
+            // few hundred receipts is one such): it is written at once, by itself.
+            let alone = vec![(item, answer, Span::current())];
+            let shared = self.shared.clone();
+            tokio::spawn(async move { shared.write(alone).await });
+            return outcome.await.unwrap_or(Outcome::FallBack);
+        }
         let start = {
             let mut queue = self.shared.lock();
             queue.waiting.push_back((item, answer, Span::current()));
@@ -135,50 +145,66 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
                 let take = self.batch_len(&queue.waiting);
                 queue.waiting.drain(..take).collect()
             };
-            let count = batch.len();
-            // One span per batch statement, linked to the calls it wrote for.
-            let span =
-                tracing::info_span!("store_batch", db.system = "postgresql", operations = count);
-            let mut items = Vec::with_capacity(count);
-            let mut answers = Vec::with_capacity(count);
-            for (item, answer, caller) in batch {
-                span.follows_from(&caller);
-                items.push(item);
-                answers.push(answer);
-            }
-            match (self.run)(items).instrument(span).await {
-                Ok(done) if done.len() == count => {
-                    for (answer, done) in answers.into_iter().zip(done) {
-                        let outcome = done.map_or(Outcome::FallBack, Outcome::Done);
-                        let _ = answer.send(outcome);
-                    }
-                }
-                Ok(done) => {
-                    tracing::error!(
-                        items = count,
-                        answers = done.len(),
-                        "a batch answered a different number of items; they take the single-call path"
-                    );
-                    answers.into_iter().for_each(|answer| {
-                        let _ = answer.send(Outcome::FallBack);
-                    });
-                }
-                Err(StoreError::Unavailable(cause)) => {
-                    // Every caller hears the one cause, shared.
-                    let cause = SharedCause(Arc::from(cause));
-                    for answer in answers {
-                        let error = StoreError::unavailable(cause.clone());
-                        let _ = answer.send(Outcome::Failed(error));
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(error = %error, items = count, "batch failed; its items take the single-call path");
-                    answers.into_iter().for_each(|answer| {
-                        let _ = answer.send(Outcome::FallBack);
-                    });
+            if let Some(cause) = self.write(batch).await {
+                // The database is away: calls that queued meanwhile would wait for a batch of
+                // their own only to hear the same, and answer after twice their bound. They
+                // hear it now.
+                let queued: Vec<_> = self.lock().waiting.drain(..).collect();
+                for (_, answer, _) in queued {
+                    let error = StoreError::unavailable(cause.clone());
+                    let _ = answer.send(Outcome::Failed(error));
                 }
             }
         }
+    }
+
+    /// Writes one batch and answers each of its callers; returns the cause when the database
+    /// was away.
+    async fn write(&self, batch: Vec<Waiting<I, D>>) -> Option<SharedCause> {
+        let count = batch.len();
+        // One span per batch statement, linked to the calls it wrote for.
+        let span = tracing::info_span!("store_batch", db.system = "postgresql", operations = count);
+        let mut items = Vec::with_capacity(count);
+        let mut answers = Vec::with_capacity(count);
+        for (item, answer, caller) in batch {
+            span.follows_from(&caller);
+            items.push(item);
+            answers.push(answer);
+        }
+        match (self.run)(items).instrument(span).await {
+            Ok(done) if done.len() == count => {
+                for (answer, done) in answers.into_iter().zip(done) {
+                    let outcome = done.map_or(Outcome::FallBack, Outcome::Done);
+                    let _ = answer.send(outcome);
+                }
+            }
+            Ok(done) => {
+                tracing::error!(
+                    items = count,
+                    answers = done.len(),
+                    "a batch answered a different number of items; they take the single-call path"
+                );
+                answers.into_iter().for_each(|answer| {
+                    let _ = answer.send(Outcome::FallBack);
+                });
+            }
+            Err(StoreError::Unavailable(cause)) => {
+                // Every caller hears the one cause, shared.
+                let cause = SharedCause(Arc::from(cause));
+                for answer in answers {
+                    let error = StoreError::unavailable(cause.clone());
+                    let _ = answer.send(Outcome::Failed(error));
+                }
+                return Some(cause);
+            }
+            Err(error) => {
+                tracing::debug!(error = %error, items = count, "batch failed; its items take the single-call path");
+                answers.into_iter().for_each(|answer| {
+                    let _ = answer.send(Outcome::FallBack);
+                });
+            }
+        }
+        None
     }
 }
 
@@ -267,6 +293,35 @@ mod tests {
         assert_eq!(batcher.shared.lock().running, 0);
     }
 
+    #[tokio::test]
+    async fn a_big_item_does_not_wait_for_the_batches_in_flight() {
+        // Small items' batches hold until the gate opens; big ones (over half of the 100-byte
+        // limit) must be written meanwhile.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let batcher = Arc::new(Batcher::new(1, limits(8), {
+            let gate = gate.clone();
+            move |items: Vec<u32>| {
+                let gate = gate.clone();
+                async move {
+                    if items.iter().any(|&n| n < 50) {
+                        let _ = gate.acquire().await.unwrap();
+                    }
+                    Ok(items.into_iter().map(|n| Some(n * 2)).collect())
+                }
+            }
+        }));
+        let small = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(2).await }
+        });
+        tokio::task::yield_now().await;
+        let big = tokio::time::timeout(Duration::from_secs(5), batcher.submit(60)).await;
+        assert!(matches!(big, Ok(Outcome::Done(120))), "the big item waited");
+        assert!(!small.is_finished());
+        gate.add_permits(1);
+        assert!(matches!(small.await.unwrap(), Outcome::Done(4)));
+    }
+
     #[test]
     fn batches_stop_at_the_byte_limit_but_take_one_item_however_large() {
         let batcher = doubling(1, Arc::default());
@@ -301,5 +356,40 @@ mod tests {
             Outcome::Failed(StoreError::Unavailable(_))
         ));
         assert!(matches!(batcher.submit(2).await, Outcome::FallBack));
+    }
+
+    #[tokio::test]
+    async fn calls_queued_behind_a_batch_that_found_the_database_away_hear_it_at_once() {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let batcher = Arc::new(Batcher::new(1, limits(8), {
+            let batches = batches.clone();
+            move |_items: Vec<u32>| {
+                batches.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err::<Vec<Option<u32>>, _>(StoreError::from(sqlx::Error::PoolTimedOut))
+                }
+            }
+        }));
+        let submit = |n: u32| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.submit(n).await })
+        };
+        let mut calls = vec![submit(0)];
+        // The first batch is running when the others queue.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        calls.extend((1..5).map(submit));
+        for call in calls {
+            let outcome = call.await.unwrap();
+            assert!(matches!(
+                outcome,
+                Outcome::Failed(StoreError::Unavailable(_))
+            ));
+        }
+        assert_eq!(
+            batches.load(Ordering::SeqCst),
+            1,
+            "the queued calls ran no batch of their own"
+        );
     }
 }

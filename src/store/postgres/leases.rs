@@ -255,6 +255,15 @@ pub async fn ack(
     Ok((statuses, effects))
 }
 
+/// Bytes an Ack call adds to its batch's statement: per receipt the subscription's name, the
+/// message id and the generation, each with its length.
+pub fn ack_size((receipts, _): &(Vec<Receipt>, Timestamp)) -> usize {
+    receipts
+        .iter()
+        .map(|receipt| receipt.subscription.as_str().len() + 36)
+        .sum()
+}
+
 /// Acks the receipts of concurrent Ack calls (at the latest of their times) in one statement
 /// that commits by itself, leaving deliveries in lanes alone: an ack of a lane's head must let
 /// the lane go on in the same transaction. Answers each call's statuses, or `None` for a call

@@ -43,7 +43,7 @@ use calls::Calls;
 use reads::Reads;
 use write::{Tx, TxFuture, batched};
 
-use super::subscription_cache::SubscriptionCache;
+use super::subscription_cache::{self, SubscriptionCache};
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects,
     ExpiredLeases, InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store,
@@ -128,7 +128,7 @@ impl PostgresStore {
                 |_| 24,
                 |conn, items| Box::pin(one_statement::confirm_batch(conn, items)),
             ),
-            acks: batched(&calls, receipts_size, |conn, items| {
+            acks: batched(&calls, leases::ack_size, |conn, items| {
                 Box::pin(leases::ack_batch(conn, items))
             }),
             calls,
@@ -199,24 +199,9 @@ impl PostgresStore {
         if !self.is_listening() {
             return Ok(None);
         }
-        if let Some(all) = self.subscriptions.current() {
-            return Ok(Some(all));
-        }
-        let generation = self.subscriptions.generation();
-        let all = self
-            .read(|tx| Box::pin(Reads::subscriptions(tx.into_connection(), None)))
-            .await?;
-        Ok(Some(self.subscriptions.keep(generation, all)))
+        let read = self.read(|tx| Box::pin(Reads::subscriptions(tx.into_connection(), None)));
+        self.subscriptions.current_or_read(read).await.map(Some)
     }
-}
-
-/// Bytes an Ack call adds to its batch's statement: per receipt the subscription's name, the
-/// message id and the generation, each with its length.
-fn receipts_size((receipts, _): &(Vec<Receipt>, Timestamp)) -> usize {
-    receipts
-        .iter()
-        .map(|receipt| receipt.subscription.as_str().len() + 36)
-        .sum()
 }
 
 #[async_trait]
@@ -244,9 +229,9 @@ impl Store for PostgresStore {
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
         if let Some(all) = self.copy_of_subscriptions().await?
-            && let Ok(found) = all.binary_search_by(|s| s.name.as_str().cmp(name.as_str()))
+            && let Some(subscription) = subscription_cache::named(&all, name)
         {
-            return Ok(all[found].clone());
+            return Ok(subscription);
         }
         // Not in the copy: maybe created a moment ago on another replica.
         self.read(|tx| Box::pin(Reads::subscription(tx.into_connection(), name)))
@@ -258,11 +243,7 @@ impl Store for PostgresStore {
         topic: Option<&Name>,
     ) -> Result<Vec<Subscription>, StoreError> {
         match self.copy_of_subscriptions().await? {
-            Some(all) => Ok(all
-                .iter()
-                .filter(|s| topic.is_none_or(|topic| s.topic == *topic))
-                .cloned()
-                .collect()),
+            Some(all) => Ok(subscription_cache::on_topic(&all, topic)),
             None => {
                 self.read(|tx| Box::pin(Reads::subscriptions(tx.into_connection(), topic)))
                     .await

@@ -27,7 +27,7 @@ use reads::Reads;
 use writer::Writer;
 pub use writer::commits_to;
 
-use super::subscription_cache::SubscriptionCache;
+use super::subscription_cache::{self, SubscriptionCache};
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases,
     InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
@@ -118,12 +118,9 @@ impl SqliteStore {
 
     /// Every subscription, sorted by name: the copy while it is current, else the table.
     async fn all_subscriptions(&self) -> Result<Arc<[Subscription]>, StoreError> {
-        if let Some(all) = self.subscriptions.current() {
-            return Ok(all);
-        }
-        let generation = self.subscriptions.generation();
-        let all = Reads::subscriptions(&mut *self.reader().await?, None).await?;
-        Ok(self.subscriptions.keep(generation, all))
+        self.subscriptions
+            .current_or_read(async { Reads::subscriptions(&mut *self.reader().await?, None).await })
+            .await
     }
 }
 
@@ -164,12 +161,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_subscription(&self, name: &Name) -> Result<Subscription, StoreError> {
-        let all = self.all_subscriptions().await?;
-        match all.binary_search_by(|s| s.name.as_str().cmp(name.as_str())) {
-            Ok(found) => Ok(all[found].clone()),
+        match subscription_cache::named(&self.all_subscriptions().await?, name) {
+            Some(subscription) => Ok(subscription),
             // Not in the copy: read the table, which tells "created by another process" from
             // "not found" in its own words.
-            Err(_) => Reads::subscription(&mut *self.reader().await?, name).await,
+            None => Reads::subscription(&mut *self.reader().await?, name).await,
         }
     }
 
@@ -177,13 +173,10 @@ impl Store for SqliteStore {
         &self,
         topic: Option<&Name>,
     ) -> Result<Vec<Subscription>, StoreError> {
-        Ok(self
-            .all_subscriptions()
-            .await?
-            .iter()
-            .filter(|s| topic.is_none_or(|topic| s.topic == *topic))
-            .cloned()
-            .collect())
+        Ok(subscription_cache::on_topic(
+            &self.all_subscriptions().await?,
+            topic,
+        ))
     }
 
     async fn update_subscription(
