@@ -117,6 +117,12 @@ type DeliveryKey = (String, MessageId);
 /// up instead of deadlocking), then acks each delivery its receipt still holds; a delivery in
 /// a lane only with `$5` (the caller then lets the lane go on, in its transaction). Answers
 /// every named delivery as it found it.
+///
+/// The UPDATE finds its rows by primary key alone, from the locked rows (`doomed`), and judges
+/// state and generation there: the lock keeps them as read. With those tests on `deliveries`
+/// itself, a table loaded faster than autovacuum analyzes it got them estimated at a few rows,
+/// and the planner scanned the whole table once per receipt (1.7 s for 256 receipts at 60,000
+/// deliveries).
 const ACK: &str = "\
 WITH acks AS ( \
   SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
@@ -126,20 +132,19 @@ held AS ( \
   FROM deliveries d \
   WHERE (d.subscription, d.message_id) IN (SELECT subscription, message_id FROM acks) \
   ORDER BY d.subscription, d.message_id FOR UPDATE), \
+doomed AS ( \
+  SELECT DISTINCT h.subscription, h.message_id FROM held h \
+  WHERE h.state IN ('PENDING', 'LEASED', 'DEAD') AND ($5 OR h.ordering_key IS NULL) \
+    AND (h.subscription, h.message_id, h.generation) IN \
+        (SELECT subscription, message_id, generation FROM acks)), \
 finishing AS ( \
-  SELECT id FROM messages WHERE id IN ( \
-    SELECT h.message_id FROM held h JOIN acks a \
-      ON a.subscription = h.subscription AND a.message_id = h.message_id \
-    WHERE h.state IN ('PENDING', 'LEASED', 'DEAD') AND h.generation = a.generation \
-      AND ($5 OR h.ordering_key IS NULL)) \
+  SELECT id FROM messages WHERE id IN (SELECT message_id FROM doomed) \
   ORDER BY id FOR NO KEY UPDATE), \
 acked AS ( \
   UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
     next_attempt_at = NULL, updated_at = $4 \
-  FROM acks a \
-  WHERE d.subscription = a.subscription AND d.message_id = a.message_id \
-    AND d.generation = a.generation AND d.state IN ('PENDING', 'LEASED', 'DEAD') \
-    AND ($5 OR d.ordering_key IS NULL) \
+  FROM doomed x \
+  WHERE d.subscription = x.subscription AND d.message_id = x.message_id \
     AND (SELECT count(*) FROM finishing) >= 0 \
   RETURNING d.message_id) \
 SELECT subscription, message_id, state, generation, attempts, ordering_key FROM held";
