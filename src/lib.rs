@@ -204,6 +204,7 @@ pub async fn run_with(
             config.clone(),
             security.auth.clone(),
             loopback,
+            &keyring,
         );
         tracker.spawn(http_listener::serve(
             metrics_listener,

@@ -5,7 +5,9 @@
 //! every request exactly as a gRPC call's bearer token. Scope `read` sees every page, `admin`
 //! may also act. Without auth the console is served only on a loopback listener, to anyone
 //! who can reach it. Every action is a POST carrying a CSRF token: an HMAC of the session
-//! under a key made at start, which a page of another site cannot read.
+//! under a key a page of another site cannot read. The key is derived from the callback signing
+//! key, which every replica shares (from the database, or the same key file), so a form from
+//! one replica's page is good on another and after a restart.
 
 use std::sync::Arc;
 
@@ -74,14 +76,14 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(authenticator: Arc<Authenticator>, loopback: bool) -> Self {
+    /// `csrf_secret`: bytes every replica derives alike and no one else can (see the module).
+    pub fn new(authenticator: Arc<Authenticator>, loopback: bool, csrf_secret: &[u8]) -> Self {
         let access = match (authenticator.required(), loopback) {
             (true, _) => Access::Tokens(authenticator),
             (false, true) => Access::Open,
             (false, false) => Access::Closed,
         };
-        let rng = ring::rand::SystemRandom::new();
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system's random source");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, csrf_secret);
         Self { access, key }
     }
 
@@ -161,8 +163,8 @@ impl Sessions {
             _ => Err(ErrorPage::new(
                 StatusCode::FORBIDDEN,
                 "Form expired",
-                "The form did not come from this console session (or the server restarted). \
-                 Go back, reload the page and try again.",
+                "The form did not come from this console session (or the callback signing \
+                 key changed). Go back, reload the page and try again.",
             )),
         }
     }

@@ -22,6 +22,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 
+use crate::callbacks::Keyring;
 use crate::config::Config;
 use crate::domain::FieldViolation;
 use crate::security::Authenticator;
@@ -29,6 +30,9 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::ErrorChain;
 
 use auth::{Sessions, Viewer};
+
+/// What the callback signing key signs to make the console's CSRF key.
+const CSRF_KEY_LABEL: &[u8] = b"courier console: CSRF key, v1";
 
 /// Largest form a POST may carry.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -44,16 +48,21 @@ impl Console {
     /// A console over `store`. `access` says whether it asks for tokens, is open (no auth
     /// configured, loopback listener) or closed (no auth configured, listener reachable from
     /// elsewhere).
+    /// `keyring` holds the callback signing key the CSRF key is derived from.
     pub fn new(
         store: Arc<dyn Store>,
         config: Arc<Config>,
         authenticator: Arc<Authenticator>,
         loopback: bool,
+        keyring: &Keyring,
     ) -> Self {
+        // Ed25519 signatures are deterministic: a signature of a fixed text is a secret every
+        // holder of the key derives alike.
+        let csrf_secret = keyring.current().sign(CSRF_KEY_LABEL);
         Self {
             store,
             config,
-            sessions: Sessions::new(authenticator, loopback),
+            sessions: Sessions::new(authenticator, loopback, &csrf_secret),
         }
     }
 

@@ -446,3 +446,32 @@ async fn without_auth_the_console_is_served_only_on_loopback() {
     assert!(page.body.contains("local operator"));
     drop(server);
 }
+
+#[tokio::test]
+async fn a_form_read_before_a_restart_is_accepted_after_it() {
+    // The CSRF key comes from the callback signing key in the database, which every replica
+    // and every restart shares: a form does not expire with the process that served it.
+    let http = free_port();
+    let mut server =
+        TestServer::start_with(|config| config.metrics_listen = http.to_string()).await;
+    let mut browser = Browser::new(http);
+    let form = browser.get("/subscriptions/edit").await;
+    assert_eq!(form.status, 200, "{form:?}");
+    let csrf = form.csrf();
+
+    server.restart().await;
+    let created = browser
+        .post(
+            "/subscriptions",
+            &[
+                ("mode", "create"),
+                ("name", "kept-across-restart"),
+                ("topic", TOPIC),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{created:?}");
+    let list = browser.get("/subscriptions").await;
+    assert!(list.body.contains("kept-across-restart"), "{}", list.body);
+}
