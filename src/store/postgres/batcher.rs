@@ -5,8 +5,9 @@
 //!
 //! Nothing waits to fill a batch: a call that finds fewer than `max_running` batches in flight
 //! starts one at once, and calls that arrive while every batch is busy join the next. A call
-//! big enough to fill half a batch alone skips the queue and is written by itself at once. A batch
-//! runs in its own task, so a caller that goes away (a cancelled RPC) never strands the others.
+//! big enough to fill half a batch alone skips the queue and is written by itself at once. A
+//! batch runs in its own task, so a caller that goes away (a cancelled RPC) never strands the
+//! others.
 
 use std::collections::VecDeque;
 use std::future::Future;
