@@ -196,7 +196,10 @@ impl Consumer for ConsumerService {
         let params = convert::nack(request.into_inner())?;
         let receipt = self.lease_receipt(&caller, &params.target).await?;
         let store = &self.context.store;
-        let plan = store.nack(receipt, params.delay, Timestamp::now()).await?;
+        let reason = params.reason.as_deref();
+        let plan = store
+            .nack(receipt, params.delay, reason, Timestamp::now())
+            .await?;
         metrics::delivery_nacked(receipt.subscription.as_str());
         // Counted once: a repeat of this Nack changes nothing and answers no plan.
         if plan == Some(RedeliveryPlan::Dead) {

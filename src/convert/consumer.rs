@@ -19,7 +19,7 @@ const LEASE_EXTENSION: RangeInclusive<Duration> = SECOND..=Duration::from_secs(1
 
 /// Most messages one Receive hands out, and most receipts one Ack takes.
 pub const MAX_BATCH: u32 = 1000;
-const MAX_REJECT_REASON_BYTES: usize = 1024;
+const MAX_REASON_BYTES: usize = 1024;
 
 /// A receipt names its subscription; a call must not act on another subscription's lease
 /// through it. Checked after the subscription is known to exist, so an unknown subscription
@@ -213,17 +213,24 @@ fn lease_target(checks: &mut Checks, subscription: &str, value: &str) -> Option<
 pub struct NackParams {
     pub target: LeaseTarget,
     pub delay: Option<Duration>,
+    /// The consumer's words, when it gave any.
+    pub reason: Option<String>,
 }
 
 pub fn nack(request: proto::NackRequest) -> Result<NackParams, RequestError> {
     let mut checks = Checks::default();
     let target = lease_target(&mut checks, &request.subscription, &request.receipt);
     let delay = checks.take(duration("delay", request.delay, &NACK_DELAY));
+    check_reason(&mut checks, &request.reason);
     let (Some(target), Some(delay)) = (target, delay) else {
         return Err(checks.into_error());
     };
     checks.finish()?;
-    Ok(NackParams { target, delay })
+    Ok(NackParams {
+        target,
+        delay,
+        reason: (!request.reason.is_empty()).then_some(request.reason),
+    })
 }
 
 #[derive(Debug)]
@@ -253,6 +260,20 @@ pub fn extend_lease_response(lease_expires_at: Timestamp) -> proto::ExtendLeaseR
     }
 }
 
+/// A Nack's or Reject's reason: stored text, at most [`MAX_REASON_BYTES`].
+fn check_reason(checks: &mut Checks, reason: &str) {
+    checks.take(domain::storable_text("reason", reason));
+    if reason.len() > MAX_REASON_BYTES {
+        checks.field(
+            "reason",
+            format!(
+                "is {} bytes; at most {MAX_REASON_BYTES} are allowed",
+                reason.len()
+            ),
+        );
+    }
+}
+
 #[derive(Debug)]
 pub struct RejectParams {
     pub target: LeaseTarget,
@@ -262,16 +283,7 @@ pub struct RejectParams {
 pub fn reject(request: proto::RejectRequest) -> Result<RejectParams, RequestError> {
     let mut checks = Checks::default();
     let target = lease_target(&mut checks, &request.subscription, &request.receipt);
-    checks.take(domain::storable_text("reason", &request.reason));
-    if request.reason.len() > MAX_REJECT_REASON_BYTES {
-        checks.field(
-            "reason",
-            format!(
-                "is {} bytes; at most {MAX_REJECT_REASON_BYTES} are allowed",
-                request.reason.len()
-            ),
-        );
-    }
+    check_reason(&mut checks, &request.reason);
     let Some(target) = target else {
         return Err(checks.into_error());
     };
@@ -311,6 +323,24 @@ mod tests {
             receipts: vec![],
         };
         assert_eq!(fields(ack(empty).unwrap_err()), ["receipts"]);
+    }
+
+    #[test]
+    fn a_nack_reason_is_optional_stored_text_of_at_most_1024_bytes() {
+        let nack_with = |reason: String| {
+            nack(proto::NackRequest {
+                subscription: "billing".into(),
+                receipt: format!("{}:1:billing", MessageId::new()),
+                delay: None,
+                reason,
+            })
+        };
+        assert_eq!(nack_with(String::new()).unwrap().reason, None);
+        let given = nack_with("the ledger timed out".into()).unwrap();
+        assert_eq!(given.reason.as_deref(), Some("the ledger timed out"));
+        assert_eq!(fields(nack_with("a\0b".into()).unwrap_err()), ["reason"]);
+        assert_eq!(fields(nack_with("x".repeat(1025)).unwrap_err()), ["reason"]);
+        assert!(nack_with("x".repeat(1024)).is_ok());
     }
 
     #[test]

@@ -114,14 +114,15 @@ pub trait Store: Send + Sync + 'static {
     /// Acks each receipt; one status per receipt, in order.
     async fn ack(&self, receipts: &[Receipt], now: Timestamp)
     -> Result<Vec<AckStatus>, StoreError>;
-    /// Ends a lease early: PENDING after `delay` (or the backoff), or DEAD on the last attempt.
-    /// Returns the plan applied, or `None` when this receipt's lease was released already (a
+    /// Ends a lease early: PENDING after `delay` (or the backoff), or DEAD on the last attempt;
+    /// `reason` (or [`rules::NACKED`]) is the delivery's last error and its event's. Returns the plan applied, or `None` when this receipt's lease was released already (a
     /// repeat of the Nack, or the lease expired and nobody leased the delivery since): nothing
     /// changes.
     async fn nack(
         &self,
         receipt: &Receipt,
         delay: Option<Duration>,
+        reason: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<RedeliveryPlan>, StoreError>;
     /// Moves the lease end to `now + extension` and returns it.

@@ -33,6 +33,15 @@ pub const EXPIRY_BATCH: i64 = 1000;
 
 /// `last_error` of a delivery after a Nack.
 pub const NACKED: &str = "nacked by the consumer";
+
+/// What a Nack records as its delivery's last error: [`NACKED`], with the consumer's reason
+/// when it gave one.
+pub fn nacked(reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("{NACKED}: {reason}"),
+        None => NACKED.to_owned(),
+    }
+}
 /// `last_error` of a delivery whose lease ran out.
 pub const LEASE_EXPIRED: &str = "lease expired before an ack";
 

@@ -163,6 +163,7 @@ proptest! {
             subscription: "billing".into(),
             receipt: receipt.clone(),
             delay: value,
+            reason: String::new(),
         });
         match nack {
             Ok(params) => {

@@ -293,6 +293,7 @@ async fn malformed_durations_are_refused_in_every_field() {
             subscription: SUB.into(),
             receipt: receipt.clone(),
             delay: bad,
+            reason: String::new(),
         };
         assert_invalid_field(consumer.nack(nack).await, "delay");
         let extend = ExtendLeaseRequest {
@@ -394,6 +395,7 @@ async fn error_messages_never_show_rusts_debug_form() {
                 subscription: SUB.into(),
                 receipt: unknown_receipt.clone(),
                 delay: None,
+                reason: String::new(),
             })
             .await
             .map(|_| ()),

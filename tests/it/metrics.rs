@@ -93,6 +93,7 @@ async fn the_endpoint_exports_rpc_message_delivery_and_backlog_metrics() {
             subscription: SUB.into(),
             receipt: first[1].receipt.clone(),
             delay: None,
+            reason: String::new(),
         })
         .await
         .expect("Nack");
@@ -270,6 +271,7 @@ async fn deaths_by_nack_and_by_lease_expiry_on_the_last_attempt_are_counted() {
                 subscription: DEAD_SUB.into(),
                 receipt: to_nack.receipt.clone(),
                 delay: None,
+                reason: String::new(),
             })
             .await
             .expect("Nack");

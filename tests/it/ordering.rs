@@ -184,6 +184,7 @@ async fn consume_at_random(api: Api, acked: AckedInOrder) {
                         subscription: SUB.into(),
                         receipt: delivery.receipt.clone(),
                         delay: ms(1),
+                        reason: String::new(),
                     })
                     .await;
                 continue;

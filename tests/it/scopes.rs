@@ -231,6 +231,7 @@ fn cases() -> Vec<Case> {
                             subscription: SHOP_SUB.into(),
                             receipt: f.receipt.clone(),
                             delay: secs(60),
+                            reason: String::new(),
                         })
                         .await)
                 }

@@ -66,6 +66,8 @@ def test_a_retryable_error_nacks_and_the_delivery_comes_again(
     message_id = publish()
     wait_for(lambda: outcome(publish, message_id) == "MESSAGE_OUTCOME_DELIVERED")
     assert attempts == [1, 2]
+    [delivery] = admin.deliveries(names.subscription)
+    assert "the ledger is down" in delivery.last_error
 
 
 def test_a_permanent_error_rejects_with_its_text(channel, admin, names, publish, consumers):

@@ -22,7 +22,7 @@ pub async fn redrive_dead_deliveries(t: &TestStore) {
     assert_eq!(leased.len(), 3);
     for receipt in leased.iter().map(|d| &d.receipt) {
         assert_eq!(
-            store.nack(receipt, None, now).await.unwrap(),
+            store.nack(receipt, None, None, now).await.unwrap(),
             Some(RedeliveryPlan::Dead)
         );
     }

@@ -9,7 +9,7 @@ use crate::domain::{
     AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan,
     Timestamp,
 };
-use crate::store::{Batch, StoreError};
+use crate::store::{Batch, StoreError, rules};
 
 pub async fn lease_then_ack(t: &TestStore) {
     let store = t.store.as_ref();
@@ -173,12 +173,15 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
     let receipt = lease_one(store, &sub, now).await;
     let delay = Duration::from_secs(5);
     assert_eq!(
-        store.nack(&receipt, Some(delay), now).await.unwrap(),
+        store.nack(&receipt, Some(delay), None, now).await.unwrap(),
         Some(RedeliveryPlan::RetryAt(now.plus(delay)))
     );
     // A repeat of the same Nack changes nothing, and says so.
     assert_eq!(
-        store.nack(&receipt, None, later(now, 100)).await.unwrap(),
+        store
+            .nack(&receipt, None, None, later(now, 100))
+            .await
+            .unwrap(),
         None
     );
     let status = delivery(store, id).await;
@@ -208,15 +211,18 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
     );
     // The old receipt lost its lease.
     assert!(matches!(
-        store.nack(&receipt, None, now.plus(delay)).await,
+        store.nack(&receipt, None, None, now.plus(delay)).await,
         Err(StoreError::LeaseLost {
             current: DeliveryState::Leased
         })
     ));
-    // Second and last attempt: a Nack makes it DEAD, whatever the delay.
+    // Second and last attempt: a Nack makes it DEAD, whatever the delay; the consumer's
+    // reason is kept.
+    let reason = Some("the ledger timed out");
+    let nacked = "nacked by the consumer: the ledger timed out";
     assert_eq!(
         store
-            .nack(&second, Some(delay), now.plus(delay))
+            .nack(&second, Some(delay), reason, now.plus(delay))
             .await
             .unwrap(),
         Some(RedeliveryPlan::Dead)
@@ -224,7 +230,7 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
     // Repeated, it answers no plan: the death is reported once.
     assert_eq!(
         store
-            .nack(&second, None, later(now.plus(delay), 100))
+            .nack(&second, None, None, later(now.plus(delay), 100))
             .await
             .unwrap(),
         None
@@ -233,6 +239,10 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
     assert_eq!(status.state, DeliveryState::Dead);
     assert_eq!(status.attempts, 2);
     assert_eq!(status.next_attempt_at, None);
+    assert_eq!(status.last_error.as_deref(), Some(nacked));
+    let events = store.message_history(id).await.unwrap().events;
+    let details: Vec<_> = events.iter().map(|e| e.detail.as_deref()).collect();
+    assert_eq!(details, [Some(rules::NACKED), Some(nacked)]);
     let record = store.get_message(&by_id(id)).await.unwrap();
     assert_eq!(record.outcome(), MessageOutcome::DeadLettered);
     assert!(matches!(
@@ -242,6 +252,7 @@ pub async fn nack_with_delay_then_dead_on_the_last_attempt(t: &TestStore) {
                     message_id: MessageId::new(),
                     ..second.clone()
                 },
+                None,
                 None,
                 now
             )

@@ -42,7 +42,7 @@ pub async fn history_keeps_check_answers_failures_and_the_decider(t: &TestStore)
     let at = later(now, 3);
     let receipt = lease_one(store, &sub, at).await;
     store
-        .nack(&receipt, Some(Duration::ZERO), at)
+        .nack(&receipt, Some(Duration::ZERO), None, at)
         .await
         .unwrap();
     lease_one(store, &sub, at).await;
@@ -172,7 +172,7 @@ pub async fn history_keeps_only_the_newest_events(t: &TestStore) {
         id = Some(receipt.message_id);
         if round % 2 == 0 {
             store
-                .nack(&receipt, Some(Duration::ZERO), at)
+                .nack(&receipt, Some(Duration::ZERO), None, at)
                 .await
                 .unwrap();
         } else {

@@ -157,7 +157,7 @@ pub async fn failed_heads_hold_their_lane(t: &TestStore) {
     let receipt = lease_one(store, &sub, later(now, 2)).await;
     assert_eq!(receipt.message_id, first);
     store
-        .nack(&receipt, Some(Duration::ZERO), later(now, 3))
+        .nack(&receipt, Some(Duration::ZERO), None, later(now, 3))
         .await
         .unwrap();
     // An expired lease does too.
@@ -299,7 +299,10 @@ pub async fn dead_head_skip_lets_the_lane_go_on(t: &TestStore) {
     let receipt = lease_one(store, &sub, now).await;
     assert_eq!(receipt.message_id, a);
     // Out of attempts: DEAD, and the lane goes on.
-    store.nack(&receipt, None, later(now, 1)).await.unwrap();
+    store
+        .nack(&receipt, None, None, later(now, 1))
+        .await
+        .unwrap();
     assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Dead);
     assert_eq!(lease_ids(store, &sub, later(now, 2)).await, [b]);
     let stats = store.stats(later(now, 2)).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::state::{ACK_DEADLINE, Due, Model, Plan, Refusal};
 use crate::domain::{AckStatus, DeliveryState, MessageId, Receipt, Timestamp};
-use crate::store::rules::{LEASE_EXPIRED, NACKED, rejected};
+use crate::store::rules::{LEASE_EXPIRED, nacked, rejected};
 
 /// What the store may hand out when it picks `chosen` among `candidates` (sorted by the time
 /// the contract orders them by) and must take `limit` of them: exactly `min(limit, n)`, none
@@ -154,13 +154,14 @@ impl Model {
         &mut self,
         receipt: &Receipt,
         delay: Option<Duration>,
+        reason: Option<&str>,
     ) -> Result<Option<Plan>, Refusal> {
         let Lease::Held { attempts } = self.lease_check(receipt)? else {
             return Ok(None);
         };
         let name = receipt.subscription.as_str();
         let plan = self.plan(name, attempts, delay);
-        self.release(receipt.message_id, name, plan, NACKED);
+        self.release(receipt.message_id, name, plan, &nacked(reason));
         Ok(Some(plan))
     }
 

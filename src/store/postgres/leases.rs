@@ -366,6 +366,7 @@ pub async fn nack(
     conn: &mut PgConnection,
     receipt: &Receipt,
     delay: Option<Duration>,
+    error: &str,
     now: Timestamp,
 ) -> Written<Option<RedeliveryPlan>> {
     let (check, attempts) = rules::held_lease(lock_delivery(conn, receipt).await?, receipt)?;
@@ -383,7 +384,7 @@ pub async fn nack(
         delay,
         random_jitter(),
     );
-    match release(conn, receipt, plan, (EventKind::Nacked, rules::NACKED), now).await? {
+    match release(conn, receipt, plan, (EventKind::Nacked, error), now).await? {
         Some(effects) => Ok((Some(plan), effects)),
         None => Ok((None, Effects::none())),
     }

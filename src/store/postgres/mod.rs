@@ -47,7 +47,7 @@ use super::subscription_cache::{self, SubscriptionCache};
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects,
     ExpiredLeases, InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store,
-    StoreError,
+    StoreError, rules,
 };
 use crate::config::PostgresConfig;
 use crate::domain::{
@@ -403,10 +403,20 @@ impl Store for PostgresStore {
         &self,
         receipt: &Receipt,
         delay: Option<Duration>,
+        reason: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
-        self.write(|tx| Box::pin(leases::nack(tx.into_connection(), receipt, delay, now)))
-            .await
+        let error = &rules::nacked(reason);
+        self.write(|tx| {
+            Box::pin(leases::nack(
+                tx.into_connection(),
+                receipt,
+                delay,
+                error,
+                now,
+            ))
+        })
+        .await
     }
 
     async fn extend_lease(

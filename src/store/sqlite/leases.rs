@@ -214,6 +214,7 @@ pub fn nack(
     conn: &Connection,
     receipt: &Receipt,
     delay: Option<Duration>,
+    error: &str,
     now: Timestamp,
 ) -> Written<Option<RedeliveryPlan>> {
     let (check, attempts) = held_lease(conn, receipt)?;
@@ -230,7 +231,7 @@ pub fn nack(
         delay,
         random_jitter(),
     );
-    match release(conn, receipt, plan, (EventKind::Nacked, rules::NACKED), now)? {
+    match release(conn, receipt, plan, (EventKind::Nacked, error), now)? {
         Some(effects) => Ok((Some(plan), effects)),
         None => Ok((None, Effects::none())),
     }

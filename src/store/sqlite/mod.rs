@@ -31,7 +31,7 @@ use super::subscription_cache::{self, SubscriptionCache};
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases,
     InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
-    Written,
+    Written, rules,
 };
 use crate::config::SqliteConfig;
 use crate::domain::{
@@ -273,10 +273,12 @@ impl Store for SqliteStore {
         &self,
         receipt: &Receipt,
         delay: Option<Duration>,
+        reason: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<RedeliveryPlan>, StoreError> {
         let receipt = receipt.clone();
-        self.write(move |conn| leases::nack(conn, &receipt, delay, now))
+        let error = rules::nacked(reason);
+        self.write(move |conn| leases::nack(conn, &receipt, delay, &error, now))
             .await
     }
 

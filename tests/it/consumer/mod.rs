@@ -17,6 +17,7 @@ fn nack(subscription: &str, receipt: &str, delay: Option<Duration>) -> NackReque
         subscription: subscription.into(),
         receipt: receipt.into(),
         delay: delay.map(duration),
+        reason: String::new(),
     }
 }
 

@@ -25,6 +25,7 @@ async fn nack_with_a_delay_holds_the_delivery_back_until_then() {
     let status = server.delivery_status(&id, SUB).await;
     assert_eq!(status.state(), DeliveryState::Pending);
     assert_eq!(status.attempts, 1);
+    assert_eq!(status.last_error, "nacked by the consumer");
     assert!(
         server.receive(SUB, 1, Duration::ZERO).await.is_empty(),
         "not before the delay"
@@ -206,5 +207,31 @@ async fn an_expired_lease_on_the_last_attempt_is_dead() {
     assert_eq!(
         server.status(&id).await.outcome(),
         MessageOutcome::DeadLettered
+    );
+}
+
+#[tokio::test]
+async fn a_nack_says_why_and_the_delivery_keeps_it() {
+    let server = TestServer::start().await;
+    server.create_subscription(subscription(SUB, TOPIC)).await;
+    let id = server.publish(TOPIC, "order-1").await;
+    let delivery = server.receive_one(SUB, Duration::ZERO).await;
+    let mut consumer = server.consumer();
+
+    let mut bad = nack(SUB, &delivery.receipt, None);
+    bad.reason = "x".repeat(1025);
+    assert_invalid_field(consumer.nack(bad).await, "reason");
+    let mut nul = nack(SUB, &delivery.receipt, None);
+    nul.reason = "ledger\0down".into();
+    assert_invalid_field(consumer.nack(nul).await, "reason");
+
+    let mut said = nack(SUB, &delivery.receipt, Some(Duration::from_secs(60)));
+    said.reason = "the ledger timed out".into();
+    consumer.nack(said).await.expect("Nack with a reason");
+    let status = server.delivery_status(&id, SUB).await;
+    assert_eq!(status.state(), DeliveryState::Pending);
+    assert_eq!(
+        status.last_error,
+        "nacked by the consumer: the ledger timed out"
     );
 }

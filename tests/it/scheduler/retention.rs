@@ -122,6 +122,7 @@ async fn retention_deletes_the_history_of_the_messages_it_deletes() {
             subscription: SUB.into(),
             receipt: first.receipt,
             delay: Some(duration(Duration::ZERO)),
+            reason: String::new(),
         })
         .await
         .expect("Nack");

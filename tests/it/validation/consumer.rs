@@ -54,6 +54,7 @@ async fn consumer_requests_are_validated() {
             subscription: SUB.into(),
             receipt: bad.into(),
             delay: None,
+            reason: String::new(),
         };
         assert_invalid_field(consumer.nack(nack).await, "receipt");
         let extend = ExtendLeaseRequest {
@@ -88,6 +89,7 @@ async fn consumer_requests_are_validated() {
         subscription: "shipping".into(),
         receipt: receipt.clone(),
         delay: None,
+        reason: String::new(),
     };
     assert_invalid_field(consumer.nack(elsewhere).await, "receipt");
 
@@ -95,6 +97,7 @@ async fn consumer_requests_are_validated() {
         subscription: SUB.into(),
         receipt: receipt.clone(),
         delay,
+        reason: String::new(),
     };
     assert_invalid_field(consumer.nack(nack(secs(12 * 3600 + 1))).await, "delay");
     assert_invalid_field(consumer.nack(nack(negative(-1000))).await, "delay");

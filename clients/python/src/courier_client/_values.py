@@ -10,7 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 
 Seconds = Union[float, int, datetime.timedelta]
 
-# Courier keeps free text (Reject reasons) up to this many bytes.
+# Courier keeps free text (Nack and Reject reasons) up to this many bytes.
 MAX_REASON_BYTES = 1024
 
 
@@ -36,7 +36,7 @@ def headers_map(headers: Optional[Mapping[str, str]]) -> dict:
 
 
 def reason_text(error: BaseException) -> str:
-    """An exception as a Reject reason: no NUL, at most MAX_REASON_BYTES of UTF-8."""
+    """An exception as a Nack or Reject reason: no NUL, at most MAX_REASON_BYTES of UTF-8."""
     text = f"{type(error).__name__}: {error}".replace("\x00", "")
     encoded = text.encode()[:MAX_REASON_BYTES]
     return encoded.decode(errors="ignore")

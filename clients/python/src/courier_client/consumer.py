@@ -30,7 +30,7 @@ class Consumer:
     The handler returns: Ack. It raises one of `permanent_errors` (PermanentError by default):
     Reject, the delivery is DEAD at once with the exception's text as its reason. It raises
     anything else: Nack, redelivered after `nack_delay` (the subscription's backoff when None);
-    the exception is logged (Nack carries no text). While a handler runs its lease is extended.
+    the exception's text is the Nack's reason. While a handler runs its lease is extended.
 
     `run()` blocks until `stop()`; `start()` runs it on a thread. On stop the consumer receives
     no more, lets running handlers finish for `shutdown_grace` seconds, then gives the rest back
@@ -207,7 +207,7 @@ class Consumer:
                 delivery.attempt,
                 reason_text(error),
             )
-            self._nack(delivery.receipt, delay=self.nack_delay)
+            self._nack(delivery.receipt, delay=self.nack_delay, reason=reason_text(error))
 
     def _ack(self, delivery) -> None:
         request = consumer_pb2.AckRequest(
@@ -221,9 +221,9 @@ class Consumer:
                 consumer_pb2.AckStatus.Name(result.status),
             )
 
-    def _nack(self, receipt: str, *, delay: Optional[Seconds]) -> None:
+    def _nack(self, receipt: str, *, delay: Optional[Seconds], reason: str = "") -> None:
         request = consumer_pb2.NackRequest(
-            subscription=self.subscription, receipt=receipt, delay=duration(delay)
+            subscription=self.subscription, receipt=receipt, delay=duration(delay), reason=reason
         )
         try:
             self._stub.Nack(request, timeout=self.timeout)

@@ -191,13 +191,17 @@ impl Consumer {
             }
             Some(Ok(Err(failure))) => {
                 warn!(%message_id, error = %failure, "handler failed; the delivery will be retried");
-                self.nack(&receipt, failure.retry_delay()).await
+                let reason = failure.to_string();
+                self.nack(&receipt, failure.retry_delay(), &reason).await
             }
             Some(Err(_panic)) => {
                 error!(%message_id, "handler panicked; the delivery will be retried");
-                self.nack(&receipt, None).await
+                self.nack(&receipt, None, "the handler panicked").await
             }
-            None => self.nack(&receipt, Some(Duration::ZERO)).await,
+            None => {
+                let reason = "the consumer shut down before the handler finished";
+                self.nack(&receipt, Some(Duration::ZERO), reason).await
+            }
         };
         if let Err(status) = settled {
             warn!(%message_id, error = status.message(), "could not settle the delivery; it is redelivered when its lease ends");
@@ -217,11 +221,13 @@ impl Consumer {
         Ok(())
     }
 
-    async fn nack(&self, receipt: &str, delay: Option<Duration>) -> Result<(), Status> {
+    /// Gives the delivery back, saying why (kept in the message's history).
+    async fn nack(&self, receipt: &str, delay: Option<Duration>, why: &str) -> Result<(), Status> {
         let request = NackRequest {
             subscription: self.subscription.clone(),
             receipt: receipt.to_owned(),
             delay: delay.map(proto::duration),
+            reason: reason(why),
         };
         self.client.clone().nack(request).await?;
         Ok(())
@@ -231,7 +237,7 @@ impl Consumer {
         let request = RejectRequest {
             subscription: self.subscription.clone(),
             receipt: receipt.to_owned(),
-            reason: reject_reason(&failure.to_string()),
+            reason: reason(&failure.to_string()),
         };
         self.client.clone().reject(request).await?;
         Ok(())
@@ -252,8 +258,9 @@ fn may_pass(status: &Status) -> bool {
     )
 }
 
-/// `text` as a Reject reason: without NUL, cut at a character boundary to what Courier keeps.
-fn reject_reason(text: &str) -> String {
+/// `text` as a Nack or Reject reason: without NUL, cut at a character boundary to what
+/// Courier keeps.
+fn reason(text: &str) -> String {
     let text = text.replace('\0', " ");
     if text.len() <= MAX_REASON_BYTES {
         return text;
@@ -270,10 +277,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reject_reasons_fit_what_courier_keeps() {
-        assert_eq!(reject_reason("bad\0json"), "bad json");
+    fn reasons_fit_what_courier_keeps() {
+        assert_eq!(reason("bad\0json"), "bad json");
         let long = "é".repeat(600);
-        let reason = reject_reason(&long);
+        let reason = reason(&long);
         assert!(reason.len() <= MAX_REASON_BYTES);
         assert_eq!(reason.chars().count(), 512);
     }

@@ -107,6 +107,12 @@ async fn a_retryable_error_nacks_and_the_delivery_comes_again() {
         })
         .await;
     assert_eq!(message.deliveries[0].attempts, 2);
+    // The Nack said why; the delivery keeps it.
+    assert!(
+        message.deliveries[0].last_error.contains("database busy"),
+        "{:?}",
+        message.deliveries[0].last_error
+    );
     shutdown.cancel();
     running.await.unwrap().unwrap();
     assert_eq!(

@@ -63,8 +63,13 @@ impl Run {
             return Ok(());
         };
         let delay = delay_ms.map(Duration::from_millis);
-        let answer = self.store().nack(&receipt, delay, self.model.now).await;
-        match (answer, self.model.nack(&receipt, delay)) {
+        // Both kinds of Nack from one generated step: with a delay the consumer says why.
+        let reason = delay.map(|_| "the handler failed");
+        let answer = self
+            .store()
+            .nack(&receipt, delay, reason, self.model.now)
+            .await;
+        match (answer, self.model.nack(&receipt, delay, reason)) {
             (Ok(store), Ok(model)) => same_plan("nack", store, model),
             (answer, model) => agree("nack", answer.map(|_| ()), model.map(|_| ())),
         }

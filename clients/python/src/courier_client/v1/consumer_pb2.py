@@ -27,15 +27,15 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ourier/v1/consumer.proto\x12\ncourier.v1\x1a\x17\x63ourier/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x0eReceiveRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tmax_bytes\x18\x04 \x01(\r\";\n\x0fReceiveResponse\x12(\n\ndeliveries\x18\x01 \x03(\x0b\x32\x14.courier.v1.Delivery\"4\n\nAckRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x10\n\x08receipts\x18\x02 \x03(\t\"C\n\tAckResult\x12\x0f\n\x07receipt\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.courier.v1.AckStatus\"5\n\x0b\x41\x63kResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.courier.v1.AckResult\"^\n\x0bNackRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x0e\n\x0cNackResponse\"i\n\x12\x45xtendLeaseRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12,\n\textension\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x13\x45xtendLeaseResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\rRejectRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x10\n\x0eRejectResponse*o\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rACK_STATUS_OK\x10\x01\x12\x19\n\x15\x41\x43K_STATUS_LEASE_LOST\x10\x02\x12\x18\n\x14\x41\x43K_STATUS_NOT_FOUND\x10\x03\x32\xd2\x02\n\x08\x43onsumer\x12\x42\n\x07Receive\x12\x1a.courier.v1.ReceiveRequest\x1a\x1b.courier.v1.ReceiveResponse\x12\x36\n\x03\x41\x63k\x12\x16.courier.v1.AckRequest\x1a\x17.courier.v1.AckResponse\x12\x39\n\x04Nack\x12\x17.courier.v1.NackRequest\x1a\x18.courier.v1.NackResponse\x12N\n\x0b\x45xtendLease\x12\x1e.courier.v1.ExtendLeaseRequest\x1a\x1f.courier.v1.ExtendLeaseResponse\x12?\n\x06Reject\x12\x19.courier.v1.RejectRequest\x1a\x1a.courier.v1.RejectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ourier/v1/consumer.proto\x12\ncourier.v1\x1a\x17\x63ourier/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x0eReceiveRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tmax_bytes\x18\x04 \x01(\r\";\n\x0fReceiveResponse\x12(\n\ndeliveries\x18\x01 \x03(\x0b\x32\x14.courier.v1.Delivery\"4\n\nAckRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x10\n\x08receipts\x18\x02 \x03(\t\"C\n\tAckResult\x12\x0f\n\x07receipt\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.courier.v1.AckStatus\"5\n\x0b\x41\x63kResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.courier.v1.AckResult\"n\n\x0bNackRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x0e\n\x0cNackResponse\"i\n\x12\x45xtendLeaseRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12,\n\textension\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x13\x45xtendLeaseResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\rRejectRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x10\n\x0eRejectResponse*o\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rACK_STATUS_OK\x10\x01\x12\x19\n\x15\x41\x43K_STATUS_LEASE_LOST\x10\x02\x12\x18\n\x14\x41\x43K_STATUS_NOT_FOUND\x10\x03\x32\xd2\x02\n\x08\x43onsumer\x12\x42\n\x07Receive\x12\x1a.courier.v1.ReceiveRequest\x1a\x1b.courier.v1.ReceiveResponse\x12\x36\n\x03\x41\x63k\x12\x16.courier.v1.AckRequest\x1a\x17.courier.v1.AckResponse\x12\x39\n\x04Nack\x12\x17.courier.v1.NackRequest\x1a\x18.courier.v1.NackResponse\x12N\n\x0b\x45xtendLease\x12\x1e.courier.v1.ExtendLeaseRequest\x1a\x1f.courier.v1.ExtendLeaseResponse\x12?\n\x06Reject\x12\x19.courier.v1.RejectRequest\x1a\x1a.courier.v1.RejectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'courier.v1.consumer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACKSTATUS']._serialized_start=878
-  _globals['_ACKSTATUS']._serialized_end=989
+  _globals['_ACKSTATUS']._serialized_start=894
+  _globals['_ACKSTATUS']._serialized_end=1005
   _globals['_RECEIVEREQUEST']._serialized_start=131
   _globals['_RECEIVEREQUEST']._serialized_end=251
   _globals['_RECEIVERESPONSE']._serialized_start=253
@@ -47,17 +47,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACKRESPONSE']._serialized_start=437
   _globals['_ACKRESPONSE']._serialized_end=490
   _globals['_NACKREQUEST']._serialized_start=492
-  _globals['_NACKREQUEST']._serialized_end=586
-  _globals['_NACKRESPONSE']._serialized_start=588
-  _globals['_NACKRESPONSE']._serialized_end=602
-  _globals['_EXTENDLEASEREQUEST']._serialized_start=604
-  _globals['_EXTENDLEASEREQUEST']._serialized_end=709
-  _globals['_EXTENDLEASERESPONSE']._serialized_start=711
-  _globals['_EXTENDLEASERESPONSE']._serialized_end=786
-  _globals['_REJECTREQUEST']._serialized_start=788
-  _globals['_REJECTREQUEST']._serialized_end=858
-  _globals['_REJECTRESPONSE']._serialized_start=860
-  _globals['_REJECTRESPONSE']._serialized_end=876
-  _globals['_CONSUMER']._serialized_start=992
-  _globals['_CONSUMER']._serialized_end=1330
+  _globals['_NACKREQUEST']._serialized_end=602
+  _globals['_NACKRESPONSE']._serialized_start=604
+  _globals['_NACKRESPONSE']._serialized_end=618
+  _globals['_EXTENDLEASEREQUEST']._serialized_start=620
+  _globals['_EXTENDLEASEREQUEST']._serialized_end=725
+  _globals['_EXTENDLEASERESPONSE']._serialized_start=727
+  _globals['_EXTENDLEASERESPONSE']._serialized_end=802
+  _globals['_REJECTREQUEST']._serialized_start=804
+  _globals['_REJECTREQUEST']._serialized_end=874
+  _globals['_REJECTRESPONSE']._serialized_start=876
+  _globals['_REJECTRESPONSE']._serialized_end=892
+  _globals['_CONSUMER']._serialized_start=1008
+  _globals['_CONSUMER']._serialized_end=1346
 # @@protoc_insertion_point(module_scope)
