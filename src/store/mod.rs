@@ -115,9 +115,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ack(&self, receipts: &[Receipt], now: Timestamp)
     -> Result<Vec<AckStatus>, StoreError>;
     /// Ends a lease early: PENDING after `delay` (or the backoff), or DEAD on the last attempt;
-    /// `reason` (or [`rules::NACKED`]) is the delivery's last error and its event's. Returns the plan applied, or `None` when this receipt's lease was released already (a
-    /// repeat of the Nack, or the lease expired and nobody leased the delivery since): nothing
-    /// changes.
+    /// the delivery's last error and its event read [`rules::nacked`]`(reason)`. Returns the
+    /// plan applied, or `None` when this receipt's lease was released already (a repeat of the
+    /// Nack, or the lease expired and nobody leased the delivery since): nothing changes.
     async fn nack(
         &self,
         receipt: &Receipt,

@@ -42,6 +42,7 @@ pub fn nacked(reason: Option<&str>) -> String {
         None => NACKED.to_owned(),
     }
 }
+
 /// `last_error` of a delivery whose lease ran out.
 pub const LEASE_EXPIRED: &str = "lease expired before an ack";
 

@@ -151,10 +151,7 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
                 // their own only to hear the same, and answer after twice their bound. They
                 // hear it now.
                 let queued: Vec<_> = self.lock().waiting.drain(..).collect();
-                for (_, answer, _) in queued {
-                    let error = StoreError::unavailable(cause.clone());
-                    let _ = answer.send(Outcome::Failed(error));
-                }
+                tell_away(queued.into_iter().map(|(_, answer, _)| answer), &cause);
             }
         }
     }
@@ -190,12 +187,8 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
                 });
             }
             Err(StoreError::Unavailable(cause)) => {
-                // Every caller hears the one cause, shared.
                 let cause = SharedCause(Arc::from(cause));
-                for answer in answers {
-                    let error = StoreError::unavailable(cause.clone());
-                    let _ = answer.send(Outcome::Failed(error));
-                }
+                tell_away(answers, &cause);
                 return Some(cause);
             }
             Err(error) => {
@@ -206,6 +199,16 @@ impl<I: Send + 'static, D: Send + 'static> Shared<I, D> {
             }
         }
         None
+    }
+}
+
+/// Answers each caller that the database is away, all with the one cause, shared.
+fn tell_away<D>(
+    answers: impl IntoIterator<Item = oneshot::Sender<Outcome<D>>>,
+    cause: &SharedCause,
+) {
+    for answer in answers {
+        let _ = answer.send(Outcome::Failed(StoreError::unavailable(cause.clone())));
     }
 }
 

@@ -280,7 +280,7 @@ pub async fn ack_batch(
     calls: &[(Vec<Receipt>, Timestamp)],
 ) -> Result<Vec<Option<Vec<AckStatus>>>, StoreError> {
     // One time for the batch, the latest of its calls: a time per receipt would make the
-    // statement a fifth larger, and past one TLS record it stalls (see `write::BATCH_BYTES`).
+    // statement a fifth larger for nothing.
     let now = calls
         .iter()
         .map(|(_, now)| *now)
