@@ -6,15 +6,18 @@
 //! them, or an operator's Admin call).
 //!
 //! A count alone lets an overloaded server accept calls that then wait their turn for as long
-//! as the count allows. So producer and settle calls also watch for a standing queue, the way
-//! CoDel does: when even the fastest call of the last interval took longer than
-//! `limits.in_flight.latency_target`, the queue is not draining, and calls past a small floor
-//! are refused until it does. (Receive waits by design; Admin calls may be slow scans.)
+//! as the count allows. So producer and settle calls are also held to Little's law: calls in
+//! flight = throughput x time each spends. The server measures, every 100 ms, how many calls
+//! of the kind it finished, and keeps the fastest call of the last 10 s (a call's time without
+//! a queue); it admits at most throughput x (that time + `limits.in_flight.latency_target`):
+//! an accepted call waits about the target at most, and the rest are refused at once.
+//! (Receive waits by design; Admin calls may be slow scans.)
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -53,7 +56,7 @@ impl Kind {
         }
     }
 
-    /// Whether a standing queue refuses calls of this kind.
+    /// Whether calls of this kind are held to their measured throughput (Little's law).
     fn watches_latency(self) -> bool {
         matches!(self, Self::Produce | Self::Settle)
     }
@@ -68,11 +71,21 @@ impl Kind {
     }
 }
 
-/// Calls of a kind always admitted (up to its bound) even while its queue stands: they keep
-/// measuring, so the server notices when the queue drains, and a slow database still serves.
-const STANDING_QUEUE_FLOOR: usize = 64;
-/// How long the fastest call must stay over the target before calls are refused.
-const STANDING_INTERVAL: Duration = Duration::from_millis(100);
+/// Calls of a kind always admitted (up to its bound) whatever was measured: they keep
+/// measuring, so the bound grows back when the server speeds up, and a slow database still
+/// serves.
+const LITTLE_FLOOR: usize = 64;
+/// How often the throughput and the fastest call are measured.
+const MEASURE_INTERVAL: Duration = Duration::from_millis(100);
+/// The bound is the largest of the last this many busy intervals' measures: a stall of a few
+/// intervals (a checkpoint, a slow fsync, CPU taken by refusing a flood) does not shrink it,
+/// so a server that sheds work keeps its throughput; a lasting slowdown does, after 2 s.
+const MEASURES_KEPT: usize = 20;
+/// A call's time without a queue is the fastest call of the last this many intervals (10 s),
+/// busy or not. The current interval's fastest call will not do: behind a queue that stands
+/// (every call waits its turn in a batch queue, say) even the fastest call includes the wait,
+/// and a bound made from it would keep the queue it should drain.
+const FASTEST_KEPT: usize = 100;
 
 #[derive(Debug)]
 struct Bounds {
@@ -80,8 +93,8 @@ struct Bounds {
     receive: Arc<Semaphore>,
     settle: Arc<Semaphore>,
     admin: Arc<Semaphore>,
-    produce_queue: Arc<StandingQueue>,
-    settle_queue: Arc<StandingQueue>,
+    produce_little: Arc<LittleBound>,
+    settle_little: Arc<LittleBound>,
     limits: InFlightLimits,
 }
 
@@ -95,43 +108,62 @@ impl Bounds {
         }
     }
 
-    fn queue(&self, kind: Kind) -> Option<&Arc<StandingQueue>> {
+    fn little(&self, kind: Kind) -> Option<&Arc<LittleBound>> {
         if !kind.watches_latency() || self.limits.latency_target.is_zero() {
             return None;
         }
         match kind {
-            Kind::Produce => Some(&self.produce_queue),
-            _ => Some(&self.settle_queue),
+            Kind::Produce => Some(&self.produce_little),
+            _ => Some(&self.settle_little),
         }
     }
 }
 
-/// The fastest call of the current interval, and whether the last interval's fastest call
-/// took longer than the target (the queue stands).
+/// The calls of a kind the server may hold in flight so that none waits much longer than the
+/// target: a busy interval's throughput times (a call's time without a queue + the target),
+/// the largest of the last `MEASURES_KEPT`.
+///
+/// An interval is busy when its calls came near the bound, or when even its fastest call
+/// waited longer than the target (a queue stands: judged at once, not only after the queue
+/// has grown to the bound). Any other interval's throughput was what clients offered, not what
+/// the server can carry, and it leaves the bound alone (as BBR ignores application-limited
+/// samples): otherwise a quiet hour would shrink the bound and the next burst would be refused
+/// although the server could carry it.
 #[derive(Debug)]
-struct StandingQueue {
+struct LittleBound {
     epoch: Instant,
     target: Duration,
     /// Microseconds since `epoch` at which the current interval began.
     interval_start: AtomicU64,
+    /// Calls finished in the current interval.
+    finished: AtomicU64,
     /// The fastest call of the current interval, in microseconds.
     fastest: AtomicU64,
-    standing: AtomicBool,
+    /// The most calls in flight at once in the current interval.
+    peak: AtomicUsize,
+    /// Only the caller that ends an interval touches it.
+    history: Mutex<History>,
+    bound: AtomicUsize,
 }
 
-impl StandingQueue {
-    fn new(target: Duration) -> Self {
+impl LittleBound {
+    fn new(target: Duration, ceiling: usize) -> Self {
         Self {
             epoch: Instant::now(),
             target,
             interval_start: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             fastest: AtomicU64::new(u64::MAX),
-            standing: AtomicBool::new(false),
+            peak: AtomicUsize::new(0),
+            history: Mutex::new(History::default()),
+            bound: AtomicUsize::new(ceiling),
         }
     }
 
-    fn standing(&self) -> bool {
-        self.standing.load(Relaxed)
+    /// Whether one more call may start while `in_flight` are.
+    fn admits(&self, in_flight: usize) -> bool {
+        self.peak.fetch_max(in_flight + 1, Relaxed);
+        in_flight < LITTLE_FLOOR || in_flight < self.bound.load(Relaxed)
     }
 
     /// A call of this kind finished after `took`.
@@ -139,7 +171,9 @@ impl StandingQueue {
         let took = micros(took);
         let now = micros(self.epoch.elapsed());
         let start = self.interval_start.load(Relaxed);
-        if now.saturating_sub(start) < micros(STANDING_INTERVAL) {
+        let elapsed = now.saturating_sub(start);
+        if elapsed < micros(MEASURE_INTERVAL) {
+            self.finished.fetch_add(1, Relaxed);
             self.fastest.fetch_min(took, Relaxed);
             return;
         }
@@ -149,10 +183,58 @@ impl StandingQueue {
             .compare_exchange(start, now, Relaxed, Relaxed)
             .is_ok()
         {
-            let fastest = self.fastest.swap(took, Relaxed).min(took);
-            self.standing.store(fastest > micros(self.target), Relaxed);
+            let finished = self.finished.swap(1, Relaxed);
+            let fastest = self.fastest.swap(took, Relaxed);
+            let peak = self.peak.swap(0, Relaxed);
+            let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+            let unqueued = history.unqueued(fastest);
+            let bound = self.bound.load(Relaxed);
+            let near_the_bound = peak >= bound.max(LITTLE_FLOOR) / 4 * 3;
+            let queue_stands = fastest > unqueued.saturating_add(micros(self.target));
+            if !near_the_bound && !queue_stands {
+                return; // not busy: the clients set the pace, not the server
+            }
+            let measured = little_bound(finished, elapsed, unqueued, micros(self.target));
+            let largest = history.largest_bound(measured);
+            self.bound.store(largest, Relaxed);
         }
     }
+}
+
+/// What the last intervals measured, newest last.
+#[derive(Debug, Default)]
+struct History {
+    fastest: VecDeque<u64>,
+    bounds: VecDeque<usize>,
+}
+
+impl History {
+    /// Keeps an interval's fastest call; answers the fastest of the last `FASTEST_KEPT`.
+    fn unqueued(&mut self, fastest: u64) -> u64 {
+        keep_last(&mut self.fastest, fastest, FASTEST_KEPT);
+        self.fastest.iter().copied().min().unwrap_or(fastest)
+    }
+
+    /// Keeps a busy interval's measured bound; answers the largest of the last `MEASURES_KEPT`.
+    fn largest_bound(&mut self, measured: usize) -> usize {
+        keep_last(&mut self.bounds, measured, MEASURES_KEPT);
+        self.bounds.iter().copied().max().unwrap_or(measured)
+    }
+}
+
+fn keep_last<T>(values: &mut VecDeque<T>, value: T, kept: usize) {
+    if values.len() == kept {
+        values.pop_front();
+    }
+    values.push_back(value);
+}
+
+/// Little's law: `finished` calls in `elapsed` microseconds, each spending `unqueued` plus at
+/// most `target` microseconds, fill this many places.
+fn little_bound(finished: u64, elapsed: u64, unqueued: u64, target: u64) -> usize {
+    let spent = u128::from(unqueued.saturating_add(target));
+    let places = u128::from(finished) * spent / u128::from(elapsed.max(1));
+    usize::try_from(places).unwrap_or(usize::MAX)
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -172,8 +254,8 @@ impl AdmissionLayer {
                 receive: Arc::new(Semaphore::new(limits.receive)),
                 settle: Arc::new(Semaphore::new(limits.settle)),
                 admin: Arc::new(Semaphore::new(limits.admin)),
-                produce_queue: Arc::new(StandingQueue::new(limits.latency_target)),
-                settle_queue: Arc::new(StandingQueue::new(limits.latency_target)),
+                produce_little: Arc::new(LittleBound::new(limits.latency_target, limits.produce)),
+                settle_little: Arc::new(LittleBound::new(limits.latency_target, limits.settle)),
                 limits: limits.clone(),
             }),
         }
@@ -219,13 +301,12 @@ where
             });
         };
         let (semaphore, bound) = self.bounds.of(kind);
-        let queue = self.bounds.queue(kind);
-        if let Some(queue) = queue
-            && queue.standing()
-            && bound - semaphore.available_permits() >= STANDING_QUEUE_FLOOR
+        let little = self.bounds.little(kind);
+        if let Some(little) = little
+            && !little.admits(bound - semaphore.available_permits())
         {
             let status = Status::resource_exhausted(format!(
-                "server busy: calls of this kind wait longer than {} \
+                "server busy: more calls of this kind would wait longer than {} \
                  (limits.in_flight.latency_target); retry with backoff",
                 humantime::format_duration(self.bounds.limits.latency_target)
             ));
@@ -235,7 +316,7 @@ where
             Ok(permit) => Either::Right(Admitted {
                 inner: Box::pin(self.inner.call(request)),
                 _permit: Some(permit),
-                timed: queue.map(|queue| (queue.clone(), Instant::now())),
+                timed: little.map(|little| (little.clone(), Instant::now())),
             }),
             Err(_) => {
                 let status = Status::resource_exhausted(format!(
@@ -254,7 +335,7 @@ pub struct Admitted<F> {
     inner: Pin<Box<F>>,
     _permit: Option<OwnedSemaphorePermit>,
     /// Where to report how long the call took, and when it began.
-    timed: Option<(Arc<StandingQueue>, Instant)>,
+    timed: Option<(Arc<LittleBound>, Instant)>,
 }
 
 impl<F: Future> Future for Admitted<F> {
@@ -263,9 +344,9 @@ impl<F: Future> Future for Admitted<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let answer = self.inner.as_mut().poll(cx);
         if answer.is_ready()
-            && let Some((queue, began)) = self.timed.take()
+            && let Some((little, began)) = self.timed.take()
         {
-            queue.finished(began.elapsed());
+            little.finished(began.elapsed());
         }
         answer
     }
@@ -291,16 +372,68 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_stands_when_even_the_fastest_call_of_an_interval_is_slow() {
-        let queue = StandingQueue::new(Duration::from_millis(100));
-        queue.finished(Duration::from_millis(150));
-        assert!(!queue.standing(), "judged only once an interval has passed");
-        std::thread::sleep(STANDING_INTERVAL);
-        queue.finished(Duration::from_millis(300));
-        assert!(queue.standing(), "every call of the interval was slow");
-        queue.finished(Duration::from_millis(5));
-        std::thread::sleep(STANDING_INTERVAL);
-        queue.finished(Duration::from_millis(200));
-        assert!(!queue.standing(), "one fast call shows the queue drains");
+    fn the_bound_is_throughput_times_the_fastest_call_plus_the_target() {
+        // 2,000 calls in 100 ms, the fastest 5 ms, target 20 ms: 20,000/s x 25 ms.
+        assert_eq!(little_bound(2_000, 100_000, 5_000, 20_000), 500);
+        // Nothing finished: nothing measured (the floor and the kept measures keep calls coming).
+        assert_eq!(little_bound(0, 100_000, u64::MAX, 20_000), 0);
+        // A far database: every call 150 ms, target 20 ms; all 1,000 in flight stay admitted.
+        assert_eq!(little_bound(666, 100_000, 150_000, 20_000), 1_132);
+    }
+
+    /// Calls `little` as `in_flight` calls in flight would, for one interval in which
+    /// `finished` calls finish after `took`.
+    fn interval(little: &LittleBound, in_flight: usize, finished: usize, took: Duration) {
+        little.admits(in_flight);
+        for _ in 0..finished {
+            little.finished(took);
+        }
+        std::thread::sleep(MEASURE_INTERVAL);
+        little.finished(took); // the first call of the next interval judges this one
+    }
+
+    #[test]
+    fn a_busy_interval_sets_the_bound_and_a_quiet_one_leaves_it() {
+        let little = LittleBound::new(Duration::from_millis(20), 2_048);
+        // Quiet: 100 calls/s, 3 in flight. The bound stays where it was.
+        interval(&little, 3, 10, Duration::from_millis(1));
+        interval(&little, 3, 10, Duration::from_millis(1));
+        assert!(
+            little.bound.load(Relaxed) == 2_048,
+            "a quiet interval says nothing of capacity"
+        );
+        // Busy: 2,000 calls in flight, about 20,000 finished per second, the fastest in 5 ms:
+        // about 20,000/s x 25 ms = 500 places (less: an interval runs over 100 ms).
+        interval(&little, 2_000, 2_000, Duration::from_millis(5));
+        assert!(little.admits(300), "the measured bound admits");
+        assert!(
+            !little.admits(1_000),
+            "past the measured bound calls are refused"
+        );
+        // A stall: an interval in which little finished. The best recent measure holds.
+        interval(&little, 2_000, 10, Duration::from_millis(5));
+        assert!(
+            little.admits(300),
+            "one slow interval does not shrink the bound"
+        );
+        // A lasting slowdown does.
+        for _ in 0..MEASURES_KEPT {
+            interval(&little, 2_000, 10, Duration::from_millis(5));
+        }
+        assert!(!little.admits(300), "a lasting slowdown shrinks the bound");
+        assert!(little.admits(LITTLE_FLOOR - 1), "the floor always admits");
+    }
+
+    #[test]
+    fn a_queue_that_stands_does_not_set_its_own_bound() {
+        let little = LittleBound::new(Duration::from_millis(20), 2_048);
+        interval(&little, 3, 10, Duration::from_millis(5));
+        // Every call now waits 500 ms in a queue: about 4,000 calls/s finish. The bound is
+        // 4,000/s x (5 ms without the queue + 20 ms), about 100, not 4,000/s x 520 ms. The
+        // interval is busy although only 500 calls are in flight: the queue stands.
+        interval(&little, 500, 400, Duration::from_millis(500));
+        interval(&little, 500, 400, Duration::from_millis(500));
+        assert!(little.admits(80), "the measured bound admits");
+        assert!(!little.admits(500), "the queue is not kept");
     }
 }

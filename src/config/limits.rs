@@ -60,10 +60,10 @@ pub struct InFlightLimits {
     /// Ack, Nack, ExtendLease and Reject calls.
     pub settle: usize,
     pub admin: usize,
-    /// Producer and settle calls are also refused, past the first 64 of a kind in flight,
-    /// while even the fastest call of that kind in the last 100 ms took longer than this: a
-    /// queue that does not drain, where more calls would only wait longer. Accepted calls keep
-    /// their latency under overload. `0s` turns it off.
+    /// Producer and settle calls are also held to Little's law: past the first 64 of a kind
+    /// in flight, at most (calls finished per second) x (the fastest call + this) may be in
+    /// flight, measured every 100 ms while the server is busy. An accepted call waits about
+    /// this long at most; the rest are refused at once. `0s` turns it off.
     #[serde(with = "duration_text")]
     pub latency_target: Duration,
 }
@@ -75,7 +75,7 @@ impl Default for InFlightLimits {
             receive: 2048,
             settle: 2048,
             admin: 64,
-            latency_target: Duration::from_millis(100),
+            latency_target: Duration::from_millis(50),
         }
     }
 }
