@@ -12,9 +12,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for an invalid configuration (a usage error).
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when a second signal cuts the graceful shutdown short (128 + SIGINT).
