@@ -61,8 +61,8 @@ pub struct InFlightLimits {
     pub settle: usize,
     pub admin: usize,
     /// Producer and settle calls are also held to Little's law: past the first 64 of a kind
-    /// in flight, at most (calls finished per second) x (the fastest call + this) may be in
-    /// flight, measured every 100 ms while the server is busy. An accepted call waits about
+    /// in flight, at most (calls finished per second) x (the fastest call of the last 10 s +
+    /// this) may be in flight, measured every 25 ms while the server is busy. An accepted call waits about
     /// this long at most; the rest are refused at once. `0s` turns it off.
     #[serde(with = "duration_text")]
     pub latency_target: Duration,
