@@ -20,7 +20,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use callbacks::CallbacksConfig;
-pub use limits::{InFlightLimits, Limits, SubscriptionDefaults};
+pub use limits::{
+    DEFAULT_MAX_STREAMS_PER_CONNECTION, InFlightLimits, Limits, SubscriptionDefaults,
+};
 pub use scheduler::{ChecksConfig, PushConfig, RetentionConfig};
 pub use security::{AuthConfig, TlsConfig};
 pub use store::{PostgresConfig, SqliteConfig};

@@ -107,13 +107,12 @@ struct BenchArgs {
     /// open-loop and report accepted and refused calls, RSS, and whether anything was lost.
     #[arg(long, value_name = "FACTOR", conflicts_with_all = ["peer", "store_only", "backlog", "rate"])]
     overload: Option<f64>,
-    /// How long --overload offers its load.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 10.0,
-        requires = "overload"
-    )]
+    /// Overload at a fixed rate: offer N Publish calls a second after the calibration,
+    /// whatever it measured (runs whose calibrations differ stay comparable).
+    #[arg(long, value_name = "N", conflicts_with_all = ["overload", "peer", "store_only", "backlog", "rate"])]
+    overload_rate: Option<f64>,
+    /// How long --overload or --overload-rate offers its load.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     overload_seconds: f64,
     /// The durable queue --peer declares (fresh per run, deleted after).
     #[arg(long, value_enum, default_value_t = courier::bench::PeerQueue::Quorum)]
@@ -294,10 +293,15 @@ fn bench(args: BenchArgs) -> ExitCode {
     let mut rendered = None;
     let mut promises_kept = true;
     let code = block_on(async {
-        rendered = Some(match (peer, args.overload) {
-            (_, Some(factor)) => {
+        let overload = match (args.overload, args.overload_rate) {
+            (Some(factor), _) => Some(courier::bench::Offer::Factor(factor)),
+            (None, Some(rate)) => Some(courier::bench::Offer::PerSecond(rate)),
+            (None, None) => None,
+        };
+        rendered = Some(match (peer, overload) {
+            (_, Some(offer)) => {
                 let report =
-                    courier::bench::run_overload(options, factor, args.overload_seconds).await?;
+                    courier::bench::run_overload(options, offer, args.overload_seconds).await?;
                 promises_kept = report.kept_its_promises();
                 report.render()
             }

@@ -29,7 +29,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use overload::OverloadReport;
+pub use overload::{Offer, OverloadReport};
 pub use peer::{Peer, PeerQueue, SideBySide, run_side_by_side};
 pub use report::Report;
 pub use server::serve_child;
@@ -189,18 +189,23 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// `courier bench --overload FACTOR`: calibrate, then offer FACTOR times the carried load
-/// open-loop for `seconds`, then drain and check that every accepted message was delivered
+/// `courier bench --overload FACTOR` (or `--overload-rate N`): calibrate, then offer FACTOR
+/// times the carried load (or N calls a second) open-loop for `seconds`, then drain and check that every accepted message was delivered
 /// and no refused one was ([`overload`]).
 pub async fn run_overload(
     options: BenchOptions,
-    factor: f64,
+    offer: Offer,
     seconds: f64,
 ) -> Result<OverloadReport, BenchError> {
     validate(&options)?;
-    if !(factor >= 1.0 && factor.is_finite() && seconds > 0.0 && seconds.is_finite()) {
+    let offer_ok = match offer {
+        Offer::Factor(factor) => factor >= 1.0 && factor.is_finite(),
+        Offer::PerSecond(rate) => rate >= 1.0 && rate.is_finite(),
+    };
+    if !(offer_ok && seconds > 0.0 && seconds.is_finite()) {
         return Err(BenchError::Options(
-            "--overload takes a factor of at least 1 and --overload-seconds a positive number"
+            "--overload takes a factor of at least 1, --overload-rate a rate of at least 1 call \
+             a second, and --overload-seconds a positive number"
                 .into(),
         ));
     }
@@ -212,7 +217,7 @@ pub async fn run_overload(
         ));
     }
     let database = BenchDatabase::prepare(&options).await?;
-    let result = overload::run(&options, &database, factor, seconds).await;
+    let result = overload::run(&options, &database, offer, seconds).await;
     database.cleanup().await;
     result
 }
@@ -499,7 +504,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_overload_run_accounts_for_every_call() {
-        let report = run_overload(tiny(BenchOptions::default()), 3.0, 0.5)
+        let report = run_overload(tiny(BenchOptions::default()), Offer::Factor(3.0), 0.5)
             .await
             .expect("overload runs");
         let json = report.json();
@@ -519,6 +524,25 @@ mod tests {
         );
         assert!(json["answers"]["OK"].as_u64() > Some(0), "{json}");
         assert!(report.render().ends_with(&format!("{json}\n")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_overload_at_a_fixed_rate_offers_that_rate_whatever_the_calibration() {
+        let report = run_overload(tiny(BenchOptions::default()), Offer::PerSecond(200.0), 0.5)
+            .await
+            .expect("overload runs");
+        let json = report.json();
+        assert!(report.kept_its_promises(), "{json}");
+        assert_eq!(json["offered"], 100, "{json}");
+        assert_eq!(json["offered_per_sec"], 200.0, "{json}");
+        let sent = json["sent_per_sec"].as_f64().expect("sent rate");
+        assert!(sent > 0.0 && sent <= 250.0, "{json}");
+        assert!(json["start_lag_ms"]["p99_ms"].as_f64().is_some(), "{json}");
+        let refused = run_overload(tiny(BenchOptions::default()), Offer::PerSecond(0.0), 0.5).await;
+        assert!(
+            matches!(refused, Err(BenchError::Options(_))),
+            "a rate of zero is refused"
+        );
     }
 
     #[test]

@@ -29,14 +29,17 @@ use super::server::Server;
 use super::stats::{Latencies, Summary};
 use super::target::{Consumer, GrpcTarget, Producer, Target};
 use super::{BenchError, BenchOptions, Mode, workload};
+use crate::config::DEFAULT_MAX_STREAMS_PER_CONNECTION;
 
 /// HTTP/2 streams a connection may carry at once (the server's default
 /// `limits.max_streams_per_connection`). The bench keeps at most this many calls outstanding
 /// per connection and sheds the rest itself: past it calls would wait in the client's own
 /// queue, and their latency would be the bench's, not the server's.
-const STREAMS_PER_CONNECTION: u64 = 1024;
+const STREAMS_PER_CONNECTION: u64 = DEFAULT_MAX_STREAMS_PER_CONNECTION as u64;
 /// How often the offering loop starts the calls that have come due.
 const OFFER_TICK: Duration = Duration::from_millis(1);
+/// A call started later than this after its due time means the bench is short of CPU.
+const LATE: Duration = Duration::from_millis(10);
 /// A call's deadline: longer than any answer a healthy server gives, even overloaded.
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the drain waits for accepted messages before it calls them lost.
@@ -131,6 +134,11 @@ struct CallTimes {
     refused: Latencies,
     other: Latencies,
     codes: BTreeMap<&'static str, u64>,
+    /// How long starting every call took: at the rate asked for, `calls / rate`.
+    sending_seconds: f64,
+    /// How late each call started against its due time: a bench short of CPU falls behind,
+    /// and then what it measures is partly its own queue.
+    start_lag: Latencies,
 }
 
 /// What `--overload` measured.
@@ -143,6 +151,14 @@ pub struct OverloadReport {
     seconds: f64,
     offered: u64,
     not_sent: u64,
+    /// How long starting (or shedding) every call took.
+    sending_seconds: f64,
+    /// Calls actually started per second of offering.
+    sent_per_sec: f64,
+    start_lag: Option<Summary>,
+    /// CPU cores used while offering, by the server and by the bench itself.
+    server_cores: Option<f64>,
+    bench_cores: Option<f64>,
     accepted: Option<Summary>,
     refused: Option<Summary>,
     other: Option<Summary>,
@@ -154,10 +170,18 @@ pub struct OverloadReport {
     unknown_delivered: u64,
 }
 
+/// How much --overload offers: a multiple of the carried load, or a fixed rate (comparable
+/// across runs whose calibrations differ).
+#[derive(Debug, Clone, Copy)]
+pub enum Offer {
+    Factor(f64),
+    PerSecond(f64),
+}
+
 pub async fn run(
     options: &BenchOptions,
     database: &BenchDatabase,
-    factor: f64,
+    offer_load: Offer,
     seconds: f64,
 ) -> Result<OverloadReport, BenchError> {
     let run_id = uuid::Uuid::now_v7().simple().to_string();
@@ -183,7 +207,11 @@ pub async fn run(
     calibration.set_sampled(watch.stop().await);
     calibration.set_server(server.describe(), server.peak_rss());
 
-    let offered_per_sec = carried * factor;
+    let offered_per_sec = match offer_load {
+        Offer::Factor(factor) => carried * factor,
+        Offer::PerSecond(rate) => rate,
+    };
+    let factor = offered_per_sec / carried.max(1e-3);
     let calls = (offered_per_sec * seconds).ceil() as usize;
     eprintln!(
         "bench: overload: {carried:.0} msg/s carried; offering {offered_per_sec:.0}/s for \
@@ -222,6 +250,11 @@ pub async fn run(
         seconds: offer_seconds,
         offered: calls as u64,
         not_sent: 0,
+        sending_seconds: times.sending_seconds,
+        sent_per_sec: 0.0,
+        start_lag: times.start_lag.summary(),
+        server_cores: sampled.server_cpu.map(|cpu| cpu / offer_seconds.max(1e-3)),
+        bench_cores: sampled.bench_cpu.map(|cpu| cpu / offer_seconds.max(1e-3)),
         accepted: times.accepted.summary(),
         refused: times.refused.summary(),
         other: times.other.summary(),
@@ -242,6 +275,8 @@ pub async fn run(
             _ => {}
         }
     }
+    report.sent_per_sec =
+        (report.offered - report.not_sent) as f64 / report.sending_seconds.max(1e-3);
     Ok(report)
 }
 
@@ -261,12 +296,15 @@ async fn offer(
     let mut times = CallTimes::default();
     while next < calls {
         let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(calls);
+        let now = start.elapsed();
         while next < due {
             let index = next;
             next += 1;
             if ledger.outstanding.load(Relaxed) >= max_outstanding {
                 continue;
             }
+            let due_at = Duration::from_secs_f64(index as f64 / rate);
+            times.start_lag.record(now.saturating_sub(due_at));
             ledger.outstanding.fetch_add(1, Relaxed);
             ledger.answers[index].store(Answer::InFlight as u8, Relaxed);
             let producer = target.producer(index);
@@ -278,6 +316,7 @@ async fn offer(
         }
         tokio::time::sleep(OFFER_TICK).await;
     }
+    times.sending_seconds = start.elapsed().as_secs_f64();
     while let Some(done) = tasks.join_next().await {
         record(&mut times, done);
     }
@@ -394,6 +433,16 @@ impl OverloadReport {
         self.lost == 0 && self.refused_delivered == 0
     }
 
+    /// Whether the bench itself could not keep up with the rate it was asked to offer: it
+    /// started calls more than [`LATE`] late at p99, or started them at under 90 % of the rate.
+    pub fn fell_behind(&self) -> bool {
+        let late = self
+            .start_lag
+            .as_ref()
+            .is_some_and(|lag| lag.p99_ms > LATE.as_secs_f64() * 1000.0);
+        late || (self.offered as f64) < 0.9 * self.offered_per_sec * self.sending_seconds
+    }
+
     /// One JSON object: the overload figures, with the calibration run's own report nested.
     pub fn json(&self) -> Value {
         json!({
@@ -405,6 +454,11 @@ impl OverloadReport {
             "seconds": self.seconds,
             "offered": self.offered,
             "shed_by_bench": self.not_sent,
+            "sent_per_sec": self.sent_per_sec.round(),
+            "bench_fell_behind": self.fell_behind(),
+            "start_lag_ms": self.start_lag,
+            "server_cpu_cores": self.server_cores.map(round2),
+            "bench_cpu_cores": self.bench_cores.map(round2),
             "accepted_per_sec": self.accepted_per_sec.round(),
             "latency_ms": {
                 "accepted": self.accepted,
@@ -430,6 +484,7 @@ impl OverloadReport {
             ),
             None => "none".into(),
         };
+        let cores = |cores: Option<f64>| cores.map_or("unknown".into(), |c| format!("{c:.2}"));
         let rss =
             |bytes: Option<u64>| bytes.map_or("unknown".into(), |b| format!("{:.0} MiB", mib(b)));
         let calibration = self.calibration.json();
@@ -453,6 +508,24 @@ impl OverloadReport {
             self.offered_per_sec, self.seconds, self.offered, self.not_sent
         ));
         line(format!(
+            "  sent:     {:.0} calls/s; a call started {} late at p99; CPU cores used: server {}, \
+             bench {}",
+            self.sent_per_sec,
+            self.start_lag
+                .as_ref()
+                .map_or("never".into(), |lag| format!("{:.1} ms", lag.p99_ms)),
+            cores(self.server_cores),
+            cores(self.bench_cores),
+        ));
+        if self.fell_behind() {
+            line(
+                "  warning:  the bench could not offer this rate (it started calls late or \
+                 slower than asked); the latencies below include its own queue, not only the \
+                 server's answer"
+                    .into(),
+            );
+        }
+        line(format!(
             "  accepted: {} ({:.0}/s)",
             calls(&self.accepted),
             self.accepted_per_sec
@@ -472,6 +545,10 @@ impl OverloadReport {
         line(self.json().to_string());
         out
     }
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }
 
 fn mib(bytes: u64) -> f64 {

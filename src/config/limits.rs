@@ -49,6 +49,14 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
 }
 
+/// Default HTTP/2 streams per connection. Every call a server has taken off the wire but not
+/// answered waits its turn for the CPU, refused or not: on a busy server a call's latency is
+/// the calls outstanding over the calls answered per second. 256 per connection keeps that
+/// queue with the client that made it (measured at ten times the load a two-core machine
+/// carries, over 16 connections: 1,024 per connection answered every call in 0.4 s at the
+/// median and carried 5,900 msg/s; 256, in 0.05 to 0.11 s and 18,000 msg/s).
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Calls of each kind in flight at once, over every connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -100,7 +108,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_receive_bytes: 4_000_000,
             in_flight: InFlightLimits::default(),
-            max_streams_per_connection: 1024,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
