@@ -49,3 +49,49 @@ async fn calls_over_their_kinds_bound_are_refused_at_once() {
     }
     assert!(server.receive(SUB, 1, Duration::ZERO).await.is_empty());
 }
+
+/// A connection carries at most `limits.max_streams_per_connection` calls at once; the client's
+/// HTTP/2 layer holds the rest until a stream frees, so an overloaded client's queue stays with
+/// it. Another connection is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_carries_at_most_its_stream_limit_and_its_client_queues_the_rest() {
+    let server =
+        TestServer::start_with(|config| config.limits.max_streams_per_connection = 2).await;
+    server.create_subscription(subscription(SUB, TOPIC)).await;
+    let poll = Duration::from_secs(1);
+    let started = Instant::now();
+    // Three long polls on one connection: two streams, so the third waits for one of them.
+    let polls: Vec<_> = (0..3)
+        .map(|_| {
+            let api = (*server).clone();
+            tokio::spawn(async move {
+                api.receive(SUB, 1, poll).await;
+                started.elapsed()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A call on a connection of its own is served at once.
+    let other = Api::connect_lazy(server.addr);
+    let asked = Instant::now();
+    assert!(other.receive(SUB, 1, Duration::ZERO).await.is_empty());
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "another connection is not held up: {:?}",
+        asked.elapsed()
+    );
+
+    let mut took = Vec::new();
+    for poll in polls {
+        took.push(poll.await.expect("the long poll"));
+    }
+    took.sort();
+    assert!(
+        took[1] < poll + Duration::from_millis(600),
+        "two polls ran at once: {took:?}"
+    );
+    assert!(
+        took[2] >= poll * 2 - Duration::from_millis(100),
+        "the third waited for a stream before its own poll: {took:?}"
+    );
+}
