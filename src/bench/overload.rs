@@ -493,8 +493,8 @@ impl OverloadReport {
             let _ = writeln!(out, "{text}");
         };
         line(format!(
-            "courier bench --overload {} ({})",
-            self.factor, self.backend
+            "courier bench --overload: {:.0} calls/s offered, {:.1}x the carried load ({})",
+            self.offered_per_sec, self.factor, self.backend
         ));
         line(format!(
             "  carried:  {:.0} msg/s closed loop; Publish p99 {} ms; server RSS up to {} MiB",
