@@ -190,8 +190,8 @@ pub fn init_tracing() {
 }
 
 /// `courier bench --overload FACTOR` (or `--overload-rate N`): calibrate, then offer FACTOR
-/// times the carried load (or N calls a second) open-loop for `seconds`, then drain and check that every accepted message was delivered
-/// and no refused one was ([`overload`]).
+/// times the carried load (or N calls a second) open-loop for `seconds`, then drain and check
+/// that every accepted message was delivered and no refused one was ([`overload`]).
 pub async fn run_overload(
     options: BenchOptions,
     offer: Offer,

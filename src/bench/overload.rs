@@ -153,8 +153,6 @@ pub struct OverloadReport {
     not_sent: u64,
     /// How long starting (or shedding) every call took.
     sending_seconds: f64,
-    /// Calls actually started per second of offering.
-    sent_per_sec: f64,
     start_lag: Option<Summary>,
     /// CPU cores used while offering, by the server and by the bench itself.
     server_cores: Option<f64>,
@@ -251,7 +249,6 @@ pub async fn run(
         offered: calls as u64,
         not_sent: 0,
         sending_seconds: times.sending_seconds,
-        sent_per_sec: 0.0,
         start_lag: times.start_lag.summary(),
         server_cores: sampled.server_cpu.map(|cpu| cpu / offer_seconds.max(1e-3)),
         bench_cores: sampled.bench_cpu.map(|cpu| cpu / offer_seconds.max(1e-3)),
@@ -275,8 +272,6 @@ pub async fn run(
             _ => {}
         }
     }
-    report.sent_per_sec =
-        (report.offered - report.not_sent) as f64 / report.sending_seconds.max(1e-3);
     Ok(report)
 }
 
@@ -433,6 +428,11 @@ impl OverloadReport {
         self.lost == 0 && self.refused_delivered == 0
     }
 
+    /// Calls actually started (not shed) per second of offering.
+    fn sent_per_sec(&self) -> f64 {
+        (self.offered - self.not_sent) as f64 / self.sending_seconds.max(1e-3)
+    }
+
     /// Whether the bench itself could not keep up with the rate it was asked to offer: it
     /// started calls more than [`LATE`] late at p99, or started them at under 90 % of the rate.
     pub fn fell_behind(&self) -> bool {
@@ -454,7 +454,7 @@ impl OverloadReport {
             "seconds": self.seconds,
             "offered": self.offered,
             "shed_by_bench": self.not_sent,
-            "sent_per_sec": self.sent_per_sec.round(),
+            "sent_per_sec": self.sent_per_sec().round(),
             "bench_fell_behind": self.fell_behind(),
             "start_lag_ms": self.start_lag,
             "server_cpu_cores": self.server_cores.map(round2),
@@ -510,7 +510,7 @@ impl OverloadReport {
         line(format!(
             "  sent:     {:.0} calls/s; a call started {} late at p99; CPU cores used: server {}, \
              bench {}",
-            self.sent_per_sec,
+            self.sent_per_sec(),
             self.start_lag
                 .as_ref()
                 .map_or("never".into(), |lag| format!("{:.1} ms", lag.p99_ms)),
