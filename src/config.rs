@@ -6,6 +6,7 @@ pub mod env;
 mod callbacks;
 mod duration_text;
 mod limits;
+mod load_error;
 mod scheduler;
 mod security;
 mod store;
@@ -97,8 +98,9 @@ pub struct FlagOverrides {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    /// A value that does not load, described by `load_error`.
+    #[error("{0}")]
+    Load(String),
     #[error("configuration key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },
 }
@@ -128,7 +130,7 @@ impl Config {
             )
             .merge(Serialized::defaults(flags))
             .extract()
-            .map_err(Box::new)?;
+            .map_err(|error| ConfigError::Load(load_error::describe(error)))?;
         config.validate()?;
         Ok(config)
     }

@@ -137,7 +137,7 @@ impl Default for BenchOptions {
 pub enum BenchError {
     #[error("invalid bench options: {0}")]
     Options(String),
-    #[error("configuration")]
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("the store failed")]
     Store(#[from] StoreError),

@@ -20,12 +20,9 @@ const LEEWAY_SECONDS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is in the message (the reload log shows only the message), not a source.
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("{path} is not a valid JWKS: {problem}")]
     Invalid { path: String, problem: String },
 }
@@ -86,9 +83,9 @@ enum StringOrList {
 impl JwtVerifier {
     pub fn load(path: &Path, issuer: &str, audience: &str) -> Result<Self, JwksError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| JwksError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| JwksError::Read {
             path: shown.clone(),
-            source,
+            cause,
         })?;
         Self::parse(&text, issuer, audience).map_err(|problem| JwksError::Invalid {
             path: shown,

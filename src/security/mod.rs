@@ -28,9 +28,9 @@ pub use tokens::{TokenTable, token_sha256};
 pub enum SecurityError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("auth.tokens_file: {0}")]
+    #[error("auth.tokens_file")]
     Tokens(#[from] tokens::TokensError),
-    #[error("auth.jwks_file: {0}")]
+    #[error("auth.jwks_file")]
     Jwks(#[from] jwt::JwksError),
 }
 

@@ -20,12 +20,19 @@ pub enum TlsError {
         path: String,
         problem: String,
     },
+    /// rustls's words are the message (the reload log shows only the message), not a source.
     #[error("tls: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
     #[error("tls.client_ca_file: {0}")]
     ClientVerifier(String),
     #[error("tls.cert_file and tls.key_file are both needed")]
     Incomplete,
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(error: rustls::Error) -> Self {
+        Self::Rustls(error)
+    }
 }
 
 fn file_error(key: &'static str, path: &Path, problem: impl ToString) -> TlsError {

@@ -19,12 +19,9 @@ use super::principal::{Principal, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is in the message (the reload log shows only the message), not a source.
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("{path} is not a valid tokens file: {problem}")]
     Invalid { path: String, problem: String },
 }
@@ -54,9 +51,9 @@ pub struct TokenTable {
 impl TokenTable {
     pub fn load(path: &Path) -> Result<Self, TokensError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| TokensError::Read {
             path: shown.clone(),
-            source,
+            cause,
         })?;
         Self::parse(&text).map_err(|problem| TokensError::Invalid {
             path: shown,

@@ -97,7 +97,29 @@ fn check_loaded(loaded: Result<Config, courier::config::ConfigError>) -> Result<
                 .expect("a loaded configuration serializes and loads again");
             prop_assert_eq!(again, config);
         }
-        Err(error) => assert_plain(&error.to_string()),
+        Err(error) => {
+            let text = error.to_string();
+            assert_plain(&text);
+            assert_no_type_names(&text)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rust's names for what a key holds, which an operator never wrote.
+const TYPE_NAMES: [&str; 12] = [
+    "usize", "isize", "u8", "u16", "u32", "u64", "i32", "i64", "f32", "f64", "bool", "struct ",
+];
+
+/// A refusal says what it expected in words (`a whole number`), not as a Rust type (`usize`).
+fn assert_no_type_names(text: &str) -> Result<(), TestCaseError> {
+    for name in TYPE_NAMES {
+        prop_assert!(
+            !text.contains(&format!("expected {name}")),
+            "{:?} names a Rust type ({:?})",
+            text,
+            name
+        );
     }
     Ok(())
 }
