@@ -163,21 +163,23 @@ mod tests {
         answer.expect("the load ran")
     }
 
+    /// The error for one `COURIER_*` variable set to `value`.
+    fn refusal_of_variable(name: &str, value: &str) -> String {
+        refusal(|jail| {
+            jail.set_env(name, value);
+            Ok(None)
+        })
+    }
+
     #[test]
     fn a_variable_of_the_wrong_kind_names_the_variable_and_the_kind_in_words() {
-        let error = refusal(|jail| {
-            jail.set_env("COURIER_SQLITE__MAX_BATCH", "-1");
-            Ok(None)
-        });
+        let error = refusal_of_variable("COURIER_SQLITE__MAX_BATCH", "-1");
         assert_eq!(
             error,
             "configuration key `sqlite.max_batch` (variable COURIER_SQLITE__MAX_BATCH): \
              expected a whole number, 0 or more, found -1"
         );
-        let error = refusal(|jail| {
-            jail.set_env("COURIER_CHECKS__MAX_ATTEMPTS", "yes");
-            Ok(None)
-        });
+        let error = refusal_of_variable("COURIER_CHECKS__MAX_ATTEMPTS", "yes");
         assert!(
             error.ends_with("expected a whole number, 0 or more, found \"yes\""),
             "{error}"
@@ -200,26 +202,17 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_choices_list_what_is_known() {
-        let error = refusal(|jail| {
-            jail.set_env("COURIER_LOG_FORMAT", "xml");
-            Ok(None)
-        });
+        let error = refusal_of_variable("COURIER_LOG_FORMAT", "xml");
         assert!(
             error.ends_with("`xml` is not one of `plain`, `json`"),
             "{error}"
         );
-        let error = refusal(|jail| {
-            jail.set_env("COURIER_SQLITE", "3");
-            Ok(None)
-        });
+        let error = refusal_of_variable("COURIER_SQLITE", "3");
         assert!(
             error.ends_with("expected a table of keys, found 3"),
             "{error}"
         );
-        let error = refusal(|jail| {
-            jail.set_env("COURIER_SQLITE__BATCH", "3");
-            Ok(None)
-        });
+        let error = refusal_of_variable("COURIER_SQLITE__BATCH", "3");
         assert!(
             error.starts_with(
                 "configuration key `sqlite.batch` (variable COURIER_SQLITE__BATCH): no such key; \
