@@ -12,7 +12,8 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(text.trim()).map_err(|e| {
         D::Error::custom(format!(
-            "{text:?} is not a duration ({e}); write it like 250ms, 10s, 10m or 7d"
+            "{} is not a duration ({e}); write it like 250ms, 10s, 10m or 7d",
+            crate::domain::Quoted(&text)
         ))
     })
 }

@@ -31,9 +31,9 @@ pub enum TraceContextError {
     StateTooLong,
     #[error("tracestate has more than {MAX_TRACESTATE_MEMBERS} members")]
     TooManyMembers,
-    #[error("tracestate member {0:?} is not key=value")]
+    #[error("tracestate member {} is not key=value", super::Quoted(.0))]
     BadMember(String),
-    #[error("tracestate names key {0:?} twice")]
+    #[error("tracestate names key {} twice", super::Quoted(.0))]
     DuplicateKey(String),
 }
 

@@ -19,7 +19,7 @@ const SERVICE_NAME: &str = "courier";
 
 /// Why span export could not be set up; the server does not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot export spans to telemetry.otlp_endpoint {endpoint:?}")]
+#[error("cannot export spans to telemetry.otlp_endpoint `{endpoint}`")]
 pub struct TelemetryError {
     endpoint: String,
     #[source]

@@ -40,7 +40,7 @@ fn is_conflict_code(code: &str) -> bool {
 
 /// A call or connection attempt the database did not answer in time.
 #[derive(Debug, thiserror::Error)]
-#[error("the database did not answer within {0:?}")]
+#[error("the database did not answer within {}", humantime::format_duration(*.0))]
 pub struct TimedOut(pub Duration);
 
 pub fn timed_out(after: Duration) -> StoreError {
