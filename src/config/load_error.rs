@@ -6,6 +6,7 @@ use figment::Source;
 use figment::error::{Actual, Kind};
 
 use super::env::PREFIX;
+use crate::domain::Quoted;
 
 /// Every error `error` holds, one per line.
 pub fn describe(error: figment::Error) -> String {
@@ -118,8 +119,8 @@ fn found(actual: &Actual) -> String {
         Actual::Unsigned(value) => value.to_string(),
         Actual::Signed(value) => value.to_string(),
         Actual::Float(value) => value.to_string(),
-        Actual::Char(value) => format!("\"{value}\""),
-        Actual::Str(value) => format!("\"{value}\""),
+        Actual::Char(value) => Quoted(&value.to_string()).to_string(),
+        Actual::Str(value) => Quoted(value).to_string(),
         Actual::Seq => "a list".into(),
         Actual::Map => "a table".into(),
         Actual::Other(what) => what.clone(),
