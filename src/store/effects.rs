@@ -1,7 +1,7 @@
 //! What a committed write changed that someone may be waiting for, as a value. Every write
 //! operation returns its result with its [`Effects`]; the backend's write path applies them in
-//! one place once the write committed (PostgreSQL also tells the other replicas, inside the
-//! transaction), so no operation wakes anyone itself.
+//! one place once the write committed (PostgreSQL also tells the other replicas), so no
+//! operation wakes anyone itself.
 
 use crate::domain::{LeasedDelivery, Name, Timestamp};
 use crate::store::StoreError;

@@ -1,7 +1,9 @@
 //! Turns other replicas' notifications into local wake-ups. One task per store LISTENs on
 //! Courier's channels (`notify`): a subscription whose deliveries became due wakes its long
 //! polls and this replica's push loop; new deadlines wake the lease-expiry and check-back
-//! loops; a subscription change marks this replica's copy of the subscriptions stale.
+//! loops; a subscription change marks this replica's copy of the subscriptions stale. The same
+//! connection announces this replica's due deliveries to the others (`announce`), and ignores
+//! its own announcements when they come back.
 //! Notifications are not stored: any sent while the connection is down are lost, so after
 //! every (re)connect everyone is woken once to look for themselves, and the copy of the
 //! subscriptions is read again. A lost notification costs latency, never a delivery.
@@ -13,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::announce::{DueAnnouncer, send_due};
 use super::notify::{CHANNELS, Notification};
 use crate::store::subscription_cache::SubscriptionCache;
 use crate::wakeups::Wakeups;
@@ -20,6 +23,9 @@ use crate::wakeups::Wakeups;
 /// How long the connection may stay quiet before the listener checks it still works. A
 /// connection whose network path died may not error until TCP gives up, minutes later.
 const QUIET_CHECK: Duration = Duration::from_secs(10);
+
+/// The listener's connection's name in `pg_stat_activity` (the pool's are "courier").
+pub const APPLICATION_NAME: &str = "courier listener";
 
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -32,6 +38,8 @@ pub struct Signals {
     pub check_now: Arc<Notify>,
     /// Told when the subscriptions changed, or may have while nobody listened.
     pub subscriptions: Arc<SubscriptionCache>,
+    /// This replica's due deliveries, to announce to the others.
+    pub due: Arc<DueAnnouncer>,
 }
 
 pub async fn run(
@@ -94,7 +102,7 @@ async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<PgList
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(timeout)
-        .connect_lazy_with(options.clone());
+        .connect_lazy_with(options.clone().application_name(APPLICATION_NAME));
     let connecting = async {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen_all(CHANNELS).await?;
@@ -115,14 +123,32 @@ async fn listen(
     signals: &Signals,
     shutdown: &CancellationToken,
 ) -> Option<String> {
+    let mut own_pid = match backend_pid(listener, check_timeout).await {
+        Ok(pid) => pid,
+        Err(error) => return Some(error),
+    };
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => return None,
             () = signals.check_now.notified() => None,
+            names = signals.due.next() => {
+                // Bounded like the check below: on a dead network path the send would wait
+                // for TCP to give up, minutes later.
+                match tokio::time::timeout(check_timeout, send_due(&mut *listener, &names)).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(error)) => return Some(error.to_string()),
+                    Err(_) => {
+                        return Some(format!("no answer to an announcement within {check_timeout:?}"));
+                    }
+                }
+            }
             received = tokio::time::timeout(QUIET_CHECK, listener.try_recv()) => Some(received),
         };
         match received {
             Some(Ok(Ok(Some(notification)))) => {
+                if notification.process_id() == own_pid {
+                    continue;
+                }
                 let heard = Notification::parse(notification.channel(), notification.payload());
                 if let Some(heard) = heard {
                     dispatch(heard, wakeups, &signals.subscriptions);
@@ -133,6 +159,10 @@ async fn listen(
             Some(Ok(Ok(None))) => {
                 signals.subscriptions.changed();
                 wakeups.notify_all();
+                own_pid = match backend_pid(listener, check_timeout).await {
+                    Ok(pid) => pid,
+                    Err(error) => return Some(error),
+                };
             }
             Some(Ok(Err(error))) => return Some(error.to_string()),
             // Quiet for a while, or a store call found the database away.
@@ -147,6 +177,16 @@ async fn listen(
                 }
             }
         }
+    }
+}
+
+/// The server process of the listener's connection: notifications it sent carry it.
+async fn backend_pid(listener: &mut PgListener, timeout: Duration) -> Result<u32, String> {
+    let asked = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut *listener);
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(pid)) => Ok(pid.unsigned_abs()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 

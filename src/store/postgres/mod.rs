@@ -37,7 +37,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use announce::LeaseAnnouncer;
+use announce::{DueAnnouncer, LeaseAnnouncer};
 use batcher::{Batcher, Outcome};
 use calls::Calls;
 use reads::Reads;
@@ -71,6 +71,8 @@ pub struct PostgresStore {
     wakeups: Wakeups,
     /// Tells the other replicas that this one made leases.
     announcer: Arc<LeaseAnnouncer>,
+    /// Tells the other replicas which subscriptions have new due deliveries.
+    due_announcer: Arc<DueAnnouncer>,
     /// Whether the listener is subscribed to other replicas' notifications right now.
     listening: watch::Receiver<bool>,
     /// Stops the listener and announcer tasks when the store is dropped.
@@ -99,6 +101,7 @@ impl PostgresStore {
         let check_listener = Arc::new(Notify::new());
         let announcer = Arc::new(LeaseAnnouncer::default());
         let subscriptions = Arc::new(SubscriptionCache::default());
+        let due_announcer = Arc::new(DueAnnouncer::default());
         tokio::spawn({
             let (announcer, pool, shutdown) = (announcer.clone(), pool.clone(), shutdown.clone());
             async move { announcer.run(pool, shutdown).await }
@@ -111,6 +114,7 @@ impl PostgresStore {
                 listening: listening_tx,
                 check_now: check_listener.clone(),
                 subscriptions: subscriptions.clone(),
+                due: due_announcer.clone(),
             },
             shutdown.clone(),
         ));
@@ -135,6 +139,7 @@ impl PostgresStore {
             subscriptions,
             wakeups,
             announcer,
+            due_announcer,
             listening,
             _background: shutdown.drop_guard(),
         })

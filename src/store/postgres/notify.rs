@@ -1,6 +1,7 @@
 //! How replicas tell each other what a write changed: PostgreSQL notifications, one channel
-//! per kind, sent by the writing transaction (so only if it commits) and turned back into
-//! [`Notification`]s by every replica's listener.
+//! per kind, turned back into [`Notification`]s by every replica's listener. A changed
+//! subscriptions table is told by the writing transaction (so only if it commits); due
+//! deliveries and new deadlines right after the commit (`announce`).
 
 use sqlx::PgConnection;
 
@@ -39,18 +40,11 @@ impl Notification {
     }
 }
 
-/// Queues the notifications of `effects` in the current transaction: PostgreSQL sends them to
-/// every listener when (and only if) it commits. Deadlines are announced apart, debounced
+/// Queues the notifications of `effects` that must commit with the write: a changed
+/// subscriptions table, which PostgreSQL sends to every listener when (and only if) the
+/// transaction commits. Due deliveries and new deadlines are announced after the commit
 /// (`announce`).
 pub async fn queue(conn: &mut PgConnection, effects: &Effects) -> Result<(), StoreError> {
-    if !effects.due.is_empty() {
-        let due: Vec<&str> = effects.due.iter().map(Name::as_str).collect();
-        sqlx::query("SELECT pg_notify($1, name) FROM unnest($2::text[]) AS name")
-            .bind(DUE)
-            .bind(&due)
-            .execute(&mut *conn)
-            .await?;
-    }
     if effects.subscriptions_changed {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(SUBSCRIPTIONS)

@@ -10,7 +10,8 @@
 //! unknown message, a Publish or Confirm with an ordering key) changes nothing and answers
 //! `None`, and the caller runs the transactional version, which tells those cases apart with
 //! the same guarantees as before. Data-modifying CTEs all run on one snapshot and commit
-//! together, and PostgreSQL sends the `pg_notify`s of the statement only if it commits.
+//! together. Other replicas hear of the new due deliveries after the commit, from
+//! `announce::DueAnnouncer`, not from the statement (see there why).
 //!
 //! Publish and Confirm route alike: the statements share their routing ([`route`]).
 
@@ -20,7 +21,6 @@ use std::sync::LazyLock;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::notify;
 use super::rows::{Columns, headers_to_json, millis, trace_columns};
 use crate::domain::{MessageId, MessageState, Name, Timestamp};
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError};
@@ -29,9 +29,8 @@ use crate::store::{Effects, InsertOutcome, NewMessage, StoreError};
 /// subscriptions of the batch's topics, share-locked in name order (as `ops::route` locks
 /// them, so each `routed` counts exactly the subscriptions that get a delivery);
 /// `routing(id, topic, at, due)` the messages to route. Each gets one PENDING delivery per
-/// subscription of its topic ([`ROUTED`]), and each subscription one notification (`$1`)
-/// however many deliveries it got. The answer is a row per message and subscription routed to
-/// (a message routed nowhere: one row, subscription NULL).
+/// subscription of its topic ([`ROUTED`]). The answer is a row per message and subscription
+/// routed to (a message routed nowhere: one row, subscription NULL).
 fn route(targets_of: &str) -> String {
     format!(
         "targets AS ( \
@@ -44,9 +43,7 @@ const ROUTED: &str = "\
 routed AS ( \
   INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
   SELECT t.name, c.id, 'PENDING', c.due, c.at FROM routing c JOIN targets t ON t.topic = c.topic \
-  RETURNING subscription, message_id), \
-notified AS ( \
-  SELECT count(pg_notify($1, subscription)) AS sent FROM (SELECT DISTINCT subscription FROM routed) d)";
+  RETURNING subscription, message_id)";
 
 /// Inserts a batch of new messages (arrays, one element per message): a Prepare as
 /// PREPARED; a Publish as CONFIRMED, routed to every subscription of its topic. A message
@@ -56,9 +53,9 @@ notified AS ( \
 static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH b AS ( \
-           SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], \
-             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], \
-             $13::text[], $14::bool[]) \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+             $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], \
+             $12::text[], $13::bool[]) \
            AS b(id, producer, topic, key, payload, headers, deliver_after_ms, created_at, \
              next_check_at, ordering_key, traceparent, tracestate, publish)), \
          {targets}, \
@@ -80,14 +77,13 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
            RETURNING id, topic, state, created_at AS at, created_at + deliver_after_ms AS due), \
          routing AS (SELECT * FROM inserted WHERE state = 'CONFIRMED'), \
          {ROUTED} \
-         SELECT i.id, r.subscription FROM inserted i LEFT JOIN routed r ON r.message_id = i.id \
-         WHERE (SELECT sent FROM notified) >= 0",
+         SELECT i.id, r.subscription FROM inserted i LEFT JOIN routed r ON r.message_id = i.id",
         targets = route("SELECT topic FROM b WHERE publish"),
     )
 });
 
-/// Confirms a batch of open (PREPARED or UNRESOLVED) messages by id (`$2`), each at its own
-/// time (`$3`), and routes them as `ops::decide` does and in its lock order: the messages
+/// Confirms a batch of open (PREPARED or UNRESOLVED) messages by id (`$1`), each at its own
+/// time (`$2`), and routes them as `ops::decide` does and in its lock order: the messages
 /// first (in id order, as every batch locks them), then their topics' subscriptions. Decided
 /// or unknown messages, and messages with an ordering key (their lanes need `ops::decide`),
 /// are neither locked nor returned.
@@ -95,7 +91,7 @@ static CONFIRM_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH msg AS ( \
            SELECT m.id, m.topic, b.at FROM messages m \
-           JOIN unnest($2::uuid[], $3::bigint[]) AS b(id, at) ON b.id = m.id \
+           JOIN unnest($1::uuid[], $2::bigint[]) AS b(id, at) ON b.id = m.id \
            WHERE m.state IN ('PREPARED', 'UNRESOLVED') AND m.ordering_key = '' \
            ORDER BY m.id FOR NO KEY UPDATE OF m), \
          {targets}, \
@@ -105,8 +101,7 @@ static CONFIRM_BATCH: LazyLock<String> = LazyLock::new(|| {
            FROM msg WHERE m.id = msg.id AND m.state IN ('PREPARED', 'UNRESOLVED') \
            RETURNING m.id, m.topic, msg.at, msg.at + m.deliver_after_ms AS due), \
          {ROUTED} \
-         SELECT c.id, r.subscription FROM routing c LEFT JOIN routed r ON r.message_id = c.id \
-         WHERE (SELECT sent FROM notified) >= 0",
+         SELECT c.id, r.subscription FROM routing c LEFT JOIN routed r ON r.message_id = c.id",
         targets = route("SELECT topic FROM msg"),
     )
 });
@@ -124,7 +119,6 @@ pub async fn insert_batch(
         columns.push(message);
     }
     let rows = sqlx::query(INSERT_BATCH.as_str())
-        .bind(notify::DUE)
         .bind(columns.ids)
         .bind(columns.producers)
         .bind(columns.topics)
@@ -213,7 +207,6 @@ pub async fn confirm_batch(
     let (ids, at): (Vec<Uuid>, Vec<i64>) =
         unique.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
     let rows = sqlx::query(CONFIRM_BATCH.as_str())
-        .bind(notify::DUE)
         .bind(ids)
         .bind(at)
         .fetch_all(&mut *conn)

@@ -195,8 +195,9 @@ async fn the_listener_comes_back_after_its_connection_is_killed() {
     woken.as_mut().enable();
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+         WHERE datname = current_database() AND application_name = $1",
     )
+    .bind(super::listener::APPLICATION_NAME)
     .fetch_all(a.calls.pool())
     .await
     .unwrap();

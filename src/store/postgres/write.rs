@@ -1,6 +1,7 @@
 //! The one write path of the PostgreSQL backend: a call (timeout, retries) that begins a
-//! transaction, runs one operation of `ops` or `scheduling`, queues the notifications of its
-//! effects, commits, and then applies the effects on this replica.
+//! transaction, runs one operation of `ops` or `scheduling`, queues the notifications that
+//! must commit with it, commits, and then applies its effects (this replica's waiters woken,
+//! the other replicas told of due deliveries).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -114,12 +115,14 @@ impl PostgresStore {
         }
     }
 
-    /// What a committed write changed, on this replica: waiters woken, the copy of the
-    /// subscriptions marked stale. New leases and Prepares are announced to the other
-    /// replicas by `lease` and `insert_message` themselves (debounced, and only when the lease
-    /// statement did not carry the announcement already).
+    /// What a committed write changed: waiters on this replica woken, and on the others
+    /// through the due announcer; the copy of the subscriptions marked stale. New leases and
+    /// Prepares are announced to the other replicas by `lease` and `insert_message`
+    /// themselves (debounced, and only when the lease statement did not carry the
+    /// announcement already).
     pub(super) fn apply(&self, effects: &Effects) {
         effects.wake(&self.wakeups);
+        self.due_announcer.announce(&effects.due);
         if effects.subscriptions_changed {
             self.subscriptions.changed();
         }
