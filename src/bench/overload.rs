@@ -31,11 +31,21 @@ use super::target::{Consumer, GrpcTarget, Producer, Target};
 use super::{BenchError, BenchOptions, Mode, workload};
 use crate::config::DEFAULT_MAX_STREAMS_PER_CONNECTION;
 
-/// HTTP/2 streams a connection may carry at once (the server's default
-/// `limits.max_streams_per_connection`). The bench keeps at most this many calls outstanding
-/// per connection and sheds the rest itself: past it calls would wait in the client's own
-/// queue, and their latency would be the bench's, not the server's.
-const STREAMS_PER_CONNECTION: u64 = DEFAULT_MAX_STREAMS_PER_CONNECTION as u64;
+/// HTTP/2 streams a connection may carry at once: the server's
+/// `limits.max_streams_per_connection` as the bench's configuration layers set it for the
+/// server it starts, the default for a server at `--addr`. The bench keeps at most this many
+/// calls outstanding per connection and sheds the rest itself: past it calls would wait in the
+/// client's own queue, and their latency would be the bench's, not the server's.
+fn streams_per_connection(
+    options: &BenchOptions,
+    database: &BenchDatabase,
+) -> Result<u64, BenchError> {
+    if options.addr.is_some() {
+        return Ok(u64::from(DEFAULT_MAX_STREAMS_PER_CONNECTION));
+    }
+    let config = super::server_config(options, database.url())?;
+    Ok(u64::from(config.limits.max_streams_per_connection))
+}
 /// How often the offering loop starts the calls that have come due.
 const OFFER_TICK: Duration = Duration::from_millis(1);
 /// A call started later than this after its due time means the bench is short of CPU.
@@ -221,7 +231,7 @@ pub async fn run(
     let consumers = spawn_drain(&target, options, &overload_id, ledger.clone());
     let started = Instant::now();
     let payload = Arc::new(workload::payload(options.payload_bytes));
-    let max_outstanding = STREAMS_PER_CONNECTION * options.connections as u64;
+    let max_outstanding = streams_per_connection(options, database)? * options.connections as u64;
     let times = offer(
         &target,
         &ledger,
