@@ -131,10 +131,14 @@ impl DueAnnouncer {
         if subscriptions.is_empty() {
             return;
         }
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(subscriptions.iter().cloned());
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for subscription in subscriptions {
+            // Most calls find their subscription pending already: no copy of its name then.
+            if !pending.contains(subscription) {
+                pending.insert(subscription.clone());
+            }
+        }
+        drop(pending);
         self.poke.notify_one();
     }
 

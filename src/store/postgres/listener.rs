@@ -108,10 +108,20 @@ async fn connect(options: &PgConnectOptions, timeout: Duration) -> Result<PgList
         listener.listen_all(CHANNELS).await?;
         Ok::<_, sqlx::Error>(listener)
     };
-    match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(listener)) => Ok(listener),
+    bounded(timeout, "no connection", connecting).await
+}
+
+/// `work`, given at most `timeout`: on a dead network path it would wait for TCP to give up,
+/// minutes later. The error in words; `missing` says what did not come in time.
+async fn bounded<T>(
+    timeout: Duration,
+    missing: &str,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no connection within {timeout:?}")),
+        Err(_) => Err(format!("{missing} within {timeout:?}")),
     }
 }
 
@@ -132,14 +142,10 @@ async fn listen(
             () = shutdown.cancelled() => return None,
             () = signals.check_now.notified() => None,
             names = signals.due.next() => {
-                // Bounded like the check below: on a dead network path the send would wait
-                // for TCP to give up, minutes later.
-                match tokio::time::timeout(check_timeout, send_due(&mut *listener, &names)).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(error)) => return Some(error.to_string()),
-                    Err(_) => {
-                        return Some(format!("no answer to an announcement within {check_timeout:?}"));
-                    }
+                let sent = send_due(&mut *listener, &names);
+                match bounded(check_timeout, "no answer to an announcement", sent).await {
+                    Ok(()) => continue,
+                    Err(error) => return Some(error),
                 }
             }
             received = tokio::time::timeout(QUIET_CHECK, listener.try_recv()) => Some(received),
@@ -168,12 +174,8 @@ async fn listen(
             // Quiet for a while, or a store call found the database away.
             None | Some(Err(_)) => {
                 let check = sqlx::query("SELECT 1").execute(&mut *listener);
-                match tokio::time::timeout(check_timeout, check).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => return Some(error.to_string()),
-                    Err(_) => {
-                        return Some(format!("no answer to a check within {check_timeout:?}"));
-                    }
+                if let Err(error) = bounded(check_timeout, "no answer to a check", check).await {
+                    return Some(error);
                 }
             }
         }
@@ -183,11 +185,8 @@ async fn listen(
 /// The server process of the listener's connection: notifications it sent carry it.
 async fn backend_pid(listener: &mut PgListener, timeout: Duration) -> Result<u32, String> {
     let asked = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut *listener);
-    match tokio::time::timeout(timeout, asked).await {
-        Ok(Ok(pid)) => Ok(pid.unsigned_abs()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
+    let pid = bounded(timeout, "no answer to the process id query", asked).await?;
+    Ok(pid.unsigned_abs())
 }
 
 fn dispatch(heard: Notification, wakeups: &Wakeups, subscriptions: &SubscriptionCache) {
