@@ -2,6 +2,7 @@
 //! (its own synchronous connection; see `writer`), and a small pool of read-only connections
 //! (sqlx, which also runs the migrations).
 
+mod checkpointer;
 pub(super) mod error;
 mod events;
 mod lanes;
@@ -23,6 +24,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection as _, Sqlite, SqlitePool};
 
+use checkpointer::Checkpointer;
 use reads::Reads;
 use writer::Writer;
 pub use writer::commits_to;
@@ -87,7 +89,9 @@ impl SqliteStore {
             .connect_with(options.clone().read_only(true))
             .await?;
         let writer = open_writer(options.get_filename())?;
-        let writer = Writer::start(writer, config.max_batch, url).map_err(StoreError::internal)?;
+        let checkpointer = Checkpointer::start(options.get_filename())?;
+        let writer = Writer::start(writer, config.max_batch, url, Some(checkpointer))
+            .map_err(StoreError::internal)?;
         Ok(Self {
             writer,
             readers,

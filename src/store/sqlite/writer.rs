@@ -23,6 +23,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
+use super::checkpointer::Checkpointer;
 use super::error::{batch_not_committed, writer_stopped};
 use crate::store::StoreError;
 
@@ -81,18 +82,19 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `connection`; it ends (closing the connection) when every
-    /// handle is dropped.
-    /// Its commits count towards [`commits_to`] of `database_url`.
+    /// handle is dropped. Its commits count towards [`commits_to`] of `database_url`, and
+    /// each nudges `checkpointer`, if any.
     pub fn start(
         connection: Connection,
         max_batch: usize,
         database_url: &str,
+        checkpointer: Option<Checkpointer>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::unbounded_channel();
         let commits = commit_counter(database_url);
         std::thread::Builder::new()
             .name("courier-sqlite-writer".into())
-            .spawn(move || run(connection, jobs, max_batch, &commits))?;
+            .spawn(move || run(connection, jobs, max_batch, &commits, checkpointer))?;
         Ok(Self { queue })
     }
 
@@ -148,6 +150,7 @@ fn run(
     mut queue: mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
     commits: &AtomicU64,
+    checkpointer: Option<Checkpointer>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut guarded_left = 0;
@@ -192,6 +195,9 @@ fn run(
             Ok(committed) => {
                 if committed {
                     commits.fetch_add(1, Relaxed);
+                    if let Some(checkpointer) = &checkpointer {
+                        checkpointer.nudge();
+                    }
                 }
                 None
             }
@@ -279,7 +285,7 @@ mod tests {
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER PRIMARY KEY);")
             .unwrap();
         let url = format!("sqlite://{}", path.display());
-        (Writer::start(connection, 64, &url).unwrap(), url)
+        (Writer::start(connection, 64, &url, None).unwrap(), url)
     }
 
     fn insert(connection: &Connection, x: i64) -> Result<(), StoreError> {
