@@ -225,6 +225,15 @@ pub(super) fn rpc_finished(
         .observe(took.as_secs_f64());
 }
 
+/// A checkpoint of the SQLite WAL ran; the WAL held `wal_pages` pages.
+pub fn sqlite_checkpointed(wal_pages: i64) {
+    METRICS.sqlite_wal_pages.set(wal_pages);
+}
+
+pub fn sqlite_checkpoint_failed() {
+    METRICS.sqlite_checkpoint_failures.inc();
+}
+
 /// A scrape could not read the gauges from the store.
 pub fn stats_failed() {
     METRICS.stats_errors.inc();

@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -77,6 +78,8 @@ pub(super) struct Metrics {
     pub(super) deliveries_redriven: Family<SubscriptionLabels, Counter>,
     pub(super) leases_expired: Counter,
     pub(super) stats_errors: Counter,
+    pub(super) sqlite_wal_pages: Gauge,
+    pub(super) sqlite_checkpoint_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -99,6 +102,8 @@ impl Default for Metrics {
             deliveries_redriven: Family::default(),
             leases_expired: Counter::default(),
             stats_errors: Counter::default(),
+            sqlite_wal_pages: Gauge::default(),
+            sqlite_checkpoint_failures: Counter::default(),
         }
     }
 }
@@ -206,6 +211,19 @@ impl Metrics {
             "stats_errors",
             "Scrapes whose read of the backlog gauges from the store failed or timed out",
             m.stats_errors,
+        );
+        registry.register(
+            "sqlite_wal_pages",
+            "Pages in the SQLite write-ahead log at the last checkpoint (SQLite only); it \
+             starts over from 0 once a checkpoint has caught up, so a steady climb means \
+             checkpoints cannot finish",
+            m.sqlite_wal_pages,
+        );
+        registry.register(
+            "sqlite_checkpoint_failures",
+            "Checkpoints of the SQLite write-ahead log that failed (SQLite only; a full disk, \
+             an I/O error)",
+            m.sqlite_checkpoint_failures,
         );
     }
 }

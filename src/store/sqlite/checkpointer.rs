@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::metrics;
 use crate::store::StoreError;
 
 /// The least time between two checkpoints: each costs an fsync of the database file, and
@@ -61,15 +62,20 @@ fn run(connection: &Connection, nudges: &Receiver<()>) {
     while nudges.recv().is_ok() {
         // A row (busy, WAL pages, pages copied); busy means another checkpoint ran at the
         // same moment and did the work.
-        match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => warned = false,
-            // The writer's own checkpoint (or another process's) holds the lock right now, or
-            // the disk is full: the writer's checkpoint is still there, so say it once and go on.
-            Err(error) if !warned => {
-                tracing::warn!(error = %error, "background checkpoint of the SQLite WAL failed");
-                warned = true;
+        match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1)) {
+            Ok(wal_pages) => {
+                metrics::sqlite_checkpointed(wal_pages);
+                warned = false;
             }
-            Err(_) => {}
+            // A full disk or an I/O error: the writer's own checkpoint is still there, so say
+            // it once and go on.
+            Err(error) => {
+                metrics::sqlite_checkpoint_failed();
+                if !warned {
+                    tracing::warn!(error = %error, "background checkpoint of the SQLite WAL failed");
+                    warned = true;
+                }
+            }
         }
         std::thread::sleep(GAP);
     }
@@ -140,5 +146,13 @@ mod tests {
             0,
             "without a checkpointer the rows stay in the WAL until 1,000 pages"
         );
+        // The gauge is process-wide, and every checkpoint (this test's or another's) that ran
+        // after a commit found pages in its WAL.
+        let exposition = crate::metrics::encode(None);
+        let wal_pages = exposition
+            .lines()
+            .find_map(|line| line.strip_prefix("courier_sqlite_wal_pages "))
+            .expect("the WAL gauge is exported");
+        assert!(wal_pages.parse::<f64>().unwrap() > 0.0, "{wal_pages}");
     }
 }
