@@ -60,11 +60,16 @@ impl Checkpointer {
 fn run(connection: &Connection, nudges: &Receiver<()>) {
     let mut warned = false;
     while nudges.recv().is_ok() {
-        // A row (busy, WAL pages, pages copied); busy means another checkpoint ran at the
-        // same moment and did the work.
-        match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1)) {
-            Ok(wal_pages) => {
-                metrics::sqlite_checkpointed(wal_pages);
+        // A row (busy, WAL pages, pages copied); busy means the writer's checkpoint held the
+        // lock at that moment (and did the work), and the page counts are then -1.
+        let checkpointed = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+        });
+        match checkpointed {
+            Ok((busy, wal_pages)) => {
+                if busy == 0 {
+                    metrics::sqlite_checkpointed(wal_pages);
+                }
                 warned = false;
             }
             // A full disk or an I/O error: the writer's own checkpoint is still there, so say
