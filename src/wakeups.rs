@@ -36,7 +36,11 @@ impl Wakeups {
         map.entry(name.to_owned()).or_default().clone()
     }
 
-    /// Wakes every waiter on a subscription.
+    /// Wakes one waiter on a subscription (or, with none waiting, the next to wait): one
+    /// lease looks for what became due, not every waiting consumer at once, most of whom would
+    /// find nothing. A long poll whose lease may have left due work behind passes the wake-up
+    /// on by calling this again (`Batch::may_have_left_work`); a waiter that goes away
+    /// after being woken hands it to the next (tokio's `Notify` forwards a `notify_one`).
     pub fn notify_subscription(&self, name: &str) {
         let notify = {
             let map = self
@@ -47,7 +51,7 @@ impl Wakeups {
             map.get(name).cloned()
         };
         if let Some(notify) = notify {
-            notify.notify_waiters();
+            notify.notify_one();
         }
     }
 
@@ -197,5 +201,29 @@ mod tests {
         signal.looking();
         signal.due_at(Timestamp::from_millis(1_000_000_000_000_000));
         assert!(fired(woken).await);
+    }
+
+    /// One due delivery wakes one of the waiting long polls, not all of them; a woken waiter
+    /// that goes away without looking hands the wake-up to the next.
+    #[tokio::test]
+    async fn a_subscription_wakes_one_waiter_and_a_dropped_one_hands_it_on() {
+        let wakeups = Wakeups::default();
+        let signal = wakeups.subscription("billing");
+        let mut first = pin!(signal.notified());
+        // Boxed, so that dropping it drops the future itself.
+        let mut second = Box::pin(signal.notified());
+        let mut third = pin!(signal.notified());
+        for waiter in [first.as_mut(), second.as_mut(), third.as_mut()] {
+            waiter.enable();
+        }
+        wakeups.notify_subscription("billing");
+        assert!(fired(first).await, "the longest waiter is woken");
+        assert!(!fired(second.as_mut()).await, "the others sleep on");
+        assert!(!fired(third.as_mut()).await);
+
+        // `second` is woken, then goes away (a cancelled Receive) without looking.
+        wakeups.notify_subscription("billing");
+        drop(second);
+        assert!(fired(third).await, "its wake-up reaches the next waiter");
     }
 }

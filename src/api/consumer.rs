@@ -55,6 +55,11 @@ impl ConsumerService {
             notified.as_mut().enable();
 
             let leased = store.lease(subscription, batch, Timestamp::now()).await?;
+            if batch.may_have_left_work(&leased) {
+                self.context
+                    .wakeups
+                    .notify_subscription(subscription.name.as_str());
+            }
             let now = Instant::now();
             if !leased.is_empty() || now >= deadline || self.context.shutdown.is_cancelled() {
                 return Ok(leased);

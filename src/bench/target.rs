@@ -388,10 +388,15 @@ impl Consumer for StoreConsumer {
         loop {
             let mut notified = pin!(signal.notified());
             notified.as_mut().enable();
+            let batch = Batch::messages(max);
             let leased = self
                 .store
-                .lease(&self.subscription, Batch::messages(max), Timestamp::now())
+                .lease(&self.subscription, batch, Timestamp::now())
                 .await?;
+            if batch.may_have_left_work(&leased) {
+                self.wakeups
+                    .notify_subscription(self.subscription.name.as_str());
+            }
             if !leased.is_empty() || Instant::now() >= deadline {
                 return Ok(leased
                     .into_iter()

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use super::rules;
 use crate::domain::{
-    DeliveryState, Headers, MessageId, MessageKey, MessageOutcome, MessageRecord, MessageState,
-    Name, OrderingKey, Timestamp, TraceContext,
+    DeliveryState, Headers, LeasedDelivery, MessageId, MessageKey, MessageOutcome, MessageRecord,
+    MessageState, Name, OrderingKey, Timestamp, TraceContext,
 };
 
 /// A message to store, already validated.
@@ -59,6 +60,24 @@ impl Batch {
             messages,
             bytes: u64::MAX,
         }
+    }
+
+    /// Whether a lease of this batch that handed out `leased` may have left due deliveries
+    /// behind: it is full by count, or near its byte budget (payloads and the allowance per
+    /// delivery only, so it errs towards yes). Then another waiting consumer should look.
+    pub fn may_have_left_work(&self, leased: &[LeasedDelivery]) -> bool {
+        if leased.is_empty() {
+            return false;
+        }
+        let full = u32::try_from(leased.len()).map_or(true, |count| count >= self.messages);
+        let allowance = u64::try_from(rules::DELIVERY_ALLOWANCE).unwrap_or(0);
+        let bytes = leased
+            .iter()
+            .map(|delivery| u64::try_from(delivery.payload.len()).unwrap_or(u64::MAX))
+            .fold(0, |total: u64, payload| {
+                total.saturating_add(payload).saturating_add(allowance)
+            });
+        full || bytes.saturating_mul(2) >= self.bytes
     }
 }
 
@@ -202,5 +221,53 @@ impl ExpiredLeases {
     /// How many of the ended leases went DEAD, over every subscription.
     pub fn dead_total(&self) -> u64 {
         self.dead.iter().map(|(_, count)| count).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Receipt;
+
+    fn leased(payload_bytes: usize) -> LeasedDelivery {
+        let name = Name::from_trusted("billing".to_owned());
+        LeasedDelivery {
+            receipt: Receipt {
+                message_id: MessageId::new(),
+                generation: 1,
+                subscription: name.clone(),
+            },
+            topic: name.clone(),
+            producer: name,
+            key: MessageKey::from_trusted("k".to_owned()),
+            ordering_key: OrderingKey::from_trusted(String::new()),
+            payload: vec![0; payload_bytes],
+            headers: Headers::new(),
+            attempt: 1,
+            published_at: Timestamp::from_millis(0),
+            lease_expires_at: Timestamp::from_millis(0),
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn a_lease_may_have_left_work_when_full_by_count_or_near_its_byte_budget() {
+        let small = |n| (0..n).map(|_| leased(100)).collect::<Vec<_>>();
+        let batch = Batch {
+            messages: 3,
+            bytes: 1_000_000,
+        };
+        assert!(!batch.may_have_left_work(&[]), "nothing was due");
+        assert!(
+            !batch.may_have_left_work(&small(2)),
+            "it took all that was due"
+        );
+        assert!(batch.may_have_left_work(&small(3)), "full: more may be due");
+        let big = [leased(300_000), leased(300_000)];
+        assert!(batch.may_have_left_work(&big), "the next may not have fit");
+        assert!(
+            !Batch::messages(3).may_have_left_work(&big),
+            "no byte budget"
+        );
     }
 }
