@@ -39,7 +39,7 @@ impl Wakeups {
     /// Wakes one waiter on a subscription (or, with none waiting, the next to wait): one
     /// lease looks for what became due, not every waiting consumer at once, most of whom would
     /// find nothing. A long poll whose lease may have left due work behind passes the wake-up
-    /// on by calling this again (`Batch::may_have_left_work`); a waiter that goes away
+    /// on with `notify_one` on the signal it holds (`Batch::may_have_left_work`); a waiter that goes away
     /// after being woken hands it to the next (tokio's `Notify` forwards a `notify_one`).
     pub fn notify_subscription(&self, name: &str) {
         let notify = {

@@ -56,9 +56,7 @@ impl ConsumerService {
 
             let leased = store.lease(subscription, batch, Timestamp::now()).await?;
             if batch.may_have_left_work(&leased) {
-                self.context
-                    .wakeups
-                    .notify_subscription(subscription.name.as_str());
+                signal.notify_one();
             }
             let now = Instant::now();
             if !leased.is_empty() || now >= deadline || self.context.shutdown.is_cancelled() {

@@ -394,8 +394,7 @@ impl Consumer for StoreConsumer {
                 .lease(&self.subscription, batch, Timestamp::now())
                 .await?;
             if batch.may_have_left_work(&leased) {
-                self.wakeups
-                    .notify_subscription(self.subscription.name.as_str());
+                signal.notify_one();
             }
             if !leased.is_empty() || Instant::now() >= deadline {
                 return Ok(leased

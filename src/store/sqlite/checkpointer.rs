@@ -16,8 +16,6 @@
 //! the database file before it marks the copied frames as done.
 
 use std::path::Path;
-#[cfg(test)]
-use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Duration;
 
@@ -88,6 +86,7 @@ fn run(connection: &Connection, nudges: &Receiver<()>) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use std::time::Instant;
 
     use rusqlite::OpenFlags;
