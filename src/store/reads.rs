@@ -31,6 +31,10 @@ pub trait Dialect: Send + Sync + 'static {
 
     fn id(id: MessageId) -> Self::Id;
 
+    /// The earliest moment a retained message became final, as `at` (SQLite keeps those
+    /// moments in a table of their own, PostgreSQL in a column of `messages`).
+    const OLDEST_FINAL_AT: &'static str;
+
     /// Pushes a condition that holds when `column` is one of `ids`.
     fn push_one_of(
         query: &mut QueryBuilder<Self::Db>,
@@ -330,9 +334,7 @@ where
 
     /// Earliest `final_at` among retained final messages.
     pub async fn oldest_final_at(conn: &mut Conn<D>) -> Result<Option<Timestamp>, StoreError> {
-        let query = QueryBuilder::new(
-            "SELECT MIN(final_at) AS at FROM messages WHERE final_at IS NOT NULL",
-        );
+        let query = QueryBuilder::new(D::OLDEST_FINAL_AT);
         Self::earliest(conn, query).await
     }
 

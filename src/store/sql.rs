@@ -22,16 +22,6 @@ macro_rules! blocking_dead_head {
     };
 }
 
-/// When a CONFIRMED message becomes final, the one rule: none of its deliveries is left live
-/// (each is ACKED or DISCARDED). Marks message `$1` final at `$2` if that holds now and it was
-/// not final yet; every write that ends or removes a live delivery runs it after. (A CANCELLED
-/// message is final at its cancel, written with the cancel.)
-pub const MARK_FINAL_IF_DONE: &str = "\
-UPDATE messages SET final_at = $2 \
-WHERE id = $1 AND state = 'CONFIRMED' AND final_at IS NULL \
-  AND NOT EXISTS (SELECT 1 FROM deliveries d \
-                  WHERE d.message_id = $1 AND d.state NOT IN ('ACKED', 'DISCARDED'))";
-
 /// How many lanes a DEAD head holds, by subscription.
 pub const BLOCKED_LANES: &str = concat!(
     "SELECT d.subscription, COUNT(DISTINCT d.ordering_key) AS lanes FROM deliveries d WHERE ",

@@ -427,3 +427,6 @@ impl Store for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests;

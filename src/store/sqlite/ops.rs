@@ -6,7 +6,6 @@
 //! a statement costs microseconds there, where a round trip to an async driver's connection
 //! thread cost more than the statement itself.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use rusqlite::{Connection, Params, Row, params};
@@ -21,7 +20,7 @@ use crate::store::dead_letters::{self, DeadLetters};
 use crate::store::history::{DecidedBy, EventKind, NewEvent};
 use crate::store::lanes::{self as store_lanes, for_sqlite};
 use crate::store::reads::Dialect;
-use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules, sql};
+use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// Runs a cached statement; returns how many rows it changed.
 pub(super) fn execute(
@@ -60,15 +59,38 @@ pub(super) fn query_all<T>(
     Ok(decoded)
 }
 
-/// Marks message `id` final at `now` if none of its deliveries is left live: the one rule,
-/// `sql::MARK_FINAL_IF_DONE`, run after each write that ends or removes a live delivery.
+/// When a CONFIRMED message becomes final, the one rule: none of its deliveries is left live
+/// (each is ACKED or DISCARDED). Marks message `id` final at `now` if that holds now and it
+/// was not final yet; every write that ends or removes a live delivery runs it after. (A
+/// CANCELLED message is final at its cancel: `mark_final`.) PostgreSQL keeps the same rule in
+/// its trigger `courier_final_on_done_rows`.
+///
+/// The message itself is not read: only a confirm or a publish routes, so a message that had
+/// a delivery to end is CONFIRMED, and stays so.
 pub(super) fn mark_final_if_done(
     conn: &Connection,
     id: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    static MARK: LazyLock<String> = LazyLock::new(|| for_sqlite(sql::MARK_FINAL_IF_DONE));
-    execute(conn, &MARK, params![id, now.as_millis()])?;
+    // OR IGNORE keeps the first moment, and means SQLite never aborts this INSERT … SELECT
+    // halfway, so it needs no statement journal.
+    execute(
+        conn,
+        "INSERT OR IGNORE INTO final_messages (message_id, final_at) SELECT ?1, ?2 \
+         WHERE NOT EXISTS (SELECT 1 FROM deliveries d \
+                           WHERE d.message_id = ?1 AND d.state NOT IN ('ACKED', 'DISCARDED'))",
+        params![id, now.as_millis()],
+    )?;
+    Ok(())
+}
+
+/// Marks message `id` final at `now` (a cancel), unless it already was.
+fn mark_final(conn: &Connection, id: &str, now: Timestamp) -> Result<(), StoreError> {
+    execute(
+        conn,
+        "INSERT OR IGNORE INTO final_messages (message_id, final_at) VALUES (?, ?)",
+        params![id, now.as_millis()],
+    )?;
     Ok(())
 }
 
@@ -426,15 +448,13 @@ pub(super) fn decide_as(
     let changed = execute(
         conn,
         "UPDATE messages SET state = ?, updated_at = ?, decided_at = ?, next_check_at = NULL, \
-         routed = COALESCE(?, routed), final_at = COALESCE(?, final_at), decided_by = ? \
+         routed = COALESCE(?, routed), decided_by = ? \
          WHERE id = ? AND state = ?",
         params![
             target.as_str(),
             now.as_millis(),
             now.as_millis(),
             subscriptions.as_ref().map(|s| s.len() as i64),
-            // A cancelled message is final at its cancel.
-            (target == MessageState::Cancelled).then_some(now.as_millis()),
             by.stored(),
             id.to_string(),
             current.as_str(),
@@ -444,6 +464,9 @@ pub(super) fn decide_as(
         return Err(StoreError::internal(
             "message changed under the single writer",
         ));
+    }
+    if target == MessageState::Cancelled {
+        mark_final(conn, &id.to_string(), now)?;
     }
     let effects = match subscriptions {
         Some(subscriptions) => route(

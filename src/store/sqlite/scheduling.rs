@@ -162,8 +162,7 @@ pub fn fail_delivery(
 pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -> Written<u64> {
     let ids: Vec<String> = query_all(
         conn,
-        "SELECT id FROM messages WHERE final_at IS NOT NULL AND final_at <= ? \
-         ORDER BY final_at LIMIT ?",
+        "SELECT message_id FROM final_messages WHERE final_at <= ? ORDER BY final_at LIMIT ?",
         params![cutoff.as_millis(), i64::from(limit)],
         |row| Ok(row.get(0)?),
     )?;
@@ -171,21 +170,18 @@ pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -
         return Ok((0, Effects::none()));
     }
     let ids = id_list(&ids)?;
-    execute(
-        conn,
-        "DELETE FROM deliveries WHERE message_id IN (SELECT value FROM json_each(?))",
-        [&ids],
-    )?;
-    execute(
-        conn,
-        "DELETE FROM message_events WHERE message_id IN (SELECT value FROM json_each(?))",
-        [&ids],
-    )?;
+    // What refers to the messages goes first.
+    for table in ["deliveries", "message_events", "final_messages"] {
+        execute(
+            conn,
+            &format!("DELETE FROM {table} WHERE message_id IN (SELECT value FROM json_each(?))"),
+            [&ids],
+        )?;
+    }
     let deleted = execute(
         conn,
-        "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?)) \
-         AND final_at IS NOT NULL AND final_at <= ?",
-        params![ids, cutoff.as_millis()],
+        "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        [&ids],
     )?;
     Ok((deleted, Effects::none()))
 }
