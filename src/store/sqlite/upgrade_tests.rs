@@ -14,15 +14,22 @@ use crate::wakeups::Wakeups;
 /// The last migration before final moments moved to `final_messages`.
 const BEFORE_FINAL_MESSAGES: i64 = 8;
 
-/// A message of the old schema: `final_at` NULL, or the moment it became final.
+/// A message of the old schema: cancelled and final at `final_at`, or confirmed and not final
+/// yet (`None`).
 async fn insert_old_message(conn: &mut sqlx::SqliteConnection, id: &str, final_at: Option<i64>) {
+    let state = if final_at.is_some() {
+        "CANCELLED"
+    } else {
+        "CONFIRMED"
+    };
     sqlx::query(
         "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
          deliver_after_ms, created_at, updated_at, final_at) \
-         VALUES (?, 'shop', 'orders', ?, x'00', '{}', 'CANCELLED', 0, 1, 1, ?)",
+         VALUES (?, 'shop', 'orders', ?, x'00', '{}', ?, 0, 1, 1, ?)",
     )
     .bind(id)
     .bind(id)
+    .bind(state)
     .bind(final_at)
     .execute(conn)
     .await
