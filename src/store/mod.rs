@@ -21,6 +21,8 @@ mod subscription_cache;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 mod types;
+#[cfg(test)]
+mod upgrade_checks;
 
 use std::sync::Arc;
 use std::time::Duration;

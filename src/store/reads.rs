@@ -31,10 +31,6 @@ pub trait Dialect: Send + Sync + 'static {
 
     fn id(id: MessageId) -> Self::Id;
 
-    /// The earliest moment a retained message became final, as `at` (SQLite keeps those
-    /// moments in a table of their own, PostgreSQL in a column of `messages`).
-    const OLDEST_FINAL_AT: &'static str;
-
     /// Pushes a condition that holds when `column` is one of `ids`.
     fn push_one_of(
         query: &mut QueryBuilder<Self::Db>,
@@ -332,9 +328,10 @@ where
         Self::earliest(conn, query).await
     }
 
-    /// Earliest `final_at` among retained final messages.
+    /// Earliest `final_at` among retained final messages (both schemas keep those moments in
+    /// a table of their own, `final_messages`).
     pub async fn oldest_final_at(conn: &mut Conn<D>) -> Result<Option<Timestamp>, StoreError> {
-        let query = QueryBuilder::new(D::OLDEST_FINAL_AT);
+        let query = QueryBuilder::new("SELECT MIN(final_at) AS at FROM final_messages");
         Self::earliest(conn, query).await
     }
 

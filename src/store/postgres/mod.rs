@@ -27,6 +27,8 @@ mod scheduling;
 mod signing_key;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upgrade_tests;
 mod write;
 
 use std::sync::Arc;

@@ -16,8 +16,6 @@ pub type Reads = crate::store::reads::Reads<PostgresDialect>;
 impl Dialect for PostgresDialect {
     type Db = Postgres;
     type Id = Uuid;
-    const OLDEST_FINAL_AT: &'static str =
-        "SELECT MIN(final_at) AS at FROM messages WHERE final_at IS NOT NULL";
 
     fn id(id: MessageId) -> Uuid {
         id.as_uuid()

@@ -166,8 +166,9 @@ pub async fn fail_delivery(
     }
 }
 
-/// Deletes up to `limit` messages final since `cutoff`, oldest first; their deliveries go
-/// with them (foreign key). Messages another replica is deleting right now are skipped.
+/// Deletes up to `limit` messages final since `cutoff`, oldest first, with their final
+/// moments; their deliveries go with them (foreign key). Messages another replica is deleting
+/// right now are skipped.
 pub async fn delete_final_messages(
     conn: &mut PgConnection,
     cutoff: Timestamp,
@@ -175,10 +176,12 @@ pub async fn delete_final_messages(
 ) -> Written<u64> {
     let deleted = sqlx::query(
         "WITH doomed AS MATERIALIZED ( \
-           SELECT id FROM messages WHERE final_at IS NOT NULL AND final_at <= $1 \
-           ORDER BY final_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         DELETE FROM messages m USING doomed \
-         WHERE m.id = doomed.id AND m.final_at IS NOT NULL AND m.final_at <= $1",
+           SELECT message_id FROM final_messages WHERE final_at <= $1 \
+           ORDER BY final_at, message_id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         forgotten AS ( \
+           DELETE FROM final_messages f USING doomed WHERE f.message_id = doomed.message_id \
+           RETURNING f.message_id) \
+         DELETE FROM messages m USING forgotten WHERE m.id = forgotten.message_id",
     )
     // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
     // the whole table instead of fetching the claimed rows by key.

@@ -16,7 +16,6 @@ pub type Reads = crate::store::reads::Reads<SqliteDialect>;
 impl Dialect for SqliteDialect {
     type Db = Sqlite;
     type Id = String;
-    const OLDEST_FINAL_AT: &'static str = "SELECT MIN(final_at) AS at FROM final_messages";
 
     fn id(id: MessageId) -> String {
         id.to_string()
