@@ -46,23 +46,23 @@ pub async fn lease(
            ORDER BY next_attempt_at, message_id LIMIT $3 \
            FOR UPDATE SKIP LOCKED), \
          sized AS ( \
-           SELECT due.*, \
+           SELECT due.*, m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, \
+             m.decided_at, m.traceparent, m.tracestate, \
              sum(octet_length(m.payload) + octet_length(m.headers) + octet_length(m.key) \
                + octet_length(m.ordering_key) + $7) \
                OVER (ORDER BY due.next_attempt_at, due.message_id ROWS UNBOUNDED PRECEDING) \
                AS running, \
              row_number() OVER (ORDER BY due.next_attempt_at, due.message_id) AS n \
-           FROM due JOIN messages m ON m.id = due.message_id), \
-         fits AS (SELECT * FROM sized WHERE n = 1 OR running <= $8) \
+           FROM due JOIN messages m ON m.id = due.message_id) \
          UPDATE deliveries d SET state = 'LEASED', attempts = d.attempts + 1, \
            generation = d.generation + 1, lease_expires_at = $4, next_attempt_at = NULL, \
            updated_at = $2 \
-         FROM fits due JOIN messages m ON m.id = due.message_id \
+         FROM sized due \
          WHERE d.subscription = due.subscription AND d.message_id = due.message_id \
-           AND d.generation = due.generation \
+           AND d.generation = due.generation AND (due.n = 1 OR due.running <= $8) \
          RETURNING d.message_id, d.attempts, d.generation, due.next_attempt_at AS due_at, \
-           m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
-           m.traceparent, m.tracestate, \
+           due.producer, due.topic, due.key, due.ordering_key, due.payload, due.headers, \
+           due.decided_at, due.traceparent, due.tracestate, \
            CASE WHEN $5 THEN pg_notify($6, '') END AS announced",
     )
     // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
