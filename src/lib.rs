@@ -13,6 +13,7 @@ pub mod convert;
 pub mod domain;
 pub mod health;
 pub mod http_listener;
+pub mod long_poll;
 pub mod metrics;
 pub mod proto;
 pub mod scheduler;

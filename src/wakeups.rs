@@ -2,7 +2,7 @@
 //! own, and whoever makes work due (a confirm, a redrive, an expired lease) signals them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -17,7 +17,7 @@ pub struct Wakeups {
 
 #[derive(Default)]
 struct Inner {
-    subscriptions: Mutex<HashMap<String, Arc<Notify>>>,
+    subscriptions: Mutex<HashMap<String, Arc<SubscriptionSignal>>>,
     scheduler: Notify,
     checks: DueSignal,
     leases: DueSignal,
@@ -27,7 +27,7 @@ struct Inner {
 impl Wakeups {
     /// The signal of one subscription. Register interest (`Notified::enable`) before looking
     /// for work, so a signal sent between the look and the wait is not missed.
-    pub fn subscription(&self, name: &str) -> Arc<Notify> {
+    pub fn subscription(&self, name: &str) -> Arc<SubscriptionSignal> {
         let mut map = self
             .inner
             .subscriptions
@@ -58,7 +58,7 @@ impl Wakeups {
     /// Wakes every waiter on every subscription and every scheduler loop: for when wake-ups may
     /// have been missed (the PostgreSQL listener was disconnected), so everyone looks again.
     pub fn notify_all(&self) {
-        let all: Vec<Arc<Notify>> = {
+        let all: Vec<Arc<SubscriptionSignal>> = {
             let map = self
                 .inner
                 .subscriptions
@@ -66,8 +66,8 @@ impl Wakeups {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             map.values().cloned().collect()
         };
-        for notify in all {
-            notify.notify_waiters();
+        for signal in all {
+            signal.notify_waiters();
         }
         self.notify_scheduler();
         self.notify_push();
@@ -109,6 +109,54 @@ impl Wakeups {
     /// message's first check time.
     pub fn checks(&self) -> &DueSignal {
         &self.inner.checks
+    }
+}
+
+/// A subscription's wake-up signal, and whether it is known to hold nothing due: a lease that
+/// left nothing behind, with no wake-up since, means a lease now would find only what became
+/// due by time (which `Store::next_due` tells far more cheaply than a lease statement).
+#[derive(Default)]
+pub struct SubscriptionSignal {
+    notify: Notify,
+    /// Wake-ups sent so far.
+    wakes: AtomicU64,
+    /// One more than the `wakes` a lease that left nothing behind saw before it looked (0:
+    /// none yet).
+    drained: AtomicU64,
+}
+
+impl SubscriptionSignal {
+    /// Enable the `Notified` before looking for work (see [`Wakeups::subscription`]).
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Wakes one waiter, or the next to wait (see [`Wakeups::notify_subscription`]).
+    pub fn notify_one(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn notify_waiters(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// What to pass to [`SubscriptionSignal::drained`], read before a lease looks.
+    pub fn mark(&self) -> u64 {
+        self.wakes.load(Ordering::SeqCst)
+    }
+
+    /// Records that a lease that looked after `mark` left nothing due behind it.
+    pub fn drained(&self, mark: u64) {
+        self.drained.fetch_max(mark + 1, Ordering::SeqCst);
+    }
+
+    /// Whether a lease left nothing due behind it and no wake-up came since. A wake-up is sent
+    /// after the commit that made work due, so a lease that read its mark after the wake-up
+    /// saw that work.
+    pub fn still_drained(&self) -> bool {
+        self.drained.load(Ordering::SeqCst) == self.wakes.load(Ordering::SeqCst) + 1
     }
 }
 
@@ -170,6 +218,27 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_subscription_is_drained_only_until_the_next_wake_up() {
+        let wakeups = Wakeups::default();
+        let signal = wakeups.subscription("billing");
+        assert!(!signal.still_drained(), "no lease has looked yet");
+        let mark = signal.mark();
+        signal.drained(mark);
+        assert!(signal.still_drained());
+        wakeups.notify_subscription("billing");
+        assert!(!signal.still_drained(), "a commit made work due");
+
+        // A lease that looked before a wake-up may have missed what it made due.
+        let before_the_wake = signal.mark();
+        signal.notify_one();
+        signal.drained(before_the_wake);
+        assert!(!signal.still_drained());
+        wakeups.notify_all();
+        signal.drained(signal.mark());
+        assert!(signal.still_drained());
+    }
 
     /// Whether the enabled `woken` has fired.
     async fn fired(woken: std::pin::Pin<&mut Notified<'_>>) -> bool {

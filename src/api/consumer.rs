@@ -14,13 +14,11 @@ use super::ApiContext;
 use super::auth::Caller;
 use crate::convert;
 use crate::domain::{AckStatus, LeasedDelivery, Receipt, RedeliveryPlan, Subscription, Timestamp};
+use crate::long_poll;
 use crate::metrics;
 use crate::proto::{self, consumer_server::Consumer};
 use crate::store::{Batch, StoreError};
 
-/// Floor on a long poll's sleep when the store reports work due that a lease did not find
-/// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.
-const MIN_POLL_SLEEP: Duration = Duration::from_millis(5);
 /// Time kept back from the client's own deadline to send an empty answer before it expires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
@@ -33,48 +31,23 @@ impl ConsumerService {
         Self { context }
     }
 
-    /// Leases due deliveries, waiting up to `wait` for some. Sleeps until the next delivery is
-    /// due or a wake-up arrives (a confirm, a nack, an expired lease), never on a fixed tick.
+    /// Leases due deliveries, waiting up to `wait` for some (see `long_poll`).
     async fn long_poll(
         &self,
         subscription: &Subscription,
         batch: Batch,
         wait: Duration,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
-        let store = &self.context.store;
-        let deadline = Instant::now() + wait;
-        let signal = self
-            .context
-            .wakeups
-            .subscription(subscription.name.as_str());
-        loop {
-            // Register interest before looking, so a wake-up sent between the lease and the
-            // wait below is not lost.
-            let notified = signal.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-
-            let leased = store.lease(subscription, batch, Timestamp::now()).await?;
-            if batch.may_have_left_work(&leased) {
-                signal.notify_one();
-            }
-            let now = Instant::now();
-            if !leased.is_empty() || now >= deadline || self.context.shutdown.is_cancelled() {
-                return Ok(leased);
-            }
-            let wake_at = match store.next_due(&subscription.name).await? {
-                Some(due) => {
-                    let until_due = due.since(Timestamp::now()).max(MIN_POLL_SLEEP);
-                    deadline.min(now + until_due)
-                }
-                None => deadline,
-            };
-            tokio::select! {
-                () = tokio::time::sleep_until(wake_at) => {}
-                () = &mut notified => {}
-                () = self.context.shutdown.cancelled() => return Ok(Vec::new()),
-            }
-        }
+        let context = &self.context;
+        long_poll::lease_or_wait(
+            context.store.as_ref(),
+            &context.wakeups,
+            subscription,
+            batch,
+            Instant::now() + wait,
+            &context.shutdown,
+        )
+        .await
     }
 
     /// The receipt of a single-lease call, once the caller may consume the subscription, it is

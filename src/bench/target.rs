@@ -1,18 +1,19 @@
 //! What the workload talks to: a server over gRPC, or the store directly. Each producer and
 //! consumer task gets its own handle.
 
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::AuthChannel;
 use async_trait::async_trait;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{BenchError, BenchOptions};
 use crate::config::Config;
 use crate::convert::{self, MessageFields};
 use crate::domain::{AckStatus, Decision, MessageId, MessageRef, Receipt, Subscription, Timestamp};
+use crate::long_poll;
 use crate::proto;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::consumer_client::ConsumerClient;
@@ -381,35 +382,24 @@ struct StoreConsumer {
 
 #[async_trait]
 impl Consumer for StoreConsumer {
-    /// The long poll of the Consumer service, without gRPC: lease, or wait for a wake-up.
+    /// The long poll of the Consumer service, without gRPC.
     async fn receive(&mut self, max: u32, wait: Duration) -> Result<Vec<Received>, BenchError> {
-        let deadline = Instant::now() + wait;
-        let signal = self.wakeups.subscription(self.subscription.name.as_str());
-        loop {
-            let mut notified = pin!(signal.notified());
-            notified.as_mut().enable();
-            let batch = Batch::messages(max);
-            let leased = self
-                .store
-                .lease(&self.subscription, batch, Timestamp::now())
-                .await?;
-            if batch.may_have_left_work(&leased) {
-                signal.notify_one();
-            }
-            if !leased.is_empty() || Instant::now() >= deadline {
-                return Ok(leased
-                    .into_iter()
-                    .map(|delivery| Received {
-                        receipt: delivery.receipt.to_string(),
-                        key: delivery.key.as_str().to_owned(),
-                    })
-                    .collect());
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {}
-                () = notified => {}
-            }
-        }
+        let leased = long_poll::lease_or_wait(
+            self.store.as_ref(),
+            &self.wakeups,
+            &self.subscription,
+            Batch::messages(max),
+            Instant::now() + wait,
+            &CancellationToken::new(),
+        )
+        .await?;
+        Ok(leased
+            .into_iter()
+            .map(|delivery| Received {
+                receipt: delivery.receipt.to_string(),
+                key: delivery.key.as_str().to_owned(),
+            })
+            .collect())
     }
 
     async fn ack(&mut self, receipts: Vec<String>) -> Result<u64, BenchError> {

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use super::TestStore;
 use super::helpers::*;
+use tokio_util::sync::CancellationToken;
+
 use crate::domain::{
-    AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan,
-    Timestamp,
+    AckStatus, Decision, DeliveryState, LeasedDelivery, MessageId, MessageOutcome, Receipt,
+    RedeliveryPlan, Timestamp,
 };
+use crate::long_poll;
 use crate::store::{Batch, StoreError, rules};
 
 pub async fn lease_then_ack(t: &TestStore) {
@@ -381,6 +384,58 @@ pub async fn confirm_wakes_the_subscription(t: &TestStore) {
     tokio::time::timeout(Duration::from_secs(5), woken)
         .await
         .expect("confirm wakes the subscription's waiters");
+}
+
+/// A long poll that found the subscription drained asks for the next due time before it
+/// leases again: it must still lease what becomes due by time alone (no wake-up comes for a
+/// delayed delivery), and what a commit makes due while it waits. The one test here that
+/// waits on the clock (a few hundred milliseconds): the long poll reads it itself.
+pub async fn a_drained_long_poll_still_finds_work_due_by_time_and_by_commit(t: &TestStore) {
+    let store = t.store.as_ref();
+    let no_shutdown = CancellationToken::new();
+    let poll = |deadline: Duration| {
+        let sub = subscription(SUB, TOPIC, 5, Timestamp::now());
+        let no_shutdown = &no_shutdown;
+        async move {
+            let deadline = tokio::time::Instant::now() + deadline;
+            let batch = Batch::messages(10);
+            long_poll::lease_or_wait(store, &t.wakeups, &sub, batch, deadline, no_shutdown)
+                .await
+                .unwrap()
+        }
+    };
+    subscribe(store, 5, Timestamp::now()).await;
+    assert!(poll(Duration::from_millis(20)).await.is_empty());
+    let signal = t.wakeups.subscription(SUB);
+
+    let mut delayed = message(TOPIC, "delayed", true, Timestamp::now());
+    delayed.deliver_after = Duration::from_millis(300);
+    let delayed = store.insert_message(delayed).await.unwrap().message_id;
+    assert!(poll(Duration::ZERO).await.is_empty(), "not due yet");
+    assert!(
+        signal.still_drained(),
+        "a lease found it drained after the publish"
+    );
+    let leased = poll(Duration::from_secs(10)).await;
+    assert_eq!(ids(&leased), vec![delayed], "due by time, with no wake-up");
+
+    assert!(poll(Duration::ZERO).await.is_empty());
+    assert!(signal.still_drained());
+    let waiting = poll(Duration::from_secs(10));
+    let publishing = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        publish(store, "while-waiting", Timestamp::now()).await
+    };
+    let (leased, published) = tokio::join!(waiting, publishing);
+    assert_eq!(
+        ids(&leased),
+        vec![published],
+        "due by a commit, with a wake-up"
+    );
+}
+
+fn ids(leased: &[LeasedDelivery]) -> Vec<MessageId> {
+    leased.iter().map(|d| d.receipt.message_id).collect()
 }
 
 pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {

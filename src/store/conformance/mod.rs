@@ -4,7 +4,8 @@
 //!
 //! Each test gets a [`TestStore`] on a database of its own and can open a second store on
 //! the same database ([`TestStore::replica`]), as another Courier replica would. Times are
-//! passed explicitly, so nothing here sleeps.
+//! passed explicitly, so nothing here sleeps, except the long poll's test (the long poll
+//! reads the clock itself).
 
 mod admin;
 mod checks;
@@ -126,6 +127,7 @@ macro_rules! store_test_suite {
             delete_subscription_removes_its_deliveries,
             checkers_register_and_replace,
             confirm_wakes_the_subscription,
+            a_drained_long_poll_still_finds_work_due_by_time_and_by_commit,
             concurrent_leasers_never_share_a_delivery,
             check_claims_take_due_messages_and_hold_them,
             record_check_applies_once_and_never_undoes_a_decision,
