@@ -2,11 +2,13 @@
 //! Sleeps until the next delivery is due or a wake-up arrives (a confirm, a nack, an expired
 //! lease), never on a fixed tick.
 //!
-//! A lease is the most expensive statement a consumer runs. When the last lease of the
-//! subscription left nothing due behind and no wake-up came since
-//! ([`SubscriptionSignal::still_drained`]), only deliveries due by time can be waiting, so the
-//! poll asks for the earliest due time first and leases only if it has come. A consumer that
-//! comes back right after its Ack then costs one small read, not an empty lease.
+//! A lease is the most expensive statement a consumer runs, and one that finds nothing is
+//! wasted. A lease that began after the last wake-up sees all the work made due so far, so
+//! until the next wake-up ([`SubscriptionSignal::look`]) a poll does not lease again: it
+//! waits for that lease to end if it is still running (the lease passes the wake-up on if it
+//! may have left work behind), then asks for the next due time and leases only if that has
+//! come (work due by time sends no wake-up). Consumers that come back from their Acks at the
+//! same moment then share one lease instead of racing each other to empty ones.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{LeasedDelivery, Subscription, Timestamp};
 use crate::store::{Batch, Store, StoreError};
-use crate::wakeups::Wakeups;
+use crate::wakeups::{Look, Wakeups};
 
 /// Floor on a long poll's sleep when the store reports work due that a lease did not find
 /// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.
@@ -33,35 +35,37 @@ pub async fn lease_or_wait(
 ) -> Result<Vec<LeasedDelivery>, StoreError> {
     let signal = wakeups.subscription(subscription.name.as_str());
     loop {
-        // Register interest before looking, so a wake-up sent between the look and the wait
-        // below is not lost.
+        // Register interest before looking, so a wake-up (or a lease's end) between the look
+        // and the wait below is not lost.
         let notified = signal.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let lease_ended = signal.lease_ended();
+        tokio::pin!(lease_ended);
+        lease_ended.as_mut().enable();
 
-        let mark = signal.mark();
+        let look = signal.look();
         let mut next_due = None;
-        let worth_leasing = !signal.still_drained() || {
-            next_due = store.next_due(&subscription.name).await?;
-            next_due.is_some_and(|due| due <= Timestamp::now())
+        let worth_leasing = match look {
+            Look::Lease => true,
+            Look::AwaitLease => false,
+            Look::AskNextDue => {
+                next_due = store.next_due(&subscription.name).await?;
+                next_due.is_some_and(|due| due <= Timestamp::now())
+            }
         };
         if worth_leasing {
+            let running = signal.begin_lease();
             let leased = store.lease(subscription, batch, Timestamp::now()).await?;
-            if batch.may_have_left_work(&leased) {
-                signal.notify_one();
-            } else {
-                signal.drained(mark);
-            }
+            running.end(batch.may_have_left_work(&leased));
             if !leased.is_empty() {
                 return Ok(leased);
             }
+            next_due = store.next_due(&subscription.name).await?;
         }
         let now = Instant::now();
         if now >= deadline || shutdown.is_cancelled() {
             return Ok(Vec::new());
-        }
-        if worth_leasing {
-            next_due = store.next_due(&subscription.name).await?;
         }
         let wake_at = match next_due {
             Some(due) => {
@@ -73,6 +77,7 @@ pub async fn lease_or_wait(
         tokio::select! {
             () = tokio::time::sleep_until(wake_at) => {}
             () = &mut notified => {}
+            () = &mut lease_ended, if look == Look::AwaitLease => {}
             () = shutdown.cancelled() => return Ok(Vec::new()),
         }
     }

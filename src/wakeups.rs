@@ -2,7 +2,7 @@
 //! own, and whoever makes work due (a confirm, a redrive, an expired lease) signals them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -112,17 +112,34 @@ impl Wakeups {
     }
 }
 
-/// A subscription's wake-up signal, and whether it is known to hold nothing due: a lease that
-/// left nothing behind, with no wake-up since, means a lease now would find only what became
-/// due by time (which `Store::next_due` tells far more cheaply than a lease statement).
+/// A subscription's wake-up signal, and what its leases on this process know. A lease that
+/// began after the last wake-up sees every commit that made work due so far (wake-ups are
+/// sent after their commit); until the next wake-up, another lease can only find what that
+/// one leaves behind (it passes the wake-up on when it may have: `Batch::may_have_left_work`)
+/// or what becomes due by time, which `Store::next_due` tells far more cheaply than a lease.
 #[derive(Default)]
 pub struct SubscriptionSignal {
     notify: Notify,
     /// Wake-ups sent so far.
     wakes: AtomicU64,
-    /// One more than the `wakes` a lease that left nothing behind saw before it looked (0:
-    /// none yet).
-    drained: AtomicU64,
+    /// One more than the `wakes` the latest lease saw when it began (0: none yet).
+    covered: AtomicU64,
+    /// Leases of the subscription running on this process right now.
+    leasing: AtomicUsize,
+    /// Told when a lease ends.
+    lease_ended: Notify,
+}
+
+/// What a long poll does next (see [`SubscriptionSignal::look`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Look {
+    /// A wake-up came since the latest lease began: lease.
+    Lease,
+    /// A lease that began since the last wake-up is running: wait for it to end.
+    AwaitLease,
+    /// A lease that began since the last wake-up has ended: only work due by time can be
+    /// waiting; ask for the next due time.
+    AskNextDue,
 }
 
 impl SubscriptionSignal {
@@ -142,21 +159,51 @@ impl SubscriptionSignal {
         self.notify.notify_waiters();
     }
 
-    /// What to pass to [`SubscriptionSignal::drained`], read before a lease looks.
-    pub fn mark(&self) -> u64 {
-        self.wakes.load(Ordering::SeqCst)
+    /// What a long poll does next. Enable [`SubscriptionSignal::lease_ended`] first when it
+    /// may wait for a lease.
+    pub fn look(&self) -> Look {
+        if self.covered.load(Ordering::SeqCst) != self.wakes.load(Ordering::SeqCst) + 1 {
+            Look::Lease
+        } else if self.leasing.load(Ordering::SeqCst) > 0 {
+            Look::AwaitLease
+        } else {
+            Look::AskNextDue
+        }
     }
 
-    /// Records that a lease that looked after `mark` left nothing due behind it.
-    pub fn drained(&self, mark: u64) {
-        self.drained.fetch_max(mark + 1, Ordering::SeqCst);
+    /// Tells when a running lease ends.
+    pub fn lease_ended(&self) -> Notified<'_> {
+        self.lease_ended.notified()
     }
 
-    /// Whether a lease left nothing due behind it and no wake-up came since. A wake-up is sent
-    /// after the commit that made work due, so a lease that read its mark after the wake-up
-    /// saw that work.
-    pub fn still_drained(&self) -> bool {
-        self.drained.load(Ordering::SeqCst) == self.wakes.load(Ordering::SeqCst) + 1
+    /// Records a lease beginning now; it ends when the guard is dropped.
+    pub fn begin_lease(&self) -> LeaseRunning<'_> {
+        self.leasing.fetch_add(1, Ordering::SeqCst);
+        let mark = self.wakes.load(Ordering::SeqCst);
+        self.covered.fetch_max(mark + 1, Ordering::SeqCst);
+        LeaseRunning { signal: self }
+    }
+}
+
+/// A lease running on a subscription ([`SubscriptionSignal::begin_lease`]).
+pub struct LeaseRunning<'a> {
+    signal: &'a SubscriptionSignal,
+}
+
+impl LeaseRunning<'_> {
+    /// Ends the lease; one that may have left due work behind passes the wake-up on.
+    pub fn end(self, may_have_left_work: bool) {
+        if may_have_left_work {
+            self.signal.notify_one();
+        }
+    }
+}
+
+impl Drop for LeaseRunning<'_> {
+    // Also when the lease failed or its call went away: the polls waiting for it look again.
+    fn drop(&mut self) {
+        self.signal.leasing.fetch_sub(1, Ordering::SeqCst);
+        self.signal.lease_ended.notify_waiters();
     }
 }
 
@@ -220,24 +267,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_subscription_is_drained_only_until_the_next_wake_up() {
+    fn a_lease_begun_since_the_last_wake_up_covers_the_subscription() {
         let wakeups = Wakeups::default();
         let signal = wakeups.subscription("billing");
-        assert!(!signal.still_drained(), "no lease has looked yet");
-        let mark = signal.mark();
-        signal.drained(mark);
-        assert!(signal.still_drained());
+        assert_eq!(signal.look(), Look::Lease, "no lease has looked yet");
+        let running = signal.begin_lease();
+        assert_eq!(signal.look(), Look::AwaitLease);
+        running.end(false);
+        assert_eq!(signal.look(), Look::AskNextDue);
         wakeups.notify_subscription("billing");
-        assert!(!signal.still_drained(), "a commit made work due");
+        assert_eq!(signal.look(), Look::Lease, "a commit made work due");
 
-        // A lease that looked before a wake-up may have missed what it made due.
-        let before_the_wake = signal.mark();
-        signal.notify_one();
-        signal.drained(before_the_wake);
-        assert!(!signal.still_drained());
+        let running = signal.begin_lease();
+        running.end(true);
+        assert_eq!(
+            signal.look(),
+            Look::Lease,
+            "the lease may have left work behind"
+        );
+
+        // A wake-up during a lease: that lease may have looked before the commit.
+        let running = signal.begin_lease();
         wakeups.notify_all();
-        signal.drained(signal.mark());
-        assert!(signal.still_drained());
+        drop(running);
+        assert_eq!(signal.look(), Look::Lease);
     }
 
     /// Whether the enabled `woken` has fired.

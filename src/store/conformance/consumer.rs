@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use crate::long_poll;
 use crate::store::{Batch, StoreError, rules};
+use crate::wakeups::Look;
 
 pub async fn lease_then_ack(t: &TestStore) {
     let store = t.store.as_ref();
@@ -386,8 +387,8 @@ pub async fn confirm_wakes_the_subscription(t: &TestStore) {
         .expect("confirm wakes the subscription's waiters");
 }
 
-/// A long poll that found the subscription drained asks for the next due time before it
-/// leases again: it must still lease what becomes due by time alone (no wake-up comes for a
+/// A long poll whose last lease found the subscription drained asks for the next due time
+/// before it leases again: it must still lease what becomes due by time alone (no wake-up comes for a
 /// delayed delivery), and what a commit makes due while it waits. The one test here that
 /// waits on the clock (a few hundred milliseconds): the long poll reads it itself.
 pub async fn a_drained_long_poll_still_finds_work_due_by_time_and_by_commit(t: &TestStore) {
@@ -412,15 +413,16 @@ pub async fn a_drained_long_poll_still_finds_work_due_by_time_and_by_commit(t: &
     delayed.deliver_after = Duration::from_millis(300);
     let delayed = store.insert_message(delayed).await.unwrap().message_id;
     assert!(poll(Duration::ZERO).await.is_empty(), "not due yet");
-    assert!(
-        signal.still_drained(),
+    assert_eq!(
+        signal.look(),
+        Look::AskNextDue,
         "a lease found it drained after the publish"
     );
     let leased = poll(Duration::from_secs(10)).await;
     assert_eq!(ids(&leased), vec![delayed], "due by time, with no wake-up");
 
     assert!(poll(Duration::ZERO).await.is_empty());
-    assert!(signal.still_drained());
+    assert_eq!(signal.look(), Look::AskNextDue);
     let waiting = poll(Duration::from_secs(10));
     let publishing = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
