@@ -44,7 +44,11 @@ pub async fn lease_or_wait(
         tokio::pin!(lease_ended);
         lease_ended.as_mut().enable();
 
-        let look = signal.look();
+        let look = match signal.look() {
+            // A poll with no time left to wait takes what is due now, beside the other lease.
+            Look::AwaitLease if Instant::now() >= deadline => Look::Lease,
+            look => look,
+        };
         let mut next_due = None;
         let worth_leasing = match look {
             Look::Lease => true,

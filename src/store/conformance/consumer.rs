@@ -436,6 +436,60 @@ pub async fn a_drained_long_poll_still_finds_work_due_by_time_and_by_commit(t: &
     );
 }
 
+/// While another consumer's lease, begun since the last wake-up, runs, a long poll with time
+/// to wait waits for it to end before it looks; one with no time left leases at once.
+pub async fn a_long_poll_waits_for_a_running_lease_only_when_it_has_time(t: &TestStore) {
+    let store = t.store.as_ref();
+    let sub = subscribe(store, 5, Timestamp::now()).await;
+    let no_shutdown = CancellationToken::new();
+    let poll = |wait: Duration| {
+        let deadline = tokio::time::Instant::now() + wait;
+        let (sub, no_shutdown) = (&sub, &no_shutdown);
+        async move {
+            long_poll::lease_or_wait(
+                store,
+                &t.wakeups,
+                sub,
+                Batch::messages(1),
+                deadline,
+                no_shutdown,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = publish(store, "first", Timestamp::now()).await;
+    let second = publish(store, "second", Timestamp::now()).await;
+    let signal = t.wakeups.subscription(SUB);
+
+    let running = signal.begin_lease(); // another consumer's, say
+    assert_eq!(ids(&poll(Duration::ZERO).await), vec![first]);
+    drop(running);
+    // A full lease passed its wake-up on; a lease begun after that covers what is due.
+    let running = signal.begin_lease();
+    let waiting = tokio::spawn({
+        let store = t.store.clone();
+        let wakeups = t.wakeups.clone();
+        let sub = sub.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let batch = Batch::messages(1);
+            let shutdown = CancellationToken::new();
+            long_poll::lease_or_wait(store.as_ref(), &wakeups, &sub, batch, deadline, &shutdown)
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "it waits for the running lease");
+    drop(running);
+    let leased = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the lease's end lets it look")
+        .unwrap();
+    assert_eq!(ids(&leased), vec![second]);
+}
+
 fn ids(leased: &[LeasedDelivery]) -> Vec<MessageId> {
     leased.iter().map(|d| d.receipt.message_id).collect()
 }
