@@ -65,11 +65,13 @@ pub async fn lease_or_wait(
             if !leased.is_empty() {
                 return Ok(leased);
             }
-            next_due = store.next_due(&subscription.name).await?;
         }
         let now = Instant::now();
         if now >= deadline || shutdown.is_cancelled() {
             return Ok(Vec::new());
+        }
+        if worth_leasing {
+            next_due = store.next_due(&subscription.name).await?;
         }
         let wake_at = match next_due {
             Some(due) => {
