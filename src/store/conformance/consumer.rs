@@ -8,8 +8,8 @@ use super::helpers::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    AckStatus, Decision, DeliveryState, LeasedDelivery, MessageId, MessageOutcome, Receipt,
-    RedeliveryPlan, Timestamp,
+    AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan,
+    Subscription, Timestamp,
 };
 use crate::long_poll;
 use crate::store::{Batch, StoreError, rules};
@@ -387,53 +387,66 @@ pub async fn confirm_wakes_the_subscription(t: &TestStore) {
         .expect("confirm wakes the subscription's waiters");
 }
 
+/// Receive's long poll on `sub` for up to `max` deliveries, waiting up to `wait`: the ids
+/// it leased.
+async fn long_poll(t: &TestStore, sub: &Subscription, max: u32, wait: Duration) -> Vec<MessageId> {
+    let no_shutdown = CancellationToken::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let batch = Batch::messages(max);
+    let leased = long_poll::lease_or_wait(
+        t.store.as_ref(),
+        &t.wakeups,
+        sub,
+        batch,
+        deadline,
+        &no_shutdown,
+    )
+    .await
+    .unwrap();
+    leased.iter().map(|d| d.receipt.message_id).collect()
+}
+
 /// A long poll whose last lease found the subscription drained asks for the next due time
-/// before it leases again: it must still lease what becomes due by time alone (no wake-up comes for a
-/// delayed delivery), and what a commit makes due while it waits. The one test here that
-/// waits on the clock (a few hundred milliseconds): the long poll reads it itself.
+/// before it leases again: it must still lease what becomes due by time alone (no wake-up
+/// comes for a delayed delivery), and what a commit makes due while it waits. The long poll
+/// reads the clock itself, so this test waits on it (a few hundred milliseconds).
 pub async fn a_drained_long_poll_still_finds_work_due_by_time_and_by_commit(t: &TestStore) {
     let store = t.store.as_ref();
-    let no_shutdown = CancellationToken::new();
-    let poll = |deadline: Duration| {
-        let sub = subscription(SUB, TOPIC, 5, Timestamp::now());
-        let no_shutdown = &no_shutdown;
-        async move {
-            let deadline = tokio::time::Instant::now() + deadline;
-            let batch = Batch::messages(10);
-            long_poll::lease_or_wait(store, &t.wakeups, &sub, batch, deadline, no_shutdown)
-                .await
-                .unwrap()
-        }
-    };
-    subscribe(store, 5, Timestamp::now()).await;
-    assert!(poll(Duration::from_millis(20)).await.is_empty());
+    let sub = subscribe(store, 5, Timestamp::now()).await;
+    assert!(
+        long_poll(t, &sub, 10, Duration::from_millis(20))
+            .await
+            .is_empty()
+    );
     let signal = t.wakeups.subscription(SUB);
 
     let mut delayed = message(TOPIC, "delayed", true, Timestamp::now());
     delayed.deliver_after = Duration::from_millis(300);
     let delayed = store.insert_message(delayed).await.unwrap().message_id;
-    assert!(poll(Duration::ZERO).await.is_empty(), "not due yet");
+    assert!(
+        long_poll(t, &sub, 10, Duration::ZERO).await.is_empty(),
+        "not due yet"
+    );
     assert_eq!(
         signal.look(),
         Look::AskNextDue,
         "a lease found it drained after the publish"
     );
-    let leased = poll(Duration::from_secs(10)).await;
-    assert_eq!(ids(&leased), vec![delayed], "due by time, with no wake-up");
+    assert_eq!(
+        long_poll(t, &sub, 10, Duration::from_secs(10)).await,
+        vec![delayed],
+        "due by time, with no wake-up"
+    );
 
-    assert!(poll(Duration::ZERO).await.is_empty());
+    assert!(long_poll(t, &sub, 10, Duration::ZERO).await.is_empty());
     assert_eq!(signal.look(), Look::AskNextDue);
-    let waiting = poll(Duration::from_secs(10));
+    let waiting = long_poll(t, &sub, 10, Duration::from_secs(10));
     let publishing = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         publish(store, "while-waiting", Timestamp::now()).await
     };
     let (leased, published) = tokio::join!(waiting, publishing);
-    assert_eq!(
-        ids(&leased),
-        vec![published],
-        "due by a commit, with a wake-up"
-    );
+    assert_eq!(leased, vec![published], "due by a commit, with a wake-up");
 }
 
 /// While another consumer's lease, begun since the last wake-up, runs, a long poll with time
@@ -441,57 +454,24 @@ pub async fn a_drained_long_poll_still_finds_work_due_by_time_and_by_commit(t: &
 pub async fn a_long_poll_waits_for_a_running_lease_only_when_it_has_time(t: &TestStore) {
     let store = t.store.as_ref();
     let sub = subscribe(store, 5, Timestamp::now()).await;
-    let no_shutdown = CancellationToken::new();
-    let poll = |wait: Duration| {
-        let deadline = tokio::time::Instant::now() + wait;
-        let (sub, no_shutdown) = (&sub, &no_shutdown);
-        async move {
-            long_poll::lease_or_wait(
-                store,
-                &t.wakeups,
-                sub,
-                Batch::messages(1),
-                deadline,
-                no_shutdown,
-            )
-            .await
-            .unwrap()
-        }
-    };
     let first = publish(store, "first", Timestamp::now()).await;
     let second = publish(store, "second", Timestamp::now()).await;
     let signal = t.wakeups.subscription(SUB);
 
     let running = signal.begin_lease(); // another consumer's, say
-    assert_eq!(ids(&poll(Duration::ZERO).await), vec![first]);
+    assert_eq!(long_poll(t, &sub, 1, Duration::ZERO).await, vec![first]);
     drop(running);
     // A full lease passed its wake-up on; a lease begun after that covers what is due.
     let running = signal.begin_lease();
-    let waiting = tokio::spawn({
-        let store = t.store.clone();
-        let wakeups = t.wakeups.clone();
-        let sub = sub.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            let batch = Batch::messages(1);
-            let shutdown = CancellationToken::new();
-            long_poll::lease_or_wait(store.as_ref(), &wakeups, &sub, batch, deadline, &shutdown)
-                .await
-                .unwrap()
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiting.is_finished(), "it waits for the running lease");
+    let waiting = long_poll(t, &sub, 1, Duration::from_secs(10));
+    tokio::pin!(waiting);
+    let early = tokio::time::timeout(Duration::from_millis(100), &mut waiting).await;
+    assert!(early.is_err(), "it waits for the running lease");
     drop(running);
     let leased = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
-        .expect("the lease's end lets it look")
-        .unwrap();
-    assert_eq!(ids(&leased), vec![second]);
-}
-
-fn ids(leased: &[LeasedDelivery]) -> Vec<MessageId> {
-    leased.iter().map(|d| d.receipt.message_id).collect()
+        .expect("the lease's end lets it look");
+    assert_eq!(leased, vec![second]);
 }
 
 pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {

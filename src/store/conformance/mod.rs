@@ -4,7 +4,7 @@
 //!
 //! Each test gets a [`TestStore`] on a database of its own and can open a second store on
 //! the same database ([`TestStore::replica`]), as another Courier replica would. Times are
-//! passed explicitly, so nothing here sleeps, except the long poll's test (the long poll
+//! passed explicitly, so nothing here sleeps, except the long poll's tests (the long poll
 //! reads the clock itself).
 
 mod admin;
