@@ -111,12 +111,13 @@ async fn lock_delivery(
 
 type DeliveryKey = (String, MessageId);
 
-/// Acks receipts (`$1`–`$3`) at `$4`. It locks every named delivery in key
-/// order (two batches never deadlock), then the messages those acks may finish, in id order
-/// (`courier_mark_final_if_done` locks them; acks of one message on two subscriptions queue
-/// up instead of deadlocking), then acks each delivery its receipt still holds; a delivery in
-/// a lane only with `$5` (the caller then lets the lane go on, in its transaction). Answers
-/// every named delivery as it found it.
+/// Acks receipts (`$1`–`$3`) at `$4`. It locks every named delivery in key order (two
+/// batches never deadlock), then, in id order, the messages those acks may finish that were
+/// routed to more than one subscription (`courier_final_on_done_rows` locks them; acks of one
+/// message on two subscriptions queue up instead of deadlocking; a message with one delivery
+/// needs no lock beyond that delivery's, see migration 0011), then acks each delivery its
+/// receipt still holds; a delivery in a lane only with `$5` (the caller then lets the lane go
+/// on, in its transaction). Answers every named delivery as it found it.
 ///
 /// The UPDATE finds its rows by primary key alone, from the locked rows (`doomed`), and judges
 /// state and generation there: the lock keeps them as read. With those tests on `deliveries`
@@ -139,6 +140,7 @@ doomed AS ( \
         (SELECT subscription, message_id, generation FROM acks)), \
 finishing AS ( \
   SELECT id FROM messages WHERE id IN (SELECT message_id FROM doomed) \
+    AND routed IS DISTINCT FROM 1 \
   ORDER BY id FOR NO KEY UPDATE), \
 acked AS ( \
   UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
