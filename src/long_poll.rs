@@ -8,7 +8,9 @@
 //! waits for that lease to end if it is still running (the lease passes the wake-up on if it
 //! may have left work behind), then asks for the next due time and leases only if that has
 //! come (work due by time sends no wake-up). Consumers that come back from their Acks at the
-//! same moment then share one lease instead of racing each other to empty ones.
+//! same moment then share one lease instead of racing each other to empty ones. On a backlog
+//! (the latest lease came back full) a poll leases at once, beside the running lease: waiting
+//! for it would only queue the poll behind rows that lease cannot take.
 
 use std::time::Duration;
 

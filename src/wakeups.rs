@@ -2,7 +2,7 @@
 //! own, and whoever makes work due (a confirm, a redrive, an expired lease) signals them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -117,6 +117,8 @@ impl Wakeups {
 /// sent after their commit); until the next wake-up, another lease can only find what that
 /// one leaves behind (it passes the wake-up on when it may have: `Batch::may_have_left_work`)
 /// or what becomes due by time, which `Store::next_due` tells far more cheaply than a lease.
+/// Except on a backlog: while the leases come back full, each poll leases at once, beside the
+/// running ones, rather than queue behind them for rows they cannot take.
 #[derive(Default)]
 pub struct SubscriptionSignal {
     notify: Notify,
@@ -128,14 +130,17 @@ pub struct SubscriptionSignal {
     leasing: AtomicUsize,
     /// Told when a lease ends.
     lease_ended: Notify,
+    /// The latest lease to end came back full: more was due than one lease takes.
+    backlogged: AtomicBool,
 }
 
 /// What a long poll does next (see [`SubscriptionSignal::look`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Look {
-    /// A wake-up came since the latest lease began: lease.
+    /// A wake-up came since the latest lease began, or the subscription has a backlog: lease.
     Lease,
-    /// A lease that began since the last wake-up is running: wait for it to end.
+    /// A lease that began since the last wake-up is running, and the one before it did not
+    /// come back full: wait for it to end.
     AwaitLease,
     /// A lease that began since the last wake-up has ended: only work due by time can be
     /// waiting; ask for the next due time.
@@ -165,7 +170,11 @@ impl SubscriptionSignal {
         if self.covered.load(Ordering::SeqCst) != self.wakes.load(Ordering::SeqCst) + 1 {
             Look::Lease
         } else if self.leasing.load(Ordering::SeqCst) > 0 {
-            Look::AwaitLease
+            if self.backlogged.load(Ordering::SeqCst) {
+                Look::Lease
+            } else {
+                Look::AwaitLease
+            }
         } else {
             Look::AskNextDue
         }
@@ -191,8 +200,12 @@ pub struct LeaseRunning<'a> {
 }
 
 impl LeaseRunning<'_> {
-    /// Ends the lease; one that may have left due work behind passes the wake-up on.
+    /// Ends the lease; one that may have left due work behind passes the wake-up on, and until
+    /// a lease ends that did not, polls lease without waiting for the running ones.
     pub fn end(self, may_have_left_work: bool) {
+        self.signal
+            .backlogged
+            .store(may_have_left_work, Ordering::SeqCst);
         if may_have_left_work {
             self.signal.notify_one();
         }
@@ -291,6 +304,31 @@ mod tests {
         wakeups.notify_all();
         drop(running);
         assert_eq!(signal.look(), Look::Lease);
+    }
+
+    #[test]
+    fn on_a_backlog_polls_lease_beside_the_running_lease() {
+        let wakeups = Wakeups::default();
+        let signal = wakeups.subscription("billing");
+        signal.begin_lease().end(true);
+        let first = signal.begin_lease();
+        assert_eq!(
+            signal.look(),
+            Look::Lease,
+            "the last lease came back full: more is due than the running one takes"
+        );
+        let second = signal.begin_lease();
+        first.end(true);
+        assert_eq!(signal.look(), Look::Lease);
+        let third = signal.begin_lease();
+        second.end(false);
+        assert_eq!(
+            signal.look(),
+            Look::AwaitLease,
+            "a lease found the end of the backlog: wait for the running one again"
+        );
+        third.end(false);
+        assert_eq!(signal.look(), Look::AskNextDue);
     }
 
     /// Whether the enabled `woken` has fired.

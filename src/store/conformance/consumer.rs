@@ -455,15 +455,16 @@ pub async fn a_long_poll_waits_for_a_running_lease_only_when_it_has_time(t: &Tes
     let store = t.store.as_ref();
     let sub = subscribe(store, 5, Timestamp::now()).await;
     let first = publish(store, "first", Timestamp::now()).await;
-    let second = publish(store, "second", Timestamp::now()).await;
     let signal = t.wakeups.subscription(SUB);
 
     let running = signal.begin_lease(); // another consumer's, say
-    assert_eq!(long_poll(t, &sub, 1, Duration::ZERO).await, vec![first]);
+    assert_eq!(long_poll(t, &sub, 2, Duration::ZERO).await, vec![first]);
     drop(running);
-    // A full lease passed its wake-up on; a lease begun after that covers what is due.
+    // The publish's wake-up is covered by a lease begun after it, and the lease before that
+    // was not full: no backlog.
+    let second = publish(store, "second", Timestamp::now()).await;
     let running = signal.begin_lease();
-    let waiting = long_poll(t, &sub, 1, Duration::from_secs(10));
+    let waiting = long_poll(t, &sub, 2, Duration::from_secs(10));
     tokio::pin!(waiting);
     let early = tokio::time::timeout(Duration::from_millis(100), &mut waiting).await;
     assert!(early.is_err(), "it waits for the running lease");
@@ -472,6 +473,26 @@ pub async fn a_long_poll_waits_for_a_running_lease_only_when_it_has_time(t: &Tes
         .await
         .expect("the lease's end lets it look");
     assert_eq!(leased, vec![second]);
+}
+
+pub async fn on_a_backlog_a_long_poll_leases_beside_the_running_lease(t: &TestStore) {
+    let store = t.store.as_ref();
+    let sub = subscribe(store, 5, Timestamp::now()).await;
+    let first = publish(store, "first", Timestamp::now()).await;
+    let second = publish(store, "second", Timestamp::now()).await;
+    let signal = t.wakeups.subscription(SUB);
+
+    // A full lease: more may be due than one lease takes.
+    assert_eq!(long_poll(t, &sub, 1, Duration::ZERO).await, vec![first]);
+    let running = signal.begin_lease(); // another consumer's, say
+    let leased = tokio::time::timeout(
+        Duration::from_secs(5),
+        long_poll(t, &sub, 1, Duration::from_secs(10)),
+    )
+    .await
+    .expect("it leases without waiting for the running lease");
+    assert_eq!(leased, vec![second]);
+    drop(running);
 }
 
 pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {
