@@ -167,14 +167,12 @@ impl SubscriptionSignal {
     /// What a long poll does next. Enable [`SubscriptionSignal::lease_ended`] first when it
     /// may wait for a lease.
     pub fn look(&self) -> Look {
-        if self.covered.load(Ordering::SeqCst) != self.wakes.load(Ordering::SeqCst) + 1 {
+        let covered = self.covered.load(Ordering::SeqCst) == self.wakes.load(Ordering::SeqCst) + 1;
+        let running = self.leasing.load(Ordering::SeqCst) > 0;
+        if !covered || (running && self.backlogged.load(Ordering::SeqCst)) {
             Look::Lease
-        } else if self.leasing.load(Ordering::SeqCst) > 0 {
-            if self.backlogged.load(Ordering::SeqCst) {
-                Look::Lease
-            } else {
-                Look::AwaitLease
-            }
+        } else if running {
+            Look::AwaitLease
         } else {
             Look::AskNextDue
         }
