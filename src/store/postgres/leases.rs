@@ -112,12 +112,12 @@ async fn lock_delivery(
 type DeliveryKey = (String, MessageId);
 
 /// Acks receipts (`$1`–`$3`) at `$4`. It locks every named delivery in key order (two
-/// batches never deadlock), then, in id order, the messages those acks may finish that were
-/// routed to more than one subscription (`courier_final_on_done_rows` locks them; acks of one
-/// message on two subscriptions queue up instead of deadlocking; a message with one delivery
-/// needs no lock beyond that delivery's, see migration 0011), then acks each delivery its
-/// receipt still holds; a delivery in a lane only with `$5` (the caller then lets the lane go
-/// on, in its transaction). Answers every named delivery as it found it.
+/// batches never deadlock), then acks each delivery its receipt still holds; a delivery in a
+/// lane only with `$5` (the caller then lets the lane go on, in its transaction). Answers
+/// every named delivery as it found it. The messages the acks finish are locked after that,
+/// in id order, by the statement's trigger (`courier_final_on_done_rows`): every lock on a
+/// delivery comes before every lock on a message, so acks of one message on two subscriptions
+/// queue up instead of deadlocking.
 ///
 /// The UPDATE finds its rows by primary key alone, from the locked rows (`doomed`), and judges
 /// state and generation there: the lock keeps them as read. With those tests on `deliveries`
@@ -138,16 +138,11 @@ doomed AS ( \
   WHERE h.state IN ('PENDING', 'LEASED', 'DEAD') AND ($5 OR h.ordering_key IS NULL) \
     AND (h.subscription, h.message_id, h.generation) IN \
         (SELECT subscription, message_id, generation FROM acks)), \
-finishing AS ( \
-  SELECT id FROM messages WHERE id IN (SELECT message_id FROM doomed) \
-    AND routed IS DISTINCT FROM 1 \
-  ORDER BY id FOR NO KEY UPDATE), \
 acked AS ( \
   UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
     next_attempt_at = NULL, updated_at = $4 \
   FROM doomed x \
   WHERE d.subscription = x.subscription AND d.message_id = x.message_id \
-    AND (SELECT count(*) FROM finishing) >= 0 \
   RETURNING d.message_id) \
 SELECT subscription, message_id, state, generation, attempts, ordering_key FROM held";
 
