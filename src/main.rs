@@ -98,7 +98,7 @@ struct BenchArgs {
     /// Then run the same workload against RabbitMQ at this URL (e.g.
     /// amqp://guest:guest@127.0.0.1:5672/%2f) and print both side by side. Needs a courier
     /// built with `--features rabbitmq`.
-    #[arg(long, value_name = "AMQP_URL", conflicts_with_all = ["store_only", "backlog"])]
+    #[arg(long, value_name = "AMQP_URL", conflicts_with = "store_only")]
     peer: Option<String>,
     /// An ordered subscription, with the messages spread over N ordering keys (lanes).
     #[arg(long, value_name = "N", conflicts_with = "peer", value_parser = clap::value_parser!(u32).range(1..))]

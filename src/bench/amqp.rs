@@ -6,6 +6,9 @@
 //! fsync'd; for a quorum queue, once the Raft log is); consumers take deliveries with manual
 //! acks and a prefetch of the bench's batch size, and ack each batch with one `multiple` ack,
 //! as Courier's consumers ack each Receive's batch with one Ack.
+//!
+//! A backlog run (`--backlog N`) publishes the N messages the same way before any consumer
+//! subscribes, then measures the consumers draining the queue, as Courier's backlog run does.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -70,10 +73,10 @@ pub async fn run(options: &BenchOptions, peer: &Peer) -> Result<Report, BenchErr
     };
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let queue = format!("courier-bench-{}", &run_id[run_id.len() - 12..]);
-    let target = AmqpTarget::open(&options, peer, &queue).await?;
+    let mut target = AmqpTarget::open(&options, peer, &queue).await?;
     let mut report = Report::new(&options, peer.queue.backend());
     report.set_path("amqp");
-    let result = measure(&target, &options, &run_id, &mut report).await;
+    let result = measure(&mut target, &options, &run_id, &mut report).await;
     let left = target.close().await;
     let outcome = result?;
     report.set_outcome(workload::Outcome {
@@ -85,7 +88,7 @@ pub async fn run(options: &BenchOptions, peer: &Peer) -> Result<Report, BenchErr
 }
 
 async fn measure(
-    target: &AmqpTarget,
+    target: &mut AmqpTarget,
     options: &BenchOptions,
     run_id: &str,
     report: &mut Report,
@@ -109,14 +112,26 @@ async fn measure(
          only sending it"
             .into(),
     );
+    if let Some(backlog) = options.backlog {
+        let seconds = workload::load_backlog(target, options, backlog, run_id).await?;
+        report.note(format!(
+            "backlog: {backlog} messages published (each confirmed) in {seconds:.1} s"
+        ));
+        target.subscribe(options).await?;
+        let watch = Watch::start(broker.map(Some));
+        let outcome = workload::consume_backlog(target, options, backlog).await;
+        report.set_sampled(watch.stop().await);
+        return outcome;
+    }
+    target.subscribe(options).await?;
     let watch = Watch::start(broker.map(Some));
     let outcome = workload::flow(target, options, run_id).await;
     report.set_sampled(watch.stop().await);
     outcome
 }
 
-/// Connections, a confirm-mode channel per producer and a consuming channel per consumer,
-/// all opened before the workload starts.
+/// Connections, a confirm-mode channel per producer and, once [`AmqpTarget::subscribe`]
+/// ran, a consuming channel per consumer: all opened before the part they serve is measured.
 struct AmqpTarget {
     url: String,
     queue: String,
@@ -154,37 +169,48 @@ impl AmqpTarget {
                 .await?;
             producers.push(channel);
         }
-        let prefetch = u16::try_from(options.batch).unwrap_or(u16::MAX);
-        let mut consumers = Vec::with_capacity(options.consumers);
-        let mut consumer_channels = Vec::with_capacity(options.consumers);
-        for index in 0..options.consumers {
-            // From the other end of the connections, as the gRPC target does.
-            let connection = &connections[connections.len() - 1 - index % connections.len()];
-            let channel = connection.create_channel().await?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await?;
-            let consumer = channel
-                .basic_consume(
-                    queue.into(),
-                    format!("bench-consumer-{index}").into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            consumers.push(Some(consumer));
-            consumer_channels.push(channel);
-        }
         Ok(Self {
             url: peer.url.clone(),
             queue: queue.to_owned(),
             kind: peer.queue.as_str(),
             connections,
             producers,
-            consumers: Mutex::new(consumers),
-            consumer_channels,
+            consumers: Mutex::new(Vec::new()),
+            consumer_channels: Vec::new(),
             admin,
         })
+    }
+
+    /// Opens the consumers' channels and subscribes them to the queue, each with a prefetch
+    /// of the bench's batch.
+    async fn subscribe(&mut self, options: &BenchOptions) -> Result<(), BenchError> {
+        let prefetch = u16::try_from(options.batch).unwrap_or(u16::MAX);
+        let mut consumers = Vec::with_capacity(options.consumers);
+        for index in 0..options.consumers {
+            // From the other end of the connections, as the gRPC target does.
+            let connection =
+                &self.connections[self.connections.len() - 1 - index % self.connections.len()];
+            let channel = connection.create_channel().await?;
+            // Kept before subscribing, so close() closes it whatever fails next.
+            self.consumer_channels.push(channel.clone());
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    format!("bench-consumer-{index}").into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            consumers.push(Some(consumer));
+        }
+        *self
+            .consumers
+            .get_mut()
+            .expect("no task panicked holding the consumers") = consumers;
+        Ok(())
     }
 
     /// Closes the consumers' channels (RabbitMQ requeues what they left unacked), counts the
@@ -424,6 +450,53 @@ mod tests {
             );
             assert!(rendered.ends_with(&format!("{json}\n")));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tiny_side_by_side_backlog_is_drained_on_both() {
+        let url = test_url();
+        if !broker_listening(&url) {
+            return;
+        }
+        let options = BenchOptions {
+            backlog: Some(200),
+            producers: 4,
+            consumers: 2,
+            payload_bytes: 64,
+            batch: 16,
+            connections: 2,
+            launch: Launch::InProcess,
+            ..BenchOptions::default()
+        };
+        let peer = Peer {
+            url,
+            queue: PeerQueue::Quorum,
+        };
+        let both = run_side_by_side(options, peer).await.expect("both run");
+        let json = both.json();
+        for (side, backend) in [("courier", "sqlite"), ("peer", "rabbitmq-quorum")] {
+            let report = &json[side];
+            assert_eq!(report["backend"], backend, "{report}");
+            assert_eq!(report["mode"], "backlog", "{report}");
+            assert_eq!(report["messages"], 200, "{report}");
+            assert_eq!(report["duplicates"], 0, "{report}");
+            assert_eq!(report["ack_failures"], 0, "{report}");
+            // Every delivery came from some Receive: at most one per message, at least a
+            // batch's worth per call.
+            let receives = report["latency_ms"]["receive"]["count"]
+                .as_u64()
+                .unwrap_or(0);
+            assert!((200 / 16..=200).contains(&receives), "{report}");
+        }
+        assert!(
+            json["ratio"]["receive_p99"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0)
+        );
+        assert!(
+            both.render()
+                .contains("each drain a backlog of 200 messages")
+        );
     }
 
     #[tokio::test]
