@@ -374,7 +374,8 @@ impl Consumer for AmqpConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Launch, PeerQueue, run_side_by_side};
+    use crate::bench::tests::tiny;
+    use crate::bench::{PeerQueue, run_side_by_side};
 
     /// The machine's RabbitMQ (`COURIER_TEST_AMQP_URL` names another).
     fn test_url() -> String {
@@ -417,16 +418,7 @@ mod tests {
             return;
         }
         for queue in [PeerQueue::Quorum, PeerQueue::Classic] {
-            let options = BenchOptions {
-                messages: 60,
-                producers: 4,
-                consumers: 2,
-                payload_bytes: 64,
-                batch: 16,
-                connections: 2,
-                launch: Launch::InProcess,
-                ..BenchOptions::default()
-            };
+            let options = tiny(BenchOptions::default());
             let peer = Peer {
                 url: url.clone(),
                 queue,
@@ -458,16 +450,11 @@ mod tests {
         if !broker_listening(&url) {
             return;
         }
-        let options = BenchOptions {
+        let options = tiny(BenchOptions {
             backlog: Some(200),
-            producers: 4,
-            consumers: 2,
-            payload_bytes: 64,
-            batch: 16,
-            connections: 2,
-            launch: Launch::InProcess,
             ..BenchOptions::default()
-        };
+        });
+        let batch = u64::from(options.batch);
         let peer = Peer {
             url,
             queue: PeerQueue::Quorum,
@@ -486,7 +473,7 @@ mod tests {
             let receives = report["latency_ms"]["receive"]["count"]
                 .as_u64()
                 .unwrap_or(0);
-            assert!((200 / 16..=200).contains(&receives), "{report}");
+            assert!((200 / batch..=200).contains(&receives), "{report}");
         }
         assert!(
             json["ratio"]["receive_p99"]

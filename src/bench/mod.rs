@@ -445,7 +445,8 @@ async fn run_store_only(
 mod tests {
     use super::*;
 
-    fn tiny(options: BenchOptions) -> BenchOptions {
+    /// `options` at a size that runs in a moment, with the server in this process.
+    pub(super) fn tiny(options: BenchOptions) -> BenchOptions {
         BenchOptions {
             messages: 60,
             producers: 4,
