@@ -117,15 +117,13 @@ async fn measure(
         report.note(format!(
             "backlog: {backlog} messages published (each confirmed) in {seconds:.1} s"
         ));
-        target.subscribe(options).await?;
-        let watch = Watch::start(broker.map(Some));
-        let outcome = workload::consume_backlog(target, options, backlog).await;
-        report.set_sampled(watch.stop().await);
-        return outcome;
     }
     target.subscribe(options).await?;
     let watch = Watch::start(broker.map(Some));
-    let outcome = workload::flow(target, options, run_id).await;
+    let outcome = match options.backlog {
+        Some(backlog) => workload::consume_backlog(target, options, backlog).await,
+        None => workload::flow(target, options, run_id).await,
+    };
     report.set_sampled(watch.stop().await);
     outcome
 }

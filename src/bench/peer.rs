@@ -89,9 +89,11 @@ pub struct SideBySide {
     pub peer: Report,
 }
 
-/// One line of the comparison: a name and how to read it off a report.
+/// One line of the comparison: its name in the table and in the JSON ratios, and how to read
+/// it off a report.
 struct Row {
     name: &'static str,
+    key: &'static str,
     value: fn(&Report) -> Option<f64>,
     /// Decimals shown.
     precision: usize,
@@ -108,46 +110,55 @@ fn p99(summary: Option<Summary>) -> Option<f64> {
 const ROWS: [Row; 10] = [
     Row {
         name: "throughput (msg/s)",
+        key: "msgs_per_sec",
         value: |r| Some(r.msgs_per_sec()),
         precision: 0,
     },
     Row {
         name: "receive p50 (ms)",
+        key: "receive_p50",
         value: |r| p50(r.outcome().receive),
         precision: 2,
     },
     Row {
         name: "receive p99 (ms)",
+        key: "receive_p99",
         value: |r| p99(r.outcome().receive),
         precision: 2,
     },
     Row {
         name: "send p50 (ms)",
+        key: "send_p50",
         value: |r| p50(r.outcome().send),
         precision: 2,
     },
     Row {
         name: "send p99 (ms)",
+        key: "send_p99",
         value: |r| p99(r.outcome().send),
         precision: 2,
     },
     Row {
         name: "to delivery p50 (ms)",
+        key: "delivery_p50",
         value: |r| p50(r.outcome().delivery),
         precision: 2,
     },
     Row {
         name: "to delivery p99 (ms)",
+        key: "delivery_p99",
         value: |r| p99(r.outcome().delivery),
         precision: 2,
     },
     Row {
         name: "server CPU/msg (ms)",
+        key: "server_cpu_per_message",
         value: |r| r.server_cpu_ms_per_message(),
         precision: 3,
     },
     Row {
         name: "server CPU (cores)",
+        key: "server_cores",
         value: |r| {
             let sampled = r.sampled();
             sampled
@@ -159,6 +170,7 @@ const ROWS: [Row; 10] = [
     },
     Row {
         name: "server RSS max (MiB)",
+        key: "server_rss",
         value: |r| r.sampled().max_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
         precision: 1,
     },
@@ -174,23 +186,11 @@ fn ratio(courier: Option<f64>, peer: Option<f64>) -> Option<f64> {
 impl SideBySide {
     /// Courier's figure over RabbitMQ's for each row, by the row's JSON name.
     fn ratios(&self) -> Value {
-        let keys = [
-            "msgs_per_sec",
-            "receive_p50",
-            "receive_p99",
-            "send_p50",
-            "send_p99",
-            "delivery_p50",
-            "delivery_p99",
-            "server_cpu_per_message",
-            "server_cores",
-            "server_rss",
-        ];
         let mut ratios = serde_json::Map::new();
-        for (key, row) in keys.into_iter().zip(&ROWS) {
+        for row in &ROWS {
             let value = ratio((row.value)(&self.courier), (row.value)(&self.peer));
             ratios.insert(
-                key.into(),
+                row.key.into(),
                 json!(value.map(|v| (v * 1000.0).round() / 1000.0)),
             );
         }
