@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use crate::harness::{PRODUCER, TestServer, fast_subscription, subscription};
-use crate::process::courier_command;
+use crate::process::{courier_command, free_port};
 
 const TOPIC: &str = "cli-orders";
 
@@ -327,10 +327,7 @@ async fn dead_letters_are_listed_and_redriven() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_clear_error() {
-    let addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        probe.local_addr().expect("local address")
-    };
+    let addr = free_port();
     let output = courier(&["stats", "--addr", &addr.to_string()]).await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -10,6 +10,7 @@ use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Api, probe_serving};
@@ -202,8 +203,30 @@ fn without_courier_variables(mut command: Command) -> Command {
     command
 }
 
-/// A loopback address no one listened on a moment ago.
+/// A loopback address no one listens on, for a server the test starts later.
 pub fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address")
+    loopback_listener().local_addr().expect("local address")
+}
+
+/// A listener on a loopback port below Linux's ephemeral range (32768–60999). A port the
+/// kernel hands out for `bind(0)` can go, once released, to another test's listener or
+/// outgoing connection before this test binds it again (a restart, a server started later);
+/// ports here are only ever bound on purpose, and each is handed out once per test process
+/// (the start depends on the process id, so test binaries run side by side start apart).
+pub fn loopback_listener() -> TcpListener {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % COUNT;
+    for _ in 0..COUNT {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT;
+        let port = u16::try_from(FIRST + offset).expect("a port number");
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener;
+        }
+    }
+    panic!(
+        "no free loopback port between {FIRST} and {}",
+        FIRST + COUNT
+    )
 }

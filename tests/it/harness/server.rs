@@ -114,7 +114,7 @@ impl TestServer {
         options: RunOptions,
     ) -> (Self, Handle) {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = crate::process::loopback_listener();
         listener
             .set_nonblocking(true)
             .expect("a non-blocking listener");
