@@ -54,9 +54,14 @@ struct BenchArgs {
     /// Producer tasks (each Prepare then Confirm, one message at a time).
     #[arg(long, default_value_t = 64)]
     producers: usize,
-    /// Consumer tasks (each Receive a batch, then Ack it in one call).
+    /// Consumer tasks per subscription (each Receive a batch, then Ack it in one call).
     #[arg(long, default_value_t = 4)]
     consumers: usize,
+    /// Fan-out: this many subscriptions on the bench's topic, each delivered every message
+    /// (--consumers consumers each). With --peer, RabbitMQ binds as many queues to a fanout
+    /// exchange.
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with_all = ["overload", "overload_rate"])]
+    subscriptions: usize,
     #[arg(long, default_value_t = 1024)]
     payload_bytes: usize,
     /// Receive's max_messages (1..1000).
@@ -267,6 +272,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         messages: args.messages,
         producers: args.producers,
         consumers: args.consumers,
+        subscriptions: args.subscriptions,
         payload_bytes: args.payload_bytes,
         batch: args.batch,
         mode: match args.mode {

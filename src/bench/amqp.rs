@@ -9,6 +9,8 @@
 //!
 //! A backlog run (`--backlog N`) publishes the N messages the same way before any consumer
 //! subscribes, then measures the consumers draining the queue, as Courier's backlog run does.
+//! A fan-out run (`--subscriptions N`) declares N queues bound to a fanout exchange and
+//! publishes to the exchange: a publisher confirm then means every queue has the message.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,15 +19,18 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 
 use super::process;
 use super::report::Report;
 use super::server::Watch;
-use super::target::{Consumer, Producer, Received, Target};
+use super::target::{Consumer, Producer, Received, Target, subscription_names};
 use super::workload;
 use super::{BenchError, BenchOptions, Mode, Peer};
 
@@ -94,12 +99,16 @@ async fn measure(
     report: &mut Report,
 ) -> Result<workload::Outcome, BenchError> {
     let broker = process::find(BROKER_PROCESS.0, BROKER_PROCESS.1);
-    let location = format!(
-        "{} ({} queue {})",
-        redact(&target.url),
-        target.kind,
-        target.queue
-    );
+    let location = match target.queues.as_slice() {
+        [queue] => format!("{} ({} queue {queue})", redact(&target.url), target.kind),
+        queues => format!(
+            "{} (fanout exchange {} to {} {} queues)",
+            redact(&target.url),
+            target.exchange,
+            queues.len(),
+            target.kind
+        ),
+    };
     let describe = match broker {
         Some(pid) => format!("RabbitMQ at {location}; CPU and RSS are beam.smp's (pid {pid})"),
         None => format!("RabbitMQ at {location}; no local beam.smp found, CPU and RSS unknown"),
@@ -132,31 +141,74 @@ async fn measure(
 /// ran, a consuming channel per consumer: all opened before the part they serve is measured.
 struct AmqpTarget {
     url: String,
-    queue: String,
+    /// One queue per subscription, named as Courier's subscriptions are.
+    queues: Vec<String>,
+    /// Where producers publish: the default exchange (`""`, straight to the one queue) or,
+    /// for a fan-out, a fanout exchange bound to every queue.
+    exchange: String,
     kind: &'static str,
+    /// Consumers per queue.
+    consumers_per_queue: usize,
     connections: Vec<Connection>,
     producers: Vec<Channel>,
-    /// Taken by [`Target::consumer`], one per index; the channels stay for [`Self::close`].
+    /// Taken by [`Target::consumer`], one per queue and index; the channels stay for
+    /// [`Self::close`].
     consumers: Mutex<Vec<Option<lapin::Consumer>>>,
     consumer_channels: Vec<Channel>,
     admin: Channel,
 }
 
 impl AmqpTarget {
-    async fn open(options: &BenchOptions, peer: &Peer, queue: &str) -> Result<Self, BenchError> {
+    /// Declares the queues (and for a fan-out the exchange), and opens the producers'
+    /// channels; `name` names the queue, or the exchange and, numbered, its queues.
+    async fn open(options: &BenchOptions, peer: &Peer, name: &str) -> Result<Self, BenchError> {
         let mut connections = Vec::with_capacity(options.connections);
         for _ in 0..options.connections {
             connections.push(connect(&peer.url).await?);
         }
         let admin = connections[0].create_channel().await?;
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(peer.queue.as_str().into()),
-        );
-        admin
-            .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
-            .await?;
+        let queues = subscription_names(name, options.subscriptions);
+        let exchange = if queues.len() > 1 {
+            admin
+                .exchange_declare(
+                    name.into(),
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            name.to_owned()
+        } else {
+            String::new()
+        };
+        for queue in &queues {
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(peer.queue.as_str().into()),
+            );
+            admin
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    arguments,
+                )
+                .await?;
+            if !exchange.is_empty() {
+                admin
+                    .queue_bind(
+                        queue.as_str().into(),
+                        exchange.as_str().into(),
+                        "".into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
         let mut producers = Vec::with_capacity(options.producers);
         for index in 0..options.producers {
             let channel = connections[index % connections.len()]
@@ -169,8 +221,10 @@ impl AmqpTarget {
         }
         Ok(Self {
             url: peer.url.clone(),
-            queue: queue.to_owned(),
+            queues,
+            exchange,
             kind: peer.queue.as_str(),
+            consumers_per_queue: options.consumers,
             connections,
             producers,
             consumers: Mutex::new(Vec::new()),
@@ -179,15 +233,16 @@ impl AmqpTarget {
         })
     }
 
-    /// Opens the consumers' channels and subscribes them to the queue, each with a prefetch
-    /// of the bench's batch.
+    /// Opens the consumers' channels and subscribes them to their queues, each with a
+    /// prefetch of the bench's batch.
     async fn subscribe(&mut self, options: &BenchOptions) -> Result<(), BenchError> {
         let prefetch = u16::try_from(options.batch).unwrap_or(u16::MAX);
-        let mut consumers = Vec::with_capacity(options.consumers);
-        for index in 0..options.consumers {
+        let mut consumers = Vec::with_capacity(self.queues.len() * self.consumers_per_queue);
+        for (queue, index) in self.consumer_slots() {
             // From the other end of the connections, as the gRPC target does.
+            let overall = consumers.len();
             let connection =
-                &self.connections[self.connections.len() - 1 - index % self.connections.len()];
+                &self.connections[self.connections.len() - 1 - overall % self.connections.len()];
             let channel = connection.create_channel().await?;
             // Kept before subscribing, so close() closes it whatever fails next.
             self.consumer_channels.push(channel.clone());
@@ -196,8 +251,8 @@ impl AmqpTarget {
                 .await?;
             let consumer = channel
                 .basic_consume(
-                    self.queue.as_str().into(),
-                    format!("bench-consumer-{index}").into(),
+                    self.queues[queue].as_str().into(),
+                    format!("bench-consumer-{queue}-{index}").into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
@@ -211,53 +266,85 @@ impl AmqpTarget {
         Ok(())
     }
 
+    /// Every consumer as (queue, index within the queue), in the order of `consumers`.
+    fn consumer_slots(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let per_queue = self.consumers_per_queue;
+        (0..self.queues.len())
+            .flat_map(move |queue| (0..per_queue).map(move |index| (queue, index)))
+    }
+
     /// Closes the consumers' channels (RabbitMQ requeues what they left unacked), counts the
-    /// messages left in the queue, deletes it and closes the connections.
+    /// messages left in the queues, deletes them (and the exchange) and closes the
+    /// connections.
     async fn close(&self) -> Result<u64, BenchError> {
         for channel in &self.consumer_channels {
             channel.close(200, "bench done".into()).await?;
         }
         tokio::time::sleep(REQUEUE_GRACE).await;
-        let left = self
-            .admin
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?
-            .message_count();
-        self.admin
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
+        let mut left: u64 = 0;
+        for queue in &self.queues {
+            let found = self
+                .admin
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?
+                .message_count();
+            left += u64::from(found);
+            self.admin
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        if !self.exchange.is_empty() {
+            self.admin
+                .exchange_delete(
+                    self.exchange.as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await?;
+        }
         for connection in &self.connections {
             connection.close(200, "bench done".into()).await?;
         }
-        Ok(u64::from(left))
+        Ok(left)
+    }
+
+    /// Where a producer publishes: the exchange, and the routing key (the one queue's name
+    /// on the default exchange; a fanout exchange ignores it).
+    fn destination(&self) -> (String, String) {
+        match self.queues.as_slice() {
+            [queue] if self.exchange.is_empty() => (String::new(), queue.clone()),
+            _ => (self.exchange.clone(), String::new()),
+        }
     }
 }
 
 impl Target for AmqpTarget {
     fn producer(&self, index: usize) -> Box<dyn Producer> {
+        let (exchange, routing_key) = self.destination();
         Box::new(AmqpProducer {
             channel: self.producers[index % self.producers.len()].clone(),
-            queue: self.queue.clone(),
+            exchange,
+            routing_key,
         })
     }
 
-    fn consumer(&self, index: usize) -> Box<dyn Consumer> {
+    fn consumer(&self, subscription: usize, index: usize) -> Box<dyn Consumer> {
+        let overall = subscription * self.consumers_per_queue + index;
         let consumer = self
             .consumers
             .lock()
             .expect("no task panicked holding the consumers")
-            .get_mut(index)
+            .get_mut(overall)
             .and_then(Option::take)
-            .expect("one consumer task per consumer index");
+            .expect("one consumer task per queue and consumer index");
         Box::new(AmqpConsumer {
-            channel: self.consumer_channels[index].clone(),
+            channel: self.consumer_channels[overall].clone(),
             consumer,
         })
     }
@@ -269,7 +356,8 @@ impl Target for AmqpTarget {
 
 struct AmqpProducer {
     channel: Channel,
-    queue: String,
+    exchange: String,
+    routing_key: String,
 }
 
 fn no_two_phase() -> BenchError {
@@ -294,8 +382,8 @@ impl Producer for AmqpProducer {
         let confirmation = self
             .channel
             .basic_publish(
-                "".into(),
-                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                self.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
                 &payload,
                 properties,
@@ -481,6 +569,41 @@ mod tests {
         assert!(
             both.render()
                 .contains("each drain a backlog of 200 messages")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tiny_side_by_side_fan_out_reaches_every_subscription_and_queue() {
+        let url = test_url();
+        if !broker_listening(&url) {
+            return;
+        }
+        let options = tiny(BenchOptions {
+            subscriptions: 3,
+            ..BenchOptions::default()
+        });
+        let peer = Peer {
+            url,
+            queue: PeerQueue::Quorum,
+        };
+        let both = run_side_by_side(options, peer).await.expect("both run");
+        let json = both.json();
+        for side in ["courier", "peer"] {
+            let report = &json[side];
+            assert_eq!(report["messages"], 60, "{report}");
+            assert_eq!(report["deliveries"], 180, "{report}");
+            assert_eq!(report["duplicates"], 0, "{report}");
+            // On RabbitMQ this also counts what any of the three queues still held.
+            assert_eq!(report["ack_failures"], 0, "{report}");
+            assert_eq!(
+                report["latency_ms"]["confirm_to_delivery"]["count"], 180,
+                "{report}"
+            );
+        }
+        let rendered = both.render();
+        assert!(
+            rendered.contains("a fanout exchange to 3 queues"),
+            "{rendered}"
         );
     }
 

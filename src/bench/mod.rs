@@ -40,6 +40,9 @@ use database::BenchDatabase;
 use server::Server;
 use target::{GrpcTarget, StoreTarget};
 
+/// The most subscriptions a fan-out run (`--subscriptions`) takes.
+const MAX_SUBSCRIPTIONS: usize = 64;
+
 /// What the producers send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -75,7 +78,10 @@ pub struct BenchOptions {
     /// Messages to send (ignored by a backlog run, which consumes the backlog).
     pub messages: u64,
     pub producers: usize,
+    /// Consumers per subscription.
     pub consumers: usize,
+    /// Subscriptions on the bench's topic: every message is delivered to each (fan-out).
+    pub subscriptions: usize,
     pub payload_bytes: usize,
     /// Receive's `max_messages`; each Receive's deliveries are acked in one Ack.
     pub batch: u32,
@@ -114,6 +120,7 @@ impl Default for BenchOptions {
             messages: 100_000,
             producers: 64,
             consumers: 4,
+            subscriptions: 1,
             payload_bytes: 1024,
             batch: 256,
             mode: Mode::PrepareConfirm,
@@ -209,10 +216,14 @@ pub async fn run_overload(
                 .into(),
         ));
     }
-    if options.store_only || options.backlog.is_some() || options.rate.is_some() {
+    if options.store_only
+        || options.backlog.is_some()
+        || options.rate.is_some()
+        || options.subscriptions != 1
+    {
         return Err(BenchError::Options(
-            "--overload offers Publish calls over gRPC itself; it does not take --store-only, \
-             --backlog or --rate"
+            "--overload offers Publish calls over gRPC itself to one subscription; it does not \
+             take --store-only, --backlog, --rate or --subscriptions"
                 .into(),
         ));
     }
@@ -235,6 +246,11 @@ fn validate(options: &BenchOptions) -> Result<(), BenchError> {
     let fail = |problem: &str| Err(BenchError::Options(problem.to_owned()));
     if options.producers == 0 || options.consumers == 0 || options.connections == 0 {
         return fail("--producers, --consumers and --connections must be at least 1");
+    }
+    if !(1..=MAX_SUBSCRIPTIONS).contains(&options.subscriptions) {
+        return Err(BenchError::Options(format!(
+            "--subscriptions must be between 1 and {MAX_SUBSCRIPTIONS}"
+        )));
     }
     if !(1..=1000).contains(&options.batch) {
         return fail("--batch must be between 1 and 1000 (Receive's max_messages)");
@@ -301,8 +317,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
             let config = server_config(options, database.url())?;
             let wakeups = crate::wakeups::Wakeups::default();
             let store = crate::store::open(&config, wakeups.clone()).await?;
-            let target =
-                StoreTarget::new(store, wakeups, &config, &topic, options.ordered_keys).await?;
+            let target = StoreTarget::new(store, wakeups, &config, &topic, options).await?;
             let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
             report.note(format!(
                 "backlog: {backlog} messages loaded through the store in {seconds:.1} s"
@@ -311,7 +326,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
         let mut server = Server::start(options, database.url()).await?;
         let target = GrpcTarget::connect(&server.addr(), options, &topic).await?;
         if !loaded_in_store {
-            target.create_subscription().await?;
+            target.create_subscriptions().await?;
             let seconds = workload::load_backlog(&target, options, backlog, &run_id).await?;
             report.note(format!(
                 "backlog: {backlog} messages loaded over gRPC Publish in {seconds:.1} s"
@@ -328,7 +343,7 @@ async fn run_on(options: &BenchOptions, database: &BenchDatabase) -> Result<Repo
 
     let mut server = Server::start(options, database.url()).await?;
     let target = GrpcTarget::connect(&server.addr(), options, &topic).await?;
-    target.create_subscription().await?;
+    target.create_subscriptions().await?;
     let commits_before = commits(&mut server, database).await?;
     let watch = server.watch();
     let outcome = workload::flow(&target, options, &run_id).await?;
@@ -393,14 +408,7 @@ async fn run_store_only(
     let config = server_config(options, database.url())?;
     let wakeups = crate::wakeups::Wakeups::default();
     let store = crate::store::open(&config, wakeups.clone()).await?;
-    let target = StoreTarget::new(
-        store.clone(),
-        wakeups,
-        &config,
-        &topic,
-        options.ordered_keys,
-    )
-    .await?;
+    let target = StoreTarget::new(store.clone(), wakeups, &config, &topic, options).await?;
     let before = match database.xact_commit().await? {
         Some(count) => Some(count),
         None => Some(crate::store::sqlite::commits_to(database.url())),
@@ -504,6 +512,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fan_out_delivers_every_message_to_every_subscription() {
+        // A subscription that got nothing would leave its consumers waiting: bound the wait.
+        let deadline = Duration::from_secs(60);
+        let flow = tiny(BenchOptions {
+            subscriptions: 3,
+            ..BenchOptions::default()
+        });
+        let report = tokio::time::timeout(deadline, run(flow))
+            .await
+            .expect("every subscription gets every message")
+            .expect("fan-out runs");
+        assert_complete(&report, 60);
+        let json = report.json();
+        assert_eq!(json["subscriptions"], 3, "{json}");
+        assert_eq!(json["deliveries"], 180, "{json}");
+        assert_eq!(json["latency_ms"]["confirm_to_delivery"]["count"], 180);
+        assert!(report.render().contains("180 deliveries"));
+
+        let backlog = tiny(BenchOptions {
+            subscriptions: 2,
+            backlog: Some(100),
+            ..BenchOptions::default()
+        });
+        let report = tokio::time::timeout(deadline, run(backlog))
+            .await
+            .expect("every subscription drains the backlog")
+            .expect("fan-out backlog runs");
+        assert_complete(&report, 100);
+        assert_eq!(report.json()["deliveries"], 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_overload_run_accounts_for_every_call() {
         let report = run_overload(tiny(BenchOptions::default()), Offer::Factor(3.0), 0.5)
             .await
@@ -544,6 +584,15 @@ mod tests {
             matches!(refused, Err(BenchError::Options(_))),
             "a rate of zero is refused"
         );
+        let fan_out = BenchOptions {
+            subscriptions: 2,
+            ..BenchOptions::default()
+        };
+        let refused = run_overload(tiny(fan_out), Offer::PerSecond(200.0), 0.5).await;
+        assert!(
+            matches!(refused, Err(BenchError::Options(_))),
+            "an overload runs on one subscription"
+        );
     }
 
     #[test]
@@ -562,5 +611,12 @@ mod tests {
             ..BenchOptions::default()
         };
         assert!(matches!(validate(&no_rate), Err(BenchError::Options(_))));
+        for subscriptions in [0, MAX_SUBSCRIPTIONS + 1] {
+            let options = BenchOptions {
+                subscriptions,
+                ..BenchOptions::default()
+            };
+            assert!(matches!(validate(&options), Err(BenchError::Options(_))));
+        }
     }
 }

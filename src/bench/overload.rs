@@ -202,7 +202,7 @@ pub async fn run(
     let mut calibration = Report::new(&calibration_options, database.backend());
     let server = Server::start(options, database.url()).await?;
     let target = GrpcTarget::connect(&server.addr(), options, &topic).await?;
-    target.create_subscription().await?;
+    target.create_subscriptions().await?;
 
     eprintln!(
         "bench: overload: calibrating with {} messages",
@@ -383,7 +383,7 @@ fn spawn_drain(
 ) -> JoinSet<Result<(), BenchError>> {
     let mut consumers = JoinSet::new();
     for index in 0..options.consumers {
-        let consumer = target.consumer(index);
+        let consumer = target.consumer(0, index);
         consumers.spawn(drain(
             consumer,
             ledger.clone(),

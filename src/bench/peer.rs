@@ -209,10 +209,18 @@ impl SideBySide {
     /// What each side did, in one line.
     fn headline(&self) -> String {
         let (courier, peer) = (self.courier.backend(), self.peer.backend());
+        let fan_out = match self.courier.options().subscriptions {
+            1 => String::new(),
+            count => format!(
+                "; every message goes to {count} subscriptions (RabbitMQ: a fanout exchange to \
+                 {count} queues)"
+            ),
+        };
         if let Some(backlog) = self.courier.options().backlog {
             return format!(
                 "side by side: Courier {courier} and RabbitMQ ({peer} queue) each drain a \
-                 backlog of {backlog} messages (Receive and Ack; deliveries and `multiple` acks)"
+                 backlog of {backlog} messages (Receive and Ack; deliveries and `multiple` \
+                 acks){fan_out}"
             );
         }
         let courier_does = match self.courier.options().mode {
@@ -221,7 +229,7 @@ impl SideBySide {
         };
         format!(
             "side by side: Courier {courier} does {courier_does}; RabbitMQ does one publish with \
-             a publisher confirm ({peer} queue)"
+             a publisher confirm ({peer} queue){fan_out}"
         )
     }
 

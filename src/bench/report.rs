@@ -149,6 +149,8 @@ impl Report {
         }
         json!({
             "messages": self.outcome.messages,
+            "subscriptions": options.subscriptions,
+            "deliveries": self.outcome.deliveries,
             "seconds": round(self.outcome.seconds),
             "msgs_per_sec": self.msgs_per_sec().round(),
             "p50_ms": headline.map(|s| round(s.p50_ms)),
@@ -208,6 +210,13 @@ impl Report {
             options.batch,
             options.connections,
         );
+        if options.subscriptions > 1 {
+            let _ = writeln!(
+                text,
+                "  fan-out: every message to {} subscriptions, {} consumers each",
+                options.subscriptions, options.consumers
+            );
+        }
         if let Some(keys) = options.ordered_keys {
             let _ = writeln!(
                 text,
@@ -229,6 +238,14 @@ impl Report {
             outcome.seconds,
             self.msgs_per_sec()
         );
+        if options.subscriptions > 1 {
+            let _ = writeln!(
+                text,
+                "  {} deliveries = {:.0} deliveries/s",
+                outcome.deliveries,
+                self.msgs_per_sec() * options.subscriptions as f64
+            );
+        }
         let _ = writeln!(
             text,
             "latency (ms)             count      p50      p99      max"

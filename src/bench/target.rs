@@ -48,9 +48,19 @@ pub trait Consumer: Send {
 
 pub trait Target: Send + Sync {
     fn producer(&self, index: usize) -> Box<dyn Producer>;
-    fn consumer(&self, index: usize) -> Box<dyn Consumer>;
+    /// Consumer `index` of subscription `subscription` (0 up to `--subscriptions`).
+    fn consumer(&self, subscription: usize, index: usize) -> Box<dyn Consumer>;
     /// How the report names the path: `grpc` or `store`.
     fn path(&self) -> &'static str;
+}
+
+/// The names of the bench's `count` subscriptions on `topic`: the topic's own name for one,
+/// numbered after it for a fan-out.
+pub fn subscription_names(topic: &str, count: usize) -> Vec<String> {
+    match count {
+        1 => vec![topic.to_owned()],
+        _ => (0..count).map(|index| format!("{topic}-{index}")).collect(),
+    }
 }
 
 // --- gRPC ---
@@ -58,6 +68,9 @@ pub trait Target: Send + Sync {
 pub struct GrpcTarget {
     channels: Vec<AuthChannel>,
     topic: String,
+    subscriptions: Vec<String>,
+    /// Consumers per subscription, to spread them all over the connections.
+    consumers: usize,
     lanes: Lanes,
 }
 
@@ -111,6 +124,8 @@ impl GrpcTarget {
         Ok(Self {
             channels,
             topic: topic.to_owned(),
+            subscriptions: subscription_names(topic, options.subscriptions),
+            consumers: options.consumers,
             lanes: Lanes::new(options.ordered_keys),
         })
     }
@@ -119,19 +134,23 @@ impl GrpcTarget {
         self.channels[index % self.channels.len()].clone()
     }
 
-    /// The bench's subscription: named like its topic, server defaults otherwise.
-    pub async fn create_subscription(&self) -> Result<(), BenchError> {
-        AdminClient::new(self.channel(0))
-            .create_subscription(proto::CreateSubscriptionRequest {
-                subscription: Some(proto::Subscription {
-                    name: self.topic.clone(),
-                    topic: self.topic.clone(),
-                    ordered: self.lanes.ordered(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map_err(BenchError::rpc("CreateSubscription"))?;
+    /// The bench's subscriptions on its topic ([`subscription_names`]), server defaults
+    /// otherwise.
+    pub async fn create_subscriptions(&self) -> Result<(), BenchError> {
+        let mut admin = AdminClient::new(self.channel(0));
+        for name in &self.subscriptions {
+            admin
+                .create_subscription(proto::CreateSubscriptionRequest {
+                    subscription: Some(proto::Subscription {
+                        name: name.clone(),
+                        topic: self.topic.clone(),
+                        ordered: self.lanes.ordered(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(BenchError::rpc("CreateSubscription"))?;
+        }
         Ok(())
     }
 }
@@ -145,13 +164,14 @@ impl Target for GrpcTarget {
         })
     }
 
-    fn consumer(&self, index: usize) -> Box<dyn Consumer> {
+    fn consumer(&self, subscription: usize, index: usize) -> Box<dyn Consumer> {
         // Consumers take the connections from the other end, so a few consumers and many
         // producers spread over every connection.
-        let last = self.channels.len() - 1 - index % self.channels.len();
+        let overall = subscription * self.consumers + index;
+        let last = self.channels.len() - 1 - overall % self.channels.len();
         Box::new(GrpcConsumer {
             client: ConsumerClient::new(self.channel(last)),
-            subscription: self.topic.clone(),
+            subscription: self.subscriptions[subscription].clone(),
         })
     }
 
@@ -267,34 +287,40 @@ pub struct StoreTarget {
     store: Arc<dyn Store>,
     wakeups: Wakeups,
     config: Arc<Config>,
-    subscription: Subscription,
+    topic: String,
+    subscriptions: Vec<Subscription>,
     lanes: Lanes,
 }
 
 impl StoreTarget {
-    /// Creates the bench's subscription in `store` (opened with `wakeups`).
+    /// Creates the bench's subscriptions ([`subscription_names`]) in `store` (opened with
+    /// `wakeups`).
     pub async fn new(
         store: Arc<dyn Store>,
         wakeups: Wakeups,
         config: &Config,
         topic: &str,
-        ordered_keys: Option<u32>,
+        options: &BenchOptions,
     ) -> Result<Self, BenchError> {
-        let lanes = Lanes::new(ordered_keys);
-        let requested = proto::Subscription {
-            name: topic.to_owned(),
-            topic: topic.to_owned(),
-            ordered: lanes.ordered(),
-            ..Default::default()
-        };
-        let subscription = convert::create_subscription(Some(requested), &config.subscriptions)
-            .map_err(|error| BenchError::Server(format!("subscription: {error:?}")))?;
-        let (subscription, _) = store.create_subscription(subscription).await?;
+        let lanes = Lanes::new(options.ordered_keys);
+        let mut subscriptions = Vec::with_capacity(options.subscriptions);
+        for name in subscription_names(topic, options.subscriptions) {
+            let requested = proto::Subscription {
+                name,
+                topic: topic.to_owned(),
+                ordered: lanes.ordered(),
+                ..Default::default()
+            };
+            let subscription = convert::create_subscription(Some(requested), &config.subscriptions)
+                .map_err(|error| BenchError::Server(format!("subscription: {error:?}")))?;
+            subscriptions.push(store.create_subscription(subscription).await?.0);
+        }
         Ok(Self {
             store,
             wakeups,
             config: Arc::new(config.clone()),
-            subscription,
+            topic: topic.to_owned(),
+            subscriptions,
             lanes,
         })
     }
@@ -305,16 +331,16 @@ impl Target for StoreTarget {
         Box::new(StoreProducer {
             store: self.store.clone(),
             config: self.config.clone(),
-            topic: self.subscription.topic.to_string(),
+            topic: self.topic.clone(),
             lanes: self.lanes,
         })
     }
 
-    fn consumer(&self, _index: usize) -> Box<dyn Consumer> {
+    fn consumer(&self, subscription: usize, _index: usize) -> Box<dyn Consumer> {
         Box::new(StoreConsumer {
             store: self.store.clone(),
             wakeups: self.wakeups.clone(),
-            subscription: self.subscription.clone(),
+            subscription: self.subscriptions[subscription].clone(),
         })
     }
 

@@ -22,8 +22,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// What one workload measured.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    /// Messages delivered and acked (each counted once).
+    /// Messages delivered and acked on every subscription (each counted once).
     pub messages: u64,
+    /// Deliveries acked (each counted once): `messages` times the subscriptions.
+    pub deliveries: u64,
     /// From the first Prepare (or, for a backlog, the first Receive) to the last Ack.
     pub seconds: f64,
     /// Prepare, or Publish in publish mode.
@@ -49,14 +51,16 @@ pub struct Outcome {
 struct Progress {
     start: Instant,
     total: u64,
+    /// Subscriptions each message is delivered to.
+    subscriptions: u64,
     /// The next message index a producer takes.
     next: AtomicU64,
     /// Per message: nanoseconds from `start` to sending its Confirm (or Publish), plus one;
     /// 0 until sent.
     sent_at: Vec<AtomicU64>,
-    /// Per message: whether a consumer has seen it.
+    /// Per subscription, then per message: whether a consumer has seen the delivery.
     seen: Vec<AtomicBool>,
-    /// Distinct messages acked.
+    /// Distinct deliveries acked.
     acked: AtomicU64,
     /// Nanoseconds from `start` to the first Prepare, and to the last Ack.
     first_send: AtomicU64,
@@ -65,14 +69,17 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64) -> Self {
+    fn new(total: u64, subscriptions: usize) -> Self {
         let len = usize::try_from(total).expect("message count fits in memory");
         Self {
             start: Instant::now(),
             total,
+            subscriptions: subscriptions as u64,
             next: AtomicU64::new(0),
             sent_at: (0..len).map(|_| AtomicU64::new(0)).collect(),
-            seen: (0..len).map(|_| AtomicBool::new(false)).collect(),
+            seen: (0..len * subscriptions)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             acked: AtomicU64::new(0),
             first_send: AtomicU64::new(u64::MAX),
             last_ack: AtomicU64::new(0),
@@ -82,6 +89,16 @@ impl Progress {
 
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Every message's delivery on every subscription.
+    fn deliveries(&self) -> u64 {
+        self.total * self.subscriptions
+    }
+
+    /// Where `seen` keeps message `slot`'s delivery on `subscription`.
+    fn seen_slot(&self, subscription: usize, slot: usize) -> usize {
+        subscription * self.sent_at.len() + slot
     }
 }
 
@@ -123,13 +140,9 @@ pub async fn flow(
     options: &BenchOptions,
     run_id: &str,
 ) -> Result<Outcome, BenchError> {
-    let progress = Arc::new(Progress::new(options.messages));
+    let progress = Arc::new(Progress::new(options.messages, options.subscriptions));
     let payload = Arc::new(payload(options.payload_bytes));
-    let mut consumers = JoinSet::new();
-    for index in 0..options.consumers {
-        let consumer = target.consumer(index);
-        consumers.spawn(consume(consumer, progress.clone(), options.batch, false));
-    }
+    let consumers = spawn_consumers(target, options, &progress, false);
     let mut producers = JoinSet::new();
     for index in 0..options.producers {
         let producer = target.producer(index);
@@ -172,6 +185,29 @@ pub async fn flow(
     Ok(outcome)
 }
 
+/// `options.consumers` consumer tasks on each subscription.
+fn spawn_consumers(
+    target: &dyn Target,
+    options: &BenchOptions,
+    progress: &Arc<Progress>,
+    timed_receive: bool,
+) -> JoinSet<Result<ConsumerTimes, BenchError>> {
+    let mut consumers = JoinSet::new();
+    for subscription in 0..options.subscriptions {
+        for index in 0..options.consumers {
+            let consumer = target.consumer(subscription, index);
+            consumers.spawn(consume(
+                consumer,
+                progress.clone(),
+                options.batch,
+                timed_receive,
+                subscription,
+            ));
+        }
+    }
+    consumers
+}
+
 /// Joins every task; the first error cancels the rest of the run.
 async fn collect<T: 'static>(
     mut tasks: JoinSet<Result<T, BenchError>>,
@@ -202,8 +238,10 @@ fn outcome_of(consumed: Vec<ConsumerTimes>, progress: &Progress) -> Outcome {
     let mut delivery = Latencies::default();
     let mut receive = Latencies::default();
     let mut ack = Latencies::default();
+    let deliveries = progress.acked.load(Relaxed);
     let mut outcome = Outcome {
-        messages: progress.acked.load(Relaxed),
+        messages: deliveries / progress.subscriptions,
+        deliveries,
         ..Outcome::default()
     };
     for part in consumed {
@@ -266,13 +304,15 @@ async fn produce(
     }
 }
 
-/// Receives and acks until every message is acked. `timed_receive`: record every Receive's
-/// latency (a backlog, where Receive never waits), rather than the confirm-to-delivery time.
+/// Receives and acks on `subscription` until every delivery is acked. `timed_receive`:
+/// record every Receive's latency (a backlog, where Receive never waits), rather than the
+/// confirm-to-delivery time.
 async fn consume(
     mut consumer: Box<dyn Consumer>,
     progress: Arc<Progress>,
     batch: u32,
     timed_receive: bool,
+    subscription: usize,
 ) -> Result<ConsumerTimes, BenchError> {
     let mut times = ConsumerTimes::default();
     loop {
@@ -296,9 +336,9 @@ async fn consume(
         let mut fresh = 0;
         let mut receipts = Vec::with_capacity(received.len());
         for delivery in received {
-            let slot = index_of(&delivery.key).filter(|slot| *slot < progress.seen.len());
+            let slot = index_of(&delivery.key).filter(|slot| *slot < progress.sent_at.len());
             if let Some(slot) = slot {
-                if progress.seen[slot].swap(true, Relaxed) {
+                if progress.seen[progress.seen_slot(subscription, slot)].swap(true, Relaxed) {
                     times.duplicates += 1;
                 } else {
                     fresh += 1;
@@ -318,7 +358,7 @@ async fn consume(
         let acked_at = Instant::now();
         times.ack.record(acked_at - acking);
         let acked = progress.acked.fetch_add(fresh, Relaxed) + fresh;
-        if acked >= progress.total {
+        if acked >= progress.deliveries() {
             progress
                 .last_ack
                 .fetch_max(progress.nanos(acked_at), Relaxed);
@@ -334,8 +374,8 @@ async fn report_progress(progress: Arc<Progress>, phase: &'static str) {
         let acked = progress.acked.load(Relaxed);
         let seconds = progress.start.elapsed().as_secs_f64();
         eprintln!(
-            "bench: {phase}: {acked}/{} acked after {seconds:.0} s ({:.0}/s)",
-            progress.total,
+            "bench: {phase}: {acked}/{} deliveries acked after {seconds:.0} s ({:.0}/s)",
+            progress.deliveries(),
             acked as f64 / seconds
         );
     }
@@ -348,7 +388,7 @@ pub async fn load_backlog(
     count: u64,
     run_id: &str,
 ) -> Result<f64, BenchError> {
-    let progress = Arc::new(Progress::new(0));
+    let progress = Arc::new(Progress::new(0, 1));
     let next = Arc::new(AtomicU64::new(0));
     let loaded = Arc::new(AtomicU64::new(0));
     let payload = Arc::new(payload(options.payload_bytes));
@@ -396,18 +436,15 @@ pub async fn load_backlog(
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Consumes a backlog of `count` messages (keyed 0..count), timing every Receive and Ack.
+/// Consumes a backlog of `count` messages (keyed 0..count) on every subscription, timing
+/// every Receive and Ack.
 pub async fn consume_backlog(
     target: &dyn Target,
     options: &BenchOptions,
     count: u64,
 ) -> Result<Outcome, BenchError> {
-    let progress = Arc::new(Progress::new(count));
-    let mut consumers = JoinSet::new();
-    for index in 0..options.consumers {
-        let consumer = target.consumer(index);
-        consumers.spawn(consume(consumer, progress.clone(), options.batch, true));
-    }
+    let progress = Arc::new(Progress::new(count, options.subscriptions));
+    let consumers = spawn_consumers(target, options, &progress, true);
     let reporter = tokio::spawn(report_progress(progress.clone(), "backlog"));
     let consumed = collect(consumers, &progress).await;
     reporter.abort();
