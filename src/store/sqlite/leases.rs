@@ -24,25 +24,9 @@ pub fn lease(
     now: Timestamp,
 ) -> Written<Vec<LeasedDelivery>> {
     let lease_expires_at = now.plus(subscription.ack_deadline);
-    // The limit is written into the statement rather than bound: SQLite plans with a bound
-    // LIMIT's value, so it prepares such a statement again every time the value is bound
-    // (every call; that was 7 % of the writer thread). This way each batch size a consumer
-    // asks for is prepared once and stays in the statement cache.
-    // The row as it will be once leased: one more attempt, the next generation.
-    let sql = format!(
-        "SELECT d.message_id, d.attempts + 1 AS attempts, d.generation + 1 AS generation, \
-         m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
-         m.traceparent, m.tracestate, \
-         length(m.payload) + length(CAST(m.headers AS BLOB)) + length(CAST(m.key AS BLOB)) \
-           + length(CAST(m.ordering_key AS BLOB)) + ? AS size \
-         FROM deliveries d JOIN messages m ON m.id = d.message_id \
-         WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
-         ORDER BY d.next_attempt_at LIMIT {}",
-        batch.messages
-    );
     let mut candidates = query_all(
         conn,
-        &sql,
+        &lease_candidates(batch.messages),
         params![
             rules::DELIVERY_ALLOWANCE,
             subscription.name.as_str(),
@@ -78,6 +62,27 @@ pub fn lease(
     }
     let effects = Effects::leased(&leased);
     Ok((leased, effects))
+}
+
+/// The statement that finds up to `limit` due deliveries to lease (binds: the size allowance
+/// per delivery, the subscription, now), each as it will be once leased: one more attempt,
+/// the next generation.
+///
+/// The limit is written into the statement rather than bound: SQLite plans with a bound
+/// LIMIT's value, so it prepares such a statement again every time the value is bound (every
+/// call; that was 7 % of the writer thread). This way each batch size a consumer asks for is
+/// prepared once and stays in the statement cache.
+pub(super) fn lease_candidates(limit: u32) -> String {
+    format!(
+        "SELECT d.message_id, d.attempts + 1 AS attempts, d.generation + 1 AS generation, \
+         m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
+         m.traceparent, m.tracestate, \
+         length(m.payload) + length(CAST(m.headers AS BLOB)) + length(CAST(m.key AS BLOB)) \
+           + length(CAST(m.ordering_key AS BLOB)) + ? AS size \
+         FROM deliveries d JOIN messages m ON m.id = d.message_id \
+         WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
+         ORDER BY d.next_attempt_at LIMIT {limit}"
+    )
 }
 
 /// A delivery's state, generation and attempts, and its lane's key.

@@ -429,4 +429,6 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
 mod upgrade_tests;

@@ -1,0 +1,48 @@
+//! The statements a busy server runs most read the indexes written for them. Without
+//! statistics SQLite's planner may choose another path (the primary key, which reads every
+//! delivery a subscription ever had), and nothing but the time it takes would show it.
+
+use rusqlite::Connection;
+
+use super::SqliteStore;
+use super::leases::lease_candidates;
+use crate::config::SqliteConfig;
+use crate::store::sql::BLOCKED_LANES;
+use crate::wakeups::Wakeups;
+
+/// The plan SQLite makes for `sql` on a database with every migration applied.
+fn plan(conn: &Connection, sql: &str) -> String {
+    let binds = sql.matches('?').count();
+    let mut statement = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("the statement prepares");
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(vec![0_i64; binds]), |row| {
+            row.get::<_, String>(3)
+        })
+        .expect("the plan is read");
+    rows.map(|row| row.expect("a plan row"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test]
+async fn leases_read_the_pending_index_and_blocked_lanes_the_dead_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::open(&url, &SqliteConfig::default(), Wakeups::default())
+        .await
+        .unwrap();
+    let conn = Connection::open(&path).unwrap();
+
+    let lease = plan(&conn, &lease_candidates(256));
+    assert!(
+        lease
+            .contains("SEARCH d USING INDEX deliveries_due (subscription=? AND next_attempt_at<?)"),
+        "{lease}"
+    );
+    let blocked = plan(&conn, BLOCKED_LANES);
+    assert!(blocked.contains("deliveries_dead"), "{blocked}");
+    drop(store);
+}
