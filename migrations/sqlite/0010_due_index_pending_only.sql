@@ -8,6 +8,9 @@
 -- WHERE, as the lanes' promotion and the next-due query do); dead-letter listings and Redrive
 -- read DEAD rows, which get a small index of their own. Counts by state (stats) read the
 -- table instead of the index.
+--
+-- Building the two indexes reads `deliveries` once; on a large database upgrade while traffic
+-- is low.
 DROP INDEX deliveries_due;
 CREATE INDEX deliveries_due ON deliveries (subscription, next_attempt_at)
 WHERE state = 'PENDING';
