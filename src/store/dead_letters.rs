@@ -73,7 +73,7 @@ pub type FilterBinds<'a> = (
 pub fn select(ids: &str, contains: &str) -> String {
     format!(
         "SELECT d.message_id, d.ordering_key, m.key, d.attempts, d.last_error, \
-         d.updated_at AS dead_at FROM deliveries d \
+         d.updated_at AS dead_at FROM deliveries d /* dead index */ \
          JOIN messages m ON m.id = d.message_id \
          WHERE d.subscription = $1 AND d.state = 'DEAD' AND {ids} \
          AND (CAST($3 AS TEXT) IS NULL OR {contains}(lower(COALESCE(d.last_error, '')), $3) > 0) \

@@ -9,7 +9,7 @@
 //! message are kept ([`TRIM_EVENTS`] runs after each insert); retention deletes them with
 //! their message.
 //!
-//! The statements use `$N` placeholders (SQLite reads them through `lanes::for_sqlite`).
+//! The statements use `$N` placeholders (SQLite reads them through `sql::for_sqlite`).
 
 use crate::domain::{Decision, MessageId, Name, Receipt, RedeliveryPlan, Timestamp};
 use crate::store::{CheckVerdict, StoreError};

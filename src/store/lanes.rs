@@ -1,5 +1,5 @@
 //! Lanes of ordered subscriptions, written once for both backends as SQL with `$N`
-//! placeholders (SQLite reads them as `?N`, see [`for_sqlite`]).
+//! placeholders (SQLite reads them as `?N`, see `sql::for_sqlite`).
 //!
 //! In a subscription created `ordered`, the deliveries of messages that share an ordering key
 //! form a lane. Each joins its lane at confirm (`lane_seq` one past the lane's last live
@@ -55,16 +55,6 @@ WHERE subscription = $1 AND next_attempt_at IS NULL AND state = 'PENDING' \
 /// is in no lane; in a lane it waits for [`PROMOTE`], which puts a blocking head first.
 pub const REDRIVEN_DUE_AT: &str = "CASE WHEN ordering_key IS NULL THEN $1 END";
 
-/// `sql` in SQLite's dialect: numbered placeholders (`$3` becomes `?3`), and the lane index
-/// named where the statement marks it. Without statistics SQLite's planner scans a
-/// subscription's every delivery by primary key there instead: one promote per Ack would then
-/// cost as much as the whole backlog. PostgreSQL plans from statistics and reads the marker as
-/// a comment.
-pub fn for_sqlite(sql: &str) -> String {
-    sql.replace('$', "?")
-        .replace("/* lane index */", "INDEXED BY deliveries_lanes")
-}
-
 /// The lanes (subscription, key) among `deliveries`, each once, in key order: the order in
 /// which PostgreSQL locks them, so two writers never wait on each other in a cycle.
 pub fn distinct_lanes<'a>(
@@ -82,15 +72,6 @@ pub fn distinct_lanes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_reads_numbered_placeholders() {
-        assert_eq!(for_sqlite("a = $1 AND b = $12"), "a = ?1 AND b = ?12");
-        assert_eq!(
-            for_sqlite("FROM deliveries w /* lane index */ WHERE"),
-            "FROM deliveries w INDEXED BY deliveries_lanes WHERE"
-        );
-    }
 
     #[test]
     fn lanes_are_listed_once_in_lock_order() {

@@ -6,6 +6,26 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use crate::domain::{MessageId, MessageOutcome};
 use crate::store::{DeliveryQuery, MessageQuery};
 
+/// Where a statement marks the index SQLite must read (a comment to PostgreSQL, which plans
+/// from statistics), and that index. Without statistics SQLite's planner reads a
+/// subscription's every delivery by primary key there instead: one lane promotion per Ack
+/// would then cost as much as the whole backlog, and a page of dead letters as much as every
+/// delivery the subscription still keeps.
+const SQLITE_INDEXES: [(&str, &str); 2] = [
+    ("/* lane index */", "INDEXED BY deliveries_lanes"),
+    ("/* dead index */", "INDEXED BY deliveries_dead"),
+];
+
+/// `sql` in SQLite's dialect: numbered placeholders (`$3` becomes `?3`), and the index named
+/// where the statement marks one ([`SQLITE_INDEXES`]).
+pub fn for_sqlite(sql: &str) -> String {
+    SQLITE_INDEXES
+        .iter()
+        .fold(sql.replace('$', "?"), |sql, (marker, index)| {
+            sql.replace(marker, index)
+        })
+}
+
 /// A WHERE condition on a delivery aliased `$d`: it is a DEAD head holding its lane, in a
 /// subscription that blocks on one.
 macro_rules! blocking_dead_head {
@@ -132,5 +152,23 @@ pub fn outcome_condition(outcome: MessageOutcome) -> &'static str {
              AND d.state IN ('DEAD', 'DISCARDED')) AND NOT EXISTS (SELECT 1 FROM deliveries d \
              WHERE d.message_id = m.id AND d.state IN ('PENDING', 'LEASED'))"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_reads_numbered_placeholders_and_named_indexes() {
+        assert_eq!(for_sqlite("a = $1 AND b = $12"), "a = ?1 AND b = ?12");
+        assert_eq!(
+            for_sqlite("FROM deliveries w /* lane index */ WHERE"),
+            "FROM deliveries w INDEXED BY deliveries_lanes WHERE"
+        );
+        assert_eq!(
+            for_sqlite("FROM deliveries d /* dead index */ JOIN"),
+            "FROM deliveries d INDEXED BY deliveries_dead JOIN"
+        );
     }
 }

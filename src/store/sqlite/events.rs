@@ -5,7 +5,7 @@ use rusqlite::{Connection, params};
 use super::ops::execute;
 use crate::store::StoreError;
 use crate::store::history::{INSERT_EVENT, NewEvent, TRIM_EVENTS};
-use crate::store::lanes::for_sqlite;
+use crate::store::sql::for_sqlite;
 
 /// Records `new` and trims its message's events to the newest kept.
 pub(super) fn record(conn: &Connection, new: &NewEvent) -> Result<(), StoreError> {

@@ -7,7 +7,8 @@ use rusqlite::{Connection, params};
 
 use super::ops::{execute, query_all};
 use crate::domain::{MessageId, Name, OrderingKey, Timestamp};
-use crate::store::lanes::{self, for_sqlite};
+use crate::store::lanes;
+use crate::store::sql::for_sqlite;
 use crate::store::{Effects, StoreError};
 
 static ROUTE_KEYED: LazyLock<String> = LazyLock::new(|| for_sqlite(lanes::ROUTE_KEYED));

@@ -18,8 +18,9 @@ use crate::domain::{
 };
 use crate::store::dead_letters::{self, DeadLetters};
 use crate::store::history::{DecidedBy, EventKind, NewEvent};
-use crate::store::lanes::{self as store_lanes, for_sqlite};
+use crate::store::lanes as store_lanes;
 use crate::store::reads::Dialect;
+use crate::store::sql::for_sqlite;
 use crate::store::{Effects, InsertOutcome, NewMessage, StoreError, Written, rules};
 
 /// Runs a cached statement; returns how many rows it changed.

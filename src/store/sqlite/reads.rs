@@ -5,8 +5,8 @@ use sqlx::query::Query;
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::domain::MessageId;
-use crate::store::lanes::for_sqlite;
 use crate::store::reads::{Args, Dialect};
+use crate::store::sql::for_sqlite;
 use crate::store::{DeadLetters, StoreError, dead_letters};
 
 pub struct SqliteDialect;
