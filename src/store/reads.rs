@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, QueryBuilde
 
 use super::history::{DecidedBy, MessageHistory, PAYLOAD_HEAD_BYTES};
 use super::rows::{
-    self, Columns, DELIVERY_COLUMNS, MESSAGE_COLUMNS, SUBSCRIPTION_COLUMNS, next_cursor,
+    self, Columns, DELIVERY_COLUMNS, SUBSCRIPTION_COLUMNS, message_columns, next_cursor,
 };
 use super::sql::{self, delivery_page, message_page};
 use super::{
@@ -30,6 +30,9 @@ pub trait Dialect: Send + Sync + 'static {
     type Id: for<'t> Encode<'t, Self::Db> + Type<Self::Db> + Send + 'static;
 
     fn id(id: MessageId) -> Self::Id;
+
+    /// The payload of the message aliased `m`, as an SQL expression.
+    const PAYLOAD: &'static str;
 
     /// Pushes a condition that holds when `column` is one of `ids`.
     fn push_one_of(
@@ -153,7 +156,8 @@ where
         conn: &mut Conn<D>,
         message: &MessageRef,
     ) -> Result<MessageRecord, StoreError> {
-        let mut query = QueryBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages m"));
+        let columns = message_columns(D::PAYLOAD);
+        let mut query = QueryBuilder::new(format!("SELECT {columns} FROM messages m"));
         match message {
             MessageRef::Id(id) => {
                 query.push(" WHERE m.id = ").push_bind(D::id(*id));
@@ -207,7 +211,8 @@ where
         conn: &mut Conn<D>,
         filter: &MessageQuery,
     ) -> Result<Page<MessageRecord>, StoreError> {
-        let mut query = message_page::<D::Db, _>(MESSAGE_COLUMNS, filter, D::id);
+        let columns = message_columns(D::PAYLOAD);
+        let mut query = message_page::<D::Db, _>(&columns, filter, D::id);
         let found = Self::fetch_all(conn, &mut query).await?;
         let mut records = found
             .iter()
@@ -241,8 +246,9 @@ where
         message: MessageId,
     ) -> Result<MessageHistory, StoreError> {
         let mut query = QueryBuilder::new(format!(
-            "SELECT decided_at, decided_by, substr(m.payload, 1, {PAYLOAD_HEAD_BYTES}) \
-             AS payload_head FROM messages m WHERE m.id = "
+            "SELECT decided_at, decided_by, substr({}, 1, {PAYLOAD_HEAD_BYTES}) \
+             AS payload_head FROM messages m WHERE m.id = ",
+            D::PAYLOAD
         ));
         query.push_bind(D::id(message));
         let row = Self::fetch_optional(conn, &mut query)

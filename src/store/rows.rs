@@ -19,9 +19,14 @@ pub const SUBSCRIPTION_COLUMNS: &str = "name, topic, ack_deadline_ms, max_attemp
     initial_backoff_ms, max_backoff_ms, multiplier, push_endpoint, created_at, \
     CAST(CASE WHEN ordered THEN 1 ELSE 0 END AS BIGINT) AS ordered, dead_head";
 
-pub const MESSAGE_COLUMNS: &str = "m.id, m.producer, m.topic, m.key, m.ordering_key, m.headers, \
-    CAST(length(m.payload) AS BIGINT) AS payload_bytes, m.state, m.created_at, m.updated_at, \
-    m.check_attempts, m.next_check_at, m.last_check_error";
+/// The columns of a message row aliased `m`, whose payload is the expression `payload`.
+pub fn message_columns(payload: &str) -> String {
+    format!(
+        "m.id, m.producer, m.topic, m.key, m.ordering_key, m.headers, \
+         CAST(length({payload}) AS BIGINT) AS payload_bytes, m.state, m.created_at, \
+         m.updated_at, m.check_attempts, m.next_check_at, m.last_check_error"
+    )
+}
 
 pub const DELIVERY_COLUMNS: &str = "d.subscription, d.message_id, d.state, d.attempts, \
     d.next_attempt_at, d.lease_expires_at, d.last_error, d.ordering_key";
@@ -130,7 +135,7 @@ pub fn subscription(row: &impl Columns) -> Result<Subscription, StoreError> {
     })
 }
 
-/// A message row (selected with [`MESSAGE_COLUMNS`]) without its deliveries.
+/// A message row (selected with [`message_columns`]) without its deliveries.
 pub fn dead_head(value: &str) -> Result<DeadHeadPolicy, StoreError> {
     DeadHeadPolicy::parse(value)
         .ok_or_else(|| StoreError::internal(format!("corrupt dead-head policy {value:?}")))

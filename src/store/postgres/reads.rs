@@ -21,6 +21,8 @@ impl Dialect for PostgresDialect {
         id.as_uuid()
     }
 
+    const PAYLOAD: &'static str = "m.payload";
+
     fn push_one_of(
         query: &mut QueryBuilder<Postgres>,
         column: &str,

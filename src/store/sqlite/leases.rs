@@ -75,11 +75,12 @@ pub fn lease(
 pub(super) fn lease_candidates(limit: u32) -> String {
     format!(
         "SELECT d.message_id, d.attempts + 1 AS attempts, d.generation + 1 AS generation, \
-         m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, m.decided_at, \
+         m.producer, m.topic, m.key, m.ordering_key, p.payload, m.headers, m.decided_at, \
          m.traceparent, m.tracestate, \
-         length(m.payload) + length(CAST(m.headers AS BLOB)) + length(CAST(m.key AS BLOB)) \
+         length(p.payload) + length(CAST(m.headers AS BLOB)) + length(CAST(m.key AS BLOB)) \
            + length(CAST(m.ordering_key AS BLOB)) + ? AS size \
          FROM deliveries d JOIN messages m ON m.id = d.message_id \
+         JOIN message_payloads p ON p.message_id = d.message_id \
          WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
          ORDER BY d.next_attempt_at LIMIT {limit}"
     )

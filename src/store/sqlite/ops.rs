@@ -231,8 +231,8 @@ pub fn insert_message(conn: &Connection, message: &NewMessage) -> Written<Insert
     let headers = headers_to_json(&message.headers);
     let existing = query_one(
         conn,
-        "SELECT id, topic, ordering_key, payload, headers, state FROM messages \
-         WHERE producer = ? AND key = ?",
+        "SELECT m.id, m.topic, m.ordering_key, p.payload, m.headers, m.state FROM messages m \
+         JOIN message_payloads p ON p.message_id = m.id WHERE m.producer = ? AND m.key = ?",
         [message.producer.as_str(), message.key.as_str()],
         |row| {
             let id: String = row.get("id")?;
@@ -272,21 +272,28 @@ pub fn insert_message(conn: &Connection, message: &NewMessage) -> Written<Insert
     };
     let next_check_at = first_check_at.map(Timestamp::as_millis);
     // A Publish is routed in the same transaction; `routed` is written with the row rather
-    // than by a second UPDATE (which would rewrite the payload again).
+    // than by a second UPDATE.
     let routed = message.publish.then_some(subscriptions.len() as i64);
     let (traceparent, tracestate) = rows::trace_columns(message.trace.as_ref());
+    let id = message.id.to_string();
+    // The payload in a table of its own, so no later write of the message rewrites it
+    // (migration 0011).
     execute(
         conn,
-        "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
+        "INSERT INTO message_payloads (message_id, payload) VALUES (?, ?)",
+        params![&id, &message.payload],
+    )?;
+    execute(
+        conn,
+        "INSERT INTO messages (id, producer, topic, key, headers, state, \
          deliver_after_ms, created_at, updated_at, decided_at, next_check_at, routed, \
          ordering_key, traceparent, tracestate) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params![
-            message.id.to_string(),
+            id,
             message.producer.as_str(),
             message.topic.as_str(),
             message.key.as_str(),
-            &message.payload,
             headers,
             state.as_str(),
             millis(message.deliver_after),

@@ -21,6 +21,10 @@ impl Dialect for SqliteDialect {
         id.to_string()
     }
 
+    /// In a table of its own (migration 0011).
+    const PAYLOAD: &'static str =
+        "(SELECT p.payload FROM message_payloads p WHERE p.message_id = m.id)";
+
     fn push_one_of(
         query: &mut QueryBuilder<Sqlite>,
         column: &str,

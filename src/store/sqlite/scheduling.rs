@@ -171,7 +171,12 @@ pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -
     }
     let ids = id_list(&ids)?;
     // What refers to the messages goes first.
-    for table in ["deliveries", "message_events", "final_messages"] {
+    for table in [
+        "deliveries",
+        "message_events",
+        "final_messages",
+        "message_payloads",
+    ] {
         execute(
             conn,
             &format!("DELETE FROM {table} WHERE message_id IN (SELECT value FROM json_each(?))"),

@@ -7,6 +7,8 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::{MIGRATOR, SqliteStore};
 use crate::config::SqliteConfig;
+use crate::domain::MessageId;
+use crate::store::Store;
 use crate::store::upgrade_checks::{OLD_MESSAGES, assert_final_moments_kept, old_state};
 use crate::wakeups::Wakeups;
 
@@ -14,7 +16,7 @@ use crate::wakeups::Wakeups;
 const BEFORE_FINAL_MESSAGES: i64 = 8;
 
 #[tokio::test]
-async fn final_moments_move_to_their_own_table_and_retention_still_finds_them() {
+async fn final_moments_and_payloads_move_to_their_own_tables_and_are_still_found() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
     let mut old = SqliteConnectOptions::from_str(&url)
@@ -31,7 +33,7 @@ async fn final_moments_move_to_their_own_table_and_retention_still_finds_them() 
         sqlx::query(
             "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
              deliver_after_ms, created_at, updated_at, final_at) \
-             VALUES (?1, 'shop', 'orders', ?1, x'00', '{}', ?2, 0, 1, 1, ?3)",
+             VALUES (?1, 'shop', 'orders', ?1, CAST(?1 AS BLOB), '{}', ?2, 0, 1, 1, ?3)",
         )
         .bind(id)
         .bind(old_state(final_at))
@@ -46,5 +48,13 @@ async fn final_moments_move_to_their_own_table_and_retention_still_finds_them() 
     let store = SqliteStore::open(&url, &SqliteConfig::default(), Wakeups::default())
         .await
         .unwrap();
+    // Each payload (its message id's bytes here) moved to `message_payloads` (migration 0011).
+    for (id, _) in OLD_MESSAGES {
+        let history = store
+            .message_history(MessageId::parse(id).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(history.payload_head, id.as_bytes());
+    }
     assert_final_moments_kept(&store).await;
 }
