@@ -4,17 +4,21 @@
 -- about 4 KiB lives in overflow pages that go with it: every Confirm (its state, decision
 -- time, route count and decider change length) wrote the payload a second time, a 64 KiB
 -- payload as 34 WAL frames where an UPDATE of a narrow row writes one. The `messages` row is
--- now a few hundred bytes whatever the payload; the lease, the idempotency check of Prepare
--- and the reads that show a payload's size or head read it here. Retention deletes it with
--- its message.
+-- now a few hundred bytes whatever the payload, and names its payload by `payload_id`, the
+-- payload row's INTEGER PRIMARY KEY (kept by VACUUM, unlike an undeclared rowid): the lease
+-- and every read of a payload find it with one integer lookup, and the payload table needs
+-- no index of its own. Retention deletes a payload with its message.
 --
 -- Copying the payloads and dropping the column rewrites both tables once; on a large
 -- database upgrade while traffic is low.
 CREATE TABLE message_payloads (
-    message_id TEXT PRIMARY KEY,
-    payload    BLOB NOT NULL
+    id      INTEGER PRIMARY KEY,
+    payload BLOB    NOT NULL
 );
 
-INSERT INTO message_payloads (message_id, payload) SELECT id, payload FROM messages;
+ALTER TABLE messages ADD COLUMN payload_id INTEGER;
+
+INSERT INTO message_payloads (id, payload) SELECT rowid, payload FROM messages;
+UPDATE messages SET payload_id = rowid;
 
 ALTER TABLE messages DROP COLUMN payload;

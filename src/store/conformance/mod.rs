@@ -10,7 +10,7 @@
 mod admin;
 mod checks;
 mod consumer;
-mod helpers;
+pub(in crate::store) mod helpers;
 mod history;
 mod lanes;
 mod producer;

@@ -80,7 +80,7 @@ pub(super) fn lease_candidates(limit: u32) -> String {
          length(p.payload) + length(CAST(m.headers AS BLOB)) + length(CAST(m.key AS BLOB)) \
            + length(CAST(m.ordering_key AS BLOB)) + ? AS size \
          FROM deliveries d JOIN messages m ON m.id = d.message_id \
-         JOIN message_payloads p ON p.message_id = d.message_id \
+         JOIN message_payloads p ON p.id = m.payload_id \
          WHERE d.subscription = ? AND d.state = 'PENDING' AND d.next_attempt_at <= ? \
          ORDER BY d.next_attempt_at LIMIT {limit}"
     )

@@ -429,6 +429,8 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
+mod payload_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod upgrade_tests;

@@ -232,7 +232,7 @@ pub fn insert_message(conn: &Connection, message: &NewMessage) -> Written<Insert
     let existing = query_one(
         conn,
         "SELECT m.id, m.topic, m.ordering_key, p.payload, m.headers, m.state FROM messages m \
-         JOIN message_payloads p ON p.message_id = m.id WHERE m.producer = ? AND m.key = ?",
+         JOIN message_payloads p ON p.id = m.payload_id WHERE m.producer = ? AND m.key = ?",
         [message.producer.as_str(), message.key.as_str()],
         |row| {
             let id: String = row.get("id")?;
@@ -275,22 +275,22 @@ pub fn insert_message(conn: &Connection, message: &NewMessage) -> Written<Insert
     // than by a second UPDATE.
     let routed = message.publish.then_some(subscriptions.len() as i64);
     let (traceparent, tracestate) = rows::trace_columns(message.trace.as_ref());
-    let id = message.id.to_string();
     // The payload in a table of its own, so no later write of the message rewrites it
-    // (migration 0011).
+    // (migration 0011); the message names it by its row id.
     execute(
         conn,
-        "INSERT INTO message_payloads (message_id, payload) VALUES (?, ?)",
-        params![&id, &message.payload],
+        "INSERT INTO message_payloads (payload) VALUES (?)",
+        [&message.payload],
     )?;
+    let payload_id = conn.last_insert_rowid();
     execute(
         conn,
         "INSERT INTO messages (id, producer, topic, key, headers, state, \
          deliver_after_ms, created_at, updated_at, decided_at, next_check_at, routed, \
-         ordering_key, traceparent, tracestate) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         ordering_key, traceparent, tracestate, payload_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params![
-            id,
+            message.id.to_string(),
             message.producer.as_str(),
             message.topic.as_str(),
             message.key.as_str(),
@@ -305,6 +305,7 @@ pub fn insert_message(conn: &Connection, message: &NewMessage) -> Written<Insert
             message.ordering_key.as_str(),
             traceparent,
             tracestate,
+            payload_id,
         ],
     )?;
     let effects = match first_check_at {

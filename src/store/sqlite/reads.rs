@@ -23,7 +23,7 @@ impl Dialect for SqliteDialect {
 
     /// In a table of its own (migration 0011).
     const PAYLOAD: &'static str =
-        "(SELECT p.payload FROM message_payloads p WHERE p.message_id = m.id)";
+        "(SELECT p.payload FROM message_payloads p WHERE p.id = m.payload_id)";
 
     fn push_one_of(
         query: &mut QueryBuilder<Sqlite>,

@@ -171,18 +171,19 @@ pub fn delete_final_messages(conn: &Connection, cutoff: Timestamp, limit: u32) -
     }
     let ids = id_list(&ids)?;
     // What refers to the messages goes first.
-    for table in [
-        "deliveries",
-        "message_events",
-        "final_messages",
-        "message_payloads",
-    ] {
+    for table in ["deliveries", "message_events", "final_messages"] {
         execute(
             conn,
             &format!("DELETE FROM {table} WHERE message_id IN (SELECT value FROM json_each(?))"),
             [&ids],
         )?;
     }
+    execute(
+        conn,
+        "DELETE FROM message_payloads WHERE id IN \
+         (SELECT payload_id FROM messages WHERE id IN (SELECT value FROM json_each(?)))",
+        [&ids],
+    )?;
     let deleted = execute(
         conn,
         "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))",
