@@ -433,4 +433,6 @@ mod payload_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
+mod test_database;
+#[cfg(test)]
 mod upgrade_tests;

@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::SqliteStore;
-use crate::config::SqliteConfig;
+use super::test_database::TestDatabase;
 use crate::domain::Timestamp;
 use crate::store::Batch;
 use crate::store::Store;
 use crate::store::conformance::helpers::{SUB, TOPIC, publish, subscription};
-use crate::wakeups::Wakeups;
 
 fn payload_rows(conn: &Connection) -> i64 {
     conn.query_row("SELECT COUNT(*) FROM message_payloads", [], |row| {
@@ -22,21 +20,15 @@ fn payload_rows(conn: &Connection) -> i64 {
 
 #[tokio::test]
 async fn a_payload_is_written_once_and_leaves_with_its_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("payloads.db");
-    let url = format!("sqlite://{}", path.display());
-    let store = SqliteStore::open(&url, &SqliteConfig::default(), Wakeups::default())
-        .await
-        .unwrap();
-    let conn = Connection::open(&path).unwrap();
+    let TestDatabase { store, conn, .. } = &TestDatabase::open().await;
     let now = Timestamp::now();
     let sub = subscription(SUB, TOPIC, 5, now);
     store.create_subscription(sub.clone()).await.unwrap();
 
-    let id = publish(&store, "kept-apart", now).await;
+    let id = publish(store, "kept-apart", now).await;
     // The same Prepare again is answered from the stored payload, not written twice.
-    publish(&store, "kept-apart", now).await;
-    assert_eq!(payload_rows(&conn), 1);
+    publish(store, "kept-apart", now).await;
+    assert_eq!(payload_rows(conn), 1);
     let leased = store.lease(&sub, Batch::messages(1), now).await.unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].receipt.message_id, id);
@@ -48,5 +40,5 @@ async fn a_payload_is_written_once_and_leaves_with_its_message() {
     store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
     let far = now.plus(Duration::from_secs(3_600));
     assert_eq!(store.delete_final_messages(far, 10).await.unwrap(), 1);
-    assert_eq!(payload_rows(&conn), 0, "retention deletes the payload too");
+    assert_eq!(payload_rows(conn), 0, "retention deletes the payload too");
 }

@@ -4,13 +4,11 @@
 
 use rusqlite::Connection;
 
-use super::SqliteStore;
 use super::leases::lease_candidates;
 use super::reads::SqliteDialect;
-use crate::config::SqliteConfig;
+use super::test_database::TestDatabase;
 use crate::store::reads::Dialect;
 use crate::store::sql::BLOCKED_LANES;
-use crate::wakeups::Wakeups;
 
 /// The plan SQLite makes for `sql` on a database with every migration applied.
 fn plan(conn: &Connection, sql: &str) -> String {
@@ -30,28 +28,21 @@ fn plan(conn: &Connection, sql: &str) -> String {
 
 #[tokio::test]
 async fn leases_read_the_pending_index_and_dead_letter_reads_the_dead_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plans.db");
-    let url = format!("sqlite://{}", path.display());
-    let store = SqliteStore::open(&url, &SqliteConfig::default(), Wakeups::default())
-        .await
-        .unwrap();
-    let conn = Connection::open(&path).unwrap();
+    let TestDatabase { conn, .. } = &TestDatabase::open().await;
 
-    let lease = plan(&conn, &lease_candidates(256));
+    let lease = plan(conn, &lease_candidates(256));
     assert!(
         lease
             .contains("SEARCH d USING INDEX deliveries_due (subscription=? AND next_attempt_at<?)"),
         "{lease}"
     );
-    let blocked = plan(&conn, BLOCKED_LANES);
+    let blocked = plan(conn, BLOCKED_LANES);
     assert!(blocked.contains("deliveries_dead"), "{blocked}");
     // A page of dead letters reads the dead, in message order, not every delivery kept.
-    let dead = plan(&conn, &SqliteDialect::dead_letters_sql());
+    let dead = plan(conn, &SqliteDialect::dead_letters_sql());
     assert!(
         dead.contains("SEARCH d USING INDEX deliveries_dead (subscription=?)"),
         "{dead}"
     );
     assert!(!dead.contains("TEMP B-TREE"), "{dead}");
-    drop(store);
 }
