@@ -147,8 +147,6 @@ struct AmqpTarget {
     /// for a fan-out, a fanout exchange bound to every queue.
     exchange: String,
     kind: &'static str,
-    /// Consumers per queue.
-    consumers_per_queue: usize,
     connections: Vec<Connection>,
     producers: Vec<Channel>,
     /// Taken by [`Target::consumer`], one per queue and index; the channels stay for
@@ -224,7 +222,6 @@ impl AmqpTarget {
             queues,
             exchange,
             kind: peer.queue.as_str(),
-            consumers_per_queue: options.consumers,
             connections,
             producers,
             consumers: Mutex::new(Vec::new()),
@@ -237,10 +234,12 @@ impl AmqpTarget {
     /// prefetch of the bench's batch.
     async fn subscribe(&mut self, options: &BenchOptions) -> Result<(), BenchError> {
         let prefetch = u16::try_from(options.batch).unwrap_or(u16::MAX);
-        let mut consumers = Vec::with_capacity(self.queues.len() * self.consumers_per_queue);
-        for (queue, index) in self.consumer_slots() {
+        let mut consumers = Vec::with_capacity(self.queues.len() * options.consumers);
+        // In the order `Target::consumer` numbers them: every queue's consumers in turn.
+        let slots = (0..self.queues.len())
+            .flat_map(|queue| (0..options.consumers).map(move |index| (queue, index)));
+        for (overall, (queue, index)) in slots.enumerate() {
             // From the other end of the connections, as the gRPC target does.
-            let overall = consumers.len();
             let connection =
                 &self.connections[self.connections.len() - 1 - overall % self.connections.len()];
             let channel = connection.create_channel().await?;
@@ -264,13 +263,6 @@ impl AmqpTarget {
             .get_mut()
             .expect("no task panicked holding the consumers") = consumers;
         Ok(())
-    }
-
-    /// Every consumer as (queue, index within the queue), in the order of `consumers`.
-    fn consumer_slots(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
-        let per_queue = self.consumers_per_queue;
-        (0..self.queues.len())
-            .flat_map(move |queue| (0..per_queue).map(move |index| (queue, index)))
     }
 
     /// Closes the consumers' channels (RabbitMQ requeues what they left unacked), counts the
@@ -317,9 +309,10 @@ impl AmqpTarget {
     /// Where a producer publishes: the exchange, and the routing key (the one queue's name
     /// on the default exchange; a fanout exchange ignores it).
     fn destination(&self) -> (String, String) {
-        match self.queues.as_slice() {
-            [queue] if self.exchange.is_empty() => (String::new(), queue.clone()),
-            _ => (self.exchange.clone(), String::new()),
+        if self.exchange.is_empty() {
+            (String::new(), self.queues[0].clone())
+        } else {
+            (self.exchange.clone(), String::new())
         }
     }
 }
@@ -334,17 +327,16 @@ impl Target for AmqpTarget {
         })
     }
 
-    fn consumer(&self, subscription: usize, index: usize) -> Box<dyn Consumer> {
-        let overall = subscription * self.consumers_per_queue + index;
+    fn consumer(&self, _subscription: usize, index: usize) -> Box<dyn Consumer> {
         let consumer = self
             .consumers
             .lock()
             .expect("no task panicked holding the consumers")
-            .get_mut(overall)
+            .get_mut(index)
             .and_then(Option::take)
             .expect("one consumer task per queue and consumer index");
         Box::new(AmqpConsumer {
-            channel: self.consumer_channels[overall].clone(),
+            channel: self.consumer_channels[index].clone(),
             consumer,
         })
     }

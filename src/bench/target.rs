@@ -48,7 +48,8 @@ pub trait Consumer: Send {
 
 pub trait Target: Send + Sync {
     fn producer(&self, index: usize) -> Box<dyn Producer>;
-    /// Consumer `index` of subscription `subscription` (0 up to `--subscriptions`).
+    /// Consumer number `index` (counted over every subscription's consumers) on subscription
+    /// `subscription` (0 up to `--subscriptions`).
     fn consumer(&self, subscription: usize, index: usize) -> Box<dyn Consumer>;
     /// How the report names the path: `grpc` or `store`.
     fn path(&self) -> &'static str;
@@ -69,8 +70,6 @@ pub struct GrpcTarget {
     channels: Vec<AuthChannel>,
     topic: String,
     subscriptions: Vec<String>,
-    /// Consumers per subscription, to spread them all over the connections.
-    consumers: usize,
     lanes: Lanes,
 }
 
@@ -125,7 +124,6 @@ impl GrpcTarget {
             channels,
             topic: topic.to_owned(),
             subscriptions: subscription_names(topic, options.subscriptions),
-            consumers: options.consumers,
             lanes: Lanes::new(options.ordered_keys),
         })
     }
@@ -167,8 +165,7 @@ impl Target for GrpcTarget {
     fn consumer(&self, subscription: usize, index: usize) -> Box<dyn Consumer> {
         // Consumers take the connections from the other end, so a few consumers and many
         // producers spread over every connection.
-        let overall = subscription * self.consumers + index;
-        let last = self.channels.len() - 1 - overall % self.channels.len();
+        let last = self.channels.len() - 1 - index % self.channels.len();
         Box::new(GrpcConsumer {
             client: ConsumerClient::new(self.channel(last)),
             subscription: self.subscriptions[subscription].clone(),

@@ -195,7 +195,8 @@ fn spawn_consumers(
     let mut consumers = JoinSet::new();
     for subscription in 0..options.subscriptions {
         for index in 0..options.consumers {
-            let consumer = target.consumer(subscription, index);
+            // Numbered over every subscription's consumers, so targets spread them all.
+            let consumer = target.consumer(subscription, subscription * options.consumers + index);
             consumers.spawn(consume(
                 consumer,
                 progress.clone(),
