@@ -26,7 +26,7 @@ use crate::callbacks::Keyring;
 use crate::console::Console;
 use crate::domain::Timestamp;
 use crate::metrics;
-use crate::store::{Stats, Store};
+use crate::store::{Stats, StatsScope, Store};
 use crate::telemetry::ErrorChain;
 
 /// Longest a scrape waits for the store's stats; past it the scrape answers without gauges.
@@ -65,7 +65,12 @@ impl Scrapes {
         {
             return metrics::encode(Some(stats));
         }
-        match tokio::time::timeout(STATS_TIMEOUT, self.store.stats(Timestamp::now())).await {
+        match tokio::time::timeout(
+            STATS_TIMEOUT,
+            self.store.stats(Timestamp::now(), StatsScope::Live),
+        )
+        .await
+        {
             Ok(Ok(stats)) => {
                 let text = metrics::encode(Some(&stats));
                 *last = Some((Instant::now(), stats));

@@ -14,6 +14,7 @@ use crate::convert;
 use crate::domain::Timestamp;
 use crate::metrics;
 use crate::proto::{self, admin_server::Admin};
+use crate::store::StatsScope;
 use crate::telemetry::{record, record_message};
 
 pub struct AdminService {
@@ -266,7 +267,11 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::GetStatsResponse>, Status> {
         let caller = Caller::of(&request)?;
         caller.authorize(None)?;
-        let stats = self.context.store.stats(Timestamp::now()).await?;
+        let stats = self
+            .context
+            .store
+            .stats(Timestamp::now(), StatsScope::Full)
+            .await?;
         debug!(topics = stats.topics.len(), "stats served");
         Ok(Response::new(convert::stats(stats)))
     }

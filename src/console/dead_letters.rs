@@ -12,7 +12,7 @@ use crate::api::dead_letters as actions;
 use crate::convert::{self, DeadLetterAction};
 use crate::domain::{FieldViolation, MessageId, MessageKey, Name, OrderingKey, Timestamp};
 use crate::store::dead_letters::LISTING_LIMIT;
-use crate::store::{DeadLetter, DeadLetters};
+use crate::store::{DeadLetter, DeadLetters, StatsScope};
 
 /// The filter fields, as both the GET form and the action form name them.
 const FILTERS: [&str; 6] = [
@@ -60,7 +60,10 @@ pub async fn page(pages: &Pages<'_>, call: &Call) -> Result<Response<Full<Bytes>
 }
 
 async fn choose_subscription(pages: &Pages<'_>) -> Result<Response<Full<Bytes>>, ErrorPage> {
-    let stats = pages.store.stats(Timestamp::now()).await?;
+    let stats = pages
+        .store
+        .stats(Timestamp::now(), StatsScope::Live)
+        .await?;
     let body = html! {
         @if stats.subscriptions.is_empty() {
             (layout::empty("No subscriptions, so no dead letters."))

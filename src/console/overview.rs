@@ -9,10 +9,11 @@ use maud::{Markup, html};
 use super::{ErrorPage, Pages, charts, layout};
 use crate::domain::Timestamp;
 use crate::metrics::minutes::{self, Series};
+use crate::store::StatsScope;
 
 pub async fn page(pages: &Pages<'_>) -> Result<Response<Full<Bytes>>, ErrorPage> {
     let now = Timestamp::now();
-    let stats = pages.store.stats(now).await?;
+    let stats = pages.store.stats(now, StatsScope::Full).await?;
     let unresolved: u64 = stats.topics.iter().map(|t| t.unresolved).sum();
     let dead: u64 = stats.subscriptions.iter().map(|s| s.dead).sum();
     let blocked: u64 = stats.subscriptions.iter().map(|s| s.blocked_lanes).sum();

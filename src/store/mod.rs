@@ -276,7 +276,9 @@ pub trait Store: Send + Sync + 'static {
         chosen: &DeadLetters,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError>;
-    async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError>;
+    /// Counts by state per topic and subscription as of `now`; `scope` says whether the
+    /// retained totals are counted too (see [`StatsScope`]).
+    async fn stats(&self, now: Timestamp, scope: StatsScope) -> Result<Stats, StoreError>;
 
     // --- callbacks ---
 

@@ -15,12 +15,12 @@ use super::rows::{
 };
 use super::sql::{self, delivery_page, message_page};
 use super::{
-    DeadLetter, DeadLetters, DeliveryQuery, MessageQuery, Page, Stats, StoreError,
+    DeadLetter, DeadLetters, DeliveryQuery, MessageQuery, Page, Stats, StatsScope, StoreError,
     SubscriptionStats, TopicStats, rules,
 };
 use crate::domain::{
-    CheckerRegistration, DeliveryState, DeliveryStatus, MessageId, MessageRecord, MessageRef,
-    MessageState, Name, Subscription, Timestamp,
+    CheckerRegistration, DeliveryStatus, MessageId, MessageRecord, MessageRef, MessageState, Name,
+    Subscription, Timestamp,
 };
 
 /// What sets one SQL backend's reads apart.
@@ -40,6 +40,9 @@ pub trait Dialect: Send + Sync + 'static {
         column: &str,
         ids: &[MessageId],
     ) -> Result<(), StoreError>;
+
+    /// `sql`, written for both backends, in this dialect (SQLite: the indexes it marks).
+    fn statement(sql: &str) -> String;
 
     /// [`select`](super::dead_letters::select) of `store::dead_letters` in this dialect: how `$2`, the chosen ids, is tested.
     fn dead_letters_sql() -> String;
@@ -341,9 +344,16 @@ where
         Self::earliest(conn, query).await
     }
 
-    pub async fn stats(conn: &mut Conn<D>, now: Timestamp) -> Result<Stats, StoreError> {
-        let topics = Self::topic_stats(conn).await?;
-        let subscriptions = Self::subscription_stats(conn, now).await?;
+    pub async fn stats(
+        conn: &mut Conn<D>,
+        now: Timestamp,
+        scope: StatsScope,
+    ) -> Result<Stats, StoreError> {
+        let mut topics = Self::live_topic_stats(conn).await?;
+        let mut subscriptions = Self::live_subscription_stats(conn, now).await?;
+        if scope == StatsScope::Full {
+            Self::add_retained(conn, &mut topics, &mut subscriptions).await?;
+        }
         let unrouted_confirms = topics.iter().map(|t| t.unrouted).sum();
         Ok(Stats {
             topics,
@@ -352,72 +362,51 @@ where
         })
     }
 
-    async fn topic_stats(conn: &mut Conn<D>) -> Result<Vec<TopicStats>, StoreError> {
-        let mut query = QueryBuilder::new(
-            "SELECT topic, state, COUNT(*) AS n, \
-             SUM(CASE WHEN state = 'CONFIRMED' AND routed = 0 THEN 1 ELSE 0 END) AS unrouted \
-             FROM messages GROUP BY topic, state ORDER BY topic",
-        );
+    /// Topics with messages in flight or waiting for an operator, sorted by name.
+    async fn live_topic_stats(conn: &mut Conn<D>) -> Result<Vec<TopicStats>, StoreError> {
         let mut topics: Vec<TopicStats> = Vec::new();
+        let mut query = QueryBuilder::new(D::statement(sql::LIVE_MESSAGE_COUNTS));
         for row in &Self::fetch_all(conn, &mut query).await? {
-            let topic = row.text("topic")?;
-            if topics.last().is_none_or(|t| t.topic != topic) {
-                topics.push(TopicStats {
-                    topic: topic.clone(),
-                    ..TopicStats::default()
-                });
-            }
-            let entry = topics.last_mut().expect("pushed above");
+            let entry = topic_entry(&mut topics, row.text("topic")?);
             let n = count(row.int("n")?);
-            match rows::message_state(&row.text("state")?)? {
-                MessageState::Prepared => entry.prepared = n,
-                MessageState::Confirmed => entry.confirmed = n,
-                MessageState::Cancelled => entry.cancelled = n,
-                MessageState::Unresolved => entry.unresolved = n,
+            match row.text("state")?.as_str() {
+                "PREPARED" => entry.prepared = n,
+                "UNRESOLVED" => entry.unresolved = n,
+                "UNROUTED" => entry.unrouted = n,
+                other => {
+                    return Err(StoreError::internal(format!(
+                        "a live count of an unknown kind: {other}"
+                    )));
+                }
             }
-            entry.unrouted += count(row.opt_int("unrouted")?.unwrap_or(0));
         }
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         Ok(topics)
     }
 
-    async fn subscription_stats(
+    /// Every subscription, sorted by name, with its deliveries in flight or waiting for an
+    /// operator, its oldest due delivery's age, and the lanes a dead head holds.
+    async fn live_subscription_stats(
         conn: &mut Conn<D>,
         now: Timestamp,
     ) -> Result<Vec<SubscriptionStats>, StoreError> {
-        let mut query = QueryBuilder::new(
-            "SELECT s.name, s.topic, d.state, COUNT(d.message_id) AS n, \
-             MIN(CASE WHEN d.state = 'PENDING' AND d.next_attempt_at <= ",
-        );
-        query.push_bind(now.as_millis()).push(
-            " THEN d.next_attempt_at END) AS oldest_due \
-             FROM subscriptions s LEFT JOIN deliveries d ON d.subscription = s.name \
-             GROUP BY s.name, s.topic, d.state ORDER BY s.name",
-        );
-        let mut subscriptions: Vec<SubscriptionStats> = Vec::new();
+        let mut query = QueryBuilder::new(D::statement(sql::LIVE_DELIVERY_COUNTS));
+        let mut subscriptions = Vec::new();
         for row in &Self::fetch_all(conn, &mut query).await? {
-            let name = row.text("name")?;
-            if subscriptions.last().is_none_or(|s| s.subscription != name) {
-                subscriptions.push(SubscriptionStats {
-                    subscription: name.clone(),
-                    topic: row.text("topic")?,
-                    ..SubscriptionStats::default()
-                });
-            }
-            let entry = subscriptions.last_mut().expect("pushed above");
-            let Some(state) = row.opt_text("state")? else {
-                continue; // a subscription without deliveries
-            };
-            let n = count(row.int("n")?);
-            match rows::delivery_state(&state)? {
-                DeliveryState::Pending => entry.pending = n,
-                DeliveryState::Leased => entry.leased = n,
-                DeliveryState::Acked => entry.acked = n,
-                DeliveryState::Dead => entry.dead = n,
-                DeliveryState::Discarded => entry.discarded = n,
-            }
-            if let Some(oldest) = row.opt_int("oldest_due")? {
-                entry.oldest_pending_age = Some(now.since(Timestamp::from_millis(oldest)));
-            }
+            let first_due = row.opt_int("first_due")?.map(Timestamp::from_millis);
+            subscriptions.push(SubscriptionStats {
+                subscription: row.text("subscription")?,
+                topic: row.text("topic")?,
+                pending: count(row.int("pending")?),
+                leased: count(row.int("leased")?),
+                dead: count(row.int("dead")?),
+                discarded: count(row.int("discarded")?),
+                // Due means its time has come; a delivery waiting out its backoff is not late.
+                oldest_pending_age: first_due
+                    .filter(|due| *due <= now)
+                    .map(|due| now.since(due)),
+                ..SubscriptionStats::default()
+            });
         }
         let mut blocked = QueryBuilder::new(sql::BLOCKED_LANES);
         for row in &Self::fetch_all(conn, &mut blocked).await? {
@@ -428,6 +417,49 @@ where
         }
         Ok(subscriptions)
     }
+
+    /// The retained totals: ended messages by topic (listing their topics too) and acked
+    /// deliveries by subscription.
+    async fn add_retained(
+        conn: &mut Conn<D>,
+        topics: &mut Vec<TopicStats>,
+        subscriptions: &mut [SubscriptionStats],
+    ) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::new(sql::RETAINED_MESSAGE_COUNTS);
+        for row in &Self::fetch_all(conn, &mut query).await? {
+            let entry = topic_entry(topics, row.text("topic")?);
+            let n = count(row.int("n")?);
+            match rows::message_state(&row.text("state")?)? {
+                MessageState::Confirmed => entry.confirmed = n,
+                MessageState::Cancelled => entry.cancelled = n,
+                MessageState::Prepared | MessageState::Unresolved => {}
+            }
+        }
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        let mut query = QueryBuilder::new(sql::RETAINED_DELIVERY_COUNTS);
+        for row in &Self::fetch_all(conn, &mut query).await? {
+            let name = row.text("subscription")?;
+            if let Some(entry) = subscriptions.iter_mut().find(|s| s.subscription == name) {
+                entry.acked = count(row.int("n")?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entry of `topic` in `topics`, added if missing.
+fn topic_entry(topics: &mut Vec<TopicStats>, topic: String) -> &mut TopicStats {
+    let index = match topics.iter().position(|t| t.topic == topic) {
+        Some(index) => index,
+        None => {
+            topics.push(TopicStats {
+                topic,
+                ..TopicStats::default()
+            });
+            topics.len() - 1
+        }
+    };
+    &mut topics[index]
 }
 
 fn count(value: i64) -> u64 {

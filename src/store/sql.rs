@@ -11,9 +11,15 @@ use crate::store::{DeliveryQuery, MessageQuery};
 /// subscription's every delivery by primary key there instead: one lane promotion per Ack
 /// would then cost as much as the whole backlog, and a page of dead letters as much as every
 /// delivery the subscription still keeps.
-const SQLITE_INDEXES: [(&str, &str); 2] = [
+const SQLITE_INDEXES: [(&str, &str); 8] = [
     ("/* lane index */", "INDEXED BY deliveries_lanes"),
     ("/* dead index */", "INDEXED BY deliveries_dead"),
+    ("/* due index */", "INDEXED BY deliveries_due"),
+    ("/* leases index */", "INDEXED BY deliveries_leases"),
+    ("/* discarded index */", "INDEXED BY deliveries_discarded"),
+    ("/* prepared index */", "INDEXED BY messages_check_due"),
+    ("/* unresolved index */", "INDEXED BY messages_unresolved"),
+    ("/* unrouted index */", "INDEXED BY messages_unrouted"),
 ];
 
 /// `sql` in SQLite's dialect: numbered placeholders (`$3` becomes `?3`), and the index named
@@ -48,6 +54,47 @@ pub const BLOCKED_LANES: &str = concat!(
     blocking_dead_head!("d"),
     " GROUP BY d.subscription"
 );
+
+/// The messages still in flight or waiting for an operator, by topic and state: PREPARED,
+/// UNRESOLVED, and CONFIRMED with no subscription (state `UNROUTED`). Each is read through a
+/// partial index holding only such messages, so the read takes time in proportion to them,
+/// not to everything the database retains.
+pub const LIVE_MESSAGE_COUNTS: &str = "\
+    SELECT topic, 'PREPARED' AS state, COUNT(*) AS n FROM messages /* prepared index */ \
+    WHERE state = 'PREPARED' GROUP BY topic \
+    UNION ALL SELECT topic, 'UNRESOLVED', COUNT(*) FROM messages /* unresolved index */ \
+    WHERE state = 'UNRESOLVED' GROUP BY topic \
+    UNION ALL SELECT topic, 'UNROUTED', COUNT(*) FROM messages /* unrouted index */ \
+    WHERE state = 'CONFIRMED' AND routed = 0 GROUP BY topic";
+
+/// Messages that ended and are kept until retention removes them, by topic and state: a read
+/// of every such row, for the operator's view only.
+pub const RETAINED_MESSAGE_COUNTS: &str = "\
+    SELECT topic, state, COUNT(*) AS n FROM messages \
+    WHERE state IN ('CONFIRMED', 'CANCELLED') GROUP BY topic, state";
+
+/// Every subscription with its deliveries in flight or waiting for an operator, and its
+/// earliest pending due time; each count is a range of a partial index (SQLite) or of the
+/// `(subscription, state)` index (PostgreSQL), never the subscription's every delivery.
+pub const LIVE_DELIVERY_COUNTS: &str = "\
+    SELECT s.name AS subscription, s.topic, \
+    (SELECT COUNT(*) FROM deliveries d /* due index */ \
+     WHERE d.subscription = s.name AND d.state = 'PENDING') AS pending, \
+    (SELECT MIN(d.next_attempt_at) FROM deliveries d /* due index */ \
+     WHERE d.subscription = s.name AND d.state = 'PENDING') AS first_due, \
+    (SELECT COUNT(*) FROM deliveries d /* leases index */ \
+     WHERE d.subscription = s.name AND d.state = 'LEASED') AS leased, \
+    (SELECT COUNT(*) FROM deliveries d /* dead index */ \
+     WHERE d.subscription = s.name AND d.state = 'DEAD') AS dead, \
+    (SELECT COUNT(*) FROM deliveries d /* discarded index */ \
+     WHERE d.subscription = s.name AND d.state = 'DISCARDED') AS discarded \
+    FROM subscriptions s ORDER BY s.name";
+
+/// Acknowledged deliveries kept until retention removes them, by subscription: a read of
+/// every such row, for the operator's view only.
+pub const RETAINED_DELIVERY_COUNTS: &str = "\
+    SELECT subscription, COUNT(*) AS n FROM deliveries WHERE state = 'ACKED' \
+    GROUP BY subscription";
 
 /// The query of one ListMessages page, newest first, one row longer than the page so the
 /// caller learns whether another follows. The backends differ only in their column list and

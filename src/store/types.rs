@@ -137,11 +137,26 @@ impl Page<MessageRecord> {
     }
 }
 
+/// How much a stats read counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsScope {
+    /// What is in flight or waits for an operator, read through indexes that hold only that:
+    /// its cost follows the work in flight, not what the database retains. The retained
+    /// totals (`confirmed`, `cancelled`, `acked`) are zero, and a topic is listed only while
+    /// it has such messages. For the metrics scrape, which runs every few seconds forever.
+    Live,
+    /// Everything, the retained totals too, which read every row retention keeps (about a
+    /// second per million): the operator's view (GetStats, the console, `courier stats`).
+    Full,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopicStats {
     pub topic: String,
     pub prepared: u64,
+    /// Retained CONFIRMED messages ([`StatsScope::Full`] only).
     pub confirmed: u64,
+    /// Retained CANCELLED messages ([`StatsScope::Full`] only).
     pub cancelled: u64,
     pub unresolved: u64,
     pub unrouted: u64,
@@ -153,6 +168,7 @@ pub struct SubscriptionStats {
     pub topic: String,
     pub pending: u64,
     pub leased: u64,
+    /// Retained ACKED deliveries ([`StatsScope::Full`] only).
     pub acked: u64,
     pub dead: u64,
     pub discarded: u64,

@@ -7,7 +7,7 @@ use super::helpers::*;
 use crate::domain::{
     Decision, DeliveryState, MessageId, MessageOutcome, MessageState, RedeliveryPlan, Timestamp,
 };
-use crate::store::{Batch, DeliveryQuery, MessageQuery, StoreError};
+use crate::store::{Batch, CheckVerdict, DeliveryQuery, MessageQuery, StatsScope, StoreError};
 
 pub async fn redrive_dead_deliveries(t: &TestStore) {
     let store = t.store.as_ref();
@@ -278,7 +278,10 @@ pub async fn stats_count_by_state(t: &TestStore) {
     let leased = store.lease(&sub, Batch::messages(1), now).await.unwrap();
     assert_eq!(leased.len(), 1);
 
-    let stats = store.stats(later(now, 7_000)).await.unwrap();
+    let stats = store
+        .stats(later(now, 7_000), StatsScope::Full)
+        .await
+        .unwrap();
     assert_eq!(stats.unrouted_confirms, 0);
     assert_eq!(stats.topics.len(), 1);
     let orders = &stats.topics[0];
@@ -334,7 +337,121 @@ pub async fn unrouted_confirm_is_counted(t: &TestStore) {
     let record = store.get_message(&by_id(id)).await.unwrap();
     assert!(record.deliveries.is_empty());
     assert_eq!(record.outcome(), MessageOutcome::Delivering);
-    let stats = store.stats(now).await.unwrap();
+    let stats = store.stats(now, StatsScope::Full).await.unwrap();
     assert_eq!(stats.unrouted_confirms, 1);
     assert_eq!(stats.topics[0].unrouted, 1);
+}
+
+/// A live read counts what a full read counts of everything in flight or waiting for an
+/// operator, and leaves out the retained totals (and topics with nothing live).
+pub async fn live_stats_are_full_stats_without_retained_totals(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 1, now).await;
+    for i in 0..6 {
+        publish(store, &format!("p{i}"), now).await;
+    }
+    let leased = store.lease(&sub, Batch::messages(4), now).await.unwrap();
+    store.ack(&[leased[0].receipt.clone()], now).await.unwrap();
+    for dead in &leased[1..3] {
+        store.reject(&dead.receipt, "refused", now).await.unwrap();
+    }
+    let discarded = dead_of(SUB, &[leased[1].receipt.message_id]);
+    assert_eq!(
+        store.discard_dead_letters(&discarded, now).await.unwrap(),
+        1
+    );
+    prepare(store, "prepared", now).await;
+    let cancelled = prepare(store, "cancelled", now).await;
+    store
+        .decide(&by_id(cancelled), Decision::Rollback, now)
+        .await
+        .unwrap();
+    let unresolved = prepare(store, "unresolved", now).await;
+    let give_up = CheckVerdict::GiveUp {
+        error: "no checker".into(),
+    };
+    store
+        .record_check(unresolved, 1, give_up, now)
+        .await
+        .unwrap();
+    // A message whose topic lost its only subscription before the Confirm is unrouted; a
+    // topic whose messages all ended is only retained.
+    store
+        .create_subscription(subscription("gone", "lonely", 1, now))
+        .await
+        .unwrap();
+    let unrouted = store
+        .insert_message(message("lonely", "unrouted", false, now))
+        .await
+        .unwrap()
+        .message_id;
+    store.delete_subscription(&name("gone")).await.unwrap();
+    store
+        .decide(&by_id(unrouted), Decision::Commit, now)
+        .await
+        .unwrap();
+    store
+        .create_subscription(subscription("archived", "archive", 1, now))
+        .await
+        .unwrap();
+    let retained_only = store
+        .insert_message(message("archive", "retained-only", false, now))
+        .await
+        .unwrap()
+        .message_id;
+    store
+        .decide(&by_id(retained_only), Decision::Rollback, now)
+        .await
+        .unwrap();
+
+    let at = later(now, 3_000);
+    let full = store.stats(at, StatsScope::Full).await.unwrap();
+    let live = store.stats(at, StatsScope::Live).await.unwrap();
+
+    let orders = full.topics.iter().find(|t| t.topic == TOPIC).unwrap();
+    assert_eq!(
+        (
+            orders.prepared,
+            orders.confirmed,
+            orders.cancelled,
+            orders.unresolved
+        ),
+        (1, 6, 1, 1),
+        "the full read counts every state"
+    );
+    let billing = full
+        .subscriptions
+        .iter()
+        .find(|s| s.subscription == SUB)
+        .unwrap();
+    assert_eq!(
+        (
+            billing.pending,
+            billing.leased,
+            billing.acked,
+            billing.dead,
+            billing.discarded
+        ),
+        (2, 1, 1, 1, 1)
+    );
+    let mut expected = full.clone();
+    for topic in &mut expected.topics {
+        (topic.confirmed, topic.cancelled) = (0, 0);
+    }
+    expected
+        .topics
+        .retain(|t| t.prepared + t.unresolved + t.unrouted > 0);
+    for subscription in &mut expected.subscriptions {
+        subscription.acked = 0;
+    }
+    assert_eq!(live, expected);
+    assert!(full.topics.iter().any(|t| t.topic == "archive"));
+    assert_eq!(live.unrouted_confirms, 1);
+    let billing = live
+        .subscriptions
+        .iter()
+        .find(|s| s.subscription == SUB)
+        .unwrap();
+    assert_eq!(billing.oldest_pending_age, Some(Duration::from_secs(3)));
 }

@@ -12,7 +12,7 @@ use crate::domain::{
     Subscription, Timestamp,
 };
 use crate::long_poll;
-use crate::store::{Batch, StoreError, rules};
+use crate::store::{Batch, StatsScope, StoreError, rules};
 use crate::wakeups::Look;
 
 pub async fn lease_then_ack(t: &TestStore) {
@@ -531,6 +531,6 @@ pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {
         }
     }
     assert_eq!(total, MESSAGES);
-    let stats = t.store.stats(now).await.unwrap();
+    let stats = t.store.stats(now, StatsScope::Full).await.unwrap();
     assert_eq!(stats.subscriptions[0].leased, MESSAGES as u64);
 }

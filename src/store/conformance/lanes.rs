@@ -10,7 +10,7 @@ use crate::domain::{
     AckStatus, DeadHeadPolicy, DeliveryState, MessageId, OrderingKey, Receipt, Subscription,
     Timestamp,
 };
-use crate::store::{Batch, DeliveryQuery, NewMessage, Store};
+use crate::store::{Batch, DeliveryQuery, NewMessage, StatsScope, Store};
 
 const ORDERED: &str = "ledger";
 
@@ -233,7 +233,7 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     let at = later(now, 2);
     let leased = lease_ids(store, &sub, at).await;
     assert!(!leased.contains(&b), "B waits behind the dead head");
-    let stats = store.stats(at).await.unwrap();
+    let stats = store.stats(at, StatsScope::Full).await.unwrap();
     let stats = stats
         .subscriptions
         .iter()
@@ -281,7 +281,7 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     );
     assert_eq!(lease_ids(store, &sub, after).await, [b]);
     assert_eq!(lane_delivery(store, c).await.next_attempt_at, None);
-    let stats = store.stats(after).await.unwrap();
+    let stats = store.stats(after, StatsScope::Full).await.unwrap();
     let stats = stats
         .subscriptions
         .iter()
@@ -305,7 +305,7 @@ pub async fn dead_head_skip_lets_the_lane_go_on(t: &TestStore) {
         .unwrap();
     assert_eq!(lane_delivery(store, a).await.state, DeliveryState::Dead);
     assert_eq!(lease_ids(store, &sub, later(now, 2)).await, [b]);
-    let stats = store.stats(later(now, 2)).await.unwrap();
+    let stats = store.stats(later(now, 2), StatsScope::Full).await.unwrap();
     assert!(stats.subscriptions.iter().all(|s| s.blocked_lanes == 0));
 }
 

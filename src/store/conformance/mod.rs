@@ -124,6 +124,7 @@ macro_rules! store_test_suite {
             list_deliveries_pages_and_filters,
             stats_count_by_state,
             unrouted_confirm_is_counted,
+            live_stats_are_full_stats_without_retained_totals,
             delete_subscription_removes_its_deliveries,
             checkers_register_and_replace,
             confirm_wakes_the_subscription,

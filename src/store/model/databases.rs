@@ -9,6 +9,7 @@ use std::pin::Pin;
 
 use super::state::Model;
 use crate::domain::{Decision, MessageRef, MessageState, Name, Timestamp};
+use crate::store::StatsScope;
 use crate::store::conformance::TestStore;
 
 pub type Open = fn() -> Pin<Box<dyn Future<Output = Option<TestStore>>>>;
@@ -73,7 +74,10 @@ async fn empty(test: &TestStore, model: &Model) -> Result<(), String> {
         .map_err(fail)?
         > 0
     {}
-    let stats = store.stats(model.now).await.map_err(fail)?;
+    let stats = store
+        .stats(model.now, StatsScope::Full)
+        .await
+        .map_err(fail)?;
     let left = (
         stats.topics.len(),
         stats.subscriptions.len(),

@@ -13,7 +13,7 @@ use crate::domain::{
     DeadHeadPolicy, DeliveryState, DeliveryStatus, MessageOutcome, MessageRef, MessageState,
     Timestamp,
 };
-use crate::store::{Stats, Store, StoreError, SubscriptionStats, TopicStats};
+use crate::store::{Stats, StatsScope, Store, StoreError, SubscriptionStats, TopicStats};
 
 fn same<T: PartialEq + Debug>(what: &str, store: T, model: T) -> Result<(), String> {
     if store == model {
@@ -46,7 +46,7 @@ pub async fn compare(store: &dyn Store, model: &mut Model) -> Result<(), String>
             .await
             .map_err(|e| format!("message {} ({}): {e}", message.id, message.key))?;
     }
-    let stats = read(|| store.stats(model.now))
+    let stats = read(|| store.stats(model.now, StatsScope::Full))
         .await
         .map_err(|e| format!("{e:?}"))?;
     same("stats", stats, expected_stats(model))?;

@@ -48,8 +48,8 @@ use write::{Tx, TxFuture, batched};
 use super::subscription_cache::{self, SubscriptionCache};
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, Effects,
-    ExpiredLeases, InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store,
-    StoreError, rules,
+    ExpiredLeases, InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats,
+    StatsScope, Store, StoreError, rules,
 };
 use crate::config::PostgresConfig;
 use crate::domain::{
@@ -597,8 +597,8 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
-        self.read(|tx| Box::pin(Reads::stats(tx.into_connection(), now)))
+    async fn stats(&self, now: Timestamp, scope: StatsScope) -> Result<Stats, StoreError> {
+        self.read(|tx| Box::pin(Reads::stats(tx.into_connection(), now, scope)))
             .await
     }
 

@@ -14,7 +14,7 @@ use crate::domain::{
     Decision, MessageId, MessageKey, MessageRef, Name, RetryPolicy, Subscription, Timestamp,
 };
 use crate::store::testing::{Link, TcpProxy, TestDatabase};
-use crate::store::{Batch, NewMessage, Store, StoreError};
+use crate::store::{Batch, NewMessage, StatsScope, Store, StoreError};
 use crate::wakeups::Wakeups;
 
 const TOPIC: &str = "orders";
@@ -288,7 +288,7 @@ async fn two_replicas_sweeping_expired_leases_end_each_once() {
     // pass (as the scheduler's next wake-up would) ends whatever is left.
     ended += a.expire_leases(expired_at).await.unwrap().ended;
     assert_eq!(ended, 2_500, "every lease ended exactly once");
-    let stats = a.stats(expired_at).await.unwrap();
+    let stats = a.stats(expired_at, StatsScope::Full).await.unwrap();
     assert_eq!(stats.subscriptions[0].pending, 2_500);
     assert_eq!(stats.subscriptions[0].leased, 0);
 }
@@ -435,7 +435,7 @@ async fn outage(link: Link) {
                     let _ = store
                         .insert_message(message(&format!("load-{i}-{n}"), true))
                         .await;
-                    let _ = store.stats(Timestamp::now()).await;
+                    let _ = store.stats(Timestamp::now(), StatsScope::Full).await;
                     n += 1;
                 }
             })

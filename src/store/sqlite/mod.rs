@@ -32,8 +32,8 @@ pub use writer::commits_to;
 use super::subscription_cache::{self, SubscriptionCache};
 use super::{
     Batch, CheckRecorded, CheckVerdict, DeadLetter, DeadLetters, DeliveryQuery, ExpiredLeases,
-    InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, Store, StoreError,
-    Written, rules,
+    InsertOutcome, MessageHistory, MessageQuery, NewMessage, Page, Stats, StatsScope, Store,
+    StoreError, Written, rules,
 };
 use crate::config::SqliteConfig;
 use crate::domain::{
@@ -416,8 +416,8 @@ impl Store for SqliteStore {
         Reads::list_dead_letters(&mut *self.reader().await?, chosen, limit).await
     }
 
-    async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
-        Reads::stats(&mut *self.reader().await?, now).await
+    async fn stats(&self, now: Timestamp, scope: StatsScope) -> Result<Stats, StoreError> {
+        Reads::stats(&mut *self.reader().await?, now, scope).await
     }
 
     async fn shared_signing_key(&self, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {

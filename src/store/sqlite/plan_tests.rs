@@ -46,3 +46,30 @@ async fn leases_read_the_pending_index_and_dead_letter_reads_the_dead_one() {
     );
     assert!(!dead.contains("TEMP B-TREE"), "{dead}");
 }
+
+/// The metrics scrape's counts read indexes of live rows only, never a table's every row.
+#[tokio::test]
+async fn live_counts_read_only_live_rows() {
+    use crate::store::sql::{LIVE_DELIVERY_COUNTS, LIVE_MESSAGE_COUNTS, for_sqlite};
+    let TestDatabase { conn, .. } = &TestDatabase::open().await;
+
+    let messages = plan(conn, &for_sqlite(LIVE_MESSAGE_COUNTS));
+    for index in [
+        "messages_check_due",
+        "messages_unresolved",
+        "messages_unrouted",
+    ] {
+        assert!(messages.contains(index), "{messages}");
+    }
+    let deliveries = plan(conn, &for_sqlite(LIVE_DELIVERY_COUNTS));
+    for index in [
+        "deliveries_due (subscription=?)",
+        "deliveries_leases",
+        "deliveries_dead (subscription=?)",
+        "deliveries_discarded (subscription=?)",
+    ] {
+        assert!(deliveries.contains(index), "{deliveries}");
+    }
+    assert!(!messages.contains("SCAN messages;"), "{messages}");
+    assert!(!deliveries.contains("SCAN d;"), "{deliveries}");
+}

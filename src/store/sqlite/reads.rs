@@ -40,6 +40,10 @@ impl Dialect for SqliteDialect {
         Ok(())
     }
 
+    fn statement(sql: &str) -> String {
+        for_sqlite(sql)
+    }
+
     /// Ids bound as one JSON array.
     fn dead_letters_sql() -> String {
         for_sqlite(&dead_letters::select(
