@@ -27,10 +27,9 @@ from pathlib import Path
 
 import grpc
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -175,7 +174,21 @@ def browse(base: str, seed: Seed, ids: dict[str, str], out: Path) -> None:
             """Clicks a form's button and waits for the page it answers with."""
             old = driver.find_element(By.TAG_NAME, "html")
             driver.find_element(By.XPATH, xpath).click()
-            WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+
+            def replaced(_driver) -> bool:
+                try:
+                    old.is_enabled()
+                    return False
+                except StaleElementReferenceException:
+                    return True
+                except WebDriverException as error:
+                    # Chromium 156 may answer for a node the new page just replaced with an
+                    # inspector error instead of a stale reference; it means the same.
+                    if "does not belong to the document" in str(error):
+                        return True
+                    raise
+
+            WebDriverWait(driver, 15).until(replaced)
 
 
         print("==> overview", flush=True)

@@ -7,7 +7,9 @@ use super::helpers::*;
 use crate::domain::{
     Decision, DeliveryState, MessageId, MessageOutcome, MessageState, RedeliveryPlan, Timestamp,
 };
-use crate::store::{Batch, CheckVerdict, DeliveryQuery, MessageQuery, StatsScope, StoreError};
+use crate::store::{
+    Batch, CheckVerdict, DeliveryQuery, MessageQuery, StatsScope, Store, StoreError,
+};
 
 pub async fn redrive_dead_deliveries(t: &TestStore) {
     let store = t.store.as_ref();
@@ -377,33 +379,15 @@ pub async fn live_stats_are_full_stats_without_retained_totals(t: &TestStore) {
         .unwrap();
     // A message whose topic lost its only subscription before the Confirm is unrouted; a
     // topic whose messages all ended is only retained.
-    store
-        .create_subscription(subscription("gone", "lonely", 1, now))
-        .await
-        .unwrap();
-    let unrouted = store
-        .insert_message(message("lonely", "unrouted", false, now))
-        .await
-        .unwrap()
-        .message_id;
-    store.delete_subscription(&name("gone")).await.unwrap();
-    store
-        .decide(&by_id(unrouted), Decision::Commit, now)
-        .await
-        .unwrap();
-    store
-        .create_subscription(subscription("archived", "archive", 1, now))
-        .await
-        .unwrap();
-    let retained_only = store
-        .insert_message(message("archive", "retained-only", false, now))
-        .await
-        .unwrap()
-        .message_id;
-    store
-        .decide(&by_id(retained_only), Decision::Rollback, now)
-        .await
-        .unwrap();
+    let unrouted = prepare_on_a_new_topic(store, "lonely", now).await;
+    store.delete_subscription(&name("lonely")).await.unwrap();
+    let retained_only = prepare_on_a_new_topic(store, "archive", now).await;
+    for (id, decision) in [
+        (unrouted, Decision::Commit),
+        (retained_only, Decision::Rollback),
+    ] {
+        store.decide(&by_id(id), decision, now).await.unwrap();
+    }
 
     let at = later(now, 3_000);
     let full = store.stats(at, StatsScope::Full).await.unwrap();
@@ -454,4 +438,17 @@ pub async fn live_stats_are_full_stats_without_retained_totals(t: &TestStore) {
         .find(|s| s.subscription == SUB)
         .unwrap();
     assert_eq!(billing.oldest_pending_age, Some(Duration::from_secs(3)));
+}
+
+/// A PREPARED message on `topic`, which gets a subscription of the same name first.
+async fn prepare_on_a_new_topic(store: &dyn Store, topic: &str, now: Timestamp) -> MessageId {
+    store
+        .create_subscription(subscription(topic, topic, 1, now))
+        .await
+        .unwrap();
+    store
+        .insert_message(message(topic, topic, false, now))
+        .await
+        .unwrap()
+        .message_id
 }
