@@ -101,7 +101,7 @@ impl Console {
             csrf: self.sessions.csrf(&viewer),
         };
         match (&call.method, path) {
-            (&Method::GET, "/") => overview::page(&pages).await,
+            (&Method::GET, "/") => overview::page(&pages, call).await,
             (&Method::GET, "/messages") => messages::page(&pages, call).await,
             (&Method::GET, "/unresolved") => unresolved::page(&pages, call).await,
             (&Method::POST, "/unresolved/resolve") => unresolved::resolve(&pages, call).await,

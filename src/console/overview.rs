@@ -1,19 +1,30 @@
 //! Overview: counts by state per topic and subscription, what needs a person, and the last
-//! hour's rates. Reloads itself every 10 seconds.
+//! hour's rates. Reloads itself every 10 seconds, so it counts only what is in flight (its
+//! cost follows the work, not what retention keeps); `/?totals=1` adds the retained totals
+//! once, on request, and does not reload.
 
 use http::Response;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use maud::{Markup, html};
 
-use super::{ErrorPage, Pages, charts, layout};
+use super::{Call, ErrorPage, Pages, charts, layout};
 use crate::domain::Timestamp;
 use crate::metrics::minutes::{self, Series};
 use crate::store::StatsScope;
 
-pub async fn page(pages: &Pages<'_>) -> Result<Response<Full<Bytes>>, ErrorPage> {
+/// Seconds between the page's reloads, when it counts only what is in flight.
+const RELOAD_SECONDS: u32 = 10;
+
+pub async fn page(pages: &Pages<'_>, call: &Call) -> Result<Response<Full<Bytes>>, ErrorPage> {
     let now = Timestamp::now();
-    let stats = pages.store.stats(now, StatsScope::Full).await?;
+    let totals = call.param("totals").is_some();
+    let scope = if totals {
+        StatsScope::Full
+    } else {
+        StatsScope::Live
+    };
+    let stats = pages.store.stats(now, scope).await?;
     let unresolved: u64 = stats.topics.iter().map(|t| t.unresolved).sum();
     let dead: u64 = stats.subscriptions.iter().map(|s| s.dead).sum();
     let blocked: u64 = stats.subscriptions.iter().map(|s| s.blocked_lanes).sum();
@@ -50,17 +61,28 @@ pub async fn page(pages: &Pages<'_>) -> Result<Response<Full<Bytes>>, ErrorPage>
         }
         p.muted { "Counted by this server since it started; with several replicas each shows its own share (Prometheus sums them)." }
         h2 { "Topics" }
+        @if totals {
+            p.muted { "With the retained totals: every message the database keeps was counted, once; this page does not reload. " a href="/" { "Back to what is in flight" } }
+        } @else {
+            p.muted { "Messages in flight or waiting for a person. " a href="/?totals=1" { "Count the retained messages too" } " (reads every message the database keeps)." }
+        }
         @if stats.topics.is_empty() {
-            (layout::empty("No messages yet. Producers' messages appear here once they Prepare or Publish."))
+            (layout::empty("No message is in flight or waiting for a person."))
         } @else {
             table {
-                tr { th { "Topic" } th { "Prepared" } th { "Confirmed" } th { "Cancelled" } th { "Unresolved" } th { "Unrouted" } }
+                tr {
+                    th { "Topic" } th { "Prepared" }
+                    @if totals { th { "Confirmed" } th { "Cancelled" } }
+                    th { "Unresolved" } th { "Unrouted" }
+                }
                 @for topic in &stats.topics {
                     tr {
                         td { a href={"/messages?topic=" (topic.topic)} { (topic.topic) } }
                         td.n { (topic.prepared) }
-                        td.n { (topic.confirmed) }
-                        td.n { (topic.cancelled) }
+                        @if totals {
+                            td.n { (topic.confirmed) }
+                            td.n { (topic.cancelled) }
+                        }
                         td.n class=[(topic.unresolved > 0).then_some("bad")] {
                             @if topic.unresolved > 0 { a href="/unresolved" { (topic.unresolved) } } @else { "0" }
                         }
@@ -74,14 +96,18 @@ pub async fn page(pages: &Pages<'_>) -> Result<Response<Full<Bytes>>, ErrorPage>
             (layout::empty("No subscriptions. Create one on the Subscriptions page or with courier subscriptions create."))
         } @else {
             table {
-                tr { th { "Subscription" } th { "Topic" } th { "Pending" } th { "Leased" } th { "Acked" } th { "Dead" } th { "Discarded" } th { "Blocked lanes" } th { "Oldest due pending" } }
+                tr {
+                    th { "Subscription" } th { "Topic" } th { "Pending" } th { "Leased" }
+                    @if totals { th { "Acked" } }
+                    th { "Dead" } th { "Discarded" } th { "Blocked lanes" } th { "Oldest due pending" }
+                }
                 @for sub in &stats.subscriptions {
                     tr {
                         td { a href={"/subscriptions/edit?name=" (sub.subscription)} { (sub.subscription) } }
                         td { (sub.topic) }
                         td.n { (sub.pending) }
                         td.n { (sub.leased) }
-                        td.n { (sub.acked) }
+                        @if totals { td.n { (sub.acked) } }
                         td.n class=[(sub.dead > 0).then_some("bad")] {
                             a href={"/dead-letters?subscription=" (sub.subscription)} { (sub.dead) }
                         }
@@ -97,14 +123,18 @@ pub async fn page(pages: &Pages<'_>) -> Result<Response<Full<Bytes>>, ErrorPage>
                 }
             }
         }
-        p.muted { "Updated " (layout::utc(now)) "; this page reloads every 10 seconds." }
+        p.muted {
+            "Updated " (layout::utc(now))
+            @if !totals { "; this page reloads every " (RELOAD_SECONDS) " seconds" }
+            "."
+        }
     };
     Ok(layout::page(
         "Overview",
         "/",
         pages.viewer,
         &pages.csrf,
-        Some(10),
+        (!totals).then_some(RELOAD_SECONDS),
         body,
     ))
 }

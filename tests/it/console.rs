@@ -153,6 +153,18 @@ async fn the_console_shows_what_is_stuck_and_its_actions_fix_it() {
     assert!(overview.body.contains(&format!(">{SUB}<")));
     assert!(overview.body.contains("<svg"), "the rate charts");
     assert!(overview.body.contains("http-equiv=\"refresh\""));
+    // What reloads counts only what is in flight; the retained totals come on request.
+    assert!(
+        !overview.body.contains("<th>Acked</th>"),
+        "{}",
+        overview.body
+    );
+    let totals = browser.get("/?totals=1").await;
+    assert_eq!(totals.status, 200, "{totals:?}");
+    assert!(totals.body.contains("<th>Acked</th>"), "{}", totals.body);
+    assert!(totals.body.contains("<th>Confirmed</th>"));
+    assert!(!totals.body.contains("http-equiv=\"refresh\""));
+    assert!(totals.body.contains("1 unresolved"));
 
     let found = browser
         .get(&format!("/messages?producer={PRODUCER}&key=bad-json"))
