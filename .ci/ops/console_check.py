@@ -197,6 +197,9 @@ def browse(base: str, seed: Seed, ids: dict[str, str], out: Path) -> None:
         expect("2 dead letters" in text(), "the overview does not show 2 dead letters")
         expect(driver.find_elements(By.CSS_SELECTOR, "div.chart svg"), "the overview has no charts")
         shot("overview")
+        driver.find_element(By.LINK_TEXT, "Count the retained messages too").click()
+        expect("Confirmed" in text() and "Acked" in text(), "the overview's totals lack the retained counts")
+        expect(not driver.find_elements(By.CSS_SELECTOR, "meta[http-equiv=refresh]"), "the totals page reloads itself")
 
         print("==> a dead letter found by filter, its dry-run count, Redrive", flush=True)
         driver.get(f"{base}/dead-letters?subscription={SUB}")
