@@ -354,6 +354,7 @@ where
         if scope == StatsScope::Full {
             Self::add_retained(conn, &mut topics, &mut subscriptions).await?;
         }
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         let unrouted_confirms = topics.iter().map(|t| t.unrouted).sum();
         Ok(Stats {
             topics,
@@ -362,7 +363,7 @@ where
         })
     }
 
-    /// Topics with messages in flight or waiting for an operator, sorted by name.
+    /// Topics with messages in flight or waiting for an operator.
     async fn live_topic_stats(conn: &mut Conn<D>) -> Result<Vec<TopicStats>, StoreError> {
         let mut topics: Vec<TopicStats> = Vec::new();
         let mut query = QueryBuilder::new(D::statement(sql::LIVE_MESSAGE_COUNTS));
@@ -380,7 +381,6 @@ where
                 }
             }
         }
-        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         Ok(topics)
     }
 
@@ -418,7 +418,7 @@ where
         Ok(subscriptions)
     }
 
-    /// The retained totals: ended messages by topic (listing their topics too) and acked
+    /// The retained totals: ended messages by topic (adding their topics) and acked
     /// deliveries by subscription.
     async fn add_retained(
         conn: &mut Conn<D>,
@@ -435,7 +435,6 @@ where
                 MessageState::Prepared | MessageState::Unresolved => {}
             }
         }
-        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         let mut query = QueryBuilder::new(sql::RETAINED_DELIVERY_COUNTS);
         for row in &Self::fetch_all(conn, &mut query).await? {
             let name = row.text("subscription")?;
