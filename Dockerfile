@@ -15,6 +15,8 @@ FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
 # Only what the build reads: protox compiles the protos, sqlx embeds the migrations.
 COPY Cargo.toml Cargo.lock build.rs ./
+# How the bundled SQLite is compiled (LIBSQLITE3_FLAGS).
+COPY .cargo ./.cargo
 COPY proto ./proto
 COPY migrations ./migrations
 COPY src ./src

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod callbacks;
 pub mod cli;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod console;
 pub mod convert;

@@ -2,7 +2,8 @@
 //! is current when it arrives, so a reload (SIGHUP) applies to new connections while open ones
 //! keep theirs. Handshakes run concurrently, each with a deadline, so one slow client cannot
 //! hold up the others; finished connections go to tonic as its incoming stream. Without TLS,
-//! tonic's own accept loop, with the same pause after a failed accept.
+//! tonic's own accept loop, with the same pause after a failed accept. Either way a connection
+//! reaches tonic [`Coalesced`], so the answers of calls finishing together share a write.
 
 use std::io;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use super::Swappable;
+use crate::coalesce::Coalesced;
 
 /// Longest a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,12 +30,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Handshaken connections waiting for tonic to take them.
 const QUEUE: usize = 64;
 
-pub type TlsConnection = TlsStream<TcpStream>;
+pub type TlsConnection = Coalesced<TlsStream<TcpStream>>;
 
 /// Plain TCP connections from `listener`, with TCP_NODELAY (small unary calls must not wait on
 /// Nagle). tonic retries a failed accept at once; out of file descriptors that would spin a
 /// core until one frees, so each failure pauses the loop first.
-pub fn plain_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<TcpStream>> {
+pub fn plain_incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = io::Result<Coalesced<TcpStream>>> {
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .then(|accepted| async move {
@@ -41,7 +45,7 @@ pub fn plain_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<Tc
                 warn!(%error, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
-            accepted
+            accepted.map(Coalesced::new)
         })
 }
 
@@ -75,7 +79,7 @@ pub fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(connection)) => {
-                        let _ = sender.send(Ok(connection)).await;
+                        let _ = sender.send(Ok(Coalesced::new(connection))).await;
                     }
                     Ok(Err(error)) => debug!(%peer, %error, "tls handshake failed"),
                     Err(_) => debug!(%peer, "tls handshake timed out"),
