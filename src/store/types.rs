@@ -146,7 +146,8 @@ pub enum StatsScope {
     /// it has such messages. For the metrics scrape, which runs every few seconds forever.
     Live,
     /// Everything, the retained totals too, which read every row retention keeps (about a
-    /// second per million): the operator's view (GetStats, the console, `courier stats`).
+    /// second per million): the operator's view (GetStats, `courier stats`, the console's
+    /// overview at `/?totals=1`).
     Full,
 }
 
@@ -182,6 +183,18 @@ pub struct Stats {
     pub topics: Vec<TopicStats>,
     pub subscriptions: Vec<SubscriptionStats>,
     pub unrouted_confirms: u64,
+}
+
+impl Stats {
+    /// The counts of `topic`, if it is listed.
+    pub fn topic(&self, topic: &str) -> Option<&TopicStats> {
+        self.topics.iter().find(|t| t.topic == topic)
+    }
+
+    /// The counts of the subscription named `name`, if there is one.
+    pub fn subscription(&self, name: &str) -> Option<&SubscriptionStats> {
+        self.subscriptions.iter().find(|s| s.subscription == name)
+    }
 }
 
 /// What one check of a prepared message concluded, decided by the scheduler.

@@ -393,7 +393,7 @@ pub async fn live_stats_are_full_stats_without_retained_totals(t: &TestStore) {
     let full = store.stats(at, StatsScope::Full).await.unwrap();
     let live = store.stats(at, StatsScope::Live).await.unwrap();
 
-    let orders = full.topics.iter().find(|t| t.topic == TOPIC).unwrap();
+    let orders = full.topic(TOPIC).unwrap();
     assert_eq!(
         (
             orders.prepared,
@@ -404,11 +404,7 @@ pub async fn live_stats_are_full_stats_without_retained_totals(t: &TestStore) {
         (1, 6, 1, 1),
         "the full read counts every state"
     );
-    let billing = full
-        .subscriptions
-        .iter()
-        .find(|s| s.subscription == SUB)
-        .unwrap();
+    let billing = full.subscription(SUB).unwrap();
     assert_eq!(
         (
             billing.pending,
@@ -430,13 +426,9 @@ pub async fn live_stats_are_full_stats_without_retained_totals(t: &TestStore) {
         subscription.acked = 0;
     }
     assert_eq!(live, expected);
-    assert!(full.topics.iter().any(|t| t.topic == "archive"));
+    assert!(full.topic("archive").is_some());
     assert_eq!(live.unrouted_confirms, 1);
-    let billing = live
-        .subscriptions
-        .iter()
-        .find(|s| s.subscription == SUB)
-        .unwrap();
+    let billing = live.subscription(SUB).unwrap();
     assert_eq!(billing.oldest_pending_age, Some(Duration::from_secs(3)));
 }
 

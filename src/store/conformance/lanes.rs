@@ -234,11 +234,7 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     let leased = lease_ids(store, &sub, at).await;
     assert!(!leased.contains(&b), "B waits behind the dead head");
     let stats = store.stats(at, StatsScope::Full).await.unwrap();
-    let stats = stats
-        .subscriptions
-        .iter()
-        .find(|s| s.subscription == ORDERED)
-        .unwrap();
+    let stats = stats.subscription(ORDERED).unwrap();
     assert_eq!((stats.dead, stats.blocked_lanes), (1, 1));
     let blocking = store
         .list_deliveries(DeliveryQuery {
@@ -282,11 +278,7 @@ pub async fn dead_head_blocks_until_redrive_or_discard(t: &TestStore) {
     assert_eq!(lease_ids(store, &sub, after).await, [b]);
     assert_eq!(lane_delivery(store, c).await.next_attempt_at, None);
     let stats = store.stats(after, StatsScope::Full).await.unwrap();
-    let stats = stats
-        .subscriptions
-        .iter()
-        .find(|s| s.subscription == ORDERED)
-        .unwrap();
+    let stats = stats.subscription(ORDERED).unwrap();
     assert_eq!((stats.discarded, stats.blocked_lanes), (1, 0));
 }
 
