@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::AuthChannel;
+use crate::coalesce::CoalescedConnector;
 use async_trait::async_trait;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -115,7 +116,13 @@ impl GrpcTarget {
             .connect_timeout(Duration::from_secs(10));
         let mut channels = Vec::with_capacity(options.connections);
         for _ in 0..options.connections {
-            let channel = endpoint.connect().await?;
+            // Plain TCP: requests made together leave together, as the server's answers do.
+            // Over TLS, tonic's own connector.
+            let channel = if endpoint.uri().scheme_str() == Some("https") {
+                endpoint.connect().await?
+            } else {
+                endpoint.connect_with_connector(CoalescedConnector).await?
+            };
             let channel = crate::client::with_token(channel, &options.client)
                 .map_err(|error| BenchError::Options(error.0))?;
             channels.push(channel);
