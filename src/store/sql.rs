@@ -74,8 +74,8 @@ pub const RETAINED_MESSAGE_COUNTS: &str = "\
     WHERE state IN ('CONFIRMED', 'CANCELLED') GROUP BY topic, state";
 
 /// Every subscription with its deliveries in flight or waiting for an operator, and its
-/// earliest pending due time; each count is a range of a partial index (SQLite) or of the
-/// `(subscription, state)` index (PostgreSQL), never the subscription's every delivery.
+/// earliest pending due time; each count reads a partial index holding only deliveries in
+/// that state (on both backends), never the subscription's every delivery.
 pub const LIVE_DELIVERY_COUNTS: &str = "\
     SELECT s.name AS subscription, s.topic, \
     (SELECT COUNT(*) FROM deliveries d /* due index */ \
