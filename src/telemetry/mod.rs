@@ -49,10 +49,14 @@ pub fn init_tracing(
         LogFormat::Json => log.with_ansi(false).json().boxed(),
     };
     let (telemetry, spans) = Telemetry::start(telemetry)?;
-    let _already_installed = tracing_subscriber::registry()
-        .with(log.with_filter(filter))
-        .with(spans)
-        .try_init();
+    let logged = tracing_subscriber::registry().with(log.with_filter(filter));
+    // No exporter means no layer, not a `None` one: tracing-subscriber takes a `None` layer
+    // for one that wants every callsite, and would then make the export-only RPC span of
+    // every call in the registry, for nobody.
+    let _already_installed = match spans {
+        Some(spans) => logged.with(spans).try_init(),
+        None => logged.try_init(),
+    };
     Ok(telemetry)
 }
 
