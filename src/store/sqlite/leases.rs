@@ -111,43 +111,41 @@ pub fn ack(conn: &Connection, receipts: &[Receipt], now: Timestamp) -> Written<V
     let mut acked_in_lanes = Vec::new();
     for receipt in receipts {
         let id = receipt.message_id.to_string();
-        // The common case in one statement: the receipt still holds its delivery. Its guard is
-        // `classify_ack`'s Acknowledge; anything else is told apart from the row below.
-        let acked = query_one(
-            conn,
-            "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
-             next_attempt_at = NULL, updated_at = ? \
-             WHERE subscription = ? AND message_id = ? AND generation = ? \
-             AND state IN ('PENDING', 'LEASED', 'DEAD') RETURNING ordering_key",
-            params![
-                now.as_millis(),
-                receipt.subscription.as_str(),
-                &id,
-                i64::from(receipt.generation),
-            ],
-            |row| Ok(row.get::<_, Option<String>>(0)?),
-        )?;
-        let status = match acked {
-            Some(lane_key) => {
-                if let Some(key) = lane_key {
+        // Read, judge, then write: under the single writer nothing changes in between. (One
+        // UPDATE guarded by the states an Ack takes, `RETURNING` the lane key, cost SQLite two
+        // temporary b-trees per receipt: one for the RETURNING rows, one for the IN list.)
+        let found = delivery_lease(conn, receipt)?;
+        let lease = found
+            .as_ref()
+            .map(|((state, generation, _), _)| (*state, *generation));
+        let status = match classify_ack(lease, receipt.generation) {
+            AckVerdict::Acknowledge => {
+                let acked = execute(
+                    conn,
+                    "UPDATE deliveries SET state = 'ACKED', lease_expires_at = NULL, \
+                     next_attempt_at = NULL, updated_at = ? \
+                     WHERE subscription = ? AND message_id = ? AND generation = ?",
+                    params![
+                        now.as_millis(),
+                        receipt.subscription.as_str(),
+                        &id,
+                        i64::from(receipt.generation),
+                    ],
+                )?;
+                if acked != 1 {
+                    return Err(StoreError::internal(
+                        "delivery changed under the single writer",
+                    ));
+                }
+                if let Some((_, Some(key))) = found {
                     acked_in_lanes.push((receipt.subscription.as_str(), key));
                 }
                 ops::mark_final_if_done(conn, &id, now)?;
                 AckStatus::Ok
             }
-            None => {
-                let lease = delivery_lease(conn, receipt)?.map(|((s, g, _), _)| (s, g));
-                match classify_ack(lease, receipt.generation) {
-                    AckVerdict::AlreadyAcked => AckStatus::Ok,
-                    AckVerdict::LeaseLost => AckStatus::LeaseLost,
-                    AckVerdict::NotFound => AckStatus::NotFound,
-                    AckVerdict::Acknowledge => {
-                        return Err(StoreError::internal(
-                            "delivery changed under the single writer",
-                        ));
-                    }
-                }
-            }
+            AckVerdict::AlreadyAcked => AckStatus::Ok,
+            AckVerdict::LeaseLost => AckStatus::LeaseLost,
+            AckVerdict::NotFound => AckStatus::NotFound,
         };
         statuses.push(status);
     }
