@@ -477,7 +477,9 @@ mod tests {
         let commits = json["commits"]
             .as_u64()
             .unwrap_or_else(|| panic!("the writer counts commits: {json}"));
-        assert!(commits >= 1 && commits <= 2 * messages + 10, "{json}");
+        // At worst each message commits alone four times: Prepare, Confirm, its lease and its
+        // Ack (a tiny run rarely has company to share a commit with); plus the setup's.
+        assert!(commits >= 1 && commits <= 4 * messages + 10, "{json}");
         assert!(report.render().ends_with(&format!("{json}\n")));
     }
 
