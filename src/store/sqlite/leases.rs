@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::ops::{self, execute, find_subscription, query_all, query_one};
-use super::rows;
+use super::ops::{self, execute, find_subscription, query_all, query_all_named, query_one};
+use super::rows::{self, Columns};
 use super::{events, lanes};
 use crate::domain::{
     AckStatus, AckVerdict, DeliveryState, LeaseCheck, LeasedDelivery, Name, Receipt,
@@ -24,7 +24,7 @@ pub fn lease(
     now: Timestamp,
 ) -> Written<Vec<LeasedDelivery>> {
     let lease_expires_at = now.plus(subscription.ack_deadline);
-    let mut candidates = query_all(
+    let mut candidates = query_all_named(
         conn,
         &lease_candidates(batch.messages),
         params![
@@ -33,7 +33,7 @@ pub fn lease(
             now.as_millis(),
         ],
         |row| {
-            let size: i64 = row.get("size")?;
+            let size = row.int("size")?;
             let delivery = rows::leased_delivery(row, &subscription.name, lease_expires_at)?;
             Ok((size, delivery))
         },

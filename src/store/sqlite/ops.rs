@@ -60,6 +60,28 @@ pub(super) fn query_all<T>(
     Ok(decoded)
 }
 
+/// Every row of a cached query, each decoded by `decode` as a [`rows::NamedRow`]: the
+/// statement's column names are read once, not at every lookup by name.
+pub(super) fn query_all_named<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    mut decode: impl FnMut(&rows::NamedRow<'_, '_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let names: Vec<String> = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut found = statement.query(params)?;
+    let mut decoded = Vec::new();
+    while let Some(row) = found.next()? {
+        decoded.push(decode(&rows::NamedRow { row, names: &names })?);
+    }
+    Ok(decoded)
+}
+
 /// When a CONFIRMED message becomes final, the one rule: none of its deliveries is left live
 /// (each is ACKED or DISCARDED). Marks message `id` final at `now` if that holds now and it
 /// was not final yet; every write that ends or removes a live delivery runs it after. (A
