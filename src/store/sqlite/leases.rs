@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::ops::{self, execute, find_subscription, query_all, query_all_named, query_one};
+use super::ops::{self, execute, find_subscription, query_all, query_one};
 use super::rows::{self, Columns};
 use super::{events, lanes};
 use crate::domain::{
@@ -24,7 +24,7 @@ pub fn lease(
     now: Timestamp,
 ) -> Written<Vec<LeasedDelivery>> {
     let lease_expires_at = now.plus(subscription.ack_deadline);
-    let mut candidates = query_all_named(
+    let mut candidates = query_all(
         conn,
         &lease_candidates(batch.messages),
         params![

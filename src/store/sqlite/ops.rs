@@ -6,6 +6,7 @@
 //! a statement costs microseconds there, where a round trip to an async driver's connection
 //! thread cost more than the statement itself.
 
+use std::cell::OnceCell;
 use std::time::Duration;
 
 use rusqlite::{Connection, Params, Row, params};
@@ -44,40 +45,20 @@ pub(super) fn query_one<T>(
     found.next()?.map(decode).transpose()
 }
 
-/// Every row of a cached query, decoded by `decode`.
+/// Every row of a cached query, decoded by `decode`; the statement's column names are read
+/// once, at the first lookup by name ([`rows::NamedRow`]).
 pub(super) fn query_all<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl Params,
-    mut decode: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut found = statement.query(params)?;
-    let mut decoded = Vec::new();
-    while let Some(row) = found.next()? {
-        decoded.push(decode(row)?);
-    }
-    Ok(decoded)
-}
-
-/// Every row of a cached query, each decoded by `decode` as a [`rows::NamedRow`]: the
-/// statement's column names are read once, not at every lookup by name.
-pub(super) fn query_all_named<T>(
     conn: &Connection,
     sql: &str,
     params: impl Params,
     mut decode: impl FnMut(&rows::NamedRow<'_, '_>) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut statement = conn.prepare_cached(sql)?;
-    let names: Vec<String> = statement
-        .column_names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let names = OnceCell::new();
     let mut found = statement.query(params)?;
     let mut decoded = Vec::new();
     while let Some(row) = found.next()? {
-        decoded.push(decode(&rows::NamedRow { row, names: &names })?);
+        decoded.push(decode(&rows::NamedRow::new(row, &names))?);
     }
     Ok(decoded)
 }
