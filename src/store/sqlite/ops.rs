@@ -221,13 +221,15 @@ pub(super) fn find_subscription(
     query_one(conn, &sql, [name.as_str()], |row| rows::subscription(row))
 }
 
+/// The names of a topic's subscriptions, in order: read from one index, no sort
+/// (migration 0013).
+pub(super) const SUBSCRIPTIONS_OF_TOPIC: &str =
+    "SELECT name FROM subscriptions WHERE topic = ? ORDER BY name";
+
 fn subscriptions_of_topic(conn: &Connection, topic: &str) -> Result<Vec<Name>, StoreError> {
-    query_all(
-        conn,
-        "SELECT name FROM subscriptions WHERE topic = ? ORDER BY name",
-        [topic],
-        |row| Ok(Name::from_trusted(row.get(0)?)),
-    )
+    query_all(conn, SUBSCRIPTIONS_OF_TOPIC, [topic], |row| {
+        Ok(Name::from_trusted(row.get(0)?))
+    })
 }
 
 pub fn insert_message(conn: &Connection, message: &NewMessage) -> Written<InsertOutcome> {

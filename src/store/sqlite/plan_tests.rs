@@ -5,6 +5,7 @@
 use rusqlite::Connection;
 
 use super::leases::lease_candidates;
+use super::ops::SUBSCRIPTIONS_OF_TOPIC;
 use super::reads::SqliteDialect;
 use super::test_database::TestDatabase;
 use crate::store::reads::Dialect;
@@ -45,6 +46,20 @@ async fn leases_read_the_pending_index_and_dead_letter_reads_the_dead_one() {
         "{dead}"
     );
     assert!(!dead.contains("TEMP B-TREE"), "{dead}");
+}
+
+/// Every Prepare and Confirm reads its topic's subscriptions: from one index, in its order,
+/// without a sort of its own.
+#[tokio::test]
+async fn subscriptions_of_a_topic_come_from_one_index_in_order() {
+    let TestDatabase { conn, .. } = &TestDatabase::open().await;
+
+    let subscriptions = plan(conn, SUBSCRIPTIONS_OF_TOPIC);
+    assert!(
+        subscriptions.contains("USING COVERING INDEX subscriptions_by_topic_and_name (topic=?)"),
+        "{subscriptions}"
+    );
+    assert!(!subscriptions.contains("TEMP B-TREE"), "{subscriptions}");
 }
 
 /// The metrics scrape's counts read indexes of live rows only, never a table's every row.
