@@ -89,8 +89,9 @@ impl<I: Send + 'static, D: Send + 'static> Batcher<I, D> {
         let (answer, outcome) = oneshot::channel();
         if (self.shared.limits.size)(&item) * 2 > self.shared.limits.bytes {
             // An item that fills half a batch alone gains little from company, and must not
-            // hold one of the few batch slots while small items queue behind it (an Ack of a
-            // few hundred receipts is one such): it is written at once, by itself.
+            // hold a batch slot while small items queue behind it (a Prepare of a large
+            // payload, an Ack of most of a 1,000-message Receive): it is written at once, by
+            // itself.
             let alone = vec![(item, answer, Span::current())];
             let shared = self.shared.clone();
             tokio::spawn(async move { shared.write(alone).await });
