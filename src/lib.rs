@@ -14,6 +14,7 @@ pub mod convert;
 pub mod domain;
 pub mod health;
 pub mod http_listener;
+pub mod lease_ahead;
 pub mod long_poll;
 pub mod metrics;
 pub mod proto;
@@ -183,9 +184,16 @@ pub async fn run_with(
     ));
 
     let services_store = store.clone();
+    let lease_ahead = lease_ahead::LeaseAhead::new(
+        store.clone(),
+        wakeups.clone(),
+        (tracker.clone(), shutdown.clone()),
+        config.limits.lease_ahead_batches,
+    );
     let services = Services::new(ApiContext {
         store,
         wakeups,
+        lease_ahead,
         config: config.clone(),
         shutdown: shutdown.clone(),
         outages,

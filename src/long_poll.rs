@@ -10,7 +10,9 @@
 //! come (work due by time sends no wake-up). Consumers that come back from their Acks at the
 //! same moment then share one lease instead of racing each other to empty ones. On a backlog
 //! (the latest lease came back full) a poll leases at once, beside the running lease: waiting
-//! for it would only queue the poll behind rows that lease cannot take.
+//! for it would only queue the poll behind rows that lease cannot take. With a [`LeaseAhead`]
+//! (the Consumer service's), a full lease also leases the next batch ahead, and a poll first
+//! takes a batch leased ahead for it.
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{LeasedDelivery, Subscription, Timestamp};
+use crate::lease_ahead::LeaseAhead;
 use crate::store::{Batch, Store, StoreError};
 use crate::wakeups::{Look, Wakeups};
 
@@ -25,11 +28,12 @@ use crate::wakeups::{Look, Wakeups};
 /// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.
 const MIN_POLL_SLEEP: Duration = Duration::from_millis(5);
 
-/// Leases up to `batch` of `subscription`'s due deliveries, waiting until `deadline` for some;
-/// answers empty at the deadline or at `shutdown`.
+/// Leases up to `batch` of `subscription`'s due deliveries (or takes a batch `ahead` leased
+/// for it), waiting until `deadline` for some; answers empty at the deadline or at `shutdown`.
 pub async fn lease_or_wait(
     store: &dyn Store,
     wakeups: &Wakeups,
+    ahead: Option<&LeaseAhead>,
     subscription: &Subscription,
     batch: Batch,
     deadline: Instant,
@@ -37,6 +41,9 @@ pub async fn lease_or_wait(
 ) -> Result<Vec<LeasedDelivery>, StoreError> {
     let signal = wakeups.subscription(subscription.name.as_str());
     loop {
+        if let Some(leased) = ahead.and_then(|ahead| ahead.take(subscription, batch)) {
+            return Ok(leased);
+        }
         // Register interest before looking, so a wake-up (or a lease's end) between the look
         // and the wait below is not lost.
         let notified = signal.notified();
@@ -63,7 +70,11 @@ pub async fn lease_or_wait(
         if worth_leasing {
             let running = signal.begin_lease();
             let leased = store.lease(subscription, batch, Timestamp::now()).await?;
-            running.end(batch.may_have_left_work(&leased));
+            let backlog = batch.may_have_left_work(&leased);
+            running.end(backlog);
+            if backlog && let Some(ahead) = ahead {
+                ahead.lease_next(subscription, batch);
+            }
             if !leased.is_empty() {
                 return Ok(leased);
             }

@@ -67,6 +67,10 @@ struct BenchArgs {
     /// Receive's max_messages (1..1000).
     #[arg(long, default_value_t = 256)]
     batch: u32,
+    /// Milliseconds each consumer spends on a Receive's batch before its Ack (a sleep), as a
+    /// consumer doing real work would; 0: it acks at once.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    consumer_work_ms: u64,
     #[arg(long, value_enum, default_value_t = BenchMode::PrepareConfirm)]
     mode: BenchMode,
     /// Pace the producers at this many messages per second in total.
@@ -275,6 +279,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         subscriptions: args.subscriptions,
         payload_bytes: args.payload_bytes,
         batch: args.batch,
+        consumer_work: std::time::Duration::from_millis(args.consumer_work_ms),
         mode: match args.mode {
             BenchMode::PrepareConfirm => courier::bench::Mode::PrepareConfirm,
             BenchMode::Publish => courier::bench::Mode::Publish,

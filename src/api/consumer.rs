@@ -42,6 +42,7 @@ impl ConsumerService {
         long_poll::lease_or_wait(
             context.store.as_ref(),
             &context.wakeups,
+            Some(&context.lease_ahead),
             subscription,
             batch,
             Instant::now() + wait,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::health::StoreOutages;
+use crate::lease_ahead::LeaseAhead;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::consumer_server::ConsumerServer;
 use crate::proto::producer_server::ProducerServer;
@@ -35,6 +36,8 @@ pub use producer::ProducerService;
 pub struct ApiContext {
     pub store: Arc<dyn Store>,
     pub wakeups: Wakeups,
+    /// Batches leased ahead on a backlog, for the next Receive.
+    pub lease_ahead: LeaseAhead,
     pub config: Arc<Config>,
     /// Cancelled when the server begins to shut down, so long polls return early.
     pub shutdown: CancellationToken,

@@ -85,6 +85,8 @@ pub struct BenchOptions {
     pub payload_bytes: usize,
     /// Receive's `max_messages`; each Receive's deliveries are acked in one Ack.
     pub batch: u32,
+    /// What each consumer spends on a batch before acking it (a sleep).
+    pub consumer_work: std::time::Duration,
     pub mode: Mode,
     /// Messages per second over all producers; unpaced when `None`.
     pub rate: Option<f64>,
@@ -123,6 +125,7 @@ impl Default for BenchOptions {
             subscriptions: 1,
             payload_bytes: 1024,
             batch: 256,
+            consumer_work: std::time::Duration::ZERO,
             mode: Mode::PrepareConfirm,
             rate: None,
             connections: 4,

@@ -417,6 +417,7 @@ impl Consumer for StoreConsumer {
         let leased = long_poll::lease_or_wait(
             self.store.as_ref(),
             &self.wakeups,
+            None,
             &self.subscription,
             Batch::messages(max),
             Instant::now() + wait,

@@ -200,7 +200,7 @@ fn spawn_consumers(
             consumers.spawn(consume(
                 consumer,
                 progress.clone(),
-                options.batch,
+                (options.batch, options.consumer_work),
                 timed_receive,
                 subscription,
             ));
@@ -305,13 +305,13 @@ async fn produce(
     }
 }
 
-/// Receives and acks on `subscription` until every delivery is acked. `timed_receive`:
-/// record every Receive's latency (a backlog, where Receive never waits), rather than the
-/// confirm-to-delivery time.
+/// Receives batches of up to `batch` on `subscription`, works on each for `work`, and acks
+/// it, until every delivery is acked. `timed_receive`: record every Receive's latency (a
+/// backlog, where Receive never waits), rather than the confirm-to-delivery time.
 async fn consume(
     mut consumer: Box<dyn Consumer>,
     progress: Arc<Progress>,
-    batch: u32,
+    (batch, work): (u32, Duration),
     timed_receive: bool,
     subscription: usize,
 ) -> Result<ConsumerTimes, BenchError> {
@@ -353,6 +353,9 @@ async fn consume(
                 }
             }
             receipts.push(delivery.receipt);
+        }
+        if !work.is_zero() {
+            tokio::time::sleep(work).await;
         }
         let acking = Instant::now();
         times.ack_failures += consumer.ack(receipts).await?;

@@ -47,6 +47,9 @@ pub struct Limits {
     pub in_flight: InFlightLimits,
     /// HTTP/2 streams (calls) one connection may have open at once; a client queues the rest.
     pub max_streams_per_connection: u32,
+    /// Batches one subscription may have leased ahead on this replica while it has a backlog,
+    /// for its next Receives (`lease_ahead`); 0 turns leasing ahead off.
+    pub lease_ahead_batches: usize,
 }
 
 /// Default HTTP/2 streams per connection. Every call a server has taken off the wire but not
@@ -110,6 +113,7 @@ impl Default for Limits {
             max_receive_bytes: 4_000_000,
             in_flight: InFlightLimits::default(),
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            lease_ahead_batches: 4,
         }
     }
 }
@@ -145,6 +149,9 @@ impl Limits {
         }
         if self.max_receive_bytes < 64 * 1024 {
             return invalid("limits.max_receive_bytes", "must be at least 64 KiB");
+        }
+        if self.lease_ahead_batches > 64 {
+            return invalid("limits.lease_ahead_batches", "must be between 0 and 64");
         }
         let in_flight = &self.in_flight;
         for (key, value) in [

@@ -113,6 +113,15 @@ pub trait Store: Send + Sync + 'static {
         batch: Batch,
         now: Timestamp,
     ) -> Result<Vec<LeasedDelivery>, StoreError>;
+    /// Gives back leases this process took ahead and never handed out (see `lease_ahead`):
+    /// PENDING again, due from their publish time so they keep their place, the attempt not
+    /// counted. A lease that ended meanwhile (it expired) is left as it is. Returns how many
+    /// were given back.
+    async fn return_leases(
+        &self,
+        leased: &[LeasedDelivery],
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
     /// Acks each receipt; one status per receipt, in order.
     async fn ack(&self, receipts: &[Receipt], now: Timestamp)
     -> Result<Vec<AckStatus>, StoreError>;

@@ -6,11 +6,13 @@ use std::time::Duration;
 use super::TestStore;
 use super::helpers::*;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::domain::{
     AckStatus, Decision, DeliveryState, MessageId, MessageOutcome, Receipt, RedeliveryPlan,
     Subscription, Timestamp,
 };
+use crate::lease_ahead::LeaseAhead;
 use crate::long_poll;
 use crate::store::{Batch, StatsScope, StoreError, rules};
 use crate::wakeups::Look;
@@ -396,6 +398,7 @@ async fn long_poll(t: &TestStore, sub: &Subscription, max: u32, wait: Duration) 
     let leased = long_poll::lease_or_wait(
         t.store.as_ref(),
         &t.wakeups,
+        None,
         sub,
         batch,
         deadline,
@@ -493,6 +496,116 @@ pub async fn on_a_backlog_a_long_poll_leases_beside_the_running_lease(t: &TestSt
     .expect("it leases without waiting for the running lease");
     assert_eq!(leased, vec![second]);
     drop(running);
+}
+
+pub async fn returned_leases_are_due_again_in_their_place(t: &TestStore) {
+    let store = t.store.as_ref();
+    let now = Timestamp::now();
+    let sub = subscribe(store, 5, now).await;
+    let first = publish(store, "first", now).await;
+    let second = publish(store, "second", later(now, 1)).await;
+    let leased = store
+        .lease(&sub, Batch::messages(10), later(now, 10))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 2);
+
+    // Given back: pending again, due from their publish time, the attempt not counted.
+    assert_eq!(
+        store.return_leases(&leased, later(now, 20)).await.unwrap(),
+        2
+    );
+    let status = delivery(store, first).await;
+    assert_eq!(status.state, DeliveryState::Pending);
+    assert_eq!(status.attempts, 0);
+    assert_eq!(status.next_attempt_at, Some(now));
+    assert_eq!(status.lease_expires_at, None);
+
+    // Leased again oldest first, as their first attempt.
+    let again = store
+        .lease(&sub, Batch::messages(10), later(now, 30))
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = again.iter().map(|d| d.receipt.message_id).collect();
+    assert_eq!(ids, vec![first, second]);
+    assert!(again.iter().all(|d| d.attempt == 1));
+
+    // Receipts of leases taken again since are left alone.
+    assert_eq!(
+        store.return_leases(&leased, later(now, 40)).await.unwrap(),
+        0
+    );
+    assert_eq!(delivery(store, first).await.state, DeliveryState::Leased);
+}
+
+pub async fn a_full_long_poll_leases_the_next_batch_ahead(t: &TestStore) {
+    let store = t.store.as_ref();
+    // Published a second ago, one millisecond apart: all due, in this order.
+    let now = Timestamp::from_millis(Timestamp::now().as_millis() - 1000);
+    let sub = subscribe(store, 5, now).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish(store, &format!("m{i}"), later(now, i)).await);
+    }
+    let shutdown = CancellationToken::new();
+    let ahead = LeaseAhead::new(
+        t.store.clone(),
+        t.wakeups.clone(),
+        (TaskTracker::new(), shutdown.clone()),
+        4,
+    );
+    let receive = || async {
+        let leased = long_poll::lease_or_wait(
+            store,
+            &t.wakeups,
+            Some(&ahead),
+            &sub,
+            Batch::messages(2),
+            tokio::time::Instant::now() + Duration::from_secs(5),
+            &shutdown,
+        )
+        .await
+        .unwrap();
+        leased
+            .iter()
+            .map(|d| (d.receipt.message_id, d.attempt))
+            .collect::<Vec<_>>()
+    };
+    let held = |count: usize| {
+        let ahead = &ahead;
+        async move {
+            for _ in 0..1000 {
+                if ahead.held(SUB) == count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("{count} batches never held");
+        }
+    };
+
+    // A full batch: the next one is leased ahead and held for the next Receive.
+    assert_eq!(receive().await, vec![(ids[0], 1), (ids[1], 1)]);
+    held(1).await;
+    assert_eq!(delivery(store, ids[2]).await.state, DeliveryState::Leased);
+    assert_eq!(receive().await, vec![(ids[2], 1), (ids[3], 1)]);
+
+    // Taking a full one leased the last ahead; nobody takes it, so it goes back after the
+    // hold, its attempt not counted, and the next Receive gets it as its first attempt.
+    held(1).await;
+    assert_eq!(delivery(store, ids[4]).await.state, DeliveryState::Leased);
+    held(0).await;
+    let mut status = delivery(store, ids[4]).await;
+    for _ in 0..1000 {
+        if status.state == DeliveryState::Pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        status = delivery(store, ids[4]).await;
+    }
+    assert_eq!(status.state, DeliveryState::Pending);
+    assert_eq!(status.attempts, 0);
+    assert_eq!(receive().await, vec![(ids[4], 1)]);
 }
 
 pub async fn concurrent_leasers_never_share_a_delivery(t: &TestStore) {

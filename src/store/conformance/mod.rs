@@ -131,6 +131,8 @@ macro_rules! store_test_suite {
             a_drained_long_poll_still_finds_work_due_by_time_and_by_commit,
             a_long_poll_waits_for_a_running_lease_only_when_it_has_time,
             on_a_backlog_a_long_poll_leases_beside_the_running_lease,
+            returned_leases_are_due_again_in_their_place,
+            a_full_long_poll_leases_the_next_batch_ahead,
             concurrent_leasers_never_share_a_delivery,
             check_claims_take_due_messages_and_hold_them,
             record_check_applies_once_and_never_undoes_a_decision,

@@ -302,6 +302,50 @@ pub async fn ack_batch(
         .collect())
 }
 
+/// See `Store::return_leases`: one statement for all of them.
+pub async fn return_leases(
+    conn: &mut PgConnection,
+    leased: &[LeasedDelivery],
+    now: Timestamp,
+) -> Written<u64> {
+    let mut subscriptions = Vec::with_capacity(leased.len());
+    let mut ids = Vec::with_capacity(leased.len());
+    let mut generations = Vec::with_capacity(leased.len());
+    let mut due = Vec::with_capacity(leased.len());
+    for delivery in leased {
+        subscriptions.push(delivery.receipt.subscription.as_str());
+        ids.push(delivery.receipt.message_id.as_uuid());
+        generations.push(i64::from(delivery.receipt.generation));
+        due.push(delivery.published_at.min(now).as_millis());
+    }
+    let count = sqlx::query(
+        "UPDATE deliveries d SET state = 'PENDING', attempts = d.attempts - 1, \
+           next_attempt_at = r.due, lease_expires_at = NULL, updated_at = $5 \
+         FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[]) \
+           AS r(subscription, message_id, generation, due) \
+         WHERE d.subscription = r.subscription AND d.message_id = r.message_id \
+           AND d.generation = r.generation AND d.state = 'LEASED'",
+    )
+    .bind(&subscriptions)
+    .bind(&ids)
+    .bind(&generations)
+    .bind(&due)
+    .bind(now.as_millis())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let effects = if count > 0 {
+        Effects::due(
+            leased
+                .iter()
+                .map(|delivery| delivery.receipt.subscription.clone()),
+        )
+    } else {
+        Effects::none()
+    };
+    Ok((count, effects))
+}
+
 /// Moves a leased delivery to PENDING at `plan`'s time or to DEAD, guarded by its generation.
 /// Answers whether it moved it; a dead head lets its lane go on where the subscription skips
 /// dead heads.

@@ -390,6 +390,15 @@ impl Store for PostgresStore {
         Ok(leased)
     }
 
+    async fn return_leases(
+        &self,
+        leased: &[LeasedDelivery],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(|tx| Box::pin(leases::return_leases(tx.into_connection(), leased, now)))
+            .await
+    }
+
     async fn ack(
         &self,
         receipts: &[Receipt],

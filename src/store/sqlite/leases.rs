@@ -221,6 +221,36 @@ fn dead_in_lane(
     lanes::advance(conn, &lanes, now)
 }
 
+/// See `Store::return_leases`; `returned` pairs each receipt with its publish time.
+pub fn return_leases(
+    conn: &Connection,
+    returned: &[(Receipt, Timestamp)],
+    now: Timestamp,
+) -> Written<u64> {
+    let mut count = 0;
+    let mut subscriptions = Vec::new();
+    for (receipt, published_at) in returned {
+        let changed = execute(
+            conn,
+            "UPDATE deliveries SET state = 'PENDING', attempts = attempts - 1, \
+             next_attempt_at = ?, lease_expires_at = NULL, updated_at = ? \
+             WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
+            params![
+                (*published_at).min(now).as_millis(),
+                now.as_millis(),
+                receipt.subscription.as_str(),
+                receipt.message_id.to_string(),
+                i64::from(receipt.generation),
+            ],
+        )?;
+        if changed > 0 {
+            subscriptions.push(receipt.subscription.clone());
+        }
+        count += changed;
+    }
+    Ok((count, Effects::due(subscriptions)))
+}
+
 pub fn nack(
     conn: &Connection,
     receipt: &Receipt,

@@ -263,6 +263,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn return_leases(
+        &self,
+        leased: &[LeasedDelivery],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let returned: Vec<(Receipt, Timestamp)> = leased
+            .iter()
+            .map(|delivery| (delivery.receipt.clone(), delivery.published_at))
+            .collect();
+        self.write(move |conn| leases::return_leases(conn, &returned, now))
+            .await
+    }
+
     async fn ack(
         &self,
         receipts: &[Receipt],
