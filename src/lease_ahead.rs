@@ -1,6 +1,7 @@
 //! Lease-ahead on a backlog: when a Receive's lease comes back full, this process leases the
 //! subscription's next batch at once, while that consumer works and acks, and holds it for the
-//! next Receive of the same batch size, which then answers without waiting for a lease. A
+//! next Receive, which hands it out (as much of it as its batch takes; a lease tops up a
+//! batch it does not fill) without waiting for a lease. A
 //! consumer's round trip then overlaps its next lease, as RabbitMQ's prefetch overlaps its
 //! next deliveries. A held batch nobody takes within [`HOLD`] goes back to the store
 //! (`Store::return_leases`: pending again, in its place, the attempt not counted), and so do
@@ -70,8 +71,8 @@ struct Ahead {
 
 struct Ready {
     id: u64,
-    batch: Batch,
-    deliveries: Vec<LeasedDelivery>,
+    /// Oldest due first; a Receive takes from the front.
+    deliveries: VecDeque<LeasedDelivery>,
 }
 
 impl LeaseAhead {
@@ -93,22 +94,44 @@ impl LeaseAhead {
         }
     }
 
-    /// A batch leased ahead for a Receive of `batch` on `subscription`, if one is waiting.
-    /// Taking a full one leases the next ahead.
+    /// Deliveries leased ahead on `subscription`, oldest first, as many as a Receive of
+    /// `batch` takes, if any are waiting. Taking a full batch leases the next ahead.
     pub fn take(&self, subscription: &Subscription, batch: Batch) -> Option<Vec<LeasedDelivery>> {
-        let deliveries = {
+        let name = subscription.name.as_str();
+        let taken = {
             let mut held = self.lock();
-            let ahead = held.by_subscription.get_mut(subscription.name.as_str())?;
-            let at = ahead.ready.iter().position(|ready| ready.batch == batch)?;
-            let ready = ahead.ready.remove(at)?;
-            held.in_all -= 1;
-            held.forget_if_idle(subscription.name.as_str());
-            ready.deliveries
+            let ahead = held.by_subscription.get_mut(name)?;
+            let mut taken = Vec::new();
+            let mut bytes: u64 = 0;
+            let mut emptied = 0;
+            while let Some(ready) = ahead.ready.front_mut() {
+                while let Some(delivery) = ready.deliveries.front() {
+                    let size = Batch::cost(delivery);
+                    let full = u32::try_from(taken.len()).unwrap_or(u32::MAX) >= batch.messages
+                        || (!taken.is_empty() && bytes.saturating_add(size) > batch.bytes);
+                    if full {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(size);
+                    taken.extend(ready.deliveries.pop_front());
+                }
+                if !ready.deliveries.is_empty() {
+                    break;
+                }
+                ahead.ready.pop_front();
+                emptied += 1;
+            }
+            held.in_all -= emptied;
+            held.forget_if_idle(name);
+            taken
         };
-        if batch.may_have_left_work(&deliveries) {
+        if taken.is_empty() {
+            return None;
+        }
+        if batch.may_have_left_work(&taken) {
             self.lease_next(subscription, batch);
         }
-        Some(deliveries)
+        Some(taken)
     }
 
     /// A Receive's lease of `batch` came back full: lease the next batch now (unless enough
@@ -139,7 +162,7 @@ impl LeaseAhead {
                 this.unreserve(&subscription);
                 return;
             }
-            let id = this.hold(&subscription, batch, deliveries);
+            let id = this.hold(&subscription, deliveries);
             // A Receive waiting on the subscription takes it now.
             signal.notify_one();
             let hold = HOLD.min(subscription.ack_deadline / 4);
@@ -182,12 +205,7 @@ impl LeaseAhead {
     }
 
     /// Holds a leased-ahead batch for the next Receive; returns its id.
-    fn hold(
-        &self,
-        subscription: &Subscription,
-        batch: Batch,
-        deliveries: Vec<LeasedDelivery>,
-    ) -> u64 {
+    fn hold(&self, subscription: &Subscription, deliveries: Vec<LeasedDelivery>) -> u64 {
         let mut held = self.lock();
         held.next_id += 1;
         let id = held.next_id;
@@ -198,8 +216,7 @@ impl LeaseAhead {
         ahead.leasing -= 1;
         ahead.ready.push_back(Ready {
             id,
-            batch,
-            deliveries,
+            deliveries: deliveries.into(),
         });
         id
     }
@@ -220,16 +237,17 @@ impl LeaseAhead {
             ready
         };
         let Some(ready) = ready else { return };
+        let deliveries: Vec<LeasedDelivery> = ready.deliveries.into();
         if let Err(error) = self
             .store
-            .return_leases(&ready.deliveries, Timestamp::now())
+            .return_leases(&deliveries, Timestamp::now())
             .await
         {
             // They stay leased and expire as any consumer's lease would.
             tracing::warn!(
                 error = %error,
                 subscription = %subscription.name.as_str(),
-                deliveries = ready.deliveries.len(),
+                deliveries = deliveries.len(),
                 "could not give back deliveries leased ahead; they are redelivered when their lease expires"
             );
         }

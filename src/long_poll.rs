@@ -41,7 +41,21 @@ pub async fn lease_or_wait(
 ) -> Result<Vec<LeasedDelivery>, StoreError> {
     let signal = wakeups.subscription(subscription.name.as_str());
     loop {
-        if let Some(leased) = ahead.and_then(|ahead| ahead.take(subscription, batch)) {
+        if let Some(ahead) = ahead
+            && let Some(mut leased) = ahead.take(subscription, batch)
+        {
+            // Less than the batch takes was held (the backlog's tail, or a larger batch than
+            // the one leased ahead): a lease tops it up, as a Receive without it would get.
+            if let Some(rest) = batch.rest_after(&leased) {
+                let running = signal.begin_lease();
+                let more = store.lease(subscription, rest, Timestamp::now()).await?;
+                let backlog = rest.may_have_left_work(&more);
+                running.end(backlog);
+                if backlog {
+                    ahead.lease_next(subscription, batch);
+                }
+                leased.extend(more);
+            }
             return Ok(leased);
         }
         // Register interest before looking, so a wake-up (or a lease's end) between the look

@@ -62,6 +62,35 @@ impl Batch {
         }
     }
 
+    /// What a leased delivery counts against a batch's bytes, as a lease counts it (payload,
+    /// headers as their JSON would take at most, keys and the allowance).
+    pub fn cost(delivery: &LeasedDelivery) -> u64 {
+        let headers: usize = delivery
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 6)
+            .sum::<usize>()
+            + 2;
+        let bytes = delivery.payload.len()
+            + headers
+            + delivery.key.as_str().len()
+            + delivery.ordering_key.as_str().len();
+        u64::try_from(bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(u64::try_from(rules::DELIVERY_ALLOWANCE).unwrap_or(0))
+    }
+
+    /// What is left of this batch after `taken` (deliveries leased ahead, handed out first),
+    /// if anything.
+    pub fn rest_after(&self, taken: &[LeasedDelivery]) -> Option<Batch> {
+        let count = u32::try_from(taken.len()).unwrap_or(u32::MAX);
+        let bytes: u64 = taken.iter().map(Batch::cost).sum();
+        (count < self.messages && bytes < self.bytes).then(|| Batch {
+            messages: self.messages - count,
+            bytes: self.bytes - bytes,
+        })
+    }
+
     /// Whether a lease of this batch that handed out `leased` may have left due deliveries
     /// behind: it is full by count, or near its byte budget (payloads and the allowance per
     /// delivery only, so it errs towards yes). Then another waiting consumer should look.

@@ -47,6 +47,51 @@ async fn receive_leases_a_delivery_with_attempt_one() {
 }
 
 #[tokio::test]
+async fn on_a_backlog_the_next_batch_is_leased_ahead_and_handed_out_in_order() {
+    let server = TestServer::start_with(|config| config.limits.lease_ahead_batches = 4).await;
+    server.create_subscription(subscription(SUB, TOPIC)).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(server.publish(TOPIC, &format!("order-{n}")).await);
+    }
+    let keys = |deliveries: &[courier::proto::Delivery]| -> Vec<String> {
+        deliveries.iter().map(|d| d.key.clone()).collect()
+    };
+
+    // A full Receive: the next batch of two is leased before anyone asks for it.
+    let first = server.receive(SUB, 2, Duration::ZERO).await;
+    assert_eq!(keys(&first), ["order-0", "order-1"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.delivery_status(&ids[3], SUB).await.state() != DeliveryState::Leased {
+        assert!(Instant::now() < deadline, "the next batch is leased ahead");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Committed; held for the next Receive a moment later (and for 200 ms).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // A larger Receive gets the two leased ahead, topped up by a lease, in order; then the rest.
+    let second = server.receive(SUB, 3, Duration::from_secs(5)).await;
+    assert_eq!(keys(&second), ["order-2", "order-3", "order-4"]);
+    assert!(second.iter().all(|d| d.attempt == 1));
+    let rest = server.receive(SUB, 10, Duration::from_secs(5)).await;
+    assert_eq!(keys(&rest), ["order-5"]);
+
+    let receipts: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .chain(&rest)
+        .map(|d| d.receipt.as_str())
+        .collect();
+    assert!(
+        server
+            .ack(SUB, &receipts)
+            .await
+            .iter()
+            .all(|status| *status == AckStatus::Ok)
+    );
+}
+
+#[tokio::test]
 async fn receive_hands_out_at_most_max_messages() {
     let server = TestServer::start().await;
     server.create_subscription(subscription(SUB, TOPIC)).await;

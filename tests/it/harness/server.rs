@@ -31,6 +31,9 @@ pub fn test_config() -> Config {
     config.shutdown_grace = Duration::from_secs(1);
     // Tests run in parallel: none takes the default metrics port (tests/it/metrics.rs picks one).
     config.metrics_listen = String::new();
+    // Tests that count states right after a Receive would see the batches a full Receive leases
+    // ahead; the lease-ahead tests (consumer/receive.rs) turn it on.
+    config.limits.lease_ahead_batches = 0;
     config
 }
 
