@@ -25,9 +25,11 @@ use crate::wakeups::Wakeups;
 /// memory held: each batch is at most its Receive's byte budget (`limits.max_receive_bytes`,
 /// 4 MB by default; a typical backlog batch of 256 deliveries of 1 KiB is a quarter of one).
 const AHEAD_IN_ALL: usize = 16;
-/// Longest a leased-ahead batch waits for a Receive before it goes back: a consumer on a
-/// backlog is back within milliseconds. Never more than a quarter of the ack deadline.
-pub const HOLD: Duration = Duration::from_millis(200);
+/// Longest a leased-ahead batch waits for a Receive before it goes back. A consumer that acks
+/// at once is back within milliseconds; one that works up to this long on a batch still finds
+/// the next waiting rather than leased and given back each time. Never more than a quarter of
+/// the ack deadline, so a batch handed out late keeps most of its lease.
+pub const HOLD: Duration = Duration::from_secs(1);
 
 /// The batches leased ahead on this process, shared by every Receive.
 #[derive(Clone)]

@@ -66,7 +66,7 @@ async fn on_a_backlog_the_next_batch_is_leased_ahead_and_handed_out_in_order() {
         assert!(Instant::now() < deadline, "the next batch is leased ahead");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Committed; held for the next Receive a moment later (and for 200 ms).
+    // Committed; held for the next Receive a moment later (and for a second).
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     // A larger Receive gets the two leased ahead, topped up by a lease, in order; then the rest.
