@@ -1,12 +1,12 @@
 //! Lease-ahead on a backlog: when a Receive's lease comes back full, this process leases the
 //! subscription's next batch at once, while that consumer works and acks, and holds it for the
-//! next Receive, which hands it out (as much of it as its batch takes; a lease tops up a
-//! batch it does not fill) without waiting for a lease. A
-//! consumer's round trip then overlaps its next lease, as RabbitMQ's prefetch overlaps its
-//! next deliveries. A held batch nobody takes within [`HOLD`] goes back to the store
-//! (`Store::return_leases`: pending again, in its place, the attempt not counted), and so do
-//! all held batches when the server shuts down. Only a crash leaves a held batch leased; its
-//! leases then expire as any consumer's would.
+//! next Receive, which hands it out without waiting for a lease (as much of it as its batch
+//! takes; a lease tops up a batch that what is held does not fill). A consumer's round trip
+//! then overlaps its next lease, as RabbitMQ's prefetch overlaps its next deliveries. A held
+//! batch nobody takes within [`HOLD`] goes back to the store (`Store::return_leases`: pending
+//! again, in its place, the attempt not counted), and so do all held batches when the server
+//! shuts down. Only a crash leaves a held batch leased; its leases then expire as any
+//! consumer's would.
 //!
 //! Steady traffic never leases ahead: its leases come back short.
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{LeasedDelivery, Subscription, Timestamp};
 use crate::lease_ahead::LeaseAhead;
 use crate::store::{Batch, Store, StoreError};
-use crate::wakeups::{Look, Wakeups};
+use crate::wakeups::{Look, SubscriptionSignal, Wakeups};
 
 /// Floor on a long poll's sleep when the store reports work due that a lease did not find
 /// (another consumer took it, or clock rounding); keeps a disagreement from spinning the CPU.
@@ -46,15 +46,12 @@ pub async fn lease_or_wait(
         {
             // Less than the batch takes was held (the backlog's tail, or a larger batch than
             // the one leased ahead): a lease tops it up, as a Receive without it would get.
+            // What was held is handed out even if that lease fails.
             if let Some(rest) = batch.rest_after(&leased) {
-                let running = signal.begin_lease();
-                let more = store.lease(subscription, rest, Timestamp::now()).await?;
-                let backlog = rest.may_have_left_work(&more);
-                running.end(backlog);
-                if backlog {
-                    ahead.lease_next(subscription, batch);
+                match lease(store, &signal, Some(ahead), subscription, (rest, batch)).await {
+                    Ok(more) => leased.extend(more),
+                    Err(error) => tracing::debug!(error = %error, "topping up a held batch failed"),
                 }
-                leased.extend(more);
             }
             return Ok(leased);
         }
@@ -82,13 +79,7 @@ pub async fn lease_or_wait(
             }
         };
         if worth_leasing {
-            let running = signal.begin_lease();
-            let leased = store.lease(subscription, batch, Timestamp::now()).await?;
-            let backlog = batch.may_have_left_work(&leased);
-            running.end(backlog);
-            if backlog && let Some(ahead) = ahead {
-                ahead.lease_next(subscription, batch);
-            }
+            let leased = lease(store, &signal, ahead, subscription, (batch, batch)).await?;
             if !leased.is_empty() {
                 return Ok(leased);
             }
@@ -114,4 +105,23 @@ pub async fn lease_or_wait(
             () = shutdown.cancelled() => return Ok(Vec::new()),
         }
     }
+}
+
+/// One lease of `this` batch, known to the subscription's `signal` while it runs; one that comes
+/// back full (a backlog) passes the wake-up on and leases the `next` batch `ahead`.
+async fn lease(
+    store: &dyn Store,
+    signal: &SubscriptionSignal,
+    ahead: Option<&LeaseAhead>,
+    subscription: &Subscription,
+    (this, next): (Batch, Batch),
+) -> Result<Vec<LeasedDelivery>, StoreError> {
+    let running = signal.begin_lease();
+    let leased = store.lease(subscription, this, Timestamp::now()).await?;
+    let backlog = this.may_have_left_work(&leased);
+    running.end(backlog);
+    if backlog && let Some(ahead) = ahead {
+        ahead.lease_next(subscription, next);
+    }
+    Ok(leased)
 }
