@@ -63,7 +63,7 @@ impl Batch {
     }
 
     /// What a leased delivery counts against a batch's bytes, as a lease counts it (payload,
-    /// headers as their JSON would take at most, keys and the allowance).
+    /// headers about as their JSON takes them, keys and the allowance).
     pub fn cost(delivery: &LeasedDelivery) -> u64 {
         let headers: usize = delivery
             .headers
