@@ -45,14 +45,21 @@ pub struct LeaseAhead {
 
 #[derive(Default)]
 struct Held {
+    /// Only subscriptions with a batch held or being leased: at most `AHEAD_IN_ALL`.
     by_subscription: HashMap<String, Ahead>,
-    /// Batches held or being leased, over all subscriptions.
-    in_all: usize,
     /// Tells one held batch from another, so the hold timer of a taken one finds it gone.
     next_id: u64,
 }
 
 impl Held {
+    /// Batches held or being leased, over all subscriptions.
+    fn in_all(&self) -> usize {
+        self.by_subscription
+            .values()
+            .map(|ahead| ahead.ready.len() + ahead.leasing)
+            .sum()
+    }
+
     /// Drops a subscription's entry once nothing is held or being leased for it.
     fn forget_if_idle(&mut self, name: &str) {
         if self
@@ -105,7 +112,6 @@ impl LeaseAhead {
             let ahead = held.by_subscription.get_mut(name)?;
             let mut taken = Vec::new();
             let mut bytes: u64 = 0;
-            let mut emptied = 0;
             while let Some(ready) = ahead.ready.front_mut() {
                 while let Some(delivery) = ready.deliveries.front() {
                     let size = Batch::cost(delivery);
@@ -121,9 +127,7 @@ impl LeaseAhead {
                     break;
                 }
                 ahead.ready.pop_front();
-                emptied += 1;
             }
-            held.in_all -= emptied;
             held.forget_if_idle(name);
             taken
         };
@@ -184,14 +188,13 @@ impl LeaseAhead {
             .by_subscription
             .get(name)
             .map_or(0, |ahead| ahead.ready.len() + ahead.leasing);
-        if held.in_all >= AHEAD_IN_ALL || ahead >= self.per_subscription {
+        if held.in_all() >= AHEAD_IN_ALL || ahead >= self.per_subscription {
             return false;
         }
         held.by_subscription
             .entry(name.to_owned())
             .or_default()
             .leasing += 1;
-        held.in_all += 1;
         true
     }
 
@@ -202,7 +205,6 @@ impl LeaseAhead {
         if let Some(ahead) = held.by_subscription.get_mut(name) {
             ahead.leasing -= 1;
         }
-        held.in_all -= 1;
         held.forget_if_idle(name);
     }
 
@@ -234,7 +236,6 @@ impl LeaseAhead {
                 return;
             };
             let ready = ahead.ready.remove(at);
-            held.in_all -= 1;
             held.forget_if_idle(subscription.name.as_str());
             ready
         };

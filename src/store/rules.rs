@@ -4,7 +4,7 @@
 
 use crate::domain::{
     DeliveryState, LeaseCheck, MessageId, MessageKey, Name, Quoted, Receipt, Subscription,
-    check_lease,
+    Timestamp, check_lease,
 };
 use crate::store::StoreError;
 
@@ -12,6 +12,12 @@ use crate::store::StoreError;
 /// stored, JSON), key and ordering key: an allowance for its ids, names, receipt and times, so
 /// that an answer within the budget stays within a client's message limit.
 pub const DELIVERY_ALLOWANCE: i64 = 512;
+
+/// When a delivery leased ahead and given back (`Store::return_leases`) is due again: from
+/// its publish time, so it keeps its place among those leased after it (it was due already).
+pub fn due_again(published_at: Timestamp, now: Timestamp) -> Timestamp {
+    published_at.min(now)
+}
 
 /// How many of the candidates, with these sizes in lease order, one lease of `batch` hands
 /// out: those that fit in the byte budget, and always the first.

@@ -316,7 +316,7 @@ pub async fn return_leases(
         subscriptions.push(delivery.receipt.subscription.as_str());
         ids.push(delivery.receipt.message_id.as_uuid());
         generations.push(i64::from(delivery.receipt.generation));
-        due.push(delivery.published_at.min(now).as_millis());
+        due.push(rules::due_again(delivery.published_at, now).as_millis());
     }
     let count = sqlx::query(
         "UPDATE deliveries d SET state = 'PENDING', attempts = d.attempts - 1, \

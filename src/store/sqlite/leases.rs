@@ -236,7 +236,7 @@ pub fn return_leases(
              next_attempt_at = ?, lease_expires_at = NULL, updated_at = ? \
              WHERE subscription = ? AND message_id = ? AND generation = ? AND state = 'LEASED'",
             params![
-                (*published_at).min(now).as_millis(),
+                rules::due_again(*published_at, now).as_millis(),
                 now.as_millis(),
                 receipt.subscription.as_str(),
                 receipt.message_id.to_string(),
