@@ -188,15 +188,10 @@ impl BenchError {
     }
 }
 
-/// Logs to stderr (stdout carries the report, and the child server's protocol), warnings and
-/// errors only unless `RUST_LOG` says otherwise.
+/// Logs to stderr (stdout carries the report, and the child server's protocol) as the server
+/// does, warnings and errors only unless `RUST_LOG` says otherwise.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _already_installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::telemetry::init_quiet_tracing();
 }
 
 /// `courier bench --overload FACTOR` (or `--overload-rate N`): calibrate, then offer FACTOR

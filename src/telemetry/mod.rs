@@ -36,8 +36,26 @@ pub fn init_tracing(
     format: LogFormat,
     telemetry: &TelemetryConfig,
 ) -> Result<Telemetry, TelemetryError> {
+    install(format, telemetry, "info")
+}
+
+/// Logs as [`init_tracing`] does, plain text and no export, but only warnings and errors
+/// unless `RUST_LOG` says otherwise: `courier bench` and the server it starts, whose stderr
+/// should hold what went wrong, not every call. So `RUST_LOG=info courier bench` measures
+/// the logging `courier serve` does by default.
+pub fn init_quiet_tracing() {
+    let no_export = TelemetryConfig::default();
+    let _never_fails_without_export = install(LogFormat::Plain, &no_export, "warn");
+}
+
+/// The subscriber, with `default_filter` where `RUST_LOG` is unset.
+fn install(
+    format: LogFormat,
+    telemetry: &TelemetryConfig,
+    default_filter: &str,
+) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .unwrap_or_else(|_| EnvFilter::new(default_filter))
         .add_directive(
             format!("{EXPORT_ONLY}=off")
                 .parse()
