@@ -22,6 +22,8 @@ COPY migrations ./migrations
 COPY src ./src
 # The Rust client is a workspace member: Cargo reads its manifest even to build the server.
 COPY clients/rust ./clients/rust
+# The crate the server and the Rust client share (write coalescing).
+COPY crates ./crates
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin courier \

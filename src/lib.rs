@@ -7,7 +7,6 @@ pub mod bench;
 pub mod callbacks;
 pub mod cli;
 pub mod client;
-pub mod coalesce;
 pub mod config;
 pub mod console;
 pub mod convert;

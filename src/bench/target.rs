@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::AuthChannel;
-use crate::coalesce::CoalescedConnector;
 use async_trait::async_trait;
+use courier_coalesce::CoalescedConnector;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

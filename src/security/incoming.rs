@@ -21,7 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use super::Swappable;
-use crate::coalesce::Coalesced;
+use courier_coalesce::Coalesced;
 
 /// Longest a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

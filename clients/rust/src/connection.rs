@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use courier_coalesce::CoalescedConnector;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -56,22 +57,35 @@ impl Connection {
     /// Needs a Tokio runtime.
     pub fn connect_lazy(&self) -> Result<CourierChannel, ConnectionError> {
         let metadata = self.metadata()?;
-        Ok(InterceptedService::new(
-            self.endpoint()?.connect_lazy(),
-            metadata,
-        ))
+        let endpoint = self.endpoint()?;
+        let channel = if self.is_tls() {
+            endpoint.connect_lazy()
+        } else {
+            endpoint.connect_with_connector_lazy(CoalescedConnector)
+        };
+        Ok(InterceptedService::new(channel, metadata))
     }
 
     /// A channel, connected now: an unreachable server is an error here rather than on the
     /// first call.
     pub async fn connect(&self) -> Result<CourierChannel, ConnectionError> {
         let metadata = self.metadata()?;
-        let channel = self
-            .endpoint()?
-            .connect()
-            .await
+        let endpoint = self.endpoint()?;
+        let channel = if self.is_tls() {
+            endpoint.connect().await
+        } else {
+            endpoint.connect_with_connector(CoalescedConnector).await
+        };
+        let channel = channel
             .map_err(|e| ConnectionError(format!("cannot connect to {}: {e}", self.uri())))?;
         Ok(InterceptedService::new(channel, metadata))
+    }
+
+    /// Over plain HTTP/2 the channel connects through [`CoalescedConnector`]: the requests of
+    /// calls made together (a producer's concurrent sends) leave in one write, as Courier's
+    /// answers do. Over TLS, tonic's own connector.
+    fn is_tls(&self) -> bool {
+        self.uri().starts_with("https://")
     }
 
     fn uri(&self) -> String {
@@ -87,7 +101,7 @@ impl Connection {
         let uri = self.uri();
         let endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| ConnectionError(format!("{uri:?} is not an address: {e}")))?;
-        if !uri.starts_with("https://") {
+        if !self.is_tls() {
             if self.ca_file.is_some() {
                 return Err(ConnectionError(format!(
                     "a CA file needs an https:// address, not {uri}"

@@ -6,7 +6,8 @@
 //! connection's task twenty times, and each time it wrote one small response to the socket:
 //! a system call, and on the client one more read and wake-up, per call. Holding the write
 //! back costs an idle connection one extra poll of its task (microseconds), never a timer.
-//! The bench's client connects the same way ([`CoalescedConnector`]).
+//! Clients connect the same way ([`CoalescedConnector`]): Courier's Rust client library and
+//! `courier bench`.
 
 use std::future::Future;
 use std::io;
@@ -113,8 +114,9 @@ impl<T: Connected> Connected for Coalesced<T> {
 }
 
 /// Connects a tonic channel over plain TCP (`Endpoint::connect_with_connector`), with the
-/// requests of calls made together sharing a write as the server's answers do. `courier
-/// bench` connects with it; the operator commands make one call each and do not need it.
+/// requests of calls made together sharing a write as the server's answers do. The Rust
+/// client library and `courier bench` connect with it; the operator commands make one call
+/// each and do not need it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CoalescedConnector;
 
