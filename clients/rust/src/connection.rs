@@ -81,9 +81,9 @@ impl Connection {
         Ok(InterceptedService::new(channel, metadata))
     }
 
-    /// Over plain HTTP/2 the channel connects through [`CoalescedConnector`]: the requests of
-    /// calls made together (a producer's concurrent sends) leave in one write, as Courier's
-    /// answers do. Over TLS, tonic's own connector.
+    /// Whether the address is `https://`. Over plain HTTP/2 the channel connects through
+    /// [`CoalescedConnector`]: the requests of calls made together (a producer's concurrent
+    /// sends) leave in one write, as Courier's answers do. Over TLS, tonic's own connector.
     fn is_tls(&self) -> bool {
         self.uri().starts_with("https://")
     }
