@@ -110,23 +110,17 @@ impl LeaseAhead {
         let taken = {
             let mut held = self.lock();
             let ahead = held.by_subscription.get_mut(name)?;
-            let mut taken = Vec::new();
-            let mut bytes: u64 = 0;
-            while let Some(ready) = ahead.ready.front_mut() {
-                while let Some(delivery) = ready.deliveries.front() {
-                    let size = Batch::cost(delivery);
-                    let full = u32::try_from(taken.len()).unwrap_or(u32::MAX) >= batch.messages
-                        || (!taken.is_empty() && bytes.saturating_add(size) > batch.bytes);
-                    if full {
-                        break;
-                    }
-                    bytes = bytes.saturating_add(size);
-                    taken.extend(ready.deliveries.pop_front());
+            let mut wanted = batch.takes(ahead.ready.iter().flat_map(|ready| &ready.deliveries));
+            let mut taken = Vec::with_capacity(wanted);
+            while wanted > 0
+                && let Some(ready) = ahead.ready.front_mut()
+            {
+                let from_this = wanted.min(ready.deliveries.len());
+                taken.extend(ready.deliveries.drain(..from_this));
+                wanted -= from_this;
+                if ready.deliveries.is_empty() {
+                    ahead.ready.pop_front();
                 }
-                if !ready.deliveries.is_empty() {
-                    break;
-                }
-                ahead.ready.pop_front();
             }
             held.forget_if_idle(name);
             taken

@@ -80,6 +80,16 @@ impl Batch {
             .saturating_add(u64::try_from(rules::DELIVERY_ALLOWANCE).unwrap_or(0))
     }
 
+    /// How many of `deliveries`, in order, one Receive of this batch hands out: the lease's
+    /// rule (`rules::fitting`) within the batch's count.
+    pub fn takes<'a>(&self, deliveries: impl IntoIterator<Item = &'a LeasedDelivery>) -> usize {
+        let sizes = deliveries
+            .into_iter()
+            .take(usize::try_from(self.messages).unwrap_or(usize::MAX))
+            .map(|delivery| i64::try_from(Batch::cost(delivery)).unwrap_or(i64::MAX));
+        rules::fitting(sizes, *self)
+    }
+
     /// What is left of this batch after `taken` (deliveries leased ahead, handed out first),
     /// if anything.
     pub fn rest_after(&self, taken: &[LeasedDelivery]) -> Option<Batch> {
@@ -306,6 +316,28 @@ mod tests {
             lease_expires_at: Timestamp::from_millis(0),
             trace: None,
         }
+    }
+
+    #[test]
+    fn a_batch_takes_what_fits_its_count_and_bytes_and_always_the_first() {
+        let held: Vec<_> = (0..5).map(|_| leased(1_000)).collect();
+        let one = Batch::cost(&held[0]);
+        let by_count = Batch {
+            messages: 3,
+            bytes: 1_000_000,
+        };
+        assert_eq!(by_count.takes(&held), 3);
+        let by_bytes = Batch {
+            messages: 10,
+            bytes: 2 * one + 1,
+        };
+        assert_eq!(by_bytes.takes(&held), 2);
+        let too_small = Batch {
+            messages: 10,
+            bytes: 1,
+        };
+        assert_eq!(too_small.takes(&held), 1, "the first, whatever its size");
+        assert_eq!(by_count.takes(&[]), 0);
     }
 
     #[test]
