@@ -143,7 +143,7 @@ impl<'t> Tx<'t, '_> {
 /// (the other kinds' batches, leases and Acks keep its cores busy meanwhile). On the 2-core
 /// test machine two in flight made smaller batches that cost more CPU per message:
 /// Prepare + Confirm at 64 producers 2,879–3,026 msg/s against 3,477–3,785 with one, and
-/// confirm-to-delivery p99 at 1,700 msg/s 31–33 ms against 24–29 (README, Performance).
+/// confirm-to-delivery p99 at 1,700 msg/s 31–33 ms against 24–29 (docs/performance-log.md).
 const BATCHES_IN_FLIGHT: usize = 1;
 /// Most calls one batch writes.
 const BATCH_ITEMS: usize = 256;
