@@ -20,11 +20,8 @@
 --   rows it updated as well as the rows it claimed, and the caller hands out only the rows in
 --   both (`leases::lease`).
 --
--- With hash and merge joins, bitmap scans and sorts off as well, and the generic plan forced,
--- the plan is made at the first call on each connection and again only when the tables'
--- definitions or statistics change. JIT is off: the sort the byte budget needs is costed as
--- disabled, and that cost alone would have every call compiled (half a second). The rows come back in the order the lease rule needs
--- (oldest due first), and the byte budget counts each message's size as before.
+-- The byte budget counts the messages in due order, as before; the caller sorts what it hands
+-- out. The settings that leave the planner no other plan are at the end of this file.
 CREATE FUNCTION courier_lease(
     subscription_name  TEXT,
     subscription_topic TEXT,
@@ -51,13 +48,6 @@ RETURNS TABLE (
     traceparent  TEXT,
     tracestate   TEXT)
 LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-SET enable_sort = off
-SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -132,13 +122,6 @@ RETURNS TABLE (
     attempts     BIGINT,
     ordering_key TEXT)
 LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-SET enable_sort = off
-SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -190,3 +173,29 @@ BEGIN
         found_attempts, found_lane_keys);
 END
 $$;
+
+-- The settings both functions run with, and their statements are planned under: the generic
+-- plan always (made at a connection's first call, again only when a table's definition or
+-- statistics change), and no sequential or bitmap scans and no sorts, so that the planner has
+-- no plan left but the ones above (their joins are all LATERAL lookups, which no join method
+-- can turn around). JIT is off: the sorts that remain (the lease's byte budget, the Ack's key
+-- order) are costed as disabled, and that cost alone would have every call compiled (half a
+-- second).
+DO $$
+DECLARE
+    planned_once REGPROCEDURE;
+BEGIN
+    FOREACH planned_once IN ARRAY ARRAY[
+        'courier_lease(text, text, bigint, bigint, bigint, boolean, text, bigint, bigint)',
+        'courier_ack(text[], uuid[], bigint[], bigint, boolean)']::REGPROCEDURE[]
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_generic_plan '
+            'SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off '
+            'SET jit = off', planned_once);
+    END LOOP;
+END
+$$;
+
+-- The trigger that finishes messages runs inside those functions' UPDATEs, and would inherit
+-- the forced generic plan; its statements keep choosing their plans as before.
+ALTER FUNCTION courier_final_on_done_rows() SET plan_cache_mode = auto;
