@@ -641,3 +641,50 @@ async fn leases_and_acks_planned_on_empty_vacuumed_tables_still_find_rows_by_key
         .unwrap();
     assert_eq!(leased.len(), 5);
 }
+
+#[tokio::test]
+async fn an_ack_that_waited_for_a_delivery_another_transaction_changed_runs_again_and_acks_it() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (store, _) = open(database.url(), &PostgresConfig::default()).await;
+    let now = Timestamp::now();
+    store.create_subscription(subscription(now)).await.unwrap();
+    store.insert_message(message("k1", true)).await.unwrap();
+    let batch = Batch {
+        messages: 1,
+        bytes: 1 << 20,
+    };
+    let leased = store
+        .lease(&subscription(now), batch, Timestamp::now())
+        .await
+        .unwrap();
+    let receipt = leased[0].receipt.clone();
+    // Another transaction writes a new version of the delivery (same state and generation,
+    // so the receipt still holds it) and keeps it locked while the Ack begins.
+    let mut other = sqlx::PgConnection::connect(database.url()).await.unwrap();
+    sqlx::raw_sql("BEGIN; UPDATE deliveries SET updated_at = updated_at + 1")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let ack = tokio::spawn({
+        let (store, receipt) = (Arc::new(store), receipt.clone());
+        async move {
+            let acked = store.ack(&[receipt], Timestamp::now()).await;
+            (store, acked)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ack.is_finished(), "the Ack waits for the delivery's lock");
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    let (_store, acked) = ack.await.unwrap();
+    assert_eq!(acked.unwrap(), vec![crate::domain::AckStatus::Ok]);
+    let state: String = sqlx::query_scalar("SELECT state FROM deliveries")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(
+        state, "ACKED",
+        "the Ack answered OK, so the delivery must be acked"
+    );
+}
