@@ -21,6 +21,8 @@ mod listener;
 mod notify;
 mod one_statement;
 mod ops;
+#[cfg(test)]
+mod plan_tests;
 mod reads;
 mod rows;
 mod scheduling;

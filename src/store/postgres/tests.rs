@@ -24,7 +24,7 @@ fn name(value: &str) -> Name {
     Name::parse("name", value).unwrap()
 }
 
-fn subscription(now: Timestamp) -> Subscription {
+pub(super) fn subscription(now: Timestamp) -> Subscription {
     Subscription {
         name: name(SUB),
         topic: name(TOPIC),
@@ -69,7 +69,7 @@ fn fast_config() -> PostgresConfig {
     }
 }
 
-async fn open(url: &str, config: &PostgresConfig) -> (PostgresStore, Wakeups) {
+pub(super) async fn open(url: &str, config: &PostgresConfig) -> (PostgresStore, Wakeups) {
     let wakeups = Wakeups::default();
     let store = PostgresStore::open(url, config, wakeups.clone())
         .await
