@@ -113,7 +113,7 @@ impl Default for Limits {
             max_receive_bytes: 4_000_000,
             in_flight: InFlightLimits::default(),
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
-            lease_ahead_batches: 4,
+            lease_ahead_batches: 8,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Consumer-side write operations on PostgreSQL, each inside the caller's transaction (or one
 //! statement committing by itself): leasing, Ack, Nack, ExtendLease, Reject and ending
-//! expired leases. Like `ops`, every read a write depends on locks its rows first and every
-//! UPDATE still names the state and generation it expects.
+//! expired leases. Like `ops`, every read a write depends on locks its rows first, and every
+//! UPDATE names the state and generation it expects or, in the lease and the Ack (functions of
+//! migration 0015), the very row versions it locked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::notify;
@@ -22,12 +23,16 @@ use crate::store::history::{EventKind, NewEvent};
 use crate::store::lanes::distinct_lanes;
 use crate::store::{Batch, Effects, ExpiredLeases, StoreError, Written, rules};
 
-/// Claims up to `max` due deliveries in one statement. Rows another transaction holds (a
-/// replica leasing, acking or expiring them right now) are skipped, not waited for; the rows
-/// it claims stay locked until it commits, and the UPDATE finds them by primary key and the
-/// generation it locked, so no two replicas ever lease the same delivery. (Matching on
-/// `state` there instead let the planner, on a table without statistics yet, look each row
-/// up through the due index, reading every pending row of the subscription per claimed row.)
+/// Claims up to `max` due deliveries in one statement (`courier_lease`, migration 0015, whose
+/// plan is made once per connection and finds every row by key). Rows another transaction
+/// holds (a replica leasing, acking or expiring them right now) are skipped, not waited for;
+/// the rows it claims stay locked until it commits, so no two replicas ever lease the same
+/// delivery.
+///
+/// The function answers the rows it claimed (with their messages) and, apart, the ids of the
+/// rows its UPDATE changed: a claimed row whose new version the UPDATE could not see (changed
+/// by a transaction that committed after the statement began) stays PENDING, and only rows in
+/// both are handed out.
 ///
 /// One statement, so it commits on its own. With `announce`, it also tells the other
 /// replicas that this one made leases (`notify::DEADLINES`), if it made any.
@@ -39,52 +44,35 @@ pub async fn lease(
     announce: bool,
 ) -> Written<Vec<LeasedDelivery>> {
     let lease_expires_at = now.plus(subscription.ack_deadline);
-    let claimed = sqlx::query(
-        "WITH due AS MATERIALIZED ( \
-           SELECT subscription, message_id, generation, next_attempt_at FROM deliveries \
-           WHERE subscription = $1 AND state = 'PENDING' AND next_attempt_at <= $2 \
-           ORDER BY next_attempt_at, message_id LIMIT $3 \
-           FOR UPDATE SKIP LOCKED), \
-         sized AS ( \
-           SELECT due.*, m.producer, m.topic, m.key, m.ordering_key, m.payload, m.headers, \
-             m.decided_at, m.traceparent, m.tracestate, \
-             sum(octet_length(m.payload) + octet_length(m.headers) + octet_length(m.key) \
-               + octet_length(m.ordering_key) + $7) \
-               OVER (ORDER BY due.next_attempt_at, due.message_id ROWS UNBOUNDED PRECEDING) \
-               AS running, \
-             row_number() OVER (ORDER BY due.next_attempt_at, due.message_id) AS n \
-           FROM due JOIN messages m ON m.id = due.message_id) \
-         UPDATE deliveries d SET state = 'LEASED', attempts = d.attempts + 1, \
-           generation = d.generation + 1, lease_expires_at = $4, next_attempt_at = NULL, \
-           updated_at = $2 \
-         FROM sized due \
-         WHERE d.subscription = due.subscription AND d.message_id = due.message_id \
-           AND d.generation = due.generation AND (due.n = 1 OR due.running <= $8) \
-         RETURNING d.message_id, d.attempts, d.generation, due.next_attempt_at AS due_at, \
-           due.producer, due.topic, due.key, due.ordering_key, due.payload, due.headers, \
-           due.decided_at, due.traceparent, due.tracestate, \
-           CASE WHEN $5 THEN pg_notify($6, '') END AS announced",
-    )
-    // Planned with this call's values: a generic plan guesses a large LIMIT and hashes
-    // the whole table instead of fetching the claimed rows by key.
-    .persistent(false)
-    .bind(subscription.name.as_str())
-    .bind(now.as_millis())
-    .bind(i64::from(batch.messages))
-    .bind(lease_expires_at.as_millis())
-    .bind(announce)
-    // One per leased row; PostgreSQL sends identical notifications of a transaction once.
-    .bind(notify::DEADLINES)
-    .bind(rules::DELIVERY_ALLOWANCE)
-    .bind(i64::try_from(batch.bytes).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut leased = Vec::with_capacity(claimed.len());
-    for row in &claimed {
-        let leased_delivery = rows::leased_delivery(row, &subscription.name, lease_expires_at)?;
-        leased.push((row.int("due_at")?, leased_delivery));
+    let rows = sqlx::query("SELECT * FROM courier_lease($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(subscription.name.as_str())
+        .bind(subscription.topic.as_str())
+        .bind(now.as_millis())
+        .bind(i64::from(batch.messages))
+        .bind(lease_expires_at.as_millis())
+        .bind(announce)
+        .bind(notify::DEADLINES)
+        .bind(rules::DELIVERY_ALLOWANCE)
+        .bind(i64::try_from(batch.bytes).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut updated = HashSet::with_capacity(rows.len() / 2);
+    let mut claimed = Vec::with_capacity(rows.len() / 2);
+    for row in &rows {
+        if row.try_get::<bool, _>("leased")? {
+            updated.insert(row.id("message_id")?);
+        } else {
+            claimed.push(row);
+        }
     }
-    // RETURNING has no order: hand them out oldest due first, as SQLite does.
+    let mut leased = Vec::with_capacity(claimed.len());
+    for row in claimed {
+        if updated.contains(&row.id("message_id")?) {
+            let leased_delivery = rows::leased_delivery(row, &subscription.name, lease_expires_at)?;
+            leased.push((row.int("due_at")?, leased_delivery));
+        }
+    }
+    // A UNION has no order: hand them out oldest due first, as SQLite does.
     leased.sort_by(|(a_due, a), (b_due, b)| {
         (a_due, a.receipt.message_id).cmp(&(b_due, b.receipt.message_id))
     });
@@ -111,40 +99,17 @@ async fn lock_delivery(
 
 type DeliveryKey = (String, MessageId);
 
-/// Acks receipts (`$1`–`$3`) at `$4`. It locks every named delivery in key order (two
-/// batches never deadlock), then acks each delivery its receipt still holds; a delivery in a
-/// lane only with `$5` (the caller then lets the lane go on, in its transaction). Answers
-/// every named delivery as it found it. The messages the acks finish are locked after that,
-/// in id order, by the statement's trigger (`courier_final_on_done_rows`): every lock on a
-/// delivery comes before every lock on a message, so acks of one message on two subscriptions
-/// queue up instead of deadlocking.
-///
-/// The UPDATE finds its rows by primary key alone, from the locked rows (`doomed`), and judges
-/// state and generation there: the lock keeps them as read. With those tests on `deliveries`
-/// itself, a table loaded faster than autovacuum analyzes it got them estimated at a few rows,
-/// and the planner scanned the whole table once per receipt (1.7 s for 256 receipts at 60,000
-/// deliveries).
-const ACK: &str = "\
-WITH acks AS ( \
-  SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[]) \
-    AS a(subscription, message_id, generation)), \
-held AS ( \
-  SELECT d.subscription, d.message_id, d.state, d.generation, d.attempts, d.ordering_key \
-  FROM deliveries d \
-  WHERE (d.subscription, d.message_id) IN (SELECT subscription, message_id FROM acks) \
-  ORDER BY d.subscription, d.message_id FOR UPDATE), \
-doomed AS ( \
-  SELECT DISTINCT h.subscription, h.message_id FROM held h \
-  WHERE h.state IN ('PENDING', 'LEASED', 'DEAD') AND ($5 OR h.ordering_key IS NULL) \
-    AND (h.subscription, h.message_id, h.generation) IN \
-        (SELECT subscription, message_id, generation FROM acks)), \
-acked AS ( \
-  UPDATE deliveries d SET state = 'ACKED', lease_expires_at = NULL, \
-    next_attempt_at = NULL, updated_at = $4 \
-  FROM doomed x \
-  WHERE d.subscription = x.subscription AND d.message_id = x.message_id \
-  RETURNING d.message_id) \
-SELECT subscription, message_id, state, generation, attempts, ordering_key FROM held";
+/// Acks receipts at a time, in one statement (`courier_ack`, migration 0015, whose plan is
+/// made once per connection and finds every row by key). It locks every named delivery in key
+/// order (two batches never deadlock), then acks each delivery its receipt still holds; a
+/// delivery in a lane only when asked to (the caller then lets the lane go on, in its
+/// transaction). Answers every named delivery as it found it. The messages the acks finish are
+/// locked after that, in id order, by the statement's trigger (`courier_final_on_done_rows`):
+/// every lock on a delivery comes before every lock on a message, so acks of one message on
+/// two subscriptions queue up instead of deadlocking. A delivery that changed while the
+/// statement waited for its lock makes it fail as a serialization conflict, and the call runs
+/// again (`calls::Calls`).
+const ACK: &str = "SELECT * FROM courier_ack($1, $2, $3, $4, $5)";
 
 /// The deliveries an [`ACK`] statement found, as it found them.
 struct Held {
@@ -178,10 +143,6 @@ async fn ack_statement(
         generations.push(i64::from(receipt.generation));
     }
     let locked = sqlx::query(ACK)
-        // Planned with this call's values: a generic plan made while the table was small
-        // keeps scanning all of it for every Ack once it has grown (its hash join is cheaper
-        // than index lookups on a few hundred rows).
-        .persistent(false)
         .bind(&subscriptions)
         .bind(&ids)
         .bind(&generations)
