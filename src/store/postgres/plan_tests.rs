@@ -1,7 +1,9 @@
-//! The trigger that finishes messages keeps its plans for the life of a connection. Plans
-//! made while the tables and the batches were small must not make every later Ack pay for
-//! the tables as they grew: nothing but the time an Ack takes would show it, so the test reads
-//! the plans PostgreSQL ran (`auto_explain`, sent to the connection as notices).
+//! Plans that live as long as a connection: the lease's and the Ack's (functions planned once,
+//! migration 0015) and the statements of the trigger that finishes messages. Plans made while
+//! the tables and the batches were small must not make every later call pay for the tables as
+//! they grew. Nothing but the time a call takes would show it, so the tests read what
+//! PostgreSQL did: the buffers a call touched (`EXPLAIN ANALYZE`), and the plans it ran inside
+//! a trigger (`auto_explain`, sent to the connection as notices).
 
 use std::sync::{Arc, Mutex};
 
@@ -10,11 +12,9 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-use super::tests::{open, subscription};
-use crate::config::PostgresConfig;
+use super::tests::{store_with_subscription, subscription};
 use crate::domain::Timestamp;
-use crate::store::Store;
-use crate::store::testing::TestDatabase;
+use crate::store::{Batch, Store};
 
 /// Collects the notices PostgreSQL sends to connections on this thread (sqlx reports each as
 /// an event of `sqlx::postgres::notice`).
@@ -78,14 +78,9 @@ fn most_rows_a_join_threw_away(plan: &str) -> u64 {
 
 #[tokio::test]
 async fn acks_after_the_tables_grew_do_not_pay_for_plans_made_while_they_were_small() {
-    let Some(database) = TestDatabase::create().await else {
+    let Some((database, _store)) = store_with_subscription().await else {
         return;
     };
-    let (store, _) = open(database.url(), &PostgresConfig::default()).await;
-    store
-        .create_subscription(subscription(Timestamp::now()))
-        .await
-        .unwrap();
     let mut connection = PgConnection::connect(database.url()).await.unwrap();
     // Ten Acks of one delivery each while the tables are nearly empty: the trigger's plans
     // are made now, on this connection, and kept.
@@ -145,4 +140,81 @@ async fn acks_after_the_tables_grew_do_not_pay_for_plans_made_while_they_were_sm
             "{thrown_away} rows compared in vain:\n{plan}"
         );
     }
+}
+
+/// Buffers `statement` touches on `connection`, from its plan's count (`EXPLAIN ANALYZE`).
+async fn buffers_of(connection: &mut PgConnection, statement: &str) -> u64 {
+    let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}");
+    let plan: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(explain))
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap();
+    let top = &plan[0]["Plan"];
+    ["Shared Hit Blocks", "Shared Read Blocks"]
+        .iter()
+        .map(|count| top[count].as_u64().unwrap())
+        .sum()
+}
+
+/// A lease of 10 due deliveries of `billing`.
+const LEASE_TEN: &str = "SELECT * FROM courier_lease('billing', 'orders', \
+    (extract(epoch FROM now()) * 1000)::bigint, 10, 0, false, 'courier_x', 512, 4000000)";
+
+/// An Ack of the deliveries of `billing` that `ids` name, at generation 1.
+fn ack_of(ids: &[uuid::Uuid]) -> String {
+    let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!(
+        "SELECT * FROM courier_ack(array_fill('billing'::text, ARRAY[{count}]), \
+         ARRAY[{ids}]::uuid[], array_fill(1::bigint, ARRAY[{count}]), 0, false)",
+        count = ids.len(),
+        ids = ids.join(", "),
+    )
+}
+
+#[tokio::test]
+async fn leases_and_acks_planned_on_empty_vacuumed_tables_still_find_rows_by_key() {
+    let Some((database, store)) = store_with_subscription().await else {
+        return;
+    };
+    // The statistics of empty tables: every scan looks free to the planner.
+    let mut connection = PgConnection::connect(database.url()).await.unwrap();
+    // VACUUM runs alone, not in a string of statements (an implicit transaction).
+    for vacuum in ["VACUUM ANALYZE deliveries", "VACUUM ANALYZE messages"] {
+        run(&mut connection, vacuum).await;
+    }
+    // The connection's plans are made now, on those statistics, and kept.
+    buffers_of(&mut connection, LEASE_TEN).await;
+    buffers_of(&mut connection, &ack_of(&[uuid::Uuid::nil()])).await;
+    run(&mut connection, &messages_with_deliveries("k", 20_000)).await;
+    // Ten rows by key cost a few hundred buffers; any scan of 20,000 would cost tens of
+    // thousands.
+    let leased = buffers_of(&mut connection, LEASE_TEN).await;
+    assert!(leased < 1_000, "a lease of 10 touched {leased} buffers");
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT message_id FROM deliveries WHERE state = 'LEASED'")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 10);
+    let acked = buffers_of(&mut connection, &ack_of(&ids)).await;
+    assert!(acked < 1_000, "an Ack of 10 touched {acked} buffers");
+    let acked_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'ACKED'")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(acked_rows, 10);
+    // And the store's own calls, on the pool's connections, lease what is left.
+    let leased = store
+        .lease(
+            &subscription(Timestamp::now()),
+            Batch {
+                messages: 5,
+                bytes: 1 << 20,
+            },
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 5);
 }

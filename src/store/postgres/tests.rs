@@ -550,106 +550,24 @@ async fn subscription_changes_on_one_replica_reach_the_others_copy() {
     assert_eq!(b.get_subscription(&name(SUB)).await.unwrap(), created);
 }
 
-/// Buffers `statement` touches on `connection`, from its plan's count (`EXPLAIN ANALYZE`).
-async fn buffers_of(connection: &mut sqlx::PgConnection, statement: &str) -> u64 {
-    let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}");
-    let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
-        .fetch_one(&mut *connection)
-        .await
-        .unwrap();
-    let top = &plan[0]["Plan"];
-    ["Shared Hit Blocks", "Shared Read Blocks"]
-        .iter()
-        .map(|count| top[count].as_u64().unwrap())
-        .sum()
-}
-
-/// A lease of 10 due deliveries of `billing`.
-const LEASE_TEN: &str = "SELECT * FROM courier_lease('billing', 'orders', \
-    (extract(epoch FROM now()) * 1000)::bigint, 10, 0, false, 'courier_x', 512, 4000000)";
-
-/// An Ack of the deliveries of `billing` that `ids` name, at generation 1.
-fn ack_of(ids: &[uuid::Uuid]) -> String {
-    let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
-    format!(
-        "SELECT * FROM courier_ack(array_fill('billing'::text, ARRAY[{count}]), \
-         ARRAY[{ids}]::uuid[], array_fill(1::bigint, ARRAY[{count}]), 0, false)",
-        count = ids.len(),
-        ids = ids.join(", "),
-    )
-}
-
-#[tokio::test]
-async fn leases_and_acks_planned_on_empty_vacuumed_tables_still_find_rows_by_key() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+/// A migrated database with a store open on it and `billing` subscribed to `orders`, or None
+/// when PostgreSQL tests skip. The database lives as long as the value.
+pub(super) async fn store_with_subscription() -> Option<(TestDatabase, PostgresStore)> {
+    let database = TestDatabase::create().await?;
     let (store, _) = open(database.url(), &PostgresConfig::default()).await;
-    let now = Timestamp::now();
-    store.create_subscription(subscription(now)).await.unwrap();
-    // The statistics of empty tables: every scan looks free to the planner.
-    let mut connection = sqlx::PgConnection::connect(database.url()).await.unwrap();
-    for vacuum in ["VACUUM ANALYZE deliveries", "VACUUM ANALYZE messages"] {
-        sqlx::raw_sql(vacuum)
-            .execute(&mut connection)
-            .await
-            .unwrap();
-    }
-    // The connection's plans are made now, on those statistics, and kept.
-    buffers_of(&mut connection, LEASE_TEN).await;
-    buffers_of(&mut connection, &ack_of(&[uuid::Uuid::nil()])).await;
-    sqlx::raw_sql(
-        "INSERT INTO messages (id, producer, topic, key, payload, headers, state, \
-           deliver_after_ms, created_at, updated_at, decided_at, routed) \
-         SELECT gen_random_uuid(), 'shop', 'orders', 'k' || i, '\\x00', '{}', 'CONFIRMED', 0, \
-           1, 1, 1, 1 FROM generate_series(1, 20000) AS i; \
-         INSERT INTO deliveries (subscription, message_id, state, next_attempt_at, updated_at) \
-         SELECT 'billing', id, 'PENDING', 1, 1 FROM messages",
-    )
-    .execute(&mut connection)
-    .await
-    .unwrap();
-    // Ten rows by key cost a few hundred buffers; any scan of 20,000 would cost tens of
-    // thousands.
-    let leased = buffers_of(&mut connection, LEASE_TEN).await;
-    assert!(leased < 1_000, "a lease of 10 touched {leased} buffers");
-    let ids: Vec<uuid::Uuid> =
-        sqlx::query_scalar("SELECT message_id FROM deliveries WHERE state = 'LEASED'")
-            .fetch_all(&mut connection)
-            .await
-            .unwrap();
-    assert_eq!(ids.len(), 10);
-    let acked = buffers_of(&mut connection, &ack_of(&ids)).await;
-    assert!(acked < 1_000, "an Ack of 10 touched {acked} buffers");
-    let acked_rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'ACKED'")
-            .fetch_one(&mut connection)
-            .await
-            .unwrap();
-    assert_eq!(acked_rows, 10);
-    // And the store's own calls, on the pool's connections, lease what is left.
-    let leased = store
-        .lease(
-            &subscription(now),
-            Batch {
-                messages: 5,
-                bytes: 1 << 20,
-            },
-            Timestamp::now(),
-        )
+    store
+        .create_subscription(subscription(Timestamp::now()))
         .await
         .unwrap();
-    assert_eq!(leased.len(), 5);
+    Some((database, store))
 }
 
 #[tokio::test]
 async fn an_ack_that_waited_for_a_delivery_another_transaction_changed_runs_again_and_acks_it() {
-    let Some(database) = TestDatabase::create().await else {
+    let Some((database, store)) = store_with_subscription().await else {
         return;
     };
-    let (store, _) = open(database.url(), &PostgresConfig::default()).await;
     let now = Timestamp::now();
-    store.create_subscription(subscription(now)).await.unwrap();
     store.insert_message(message("k1", true)).await.unwrap();
     let batch = Batch {
         messages: 1,
