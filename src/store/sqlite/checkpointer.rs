@@ -40,7 +40,9 @@ impl Checkpointer {
         connection.execute_batch("PRAGMA synchronous = FULL;")?;
         let (nudges, received) = mpsc::sync_channel(1);
         std::thread::Builder::new()
-            .name("courier-sqlite-checkpoint".into())
+            // Linux keeps 15 bytes of a thread's name: distinct from the writer's in `top -H`
+            // and `perf`, where "courier-sqlite-…" made both the same.
+            .name("sqlite-checkpt".into())
             .spawn(move || run(&connection, &received))
             .map_err(StoreError::internal)?;
         Ok(Self { nudges })

@@ -93,7 +93,8 @@ impl Writer {
         let (queue, jobs) = mpsc::unbounded_channel();
         let commits = commit_counter(database_url);
         std::thread::Builder::new()
-            .name("courier-sqlite-writer".into())
+            // At most 15 bytes, all of which Linux keeps (see the checkpointer's).
+            .name("sqlite-writer".into())
             .spawn(move || run(connection, jobs, max_batch, &commits, checkpointer))?;
         Ok(Self { queue })
     }
