@@ -70,7 +70,7 @@ fn fast_config() -> PostgresConfig {
     }
 }
 
-pub(super) async fn open(url: &str, config: &PostgresConfig) -> (PostgresStore, Wakeups) {
+async fn open(url: &str, config: &PostgresConfig) -> (PostgresStore, Wakeups) {
     let wakeups = Wakeups::default();
     let store = PostgresStore::open(url, config, wakeups.clone())
         .await
