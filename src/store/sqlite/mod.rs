@@ -12,6 +12,7 @@ mod reads;
 mod rows;
 mod scheduling;
 mod signing_key;
+mod wal_writes;
 mod writer;
 
 use std::path::Path;
@@ -128,9 +129,15 @@ impl SqliteStore {
     }
 }
 
-/// The writer's own connection, with the same durability settings as the pool's.
+/// The writer's own connection, with the same durability settings as the pool's. Its WAL
+/// frames reach the kernel one commit at a time (see `wal_writes`).
 fn open_writer(path: &Path) -> Result<rusqlite::Connection, StoreError> {
-    let connection = rusqlite::Connection::open(path)?;
+    let vfs = wal_writes::writer_vfs().map_err(StoreError::internal)?;
+    let connection = rusqlite::Connection::open_with_flags_and_vfs(
+        path,
+        rusqlite::OpenFlags::default(),
+        vfs.name(),
+    )?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
     // Neither setting touches durability (every commit still syncs the WAL):
     // - temp_store = MEMORY keeps the savepoints' sub-journal (the pages each operation changes,
