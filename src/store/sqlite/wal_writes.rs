@@ -326,21 +326,36 @@ mod tests {
 
     use super::*;
 
-    /// A VFS of the test's own, so its count of writes is the test's alone.
-    fn vfs(name: &'static CStr) -> &'static GatheringVfs {
-        GatheringVfs::register(name).unwrap()
+    /// A database `t.db` with a table `t`, opened through a VFS of the test's own (named
+    /// `vfs_name`, so its count of writes is the test's alone) as the writer opens its own.
+    struct Database {
+        vfs: &'static GatheringVfs,
+        dir: tempfile::TempDir,
+        connection: Connection,
     }
 
-    fn open(vfs: &GatheringVfs, path: &std::path::Path) -> Connection {
-        let connection =
-            Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs.name()).unwrap();
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                 PRAGMA wal_autocheckpoint = 0;",
-            )
-            .unwrap();
-        connection
+    impl Database {
+        fn create(vfs_name: &'static CStr) -> Self {
+            let vfs = GatheringVfs::register(vfs_name).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let flags = OpenFlags::default();
+            let connection =
+                Connection::open_with_flags_and_vfs(dir.path().join("t.db"), flags, vfs.name())
+                    .unwrap();
+            // The first commit also writes the WAL's header, and syncs it apart.
+            connection
+                .execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA wal_autocheckpoint = 0; \
+                     CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+                )
+                .unwrap();
+            Self {
+                vfs,
+                dir,
+                connection,
+            }
+        }
     }
 
     fn insert_rows(connection: &Connection, from: i64, count: i64) {
@@ -352,6 +367,10 @@ mod tests {
         }
     }
 
+    fn wal_size(wal: &std::path::Path) -> u64 {
+        std::fs::metadata(wal).unwrap().len()
+    }
+
     fn count(connection: &Connection) -> i64 {
         connection
             .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
@@ -360,55 +379,48 @@ mod tests {
 
     #[test]
     fn a_commit_reaches_the_wal_in_one_write() {
-        let vfs = vfs(c"courier-wal-writes-test-one-write");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let connection = open(vfs, &path);
-        // The first commit also writes the WAL's header, and syncs it apart.
-        connection
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
-            .unwrap();
+        let Database {
+            vfs,
+            dir,
+            connection,
+        } = Database::create(c"courier-wal-writes-test-one-write");
         let wal = dir.path().join("t.db-wal");
-        let wal_size = || std::fs::metadata(&wal).unwrap().len();
-        let (size_before, writes_before) = (wal_size(), vfs.wal_writes());
+        // Commits `count` rows; answers the bytes it added to the WAL and the writes it took.
+        let commit = |from, count| {
+            let (size, writes) = (wal_size(&wal), vfs.wal_writes());
+            connection.execute_batch("BEGIN").unwrap();
+            insert_rows(&connection, from, count);
+            connection.execute_batch("COMMIT").unwrap();
+            (wal_size(&wal) - size, vfs.wal_writes() - writes)
+        };
 
-        connection.execute_batch("BEGIN").unwrap();
-        insert_rows(&connection, 0, 100);
-        connection.execute_batch("COMMIT").unwrap();
-
+        let (bytes, writes) = commit(0, 100);
         // A frame is a 24-byte header and a page of 4 KiB.
-        let frames = (wal_size() - size_before) / (24 + 4096);
+        let frames = bytes / (24 + 4096);
         assert!(frames >= 25, "a commit of 100 KB wrote {frames} frames");
-        assert_eq!(vfs.wal_writes() - writes_before, 1, "{frames} frames");
+        assert_eq!(writes, 1, "{frames} frames");
 
         // Larger commits go in writes of MAX_WRITE bytes, which the wrapped VFS takes whole.
-        let (size_before, writes_before) = (wal_size(), vfs.wal_writes());
-        connection.execute_batch("BEGIN").unwrap();
-        insert_rows(&connection, 100, 600);
-        connection.execute_batch("COMMIT").unwrap();
-        let bytes = (wal_size() - size_before) as usize;
-        assert!(bytes > 4 * MAX_WRITE, "{bytes} bytes");
+        let (bytes, writes) = commit(100, 600);
+        assert!(bytes > 4 * MAX_WRITE as u64, "{bytes} bytes");
+        assert_eq!(writes, bytes.div_ceil(MAX_WRITE as u64));
         assert_eq!(
-            vfs.wal_writes() - writes_before,
-            bytes.div_ceil(MAX_WRITE) as u64
+            count(&Connection::open(dir.path().join("t.db")).unwrap()),
+            700
         );
-        assert_eq!(count(&Connection::open(&path).unwrap()), 700);
     }
 
     /// Small page caches spill a transaction's pages into the WAL before its commit, and SQLite
     /// reads them back from it; a rollback leaves frames that later ones overwrite.
     #[test]
     fn readers_spills_rollbacks_and_a_reopened_database_see_exactly_the_commits() {
-        let vfs = vfs(c"courier-wal-writes-test-spills");
-        let dir = tempfile::tempdir().unwrap();
+        let Database {
+            dir,
+            connection: writer,
+            ..
+        } = Database::create(c"courier-wal-writes-test-spills");
         let path = dir.path().join("t.db");
-        let writer = open(vfs, &path);
-        writer
-            .execute_batch(
-                "PRAGMA cache_size = 8; \
-                 CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
-            )
-            .unwrap();
+        writer.execute_batch("PRAGMA cache_size = 8").unwrap();
         let reader = Connection::open(&path).unwrap();
         let mut committed = 0;
         for round in 0..30_i64 {
