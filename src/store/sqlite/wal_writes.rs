@@ -70,9 +70,10 @@ impl GatheringVfs {
         // read nothing of the struct but `mxPathname` and `pAppData`, copied with it).
         // SAFETY: `inner` points to a registered VFS, which SQLite never frees.
         let mut base = unsafe { *inner };
-        let inner_file_size = usize::try_from(base.szOsFile).map_err(|_| "bad VFS file size")?;
-        base.szOsFile = c_int::try_from(GatheringFile::INNER_OFFSET + inner_file_size)
-            .map_err(|_| "VFS file size out of range")?;
+        let out_of_range = |_| "SQLite's default VFS gives its files a size out of range";
+        let inner_file_size = usize::try_from(base.szOsFile).map_err(out_of_range)?;
+        base.szOsFile =
+            c_int::try_from(GatheringFile::INNER_OFFSET + inner_file_size).map_err(out_of_range)?;
         base.zName = name.as_ptr();
         base.pNext = std::ptr::null_mut();
         base.xOpen = Some(open);
@@ -85,7 +86,10 @@ impl GatheringVfs {
         // SAFETY: `vfs` is complete and never freed; 0 keeps the default VFS the default.
         let code = unsafe { ffi::sqlite3_vfs_register(vfs.base.get(), 0) };
         if code != ffi::SQLITE_OK {
-            return Err(format!("SQLite refused the VFS {name:?} (code {code})"));
+            let name = name.to_string_lossy();
+            return Err(format!(
+                "SQLite refused to register the VFS {name} (code {code})"
+            ));
         }
         Ok(vfs)
     }
