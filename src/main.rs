@@ -128,6 +128,10 @@ struct BenchArgs {
     /// How long --overload or --overload-rate offers its load.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     overload_seconds: f64,
+    /// With --peer: run the comparison N times in turn (Courier, RabbitMQ, Courier, …) and
+    /// print every round's table and the medians (each ratio taken within its round).
+    #[arg(long, value_name = "N", requires = "peer", value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: Option<u32>,
     /// The durable queue --peer declares (fresh per run, deleted after).
     #[arg(long, value_enum, default_value_t = courier::bench::PeerQueue::Quorum)]
     peer_queue: courier::bench::PeerQueue,
@@ -321,9 +325,12 @@ fn bench(args: BenchArgs) -> ExitCode {
                 promises_kept = report.kept_its_promises();
                 report.render()
             }
-            (Some(peer), None) => courier::bench::run_side_by_side(options, peer)
-                .await?
-                .render(),
+            (Some(peer), None) => {
+                let rounds = args.rounds.unwrap_or(1);
+                courier::bench::run_rounds(options, peer, rounds)
+                    .await?
+                    .render()
+            }
             (None, None) => courier::bench::run(options).await?.render(),
         });
         Ok::<(), courier::bench::BenchError>(())

@@ -453,7 +453,7 @@ impl Consumer for AmqpConsumer {
 mod tests {
     use super::*;
     use crate::bench::tests::tiny;
-    use crate::bench::{PeerQueue, run_side_by_side};
+    use crate::bench::{PeerQueue, run_rounds, run_side_by_side};
 
     /// The machine's RabbitMQ (`COURIER_TEST_AMQP_URL` names another).
     fn test_url() -> String {
@@ -520,6 +520,41 @@ mod tests {
             );
             assert!(rendered.ends_with(&format!("{json}\n")));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rounds_report_every_round_and_the_medians_of_their_ratios() {
+        let url = test_url();
+        if !broker_listening(&url) {
+            return;
+        }
+        let peer = Peer {
+            url,
+            queue: PeerQueue::Quorum,
+        };
+        let rounds = run_rounds(tiny(BenchOptions::default()), peer, 3)
+            .await
+            .expect("three rounds run");
+        let json = rounds.json();
+        let runs = json["rounds"].as_array().expect("every round's figures");
+        assert_eq!(runs.len(), 3, "{json}");
+        for run in runs {
+            assert_every_message_acked_once(&run["courier"], "sqlite", 60);
+            assert_every_message_acked_once(&run["peer"], "rabbitmq-quorum", 60);
+        }
+        // The median ratio is one of the three rounds' own (an odd count), and lies between
+        // the others.
+        let mut ratios: Vec<f64> = runs
+            .iter()
+            .map(|run| run["ratio"]["msgs_per_sec"].as_f64().expect("a ratio"))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        assert_eq!(json["median"]["ratio"]["msgs_per_sec"], ratios[1], "{json}");
+        let rendered = rounds.render();
+        for heading in ["round 1 of 3", "round 3 of 3", "median of 3 rounds"] {
+            assert!(rendered.contains(heading), "{rendered}");
+        }
+        assert!(rendered.ends_with(&format!("{json}\n")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use overload::{Offer, OverloadReport};
-pub use peer::{Peer, PeerQueue, SideBySide, run_side_by_side};
+pub use peer::{Peer, PeerQueue, Rounds, SideBySide, run_rounds, run_side_by_side};
 pub use report::Report;
 pub use server::serve_child;
 

@@ -51,13 +51,40 @@ impl PeerQueue {
 
 /// Runs `options` against Courier, then the same workload against `peer`.
 pub async fn run_side_by_side(options: BenchOptions, peer: Peer) -> Result<SideBySide, BenchError> {
+    refuse_store_only(&options)?;
+    run_both(options, peer).await
+}
+
+/// Runs the comparison `rounds` times in turn (Courier, RabbitMQ, Courier, RabbitMQ, …), so
+/// both sides meet the machine's slower and faster minutes alike, and reports every round
+/// and the medians.
+pub async fn run_rounds(
+    options: BenchOptions,
+    peer: Peer,
+    rounds: u32,
+) -> Result<Rounds, BenchError> {
+    refuse_store_only(&options)?;
+    if rounds == 0 {
+        return Err(BenchError::Options("--rounds must be at least 1".into()));
+    }
+    let mut runs = Vec::with_capacity(rounds as usize);
+    for round in 1..=rounds {
+        if rounds > 1 {
+            eprintln!("bench: side by side, round {round} of {rounds}");
+        }
+        runs.push(run_both(options.clone(), peer.clone()).await?);
+    }
+    Ok(Rounds { runs })
+}
+
+fn refuse_store_only(options: &BenchOptions) -> Result<(), BenchError> {
     if options.store_only {
         return Err(BenchError::Options(
             "--peer compares what clients see over the network; it does not take --store-only"
                 .into(),
         ));
     }
-    run_both(options, peer).await
+    Ok(())
 }
 
 #[cfg(feature = "rabbitmq")]
@@ -189,10 +216,7 @@ impl SideBySide {
         let mut ratios = serde_json::Map::new();
         for row in &ROWS {
             let value = ratio((row.value)(&self.courier), (row.value)(&self.peer));
-            ratios.insert(
-                row.key.into(),
-                json!(value.map(|v| (v * 1000.0).round() / 1000.0)),
-            );
+            ratios.insert(row.key.into(), rounded(value));
         }
         Value::Object(ratios)
     }
@@ -240,34 +264,142 @@ impl SideBySide {
         text.push_str(&self.peer.render_text());
         text.push('\n');
         let _ = writeln!(text, "{}", self.headline());
-        let _ = writeln!(
-            text,
-            "  {:<22} {:>12} {:>12} {:>10}",
-            "", "courier", "rabbitmq", "ratio"
-        );
-        for row in &ROWS {
-            let (courier, peer) = ((row.value)(&self.courier), (row.value)(&self.peer));
-            let shown = |value: Option<f64>| {
-                value.map_or_else(|| "-".to_owned(), |v| format!("{v:.*}", row.precision))
-            };
-            let ratio = ratio(courier, peer).map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
-            let _ = writeln!(
-                text,
-                "  {:<22} {:>12} {:>12} {:>10}",
-                row.name,
-                shown(courier),
-                shown(peer),
-                ratio
-            );
-        }
-        let _ = writeln!(
-            text,
-            "  (ratio = Courier / RabbitMQ: above 1 is better for throughput, below 1 for the rest; \
-             send = a producer's wait per message)"
-        );
+        text.push_str(&self.table());
         let _ = writeln!(text, "{}", self.json());
         text
     }
+
+    /// Each row's Courier figure, RabbitMQ's and their ratio.
+    fn table(&self) -> String {
+        render_table(ROWS.iter().map(|row| {
+            let (courier, peer) = ((row.value)(&self.courier), (row.value)(&self.peer));
+            (row, courier, peer, ratio(courier, peer))
+        }))
+    }
+}
+
+/// The comparison table: one line per row (its name, Courier's figure, RabbitMQ's, the
+/// ratio), then how to read the ratio.
+fn render_table<'r>(
+    lines: impl Iterator<Item = (&'r Row, Option<f64>, Option<f64>, Option<f64>)>,
+) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "  {:<22} {:>12} {:>12} {:>10}",
+        "", "courier", "rabbitmq", "ratio"
+    );
+    for (row, courier, peer, ratio) in lines {
+        let shown = |value: Option<f64>| {
+            value.map_or_else(|| "-".to_owned(), |v| format!("{v:.*}", row.precision))
+        };
+        let ratio = ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            text,
+            "  {:<22} {:>12} {:>12} {:>10}",
+            row.name,
+            shown(courier),
+            shown(peer),
+            ratio
+        );
+    }
+    let _ = writeln!(
+        text,
+        "  (ratio = Courier / RabbitMQ: above 1 is better for throughput, below 1 for the rest; \
+         send = a producer's wait per message)"
+    );
+    text
+}
+
+/// The side-by-side runs of `--peer … --rounds N`, in the order they ran.
+#[derive(Debug, Clone)]
+pub struct Rounds {
+    runs: Vec<SideBySide>,
+}
+
+/// The median of some figures (the mean of the middle two for an even count); `None` when
+/// there are none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
+}
+
+impl Rounds {
+    pub fn runs(&self) -> &[SideBySide] {
+        &self.runs
+    }
+
+    /// For one row: the median of Courier's figures, of RabbitMQ's, and of the rounds'
+    /// ratios (each ratio taken within its round, as both sides of a round ran minutes
+    /// apart on the same machine).
+    fn medians(&self, row: &Row) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let of = |figure: &dyn Fn(&SideBySide) -> Option<f64>| {
+            median(self.runs.iter().filter_map(figure).collect())
+        };
+        (
+            of(&|run| (row.value)(&run.courier)),
+            of(&|run| (row.value)(&run.peer)),
+            of(&|run| ratio((row.value)(&run.courier), (row.value)(&run.peer))),
+        )
+    }
+
+    /// One round: as [`SideBySide::json`]. Several: every round's, and the medians.
+    pub fn json(&self) -> Value {
+        if let [only] = self.runs.as_slice() {
+            return only.json();
+        }
+        let mut courier = serde_json::Map::new();
+        let mut peer = serde_json::Map::new();
+        let mut ratios = serde_json::Map::new();
+        for row in &ROWS {
+            let (c, p, r) = self.medians(row);
+            courier.insert(row.key.into(), rounded(c));
+            peer.insert(row.key.into(), rounded(p));
+            ratios.insert(row.key.into(), rounded(r));
+        }
+        json!({
+            "rounds": self.runs.iter().map(SideBySide::json).collect::<Vec<_>>(),
+            "median": {"courier": courier, "peer": peer, "ratio": ratios},
+        })
+    }
+
+    /// One round: as [`SideBySide::render`]. Several: each round's table, the table of the
+    /// medians, then one JSON object on the last line.
+    pub fn render(&self) -> String {
+        let [first, ..] = self.runs.as_slice() else {
+            return String::new();
+        };
+        if self.runs.len() == 1 {
+            return first.render();
+        }
+        let count = self.runs.len();
+        let mut text = String::new();
+        let _ = writeln!(text, "{}", first.headline());
+        for (round, run) in self.runs.iter().enumerate() {
+            let _ = writeln!(text, "round {} of {count}", round + 1);
+            text.push_str(&run.table());
+        }
+        let _ = writeln!(
+            text,
+            "median of {count} rounds (each ratio within its round, then the median of those)"
+        );
+        text.push_str(&render_table(ROWS.iter().map(|row| {
+            let (courier, peer, ratio) = self.medians(row);
+            (row, courier, peer, ratio)
+        })));
+        let _ = writeln!(text, "{}", self.json());
+        text
+    }
+}
+
+/// A figure as the JSON shows it: three decimals, or null.
+fn rounded(value: Option<f64>) -> Value {
+    json!(value.map(|v| (v * 1000.0).round() / 1000.0))
 }
 
 #[cfg(test)]
@@ -285,6 +417,36 @@ mod tests {
             ..BenchOptions::default()
         };
         let refused = run_side_by_side(options, peer).await;
+        assert!(
+            matches!(refused, Err(BenchError::Options(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn medians_take_the_middle_figure_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![0.9]), Some(0.9));
+        assert_eq!(median(vec![1.02, 0.86, 0.95]), Some(0.95));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[tokio::test]
+    async fn rounds_refuse_store_only_and_zero() {
+        let peer = || Peer {
+            url: "amqp://127.0.0.1:1/%2f".into(),
+            queue: PeerQueue::Quorum,
+        };
+        let store_only = BenchOptions {
+            store_only: true,
+            ..BenchOptions::default()
+        };
+        let refused = run_rounds(store_only, peer(), 3).await;
+        assert!(
+            matches!(refused, Err(BenchError::Options(_))),
+            "{refused:?}"
+        );
+        let refused = run_rounds(BenchOptions::default(), peer(), 0).await;
         assert!(
             matches!(refused, Err(BenchError::Options(_))),
             "{refused:?}"
