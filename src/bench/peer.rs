@@ -330,10 +330,6 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 impl Rounds {
-    pub fn runs(&self) -> &[SideBySide] {
-        &self.runs
-    }
-
     /// For one row: the median of Courier's figures, of RabbitMQ's, and of the rounds'
     /// ratios (each ratio taken within its round, as both sides of a round ran minutes
     /// apart on the same machine).
