@@ -331,8 +331,8 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 
 impl Rounds {
     /// For one row: the median of Courier's figures, of RabbitMQ's, and of the rounds'
-    /// ratios (each ratio taken within its round, as both sides of a round ran minutes
-    /// apart on the same machine).
+    /// ratios (each ratio taken within its round, whose two sides ran one right after the
+    /// other on the same machine).
     fn medians(&self, row: &Row) -> (Option<f64>, Option<f64>, Option<f64>) {
         let of = |figure: &dyn Fn(&SideBySide) -> Option<f64>| {
             median(self.runs.iter().filter_map(figure).collect())
