@@ -24,7 +24,7 @@ pub struct ClientOptions {
 }
 
 /// A channel whose every call carries the token.
-pub type AuthChannel = InterceptedService<Channel, BearerToken>;
+pub type AuthChannel<T = Channel> = InterceptedService<T, BearerToken>;
 
 /// A usage problem with the address, token or files, in the words of the flags.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ fn read(flag: &str, file: &std::path::Path) -> Result<Vec<u8>, ClientError> {
 }
 
 /// Wraps `channel` so every call carries `options.token`.
-pub fn with_token(channel: Channel, options: &ClientOptions) -> Result<AuthChannel, ClientError> {
+pub fn with_token<T>(channel: T, options: &ClientOptions) -> Result<AuthChannel<T>, ClientError> {
     let header = match &options.token {
         None => None,
         Some(token) => {

@@ -155,6 +155,9 @@ pub enum BenchError {
     Database(#[from] sqlx::Error),
     #[error("cannot connect to the server")]
     Connect(#[from] tonic::transport::Error),
+    /// The server's address did not answer (its text names the address).
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{call} failed: {status}")]
     Rpc {
         call: &'static str,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::client::AuthChannel;
 use async_trait::async_trait;
-use courier_coalesce::CoalescedConnector;
+use courier_coalesce::{ClientChannel, DirectChannel};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,8 +67,11 @@ pub fn subscription_names(topic: &str, count: usize) -> Vec<String> {
 
 // --- gRPC ---
 
+/// How long the bench waits for each of its connections.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct GrpcTarget {
-    channels: Vec<AuthChannel>,
+    channels: Vec<AuthChannel<ClientChannel>>,
     topic: String,
     subscriptions: Vec<String>,
     lanes: Lanes,
@@ -113,15 +116,24 @@ impl GrpcTarget {
         let endpoint = crate::client::endpoint(addr, &options.client)
             .map_err(|error| BenchError::Options(error.0))?
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(CONNECT_TIMEOUT);
         let mut channels = Vec::with_capacity(options.connections);
         for _ in 0..options.connections {
-            // Plain TCP: requests made together leave together, as the server's answers do.
-            // Over TLS, tonic's own connector.
+            // Plain TCP: calls go straight onto the connection, and requests made together
+            // leave together, as the server's answers do. Over TLS, tonic's own channel.
             let channel = if endpoint.uri().scheme_str() == Some("https") {
-                endpoint.connect().await?
+                ClientChannel::Tls(endpoint.connect().await?)
             } else {
-                endpoint.connect_with_connector(CoalescedConnector).await?
+                let connecting = DirectChannel::connect(endpoint.uri());
+                match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                    Ok(Ok(connected)) => ClientChannel::Plain(connected),
+                    Ok(Err(error)) => return Err(BenchError::Unreachable(error.to_string())),
+                    Err(_) => {
+                        return Err(BenchError::Unreachable(format!(
+                            "cannot connect to {addr}: no answer in 10 s"
+                        )));
+                    }
+                }
             };
             let channel = crate::client::with_token(channel, &options.client)
                 .map_err(|error| BenchError::Options(error.0))?;
@@ -135,7 +147,7 @@ impl GrpcTarget {
         })
     }
 
-    fn channel(&self, index: usize) -> AuthChannel {
+    fn channel(&self, index: usize) -> AuthChannel<ClientChannel> {
         self.channels[index % self.channels.len()].clone()
     }
 
@@ -185,7 +197,7 @@ impl Target for GrpcTarget {
 }
 
 struct GrpcProducer {
-    client: ProducerClient<AuthChannel>,
+    client: ProducerClient<AuthChannel<ClientChannel>>,
     topic: String,
     lanes: Lanes,
 }
@@ -237,7 +249,7 @@ impl Producer for GrpcProducer {
 }
 
 struct GrpcConsumer {
-    client: ConsumerClient<AuthChannel>,
+    client: ConsumerClient<AuthChannel<ClientChannel>>,
     subscription: String,
 }
 

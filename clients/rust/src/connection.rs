@@ -4,17 +4,17 @@
 
 use std::path::PathBuf;
 
-use courier_coalesce::CoalescedConnector;
+use courier_coalesce::{ClientChannel, DirectChannel};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::trace;
 
 /// A channel to Courier whose every call carries the token and the trace context.
-pub type CourierChannel = InterceptedService<Channel, CallMetadata>;
+pub type CourierChannel = InterceptedService<ClientChannel, CallMetadata>;
 
 /// Where Courier is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -58,11 +58,14 @@ impl Connection {
     pub fn connect_lazy(&self) -> Result<CourierChannel, ConnectionError> {
         let metadata = self.metadata()?;
         let endpoint = self.endpoint()?;
-        let channel = if self.is_tls() {
-            endpoint.connect_lazy()
-        } else {
-            endpoint.connect_with_connector_lazy(CoalescedConnector)
-        };
+        let channel =
+            if self.is_tls() {
+                ClientChannel::Tls(endpoint.connect_lazy())
+            } else {
+                ClientChannel::Plain(DirectChannel::lazy(endpoint.uri()).map_err(|e| {
+                    ConnectionError(format!("{:?} is not an address: {e}", self.uri()))
+                })?)
+            };
         Ok(InterceptedService::new(channel, metadata))
     }
 
@@ -72,18 +75,25 @@ impl Connection {
         let metadata = self.metadata()?;
         let endpoint = self.endpoint()?;
         let channel = if self.is_tls() {
-            endpoint.connect().await
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| ConnectionError(format!("cannot connect to {}: {e}", self.uri())))?;
+            ClientChannel::Tls(channel)
         } else {
-            endpoint.connect_with_connector(CoalescedConnector).await
+            // Its error names the address.
+            let channel = DirectChannel::connect(endpoint.uri())
+                .await
+                .map_err(|e| ConnectionError(e.to_string()))?;
+            ClientChannel::Plain(channel)
         };
-        let channel = channel
-            .map_err(|e| ConnectionError(format!("cannot connect to {}: {e}", self.uri())))?;
         Ok(InterceptedService::new(channel, metadata))
     }
 
-    /// Whether the address is `https://`. Over plain HTTP/2 the channel connects through
-    /// [`CoalescedConnector`]: the requests of calls made together (a producer's concurrent
-    /// sends) leave in one write, as Courier's answers do. Over TLS, tonic's own connector.
+    /// Whether the address is `https://`. Over plain HTTP/2 the channel is a
+    /// [`DirectChannel`]: each call goes onto the connection from the caller's task, and the
+    /// requests of calls made together (a producer's concurrent sends) leave in one write, as
+    /// Courier's answers do. Over TLS, tonic's own channel.
     fn is_tls(&self) -> bool {
         self.uri().starts_with("https://")
     }

@@ -6,8 +6,8 @@
 //! connection's task twenty times, and each time it wrote one small response to the socket:
 //! a system call, and on the client one more read and wake-up, per call. Holding the write
 //! back costs an idle connection one extra poll of its task (microseconds), never a timer.
-//! Clients connect the same way ([`CoalescedConnector`]): Courier's Rust client library and
-//! `courier bench`.
+//! Clients connect the same way, through [`DirectChannel`], which also puts each call straight
+//! onto the connection: Courier's Rust client library and `courier bench`.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +17,10 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
+
+mod direct;
+
+pub use direct::{ClientChannel, DirectChannel};
 
 pin_project! {
     /// `inner` with its first write after each flush held back for one scheduler turn.
@@ -110,41 +114,6 @@ impl<T: Connected> Connected for Coalesced<T> {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
-    }
-}
-
-/// Connects a tonic channel over plain TCP (`Endpoint::connect_with_connector`), with the
-/// requests of calls made together sharing a write as the server's answers do. The Rust
-/// client library and `courier bench` connect with it; the operator commands make one call
-/// each and do not need it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CoalescedConnector;
-
-impl tower_service::Service<http::Uri> for CoalescedConnector {
-    type Response = hyper_util::rt::TokioIo<Coalesced<tokio::net::TcpStream>>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        Box::pin(async move {
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("https") => 443,
-                _ => 80,
-            });
-            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            // Small unary calls must not wait on Nagle.
-            stream.set_nodelay(true)?;
-            Ok(hyper_util::rt::TokioIo::new(Coalesced::new(stream)))
-        })
     }
 }
 
