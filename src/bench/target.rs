@@ -130,7 +130,8 @@ impl GrpcTarget {
                     Ok(Err(error)) => return Err(BenchError::Unreachable(error.to_string())),
                     Err(_) => {
                         return Err(BenchError::Unreachable(format!(
-                            "cannot connect to {addr}: no answer in 10 s"
+                            "cannot connect to {addr}: no answer in {} s",
+                            CONNECT_TIMEOUT.as_secs()
                         )));
                     }
                 }
