@@ -125,16 +125,14 @@ impl GrpcTarget {
                 ClientChannel::Tls(endpoint.connect().await?)
             } else {
                 let connecting = DirectChannel::connect(endpoint.uri());
-                match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-                    Ok(Ok(connected)) => ClientChannel::Plain(connected),
-                    Ok(Err(error)) => return Err(BenchError::Unreachable(error.to_string())),
-                    Err(_) => {
-                        return Err(BenchError::Unreachable(format!(
-                            "cannot connect to {addr}: no answer in {} s",
-                            CONNECT_TIMEOUT.as_secs()
-                        )));
-                    }
-                }
+                let connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                    .await
+                    .unwrap_or_else(|_| {
+                        let waited = CONNECT_TIMEOUT.as_secs();
+                        Err(format!("cannot connect to {addr}: no answer in {waited} s").into())
+                    })
+                    .map_err(|error| BenchError::Unreachable(error.to_string()))?;
+                ClientChannel::Plain(connected)
             };
             let channel = crate::client::with_token(channel, &options.client)
                 .map_err(|error| BenchError::Options(error.0))?;

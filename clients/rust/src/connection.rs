@@ -58,14 +58,13 @@ impl Connection {
     pub fn connect_lazy(&self) -> Result<CourierChannel, ConnectionError> {
         let metadata = self.metadata()?;
         let endpoint = self.endpoint()?;
-        let channel =
-            if self.is_tls() {
-                ClientChannel::Tls(endpoint.connect_lazy())
-            } else {
-                ClientChannel::Plain(DirectChannel::lazy(endpoint.uri()).map_err(|e| {
-                    ConnectionError(format!("{:?} is not an address: {e}", self.uri()))
-                })?)
-            };
+        let channel = if self.is_tls() {
+            ClientChannel::Tls(endpoint.connect_lazy())
+        } else {
+            let channel = DirectChannel::lazy(endpoint.uri())
+                .map_err(|e| ConnectionError(format!("{:?} is not an address: {e}", self.uri())))?;
+            ClientChannel::Plain(channel)
+        };
         Ok(InterceptedService::new(channel, metadata))
     }
 
