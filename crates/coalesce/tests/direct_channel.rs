@@ -1,5 +1,6 @@
 //! `DirectChannel` against a real tonic server on loopback: calls reach it, a stopped server
-//! is UNAVAILABLE, and a server started again on the same address is reached again.
+//! is UNAVAILABLE, and a server started again on the same address is reached again; and
+//! against a bare HTTP/2 server that goes away mid-call.
 
 use std::net::SocketAddr;
 
@@ -69,6 +70,28 @@ async fn calls_reach_the_server_and_a_restarted_server_again() {
 
     let (_stop, _server) = serve(TcpListener::bind(address).await.unwrap());
     assert_eq!(check(&mut client).await.unwrap(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn a_connection_lost_mid_call_is_unavailable_and_names_the_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(socket).await.unwrap();
+        // Takes the call, then closes the connection without an answer.
+        let call = connection.accept().await;
+        assert!(matches!(call, Some(Ok(_))), "the call arrived");
+        drop(connection);
+    });
+    let mut client = HealthClient::new(DirectChannel::lazy(&uri(address)).unwrap());
+    let lost = check(&mut client).await.unwrap_err();
+    server.await.unwrap();
+    assert_eq!(lost.code(), Code::Unavailable, "{lost:?}");
+    assert!(
+        lost.message().contains(&address.to_string()),
+        "the status names the address: {lost:?}"
+    );
 }
 
 #[tokio::test]
