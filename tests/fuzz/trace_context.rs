@@ -69,13 +69,15 @@ proptest! {
     #[test]
     fn a_version_00_traceparent_is_accepted_exactly_when_valid(value in traceparent()) {
         let parsed = TraceParent::parse(&value);
-        if is_version_00(&value) {
+        // Spaces and tabs around a header's value are not part of it (RFC 9110, 5.5).
+        let value = value.trim_matches([' ', '\t']);
+        if is_version_00(value) {
             let parsed = parsed.expect("a valid version 00 traceparent");
             prop_assert_eq!(parsed.to_string(), value);
         } else if let Ok(parsed) = parsed {
             // Only a later version (not ff) with more fields, read by its first four.
             prop_assert!(!value.starts_with("00") && !value.starts_with("ff"), "{value:?}");
-            prop_assert!(value.trim().len() >= 55);
+            prop_assert!(value.len() >= 55);
             prop_assert!(is_version_00(&parsed.to_string()));
         }
     }
